@@ -1,0 +1,179 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// eventColumnsSQL lists event_logs' columns in the order scanEvent reads them.
+const eventColumnsSQL = `id, batch_id, project, trigger_name, type, payload, event_time, fire_at,
+	is_synchronous, status, attempts, due_at, claimed_by, remark, response, created_at, updated_at`
+
+// scanEvent reads one row selected with eventColumnsSQL.
+func scanEvent(row pgx.CollectableRow) (Event, error) {
+	var e Event
+	var payload, response, claimedBy, remark *string
+	var dueAt *time.Time
+	err := row.Scan(&e.ID, &e.BatchID, &e.Project, &e.Trigger, &e.Type, &payload, &e.EventTime, &e.FireAt,
+		&e.Synchronous, &e.Status, &e.Attempts, &dueAt, &claimedBy, &remark, &response, &e.CreatedAt, &e.UpdatedAt)
+	if err != nil {
+		return e, err
+	}
+	if payload != nil {
+		e.Payload = []byte(*payload)
+	}
+	if response != nil {
+		e.Response = []byte(*response)
+	}
+	if dueAt != nil {
+		e.DueAt = *dueAt
+	}
+	if claimedBy != nil {
+		e.ClaimedBy = *claimedBy
+	}
+	if remark != nil {
+		e.Remark = *remark
+	}
+	return e, nil
+}
+
+// dueRowsSQL locks up to $3 due staged rows of trigger $2 in project $1,
+// skipping rows another claim has locked. The partial index event_logs_due
+// serves it, so a claim reads only due rows, however long the history.
+const dueRowsSQL = `SELECT id FROM event_logs
+	WHERE status = 'staged' AND project = $1 AND trigger_name = $2 AND due_at <= now()
+	ORDER BY due_at LIMIT $3
+	FOR UPDATE SKIP LOCKED`
+
+// Claim takes up to limit due staged rows of one trigger for node, leasing
+// them until now + lease. Rows other nodes hold are skipped, not waited for.
+func (s *Store) Claim(ctx context.Context, node, project, trigger string, limit int, lease time.Duration) ([]Event, error) {
+	rows, err := s.pool.Query(ctx, `
+		UPDATE event_logs e SET claimed_by = $4, due_at = now() + $5::interval
+		FROM (`+dueRowsSQL+`) due
+		WHERE e.id = due.id
+		RETURNING `+prefixed("e.", eventColumnsSQL), project, trigger, limit, node, lease)
+	if err != nil {
+		return nil, fmt.Errorf("claim %s/%s: %w", project, trigger, err)
+	}
+	events, err := pgx.CollectRows(rows, scanEvent)
+	if err != nil {
+		return nil, fmt.Errorf("claim %s/%s: %w", project, trigger, err)
+	}
+	return events, nil
+}
+
+// NextDue returns how long until the earliest staged row of a trigger may
+// be claimed (zero or less when one is due now), and false when the trigger
+// has no staged rows. The wait is measured on the database's clock.
+func (s *Store) NextDue(ctx context.Context, project, trigger string) (time.Duration, bool, error) {
+	var wait *float64
+	err := s.pool.QueryRow(ctx, `
+		SELECT extract(epoch FROM min(due_at) - clock_timestamp())::float8 FROM event_logs
+		WHERE status = 'staged' AND project = $1 AND trigger_name = $2`, project, trigger).Scan(&wait)
+	if err != nil {
+		return 0, false, fmt.Errorf("next due row of %s/%s: %w", project, trigger, err)
+	}
+	if wait == nil {
+		return 0, false, nil
+	}
+	return time.Duration(*wait * float64(time.Second)), true, nil
+}
+
+// Renew extends node's leases on the given staged rows to now + lease and
+// returns the ids it still held; the others were lost (to another node, or
+// because they are no longer staged).
+func (s *Store) Renew(ctx context.Context, node string, ids []uuid.UUID, lease time.Duration) (map[uuid.UUID]bool, error) {
+	rows, err := s.pool.Query(ctx, `
+		UPDATE event_logs SET due_at = now() + $3::interval
+		WHERE id = ANY($2) AND claimed_by = $1 AND status = 'staged'
+		RETURNING id`, node, ids, lease)
+	if err != nil {
+		return nil, fmt.Errorf("renew %d leases: %w", len(ids), err)
+	}
+	held, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return nil, fmt.Errorf("renew %d leases: %w", len(ids), err)
+	}
+	out := make(map[uuid.UUID]bool, len(held))
+	for _, id := range held {
+		out[id] = true
+	}
+	return out, nil
+}
+
+// Release hands node's staged rows back for any node to claim, each at its
+// due time (the same index in due), or at once where that is zero.
+func (s *Store) Release(ctx context.Context, node string, ids []uuid.UUID, due []time.Time) error {
+	dues := make([]*time.Time, len(ids))
+	for i := range ids {
+		if i < len(due) {
+			dues[i] = timeOrNil(due[i])
+		}
+	}
+	_, err := s.pool.Exec(ctx, `
+		UPDATE event_logs e SET claimed_by = NULL, due_at = coalesce(r.due, now())
+		FROM unnest($2::uuid[], $3::timestamptz[]) AS r(id, due)
+		WHERE e.id = r.id AND e.claimed_by = $1 AND e.status = 'staged'`, node, ids, dues)
+	if err != nil {
+		return fmt.Errorf("release %d rows: %w", len(ids), err)
+	}
+	return nil
+}
+
+// Trigger names one trigger of one project.
+type Trigger struct {
+	Project string
+	Name    string
+}
+
+// CancelOrphans cancels the due staged rows whose trigger is not among
+// known, and returns how many rows of each trigger it cancelled.
+func (s *Store) CancelOrphans(ctx context.Context, known []Trigger) (map[Trigger]int, error) {
+	projects := make([]string, len(known))
+	names := make([]string, len(known))
+	for i, t := range known {
+		projects[i], names[i] = t.Project, t.Name
+	}
+	rows, err := s.pool.Query(ctx, `
+		UPDATE event_logs SET status = 'cancelled', due_at = NULL, claimed_by = NULL, updated_at = now(),
+		       remark = 'trigger ' || trigger_name || ' is not in the config of project ' || project
+		WHERE status = 'staged' AND due_at <= now()
+		  AND (project, trigger_name) NOT IN (SELECT * FROM unnest($1::text[], $2::text[]))
+		RETURNING id, project, trigger_name`, projects, names)
+	if err != nil {
+		return nil, fmt.Errorf("cancel rows of unknown triggers: %w", err)
+	}
+	out := make(map[Trigger]int)
+	var ids notifyIDs
+	var id uuid.UUID
+	var t Trigger
+	_, err = pgx.ForEachRow(rows, []any{&id, &t.Project, &t.Name}, func() error {
+		out[t]++
+		ids.add(id)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cancel rows of unknown triggers: %w", err)
+	}
+	if len(out) > 0 {
+		if _, err := s.pool.Exec(ctx, notifySQL, s.channel, ids.done()); err != nil {
+			return out, fmt.Errorf("notify cancelled rows: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// prefixed qualifies each column of a comma-separated list with p.
+func prefixed(p, columns string) string {
+	parts := strings.Split(columns, ",")
+	for i, c := range parts {
+		parts[i] = p + strings.TrimSpace(c)
+	}
+	return strings.Join(parts, ", ")
+}
