@@ -1,0 +1,147 @@
+// Package config loads and validates triggerd's YAML configuration.
+package config
+
+import (
+	"strings"
+	"time"
+)
+
+// Config is the whole configuration of a triggerd node.
+type Config struct {
+	// Listen is the HTTP address of the API, host:port.
+	Listen string `yaml:"listen"`
+	// NodeID identifies this node in CloudEvents' source and in X-SC-Token.
+	NodeID string `yaml:"node_id"`
+	// SyncTimeout bounds how long a synchronous queue request waits.
+	SyncTimeout Duration `yaml:"sync_timeout"`
+	// BodyLimit is the largest queue request body accepted, in bytes.
+	BodyLimit int64 `yaml:"body_limit"`
+	// ShutdownGrace is how long attempts in flight may run after SIGTERM.
+	ShutdownGrace Duration `yaml:"shutdown_grace"`
+	// Lease is how long a node's claim on a row lasts unless it renews it;
+	// a dead node's rows come back to the others within about this long.
+	Lease Duration `yaml:"lease"`
+	// Store is the eventing database.
+	Store Store `yaml:"store"`
+	// Projects are the event namespaces this node serves.
+	Projects []Project `yaml:"projects"`
+}
+
+// Store locates the Postgres database that holds event_logs and invocation_logs.
+type Store struct {
+	// URL is a Postgres connection string (URL or key=value form).
+	URL string `yaml:"url"`
+	// Schema holds triggerd's tables.
+	Schema string `yaml:"schema"`
+	// MaxConns caps the connection pool.
+	MaxConns int32 `yaml:"max_conns"`
+}
+
+// Project groups secrets, rules and triggers under one id.
+type Project struct {
+	// ID names the project in API paths and event_logs.
+	ID string `yaml:"id"`
+	// Secrets verify bearer tokens; the first one also signs X-SC-Token.
+	Secrets []Secret `yaml:"secrets"`
+	// Rules maps a custom event type, or "default", to who may queue it.
+	Rules map[string]Rule `yaml:"rules"`
+	// Triggers are the webhooks events are delivered to.
+	Triggers []Trigger `yaml:"triggers"`
+}
+
+// Secret is one signing or verifying key of a project.
+type Secret struct {
+	// KID is the key id carried in JWT headers.
+	KID string `yaml:"kid"`
+	// Alg is HS256 or RS256.
+	Alg string `yaml:"alg"`
+	// Secret is the shared key of an HS256 secret.
+	Secret string `yaml:"secret"`
+	// PrivateKeyFile is the PEM private key of an RS256 secret (needed to sign).
+	PrivateKeyFile string `yaml:"private_key_file"`
+	// PublicKeyFile is the PEM public key of an RS256 secret (enough to verify).
+	PublicKeyFile string `yaml:"public_key_file"`
+}
+
+// Rule says who may queue an event type through the API.
+type Rule string
+
+// The rules a type can have.
+const (
+	RuleAllow         Rule = "allow"
+	RuleDeny          Rule = "deny"
+	RuleAuthenticated Rule = "authenticated"
+)
+
+// Trigger delivers the events of one type to one webhook.
+type Trigger struct {
+	// Name is unique within its project.
+	Name string `yaml:"name"`
+	// Type is the event type the trigger handles.
+	Type string `yaml:"type"`
+	// URL is the webhook, http or https.
+	URL string `yaml:"url"`
+	// Retries is how many times a failed attempt is retried; attempts = Retries + 1.
+	Retries int `yaml:"retries"`
+	// TimeoutMS bounds one attempt, in milliseconds.
+	TimeoutMS int `yaml:"timeout"`
+	// RetryBackoff shapes the waits between attempts.
+	RetryBackoff Backoff `yaml:"retry_backoff"`
+	// Headers are extra request headers sent with every attempt.
+	Headers map[string]string `yaml:"headers"`
+	// Concurrency caps this trigger's attempts in flight on one node.
+	Concurrency int `yaml:"concurrency"`
+}
+
+// Backoff is an exponential retry schedule: the nth retry waits
+// Initial × 2^(n-1), capped at Max.
+type Backoff struct {
+	Initial Duration `yaml:"initial"`
+	Max     Duration `yaml:"max"`
+}
+
+// Duration is a time.Duration written in YAML as a Go duration string ("1s", "10m").
+type Duration time.Duration
+
+// Timeout returns the trigger's per-attempt timeout.
+func (t *Trigger) Timeout() time.Duration {
+	return time.Duration(t.TimeoutMS) * time.Millisecond
+}
+
+// Project returns the project with the id, or nil.
+func (c *Config) Project(id string) *Project {
+	for i := range c.Projects {
+		if c.Projects[i].ID == id {
+			return &c.Projects[i]
+		}
+	}
+	return nil
+}
+
+// Rule returns who may queue events of a type: the type's rule, else the
+// "default" rule, else authenticated.
+func (p *Project) Rule(eventType string) Rule {
+	if r, ok := p.Rules[eventType]; ok {
+		return r
+	}
+	if r, ok := p.Rules["default"]; ok {
+		return r
+	}
+	return RuleAuthenticated
+}
+
+// Trigger returns the trigger with the name, or nil.
+func (p *Project) Trigger(name string) *Trigger {
+	for i := range p.Triggers {
+		if p.Triggers[i].Name == name {
+			return &p.Triggers[i]
+		}
+	}
+	return nil
+}
+
+// IsReservedType reports whether an event type belongs to the database or
+// file sources (DB_*, FILE_*), which the API does not accept.
+func IsReservedType(t string) bool {
+	return strings.HasPrefix(t, "DB_") || strings.HasPrefix(t, "FILE_")
+}

@@ -1,0 +1,210 @@
+package config_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/triggerd/triggerd/config"
+)
+
+// env is a fixed environment for ${VAR} expansion.
+func env(vars map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) {
+		v, ok := vars[k]
+		return v, ok
+	}
+}
+
+const full = `listen: 127.0.0.1:5000
+node_id: node-1
+store:
+  url: ${TRIGGERD_STORE_URL}
+  schema: events
+projects:
+  - id: demo
+    secrets:
+      - {kid: k1, alg: HS256, secret: "${DEMO_SECRET}"}
+    rules:
+      default: authenticated
+      sent-email: allow
+    triggers:
+      - name: email-sender
+        type: sent-email
+        url: http://127.0.0.1:9000/email
+        retries: ${RETRIES}
+        timeout: 2500
+        retry_backoff: {initial: 2s, max: 1m}
+        headers: {X-Api-Key: "${KEY:-none}"}
+      - name: minimal
+        type: other
+        url: https://hooks.example.com/x
+        retries: 0
+`
+
+func TestParseFullConfig(t *testing.T) {
+	cfg, err := config.Parse("t.yaml", []byte(full), env(map[string]string{
+		"TRIGGERD_STORE_URL": "postgres://u:p@db/events",
+		"DEMO_SECRET":        "a: b # not a comment",
+		"RETRIES":            "5",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "127.0.0.1:5000" || cfg.NodeID != "node-1" || cfg.Store.URL != "postgres://u:p@db/events" || cfg.Store.Schema != "events" {
+		t.Errorf("top level: %+v", cfg)
+	}
+	// Defaults.
+	if cfg.SyncTimeout.Std() != 10*time.Second || cfg.BodyLimit != 1<<20 || cfg.ShutdownGrace.Std() != 10*time.Second ||
+		cfg.Lease.Std() != 10*time.Second || cfg.Store.MaxConns != 16 {
+		t.Errorf("defaults: %+v", cfg)
+	}
+	p := cfg.Project("demo")
+	if p == nil || cfg.Project("nope") != nil {
+		t.Fatal("Project lookup")
+	}
+	if p.Secrets[0].Secret != "a: b # not a comment" {
+		t.Errorf("an expanded secret must stay one string, got %q", p.Secrets[0].Secret)
+	}
+	if p.Rule("sent-email") != config.RuleAllow || p.Rule("anything") != config.RuleAuthenticated {
+		t.Errorf("rules: %v", p.Rules)
+	}
+	tr := p.Triggers[0]
+	if tr.Retries != 5 || tr.Timeout() != 2500*time.Millisecond || tr.RetryBackoff.Initial.Std() != 2*time.Second ||
+		tr.RetryBackoff.Max.Std() != time.Minute || tr.Headers["X-Api-Key"] != "none" || tr.Concurrency != 16 {
+		t.Errorf("trigger: %+v", tr)
+	}
+	m := p.Triggers[1]
+	if m.Retries != 0 || m.TimeoutMS != 5000 || m.RetryBackoff.Initial.Std() != time.Second || m.RetryBackoff.Max.Std() != 10*time.Minute {
+		t.Errorf("explicit retries: 0 and defaults: %+v", m)
+	}
+}
+
+func TestRulesDefaultToAuthenticated(t *testing.T) {
+	cfg, err := config.Parse("t.yaml", []byte(`store: {url: x}
+projects: [{id: p, secrets: [{kid: k, alg: HS256, secret: s}]}]`), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, _ := os.Hostname()
+	if r := cfg.Projects[0].Rule("x"); r != config.RuleAuthenticated || cfg.NodeID != host {
+		t.Fatalf("rule %q node %q", r, cfg.NodeID)
+	}
+}
+
+func TestExpansion(t *testing.T) {
+	base := "store:\n  url: %s\nprojects: [{id: p, secrets: [{kid: k, alg: HS256, secret: s}]}]\n"
+	cases := []struct {
+		url, want, err string
+		vars           map[string]string
+	}{
+		{url: "${U}", vars: map[string]string{"U": "postgres://a"}, want: "postgres://a"},
+		{url: "${U:-postgres://default}", want: "postgres://default"},
+		{url: "${U:-postgres://default}", vars: map[string]string{"U": ""}, want: "postgres://default"},
+		{url: "pre-${U}-post", vars: map[string]string{"U": "mid"}, want: "pre-mid-post"},
+		{url: "'a$$b'", want: "a$b"},
+		{url: "$HOME", want: "$HOME"},
+		{url: "${MISSING}", err: "line 2: store.url: environment variable MISSING is not set"},
+		{url: "'${U'", err: "unclosed ${"},
+		{url: "'${1X}'", err: "not a valid variable reference"},
+	}
+	for _, c := range cases {
+		cfg, err := config.Parse("t.yaml", []byte(strings.Replace(base, "%s", c.url, 1)), env(c.vars))
+		switch {
+		case c.err != "":
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%s: want error %q, got %v", c.url, c.err, err)
+			}
+		case err != nil:
+			t.Errorf("%s: %v", c.url, err)
+		case cfg.Store.URL != c.want:
+			t.Errorf("%s: got %q, want %q", c.url, cfg.Store.URL, c.want)
+		}
+	}
+}
+
+// TestErrors checks that each bad config names the file, the line, the key
+// and what to do.
+func TestErrors(t *testing.T) {
+	const head = "store: {url: postgres://x}\n"
+	const proj = "projects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: s}]\n"
+	const trig = proj + "    triggers:\n      - name: t\n        type: x\n        url: http://h/\n"
+	cases := []struct{ name, text, want string }{
+		{"empty file", "", "the file is empty"},
+		{"not yaml", "store: [", "t.yaml: yaml:"},
+		{"two documents", head + proj + "---\nx: 1\n", "more than one YAML document"},
+		{"unknown top key", head + proj + "listn: x\n", `t.yaml: line 5: top level: unknown key "listn" (known keys: listen, node_id`},
+		{"unknown trigger key", trig + "        retrys: 3\n", `line 8: projects[0].triggers[0]: unknown key "retrys" (known keys: name, type, url, retries`},
+		{"unknown secret key", head + "projects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secrt: s}]\n", `projects[0].secrets[0]: unknown key "secrt"`},
+		{"duplicate key", head + head + proj, `line 2: top level: key "store" appears twice (first on line 1)`},
+		{"wrong kind int", trig + "        retries: many\n", `line 8: projects[0].triggers[0].retries: want a whole number, got "many"`},
+		{"wrong kind list", head + "projects: {id: p}\n", "projects: want a list"},
+		{"wrong kind mapping", "store: postgres://x\n" + proj, "store: want keys and values"},
+		{"duration without unit", head + proj + "sync_timeout: 10\n", "sync_timeout: write a duration with a unit, like 10s"},
+		{"bad duration", head + proj + "sync_timeout: soon\n", `sync_timeout: "soon" is not a duration`},
+		{"missing store url", proj, "store.url: is required"},
+		{"bad listen", head + proj + "listen: 4122\n", "listen: \"4122\" is not host:port"},
+		{"bad schema", "store: {url: x, schema: Bad-Name}\n" + proj, "store.schema: \"Bad-Name\" is not a valid schema name"},
+		{"no projects", head, "projects: at least one project is required"},
+		{"bad project id", head + "projects: [{id: 'a b', secrets: [{kid: k, alg: HS256, secret: s}]}]\n", "projects[0].id: \"a b\" is not a valid project id"},
+		{"duplicate project", head + proj + "  - id: p\n    secrets: [{kid: k, alg: HS256, secret: s}]\n", `line 5: projects[1].id: project "p" is defined twice`},
+		{"no secrets", head + "projects: [{id: p}]\n", "projects[0].secrets: at least one secret is required"},
+		{"no kid", head + "projects: [{id: p, secrets: [{alg: HS256, secret: s}]}]\n", "secrets[0].kid: is required"},
+		{"duplicate kid", head + "projects: [{id: p, secrets: [{kid: k, alg: HS256, secret: s}, {kid: k, alg: HS256, secret: t}]}]\n", `secrets[1].kid: "k" is used twice`},
+		{"bad alg", head + "projects: [{id: p, secrets: [{kid: k, alg: ES256, secret: s}]}]\n", `alg: "ES256" is not supported: use HS256 or RS256`},
+		{"hs without secret", head + "projects: [{id: p, secrets: [{kid: k, alg: HS256}]}]\n", "secrets[0].secret: is required for HS256"},
+		{"rs without files", head + "projects: [{id: p, secrets: [{kid: k, alg: RS256}]}]\n", "needs private_key_file"},
+		{"rs first without private", head + "projects: [{id: p, secrets: [{kid: k, alg: RS256, public_key_file: k.pub}]}]\n", "private_key_file: is required on the first secret"},
+		{"bad rule", head + proj + "    rules: {x: maybe}\n", `projects[0].rules.x: "maybe" is not a rule: use allow, deny or authenticated`},
+		{"no trigger name", head + proj + "    triggers: [{type: x, url: 'http://h/'}]\n", "triggers[0].name: \"\" is not a valid trigger name"},
+		{"duplicate trigger", head + trig + "      - {name: t, type: y, url: 'http://h/'}\n", `trigger "t" is defined twice`},
+		{"no type", head + proj + "    triggers: [{name: t, url: 'http://h/'}]\n", "triggers[0].type: is required"},
+		{"db type", head + proj + "    triggers: [{name: t, type: DB_INSERT, url: 'http://h/'}]\n", "DB_INSERT needs a database source"},
+		{"file type", head + proj + "    triggers: [{name: t, type: FILE_CREATE, url: 'http://h/'}]\n", "FILE_CREATE needs a file source"},
+		{"bad url", head + proj + "    triggers: [{name: t, type: x, url: 'ftp://h/'}]\n", `url: "ftp://h/" is not an http or https URL`},
+		{"negative retries", head + trig + "        retries: -1\n", "retries: must be 0 to 100, got -1"},
+		{"zero timeout", head + trig + "        timeout: 0\n", "timeout: must be more than 0"},
+		{"max below initial", head + trig + "        retry_backoff: {initial: 5s, max: 1s}\n", "retry_backoff.max: must be at least initial (5s)"},
+		{"zero concurrency", head + trig + "        concurrency: 0\n", "concurrency: must be 1 or more"},
+		{"reserved header", head + trig + "        headers: {X-SC-Token: forged}\n", "headers.X-SC-Token: triggerd sets X-SC-Token itself"},
+		{"bad header", head + trig + "        headers: {'bad header': x}\n", "is not a valid header name"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := config.Parse("t.yaml", []byte(c.text), env(nil))
+			if err == nil || !strings.Contains(err.Error(), c.want) || !strings.HasPrefix(err.Error(), "t.yaml: ") {
+				t.Fatalf("want an error starting with the file and containing %q, got %v\n%s", c.want, err, c.text)
+			}
+		})
+	}
+}
+
+func TestLoadResolvesKeyFilesNextToTheConfig(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "triggerd.yaml")
+	text := "store: {url: x}\nprojects: [{id: p, secrets: [{kid: k, alg: RS256, private_key_file: keys/k.pem, public_key_file: /abs/k.pub}]}]\n"
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cfg.Projects[0].Secrets[0]
+	if s.PrivateKeyFile != filepath.Join(dir, "keys/k.pem") || s.PublicKeyFile != "/abs/k.pub" {
+		t.Fatalf("key files %q %q", s.PrivateKeyFile, s.PublicKeyFile)
+	}
+	if _, err := config.Load(filepath.Join(dir, "missing.yaml")); err == nil || !strings.Contains(err.Error(), "missing.yaml") {
+		t.Fatalf("missing file: %v", err)
+	}
+}
+
+func TestIsReservedType(t *testing.T) {
+	for typ, want := range map[string]bool{"DB_INSERT": true, "FILE_CREATE": true, "DB_anything": true, "sent-email": false, "db_insert": false} {
+		if config.IsReservedType(typ) != want {
+			t.Errorf("IsReservedType(%q) != %v", typ, want)
+		}
+	}
+}

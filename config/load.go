@@ -1,0 +1,316 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Load reads and validates the config file at path, expanding ${VAR} from
+// the environment. Relative key file paths are taken from the file's folder.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	cfg, err := Parse(path, data, os.LookupEnv)
+	if err != nil {
+		return nil, err
+	}
+	cfg.resolvePaths(filepath.Dir(path))
+	return cfg, nil
+}
+
+// Parse decodes and validates a config. name labels error messages;
+// lookupEnv supplies the values of ${VAR} references.
+func Parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%s: the file is empty: it needs at least store and projects", name)
+		}
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s: the file holds more than one YAML document: keep one", name)
+	}
+	root := doc.Content[0]
+	w := &walker{name: name, lookupEnv: lookupEnv, lines: make(map[string]int)}
+	if err := w.walk(root, reflect.TypeFor[Config](), ""); err != nil {
+		return nil, err
+	}
+	cfg := &Config{
+		Listen:        "127.0.0.1:4122",
+		SyncTimeout:   Duration(10 * time.Second),
+		BodyLimit:     1 << 20,
+		ShutdownGrace: Duration(10 * time.Second),
+		Lease:         Duration(10 * time.Second),
+		Store:         Store{Schema: "triggerd", MaxConns: 16},
+	}
+	if err := root.Decode(cfg); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if cfg.NodeID == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("%s: node_id is not set and the hostname is unknown (%v): set node_id", name, err)
+		}
+		cfg.NodeID = host
+	}
+	if err := w.validate(cfg); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// resolvePaths makes relative key file paths relative to dir.
+func (c *Config) resolvePaths(dir string) {
+	for i := range c.Projects {
+		for j := range c.Projects[i].Secrets {
+			s := &c.Projects[i].Secrets[j]
+			for _, f := range []*string{&s.PrivateKeyFile, &s.PublicKeyFile} {
+				if *f != "" && !filepath.IsAbs(*f) {
+					*f = filepath.Join(dir, *f)
+				}
+			}
+		}
+	}
+}
+
+// UnmarshalYAML fills a trigger's defaults before decoding it, so that an
+// explicit zero (retries: 0) stays zero.
+func (t *Trigger) UnmarshalYAML(n *yaml.Node) error {
+	type plain Trigger
+	p := plain{
+		Retries:      3,
+		TimeoutMS:    5000,
+		Concurrency:  16,
+		RetryBackoff: Backoff{Initial: Duration(time.Second), Max: Duration(10 * time.Minute)},
+	}
+	if err := n.Decode(&p); err != nil {
+		return err
+	}
+	*t = Trigger(p)
+	return nil
+}
+
+// UnmarshalYAML reads a Go duration string such as "1s" or "10m".
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := parseDuration(n.Value)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// parseDuration reads a duration, insisting on a unit.
+func parseDuration(s string) (time.Duration, error) {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		if _, numErr := time.ParseDuration(s + "s"); numErr == nil {
+			return 0, fmt.Errorf("write a duration with a unit, like %ss or %sms", s, s)
+		}
+		return 0, fmt.Errorf("%q is not a duration: write one like 10s, 500ms or 2m", s)
+	}
+	return v, nil
+}
+
+// Std returns d as a time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }
+
+// walker checks a YAML tree against the Go types before decoding: it
+// expands ${VAR} in values, rejects unknown and duplicate keys and values
+// of the wrong kind, and remembers the line of every key path.
+type walker struct {
+	name      string
+	lookupEnv func(string) (string, bool)
+	lines     map[string]int
+}
+
+// errAt formats an error for a key path.
+func (w *walker) errAt(line int, path, format string, args ...any) error {
+	where := path
+	if where == "" {
+		where = "top level"
+	}
+	return fmt.Errorf("%s: line %d: %s: %s", w.name, line, where, fmt.Sprintf(format, args...))
+}
+
+// walk checks node n, which is to decode into a value of type t at path.
+func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) error {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	w.lines[path] = n.Line
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return nil // an empty value leaves the default
+	}
+	if reflect.PointerTo(t).Implements(reflect.TypeFor[yaml.Unmarshaler]()) && t.Kind() != reflect.Struct {
+		return w.scalar(n, t, path)
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		return w.mapping(n, path, func(key string, v *yaml.Node, kpath string) error {
+			f, ok := fieldByTag(t, key)
+			if !ok {
+				return w.errAt(v.Line, path, "unknown key %q (known keys: %s)", key, strings.Join(tags(t), ", "))
+			}
+			return w.walk(v, f.Type, kpath)
+		})
+	case reflect.Map:
+		return w.mapping(n, path, func(_ string, v *yaml.Node, kpath string) error {
+			return w.walk(v, t.Elem(), kpath)
+		})
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			return w.errAt(n.Line, path, "want a list")
+		}
+		for i, item := range n.Content {
+			if err := w.walk(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return w.scalar(n, t, path)
+}
+
+// mapping checks a mapping node's keys and hands each value to each.
+func (w *walker) mapping(n *yaml.Node, path string, each func(key string, v *yaml.Node, kpath string) error) error {
+	if n.Kind != yaml.MappingNode {
+		return w.errAt(n.Line, path, "want keys and values (a mapping)")
+	}
+	seen := make(map[string]int)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if first, dup := seen[k.Value]; dup {
+			return w.errAt(k.Line, path, "key %q appears twice (first on line %d)", k.Value, first)
+		}
+		seen[k.Value] = k.Line
+		kpath := k.Value
+		if path != "" {
+			kpath = path + "." + k.Value
+		}
+		if err := each(k.Value, v, kpath); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// scalar expands a value's ${VAR}s and checks that it decodes into t.
+func (w *walker) scalar(n *yaml.Node, t reflect.Type, path string) error {
+	if n.Kind != yaml.ScalarNode {
+		return w.errAt(n.Line, path, "want a single value, not a list or mapping")
+	}
+	if strings.Contains(n.Value, "$") {
+		v, err := expand(n.Value, w.lookupEnv)
+		if err != nil {
+			return w.errAt(n.Line, path, "%v", err)
+		}
+		n.Value = v
+		if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle|yaml.LiteralStyle|yaml.FoldedStyle) == 0 {
+			n.Tag = "" // resolve the expanded text afresh: retries: ${N} is a number
+		}
+	}
+	if err := n.Decode(reflect.New(t).Interface()); err != nil {
+		want := map[reflect.Kind]string{
+			reflect.Int: "a whole number", reflect.Int32: "a whole number", reflect.Int64: "a whole number",
+			reflect.Bool: "true or false", reflect.String: "a string",
+		}[t.Kind()]
+		var typeErr *yaml.TypeError
+		if want != "" && errors.As(err, &typeErr) {
+			return w.errAt(n.Line, path, "want %s, got %q", want, n.Value)
+		}
+		return w.errAt(n.Line, path, "%v", err)
+	}
+	return nil
+}
+
+// fieldByTag finds the struct field with yaml tag key.
+func fieldByTag(t reflect.Type, key string) (reflect.StructField, bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); tag == key {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
+}
+
+// tags lists a struct's yaml keys in field order.
+func tags(t reflect.Type) []string {
+	var out []string
+	for i := range t.NumField() {
+		if tag, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); tag != "" && tag != "-" {
+			out = append(out, tag)
+		}
+	}
+	return out
+}
+
+// expand replaces ${VAR} and ${VAR:-default} with values from lookupEnv;
+// $$ is a literal $.
+func expand(s string, lookupEnv func(string) (string, bool)) (string, error) {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c != '$' || i+1 >= len(s) {
+			b.WriteByte(c)
+			continue
+		}
+		switch s[i+1] {
+		case '$':
+			b.WriteByte('$')
+			i++
+			continue
+		case '{':
+		default:
+			b.WriteByte(c)
+			continue
+		}
+		end := strings.IndexByte(s[i:], '}')
+		if end < 0 {
+			return "", fmt.Errorf("%q has an unclosed ${: write ${VAR} or ${VAR:-default}", s)
+		}
+		ref := s[i+2 : i+end]
+		name, def, hasDef := strings.Cut(ref, ":-")
+		if !validEnvName(name) {
+			return "", fmt.Errorf("${%s} is not a valid variable reference: write ${VAR} or ${VAR:-default}", ref)
+		}
+		v, ok := lookupEnv(name)
+		switch {
+		case hasDef && v == "":
+			v = def
+		case !ok:
+			return "", fmt.Errorf("environment variable %s is not set (set it, or write ${%s:-default})", name, name)
+		}
+		b.WriteString(v)
+		i += end
+	}
+	return b.String(), nil
+}
+
+// validEnvName reports whether s is a shell-style variable name.
+func validEnvName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, r := range s {
+		if r != '_' && (r < 'A' || r > 'Z') && (r < 'a' || r > 'z') && (i == 0 || r < '0' || r > '9') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,182 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"strings"
+)
+
+var (
+	schemaName  = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
+	projectID   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
+	triggerName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+	headerName  = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+)
+
+// validate checks a decoded config; errors carry the line of the key.
+func (w *walker) validate(c *Config) error {
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return w.fail("listen", "%q is not host:port (for example 127.0.0.1:4122)", c.Listen)
+	}
+	for key, d := range map[string]Duration{"sync_timeout": c.SyncTimeout, "shutdown_grace": c.ShutdownGrace, "lease": c.Lease} {
+		if d <= 0 {
+			return w.fail(key, "must be more than 0")
+		}
+	}
+	if c.BodyLimit <= 0 {
+		return w.fail("body_limit", "must be more than 0 bytes")
+	}
+	if strings.TrimSpace(c.Store.URL) == "" {
+		return w.fail("store.url", "is required: the Postgres database for event_logs, e.g. url: ${TRIGGERD_STORE_URL}")
+	}
+	if !schemaName.MatchString(c.Store.Schema) || len(c.Store.Schema) > 63 {
+		return w.fail("store.schema", "%q is not a valid schema name: use lowercase letters, digits and _ (at most 63)", c.Store.Schema)
+	}
+	if c.Store.MaxConns < 2 {
+		return w.fail("store.max_conns", "must be 2 or more")
+	}
+	if len(c.Projects) == 0 {
+		return w.fail("projects", "at least one project is required")
+	}
+	ids := make(map[string]bool)
+	for i := range c.Projects {
+		p := &c.Projects[i]
+		path := fmt.Sprintf("projects[%d]", i)
+		if !projectID.MatchString(p.ID) {
+			return w.fail(path+".id", "%q is not a valid project id: use letters, digits, _ and - (it appears in URLs)", p.ID)
+		}
+		if ids[p.ID] {
+			return w.fail(path+".id", "project %q is defined twice", p.ID)
+		}
+		ids[p.ID] = true
+		if err := w.validateSecrets(p, path); err != nil {
+			return err
+		}
+		for typ, r := range p.Rules {
+			if r != RuleAllow && r != RuleDeny && r != RuleAuthenticated {
+				return w.fail(path+".rules."+typ, "%q is not a rule: use allow, deny or authenticated", r)
+			}
+		}
+		if err := w.validateTriggers(p, path); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *walker) validateSecrets(p *Project, path string) error {
+	if len(p.Secrets) == 0 {
+		return w.fail(path+".secrets", "at least one secret is required: the first signs the X-SC-Token of every delivery")
+	}
+	kids := make(map[string]bool)
+	for j, s := range p.Secrets {
+		sp := fmt.Sprintf("%s.secrets[%d]", path, j)
+		switch {
+		case s.KID == "":
+			return w.fail(sp+".kid", "is required: it names the key in token headers")
+		case kids[s.KID]:
+			return w.fail(sp+".kid", "%q is used twice in this project", s.KID)
+		}
+		kids[s.KID] = true
+		switch s.Alg {
+		case "HS256":
+			if s.Secret == "" {
+				return w.fail(sp+".secret", "is required for HS256 (a long random string)")
+			}
+			if s.PrivateKeyFile != "" || s.PublicKeyFile != "" {
+				return w.fail(sp, "an HS256 secret takes secret, not key files")
+			}
+		case "RS256":
+			if s.Secret != "" {
+				return w.fail(sp+".secret", "an RS256 secret takes private_key_file and/or public_key_file, not secret")
+			}
+			if s.PrivateKeyFile == "" && s.PublicKeyFile == "" {
+				return w.fail(sp, "an RS256 secret needs private_key_file (to sign) or public_key_file (to verify)")
+			}
+			if j == 0 && s.PrivateKeyFile == "" {
+				return w.fail(sp+".private_key_file", "is required on the first secret, which signs X-SC-Token")
+			}
+		default:
+			return w.fail(sp+".alg", "%q is not supported: use HS256 or RS256", s.Alg)
+		}
+	}
+	return nil
+}
+
+func (w *walker) validateTriggers(p *Project, path string) error {
+	names := make(map[string]bool)
+	for j := range p.Triggers {
+		t := &p.Triggers[j]
+		tp := fmt.Sprintf("%s.triggers[%d]", path, j)
+		switch {
+		case !triggerName.MatchString(t.Name):
+			return w.fail(tp+".name", "%q is not a valid trigger name: use letters, digits, _, . and -", t.Name)
+		case names[t.Name]:
+			return w.fail(tp+".name", "trigger %q is defined twice in project %s", t.Name, p.ID)
+		case strings.TrimSpace(t.Type) == "":
+			return w.fail(tp+".type", "is required: the event type this trigger handles")
+		}
+		names[t.Name] = true
+		if err := checkSourceType(t.Type); err != nil {
+			return w.fail(tp+".type", "%v", err)
+		}
+		u, err := url.Parse(t.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return w.fail(tp+".url", "%q is not an http or https URL", t.URL)
+		}
+		switch {
+		case t.Retries < 0 || t.Retries > 100:
+			return w.fail(tp+".retries", "must be 0 to 100, got %d", t.Retries)
+		case t.TimeoutMS <= 0:
+			return w.fail(tp+".timeout", "must be more than 0 (milliseconds)")
+		case t.RetryBackoff.Initial <= 0:
+			return w.fail(tp+".retry_backoff.initial", "must be more than 0")
+		case t.RetryBackoff.Max < t.RetryBackoff.Initial:
+			return w.fail(tp+".retry_backoff.max", "must be at least initial (%s)", t.RetryBackoff.Initial.Std())
+		case t.Concurrency < 1:
+			return w.fail(tp+".concurrency", "must be 1 or more")
+		}
+		for h := range t.Headers {
+			switch {
+			case !headerName.MatchString(h):
+				return w.fail(tp+".headers."+h, "%q is not a valid header name", h)
+			case strings.EqualFold(h, "Content-Type"), strings.EqualFold(h, "X-SC-Token"):
+				return w.fail(tp+".headers."+h, "triggerd sets %s itself", h)
+			}
+		}
+	}
+	return nil
+}
+
+// checkSourceType rejects the database and file sources' event types, which
+// this version has no source for.
+func checkSourceType(t string) error {
+	switch {
+	case strings.HasPrefix(t, "DB_"):
+		return fmt.Errorf("%s needs a database source, which this version of triggerd does not have yet", t)
+	case strings.HasPrefix(t, "FILE_"):
+		return fmt.Errorf("%s needs a file source, which this version of triggerd does not have yet", t)
+	}
+	return nil
+}
+
+// fail formats an error for a key path, at the key's line.
+func (w *walker) fail(path, format string, args ...any) error {
+	return w.errAt(w.line(path), path, format, args...)
+}
+
+// line is the line of a key path, or of its nearest parent that has one.
+func (w *walker) line(path string) int {
+	for {
+		if l, ok := w.lines[path]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			return w.lines[""]
+		}
+		path = path[:i]
+	}
+}
