@@ -130,16 +130,6 @@ func (p *Project) Rule(eventType string) Rule {
 	return RuleAuthenticated
 }
 
-// Trigger returns the trigger with the name, or nil.
-func (p *Project) Trigger(name string) *Trigger {
-	for i := range p.Triggers {
-		if p.Triggers[i].Name == name {
-			return &p.Triggers[i]
-		}
-	}
-	return nil
-}
-
 // IsReservedType reports whether an event type belongs to the database or
 // file sources (DB_*, FILE_*), which the API does not accept.
 func IsReservedType(t string) bool {
