@@ -1,0 +1,334 @@
+// Package dispatch is triggerd's core: it matches events to triggers, stages
+// them in the store, and delivers them to webhooks on time, with retries,
+// leases shared between nodes, and answers for synchronous callers.
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/triggerd/triggerd/auth"
+	"github.com/triggerd/triggerd/config"
+	"github.com/triggerd/triggerd/store"
+)
+
+// Options tunes a Dispatcher; zero values take the defaults.
+type Options struct {
+	// NodeID names this node in leases, CloudEvents and X-SC-Token.
+	NodeID string
+	// Lease is how long a claim lasts unless renewed (default 10s). A dead
+	// node's rows come back to the others within about this long.
+	Lease time.Duration
+	// Poll is how often each trigger looks for rows staged or released by
+	// other nodes (default 1s). Rows this node stages wake it on time.
+	Poll time.Duration
+	// Grace is how long attempts in flight may finish after Run's context
+	// ends (default 10s).
+	Grace time.Duration
+	// Client makes the webhook requests (default: keep-alive, no redirects).
+	Client *http.Client
+	// Logger receives the dispatcher's logs (default slog.Default()).
+	Logger *slog.Logger
+	// UserAgent is sent with every webhook request.
+	UserAgent string
+}
+
+// Event is what a source hands to the dispatcher.
+type Event struct {
+	Project string
+	Type    string
+	// Data is the event's JSON; nil is null.
+	Data json.RawMessage
+	// Time is when the event occurred (default now).
+	Time time.Time
+	// FireAt is when to deliver it (default Time).
+	FireAt time.Time
+}
+
+// Errors a caller can act on.
+var (
+	// ErrNoTrigger: no trigger of the project handles the event's type.
+	ErrNoTrigger = errors.New("no trigger handles this event type")
+	// ErrUnknownProject: the event names a project this node does not serve.
+	ErrUnknownProject = errors.New("unknown project")
+	// ErrStopping: the dispatcher is shutting down; the event is stored and
+	// will be delivered by another node or after a restart.
+	ErrStopping = errors.New("triggerd is shutting down")
+)
+
+// FailedError is a synchronous call whose every attempt failed.
+type FailedError struct {
+	// Remark is the last attempt's error.
+	Remark string
+}
+
+func (e *FailedError) Error() string { return e.Remark }
+
+// Result is the answer to a synchronous call.
+type Result struct {
+	// ID is the event's id.
+	ID uuid.UUID
+	// Response is the "response" field of the first webhook answer, in
+	// trigger order, that had one; nil when none had.
+	Response json.RawMessage
+}
+
+// Dispatcher stages events and delivers them. Create it with New, start it
+// with Run, and hand it events with Enqueue and Call.
+type Dispatcher struct {
+	opts     Options
+	store    *store.Store
+	log      *slog.Logger
+	client   *http.Client
+	projects map[string]*project
+	lanes    []*lane
+	held     heldRows
+
+	mu       sync.Mutex
+	ran      bool
+	stopping bool
+
+	soft     context.Context // ends when Run's context ends: no new attempts
+	stopSoft context.CancelFunc
+	hard     context.Context // ends after the grace period: attempts abort
+	abort    context.CancelFunc
+	// submitting counts submits that may still start jobs; jobs counts the
+	// jobs' goroutines. Run waits for both when it stops.
+	submitting sync.WaitGroup
+	jobs       sync.WaitGroup
+}
+
+// project is a configured project with its keys and lanes.
+type project struct {
+	cfg    *config.Project
+	keys   *auth.Keyring
+	byType map[string][]*lane // in config order
+}
+
+// New builds a dispatcher for cfg's projects; keys holds each project's keyring.
+func New(cfg *config.Config, st *store.Store, keys map[string]*auth.Keyring, opts Options) (*Dispatcher, error) {
+	if opts.NodeID == "" {
+		opts.NodeID = cfg.NodeID
+	}
+	if opts.Lease <= 0 {
+		opts.Lease = 10 * time.Second
+	}
+	if opts.Poll <= 0 {
+		opts.Poll = time.Second
+	}
+	if opts.Grace <= 0 {
+		opts.Grace = cfg.ShutdownGrace.Std()
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Client == nil {
+		opts.Client = newClient()
+	}
+	d := &Dispatcher{
+		opts:     opts,
+		store:    st,
+		log:      opts.Logger,
+		client:   opts.Client,
+		projects: make(map[string]*project),
+	}
+	d.held.jobs = make(map[uuid.UUID]*job)
+	d.soft, d.stopSoft = context.WithCancel(context.Background())
+	d.hard, d.abort = context.WithCancel(context.Background())
+	for i := range cfg.Projects {
+		pc := &cfg.Projects[i]
+		k := keys[pc.ID]
+		if k == nil {
+			return nil, fmt.Errorf("project %s has no keyring", pc.ID)
+		}
+		p := &project{cfg: pc, keys: k, byType: make(map[string][]*lane)}
+		for j := range pc.Triggers {
+			l := newLane(d, p, &pc.Triggers[j])
+			p.byType[l.trig.Type] = append(p.byType[l.trig.Type], l)
+			d.lanes = append(d.lanes, l)
+		}
+		d.projects[pc.ID] = p
+	}
+	return d, nil
+}
+
+// NodeID is the id this dispatcher claims rows and signs tokens with.
+func (d *Dispatcher) NodeID() string { return d.opts.NodeID }
+
+// Run delivers staged events until ctx ends. It then stops claiming, lets
+// attempts in flight finish for the grace period, aborts the rest, hands
+// every row it still holds back to the store, and returns. Events handed
+// over before Run starts are delivered once it does.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	defer d.abort()
+	d.mu.Lock()
+	if d.ran {
+		d.mu.Unlock()
+		return errors.New("dispatcher has already run")
+	}
+	d.ran = true
+	d.mu.Unlock()
+
+	var loops sync.WaitGroup
+	for _, l := range d.lanes {
+		loops.Go(func() { l.run(ctx) })
+	}
+	loops.Go(func() { d.sweep(ctx) })
+	renewCtx, stopRenew := context.WithCancel(d.hard)
+	renewDone := make(chan struct{})
+	go func() {
+		defer close(renewDone)
+		d.renew(renewCtx)
+	}()
+
+	<-ctx.Done()
+	d.mu.Lock()
+	d.stopping = true
+	d.mu.Unlock()
+	d.stopSoft()
+	d.submitting.Wait()
+	loops.Wait()
+
+	finished := make(chan struct{})
+	go func() {
+		d.jobs.Wait()
+		close(finished)
+	}()
+	select {
+	case <-finished:
+	case <-time.After(d.opts.Grace):
+		d.log.Warn("grace period over: aborting attempts in flight", "grace", d.opts.Grace)
+		d.abort()
+		<-finished
+	}
+	stopRenew()
+	<-renewDone
+	return d.releaseAll()
+}
+
+// Enqueue stages an event for every trigger of its type and returns once the
+// rows are committed. An event no trigger handles is stored nowhere: Enqueue
+// returns its id and zero rows.
+func (d *Dispatcher) Enqueue(ctx context.Context, ev Event) (id uuid.UUID, rows int, err error) {
+	return d.submit(ctx, ev, nil)
+}
+
+// Call stages an event, delivers it at once, and waits until every trigger's
+// row is processed or failed. It returns the first "response" in trigger
+// order; a *FailedError when every row failed; ErrNoTrigger when no trigger
+// handles the type; and ctx's error when ctx ends first, while delivery
+// goes on in the background. The id is valid whenever the event was stored.
+func (d *Dispatcher) Call(ctx context.Context, ev Event) (Result, error) {
+	w := newWaiter()
+	id, rows, err := d.submit(ctx, ev, w)
+	if err != nil {
+		return Result{ID: id}, err
+	}
+	if rows == 0 {
+		return Result{ID: id}, ErrNoTrigger
+	}
+	select {
+	case <-w.done:
+		return w.result(id)
+	case <-ctx.Done():
+		return Result{ID: id}, ctx.Err()
+	}
+}
+
+// submit stages ev's rows and returns the event id and the number of rows.
+// Rows due now are claimed at insert and handed to their lanes in-process,
+// unless a lane is full; the others wake their lane when due. With a waiter,
+// every row is claimed here, so that this node delivers it and can answer.
+func (d *Dispatcher) submit(ctx context.Context, ev Event, w *waiter) (uuid.UUID, int, error) {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return uuid.Nil, 0, fmt.Errorf("new event id: %w", err)
+	}
+	p := d.projects[ev.Project]
+	if p == nil {
+		return id, 0, fmt.Errorf("%w %q", ErrUnknownProject, ev.Project)
+	}
+	lanes := p.byType[ev.Type]
+	if len(lanes) == 0 {
+		return id, 0, nil
+	}
+	now := time.Now()
+	if ev.Time.IsZero() {
+		ev.Time = now
+	}
+	if ev.FireAt.IsZero() {
+		ev.FireAt = ev.Time
+	}
+	d.mu.Lock()
+	live := !d.stopping
+	if live {
+		d.submitting.Add(1)
+		defer d.submitting.Done()
+	}
+	d.mu.Unlock()
+
+	rows := make([]store.Event, len(lanes))
+	var claimed []*job
+	for i, l := range lanes {
+		rowID, err := uuid.NewV7()
+		if err != nil {
+			return id, 0, fmt.Errorf("new row id: %w", err)
+		}
+		rows[i] = store.Event{
+			ID: rowID, BatchID: id, Project: ev.Project, Trigger: l.trig.Name, Type: ev.Type,
+			Payload: ev.Data, EventTime: ev.Time, FireAt: ev.FireAt, Synchronous: w != nil,
+			Status: store.StatusStaged, DueAt: ev.FireAt,
+		}
+		claim := false
+		if live && w != nil {
+			l.hold(1)
+			claim = true
+		} else if live && !ev.FireAt.After(now) {
+			claim = l.reserve(1) == 1
+		}
+		if claim {
+			rows[i].ClaimedBy = d.opts.NodeID
+			rows[i].DueAt = later(ev.FireAt, now.Add(d.opts.Lease))
+			claimed = append(claimed, &job{row: rows[i], lane: l, wait: w, index: i, next: ev.FireAt})
+		}
+	}
+	// The rows are written even when the caller goes away meanwhile: once
+	// queued they may commit, and this node must then deliver what it claimed.
+	if _, err := d.store.Insert(context.WithoutCancel(ctx), rows); err != nil {
+		for _, j := range claimed {
+			j.lane.unreserve(1)
+		}
+		return id, 0, fmt.Errorf("stage event: %w", err)
+	}
+	for i, l := range lanes {
+		if rows[i].ClaimedBy == "" {
+			l.schedule(ev.FireAt)
+		}
+	}
+	if w != nil {
+		w.expect(len(lanes))
+	}
+	for _, j := range claimed {
+		d.start(j)
+	}
+	if !live {
+		return id, len(rows), ErrStopping
+	}
+	return id, len(rows), nil
+}
+
+// later returns the later of two times.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}

@@ -1,0 +1,238 @@
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/triggerd/triggerd/store"
+)
+
+// job is a row this node holds, from claim to its last attempt here.
+type job struct {
+	row   store.Event
+	lane  *lane
+	wait  *waiter   // the synchronous caller, if it is waiting on this node
+	index int       // the row's trigger position, for the waiter
+	next  time.Time // when to attempt; zero or past means now
+	body  []byte    // the CloudEvent, the same on every attempt
+
+	// Guarded by heldRows.mu.
+	leaseUntil time.Time
+	recording  bool // an outcome is being written: the renewer leaves it be
+	lost       bool // the lease went to another node: attempt no more
+}
+
+// start holds j and runs it in its own goroutine.
+func (d *Dispatcher) start(j *job) {
+	d.held.add(j, j.row.DueAt)
+	d.jobs.Add(1)
+	go func() {
+		defer d.jobs.Done()
+		if d.work(j) {
+			d.held.remove(j)
+			j.lane.unreserve(1)
+		} else if j.wait != nil {
+			j.wait.abandon()
+		}
+	}()
+}
+
+// work attempts j until it is processed or failed, released for a later
+// retry, or lost. It returns false when shutdown interrupts it with the row
+// still held, for Run to release.
+func (d *Dispatcher) work(j *job) bool {
+	l := j.lane
+	for {
+		if wait := time.Until(j.next); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-d.soft.Done():
+				t.Stop()
+				return false
+			}
+		}
+		if d.held.isLost(j) {
+			return true
+		}
+		select {
+		case l.slots <- struct{}{}:
+		case <-d.soft.Done():
+			return false
+		}
+		res := d.attempt(d.hard, j)
+		<-l.slots
+		if res.aborted {
+			return false
+		}
+		out := d.decide(j, res)
+		if j.wait != nil && out.Status != store.StatusStaged {
+			j.wait.finish(j.index, out)
+		}
+		d.held.setRecording(j, true)
+		applied := d.record(j, out)
+		d.held.setRecording(j, false)
+		if !applied {
+			d.log.Warn("another node took this row over; its outcome here was not recorded", l.rowRef(&j.row)...)
+			return true
+		}
+		j.row.Attempts = out.Attempts
+		if out.Status != store.StatusStaged {
+			return true
+		}
+		if !out.Keep {
+			l.schedule(out.DueAt)
+			return true
+		}
+		j.next = out.DueAt
+		d.held.setLease(j, out.DueAt)
+	}
+}
+
+// decide turns an attempt's result into the row's outcome.
+func (d *Dispatcher) decide(j *job, res attemptResult) store.Outcome {
+	t := j.lane.trig
+	attempts := j.row.Attempts + 1
+	out := store.Outcome{
+		EventID:  j.row.ID,
+		Attempts: attempts,
+		Invocation: &store.Invocation{
+			ID:             newID(),
+			EventID:        j.row.ID,
+			Attempt:        attempts,
+			NodeID:         d.opts.NodeID,
+			StartedAt:      res.started,
+			Duration:       res.duration,
+			RequestBody:    j.body,
+			ResponseStatus: res.status,
+			ResponseBody:   res.body,
+			Error:          res.err,
+		},
+	}
+	switch {
+	case res.err == "":
+		out.Status = store.StatusProcessed
+		out.Response = res.response
+	case attempts > t.Retries:
+		out.Status = store.StatusFailed
+		out.Remark = fmt.Sprintf("failed after %d attempt(s): %s", attempts, res.err)
+	default:
+		out.Status = store.StatusStaged
+		out.DueAt = time.Now().Add(retryDelay(t.RetryBackoff, attempts, res.retryAfter))
+		out.Keep = j.wait != nil
+		out.Remark = fmt.Sprintf("attempt %d failed: %s", attempts, res.err)
+	}
+	return out
+}
+
+// recordRetry is how long record waits between tries while the store is down.
+const recordRetry = time.Second
+
+// record writes an outcome, trying again while the store is unreachable so
+// that an outage does not lose it. It reports whether the row was still ours.
+func (d *Dispatcher) record(j *job, out store.Outcome) bool {
+	for {
+		applied, err := d.store.Record(context.WithoutCancel(d.hard), d.opts.NodeID, []store.Outcome{out})
+		if err == nil {
+			return applied[out.EventID]
+		}
+		d.log.Error("recording an attempt failed; trying again", append(j.lane.rowRef(&j.row), "err", err)...)
+		select {
+		case <-time.After(recordRetry):
+		case <-d.hard.Done():
+			return true // the lease lapses and the row is attempted again
+		}
+	}
+}
+
+// newID returns a UUIDv7, falling back to a random UUID if the clock-based
+// generator fails (it only fails when the system's randomness does).
+func newID() uuid.UUID {
+	if id, err := uuid.NewV7(); err == nil {
+		return id
+	}
+	return uuid.New()
+}
+
+// waiter collects the outcomes of a synchronous event's rows.
+type waiter struct {
+	mu      sync.Mutex
+	n       int // rows of the event
+	pending int
+	rows    map[int]store.Outcome
+	last    string // the remark of the last row that failed
+	stopped bool   // shutdown left a row unfinished
+	done    chan struct{}
+}
+
+func newWaiter() *waiter {
+	return &waiter{rows: make(map[int]store.Outcome), done: make(chan struct{})}
+}
+
+// expect sets how many rows must finish before the caller is answered.
+func (w *waiter) expect(n int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.n, w.pending = n, n
+	if n == 0 {
+		close(w.done)
+	}
+}
+
+// finish records a row's final outcome.
+func (w *waiter) finish(index int, out store.Outcome) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.rows[index] = out
+	if out.Status != store.StatusProcessed {
+		w.last = out.Remark
+	}
+	w.settle()
+}
+
+// abandon counts a row that shutdown left unfinished.
+func (w *waiter) abandon() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stopped = true
+	w.settle()
+}
+
+// settle counts one row done; the caller must hold w.mu.
+func (w *waiter) settle() {
+	w.pending--
+	if w.pending == 0 {
+		close(w.done)
+	}
+}
+
+// result is the caller's answer once every row has finished.
+func (w *waiter) result(id uuid.UUID) (Result, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	res := Result{ID: id}
+	processed := false
+	for i := range w.n {
+		out, ok := w.rows[i]
+		if !ok || out.Status != store.StatusProcessed {
+			continue
+		}
+		processed = true
+		if out.Response != nil && res.Response == nil {
+			res.Response = json.RawMessage(out.Response)
+		}
+	}
+	switch {
+	case processed:
+	case w.stopped:
+		return res, ErrStopping
+	default:
+		return res, &FailedError{Remark: w.last}
+	}
+	return res, nil
+}

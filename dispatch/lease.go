@@ -1,0 +1,169 @@
+package dispatch
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/triggerd/triggerd/store"
+)
+
+// heldRows is the set of rows this node holds, with their leases.
+type heldRows struct {
+	mu   sync.Mutex
+	jobs map[uuid.UUID]*job
+}
+
+func (h *heldRows) add(j *job, leaseUntil time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	j.leaseUntil = leaseUntil
+	h.jobs[j.row.ID] = j
+}
+
+func (h *heldRows) remove(j *job) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.jobs, j.row.ID)
+}
+
+func (h *heldRows) setLease(j *job, until time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	j.leaseUntil = until
+}
+
+func (h *heldRows) setRecording(j *job, on bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	j.recording = on
+}
+
+func (h *heldRows) isLost(j *job) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return j.lost
+}
+
+// expiring returns the rows whose lease ends before t and that are not
+// being recorded.
+func (h *heldRows) expiring(t time.Time) []*job {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []*job
+	for _, j := range h.jobs {
+		if !j.recording && j.leaseUntil.Before(t) {
+			out = append(out, j)
+		}
+	}
+	return out
+}
+
+// all returns every held row.
+func (h *heldRows) all() []*job {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]*job, 0, len(h.jobs))
+	for _, j := range h.jobs {
+		out = append(out, j)
+	}
+	return out
+}
+
+// renew extends the leases that would end within half a lease, every
+// quarter lease, until ctx ends. Rows whose lease another node took are
+// marked lost, so that they are attempted no more here.
+func (d *Dispatcher) renew(ctx context.Context) {
+	tick := time.NewTicker(d.opts.Lease / 4)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := time.Now()
+		jobs := d.held.expiring(now.Add(d.opts.Lease / 2))
+		if len(jobs) == 0 {
+			continue
+		}
+		ids := make([]uuid.UUID, len(jobs))
+		for i, j := range jobs {
+			ids[i] = j.row.ID
+		}
+		kept, err := d.store.Renew(ctx, d.opts.NodeID, ids, d.opts.Lease)
+		if err != nil {
+			if ctx.Err() == nil {
+				d.log.Warn("renewing leases failed; trying again", "rows", len(ids), "err", err)
+			}
+			continue
+		}
+		d.held.mu.Lock()
+		for _, j := range jobs {
+			switch {
+			case kept[j.row.ID]:
+				j.leaseUntil = now.Add(d.opts.Lease)
+			case !j.recording && d.held.jobs[j.row.ID] == j:
+				j.lost = true
+				d.log.Warn("lost the lease on a row; another node may deliver it", j.lane.rowRef(&j.row)...)
+			}
+		}
+		d.held.mu.Unlock()
+	}
+}
+
+// releaseAll hands every row still held back to the store, each due when
+// its next attempt was (now, for rows that were about to be attempted).
+func (d *Dispatcher) releaseAll() error {
+	jobs := d.held.all()
+	if len(jobs) == 0 {
+		return nil
+	}
+	ids := make([]uuid.UUID, len(jobs))
+	due := make([]time.Time, len(jobs))
+	for i, j := range jobs {
+		ids[i] = j.row.ID
+		if j.next.After(time.Now()) {
+			due[i] = j.next
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := d.store.Release(ctx, d.opts.NodeID, ids, due); err != nil {
+		return err
+	}
+	d.log.Info("released rows for other nodes", "rows", len(ids))
+	return nil
+}
+
+// sweepEvery is how often unknown triggers' due rows are cancelled.
+const sweepEvery = time.Minute
+
+// sweep cancels due rows whose trigger is not in this node's config (the
+// trigger was removed), at start and then every sweepEvery, until ctx ends.
+func (d *Dispatcher) sweep(ctx context.Context) {
+	known := make([]store.Trigger, 0, len(d.lanes))
+	for _, l := range d.lanes {
+		known = append(known, store.Trigger{Project: l.proj.cfg.ID, Name: l.trig.Name})
+	}
+	tick := time.NewTicker(sweepEvery)
+	defer tick.Stop()
+	for {
+		cancelled, err := d.store.CancelOrphans(ctx, known)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			d.log.Warn("cancelling rows of removed triggers failed", "err", err)
+		case err == nil:
+			for t, n := range cancelled {
+				d.log.Warn("cancelled staged rows of a trigger that is not in the config", "project", t.Project, "trigger", t.Name, "rows", n)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
