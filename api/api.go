@@ -1,0 +1,192 @@
+// Package api is triggerd's HTTP interface: the queue endpoint that custom
+// events arrive on, and the health and readiness probes.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/triggerd/triggerd/auth"
+	"github.com/triggerd/triggerd/config"
+	"github.com/triggerd/triggerd/dispatch"
+)
+
+// Server answers the HTTP API. Build it with New.
+type Server struct {
+	cfg    *config.Config
+	disp   *dispatch.Dispatcher
+	keys   map[string]*auth.Keyring
+	ready  func(context.Context) error
+	log    *slog.Logger
+	router *mux.Router
+}
+
+// New builds the API over a dispatcher. keys holds each project's keyring;
+// ready reports whether the store can take events (for /readyz); log
+// defaults to slog.Default().
+func New(cfg *config.Config, disp *dispatch.Dispatcher, keys map[string]*auth.Keyring,
+	ready func(context.Context) error, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Server{cfg: cfg, disp: disp, keys: keys, ready: ready, log: log, router: mux.NewRouter()}
+	for _, path := range []string{"/v1/api/{project}/event-triggers/queue", "/v1/api/{project}/eventing/queue"} {
+		s.router.HandleFunc(path, s.queue).Methods(http.MethodPost)
+	}
+	s.router.HandleFunc("/healthz", s.healthz).Methods(http.MethodGet, http.MethodHead)
+	s.router.HandleFunc("/readyz", s.readyz).Methods(http.MethodGet, http.MethodHead)
+	s.router.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s (events are queued with POST /v1/api/{project}/event-triggers/queue)", r.Method, r.URL.Path))
+	})
+	s.router.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s", r.Method, r.URL.Path))
+	})
+	return s
+}
+
+// ServeHTTP routes a request.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.router.ServeHTTP(w, r)
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.ready(ctx); err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// queue takes one custom event: checks the project, the body, the type's
+// rule and the caller's token, then stages it or, for a synchronous event,
+// delivers it and answers with the webhook's response.
+func (s *Server) queue(w http.ResponseWriter, r *http.Request) {
+	projectID := mux.Vars(r)["project"]
+	p := s.cfg.Project(projectID)
+	if p == nil {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown project %q", projectID))
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.BodyLimit))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body is larger than the %d-byte limit (body_limit in the config)", tooBig.Limit))
+			return
+		}
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("reading the body failed: %v", err))
+		return
+	}
+	req, err := parseQueueRequest(body, time.Now())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if config.IsReservedType(req.Type) {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("type %q is reserved for database and file events, which triggerd raises itself; queue custom events with another type", req.Type))
+		return
+	}
+	if status, msg := s.authorize(r, p, req.Type); status != 0 {
+		if status == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="triggerd"`)
+		}
+		writeError(w, status, msg)
+		return
+	}
+	ev := dispatch.Event{Project: p.ID, Type: req.Type, Data: req.Data, Time: req.Time, FireAt: req.Time.Add(req.Delay)}
+	if req.Synchronous {
+		s.call(w, r, ev)
+		return
+	}
+	// A stopping dispatcher still stores the event, for another node or a
+	// restart to deliver: that is a success for the caller.
+	id, _, err := s.disp.Enqueue(r.Context(), ev)
+	if err != nil && !errors.Is(err, dispatch.ErrStopping) {
+		s.log.Error("staging an event failed", "project", p.ID, "type", req.Type, "err", err)
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("the event was not stored: %v; try again", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"id": id})
+}
+
+// call delivers a synchronous event and answers with its result.
+func (s *Server) call(w http.ResponseWriter, r *http.Request, ev dispatch.Event) {
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.SyncTimeout.Std())
+	defer cancel()
+	res, err := s.disp.Call(ctx, ev)
+	var failed *dispatch.FailedError
+	switch {
+	case err == nil:
+		result := res.Response
+		if result == nil {
+			result = json.RawMessage("null")
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"id": res.ID, "result": result})
+	case errors.Is(err, dispatch.ErrNoTrigger):
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no trigger of project %s handles events of type %q", ev.Project, ev.Type))
+	case errors.As(err, &failed):
+		writeJSON(w, http.StatusBadGateway, map[string]any{"id": res.ID, "error": failed.Remark})
+	case errors.Is(err, context.DeadlineExceeded):
+		writeJSON(w, http.StatusGatewayTimeout, map[string]any{"id": res.ID,
+			"error": fmt.Sprintf("no result within %s (sync_timeout); delivery goes on in the background", s.cfg.SyncTimeout.Std())})
+	case errors.Is(err, context.Canceled):
+		// The caller went away; delivery goes on.
+	case errors.Is(err, dispatch.ErrStopping):
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"id": res.ID,
+			"error": "triggerd is shutting down; the event is stored and will be delivered by another node or after a restart"})
+	default:
+		s.log.Error("staging a synchronous event failed", "project", ev.Project, "type", ev.Type, "err", err)
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("the event was not stored: %v; try again", err))
+	}
+}
+
+// authorize applies the type's rule; it returns 0 when the caller may queue.
+func (s *Server) authorize(r *http.Request, p *config.Project, eventType string) (int, string) {
+	switch p.Rule(eventType) {
+	case config.RuleAllow:
+		return 0, ""
+	case config.RuleDeny:
+		return http.StatusForbidden, fmt.Sprintf("events of type %q may not be queued in project %s (its rule is deny)", eventType, p.ID)
+	}
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return http.StatusUnauthorized, fmt.Sprintf("events of type %q need a token: send Authorization: Bearer <JWT signed with a secret of project %s>", eventType, p.ID)
+	}
+	scheme, token, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
+		return http.StatusUnauthorized, "the Authorization header must be Bearer <JWT>"
+	}
+	if _, err := s.keys[p.ID].Verify(strings.TrimSpace(token)); err != nil {
+		return http.StatusUnauthorized, fmt.Sprintf("bad token: %v", err)
+	}
+	return 0, ""
+}
+
+// writeJSON answers with v as JSON.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v) // the client went away; nothing to do
+}
+
+// writeError answers with {"error": msg}.
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}

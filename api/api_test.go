@@ -1,0 +1,337 @@
+package api_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
+
+	"github.com/triggerd/triggerd/api"
+	"github.com/triggerd/triggerd/auth"
+	"github.com/triggerd/triggerd/config"
+	"github.com/triggerd/triggerd/dispatch"
+	"github.com/triggerd/triggerd/store"
+	"github.com/triggerd/triggerd/store/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+const secret = "api-test-secret-0123456789abcdef"
+
+// fixture is a running node behind a real HTTP server.
+type fixture struct {
+	url   string
+	st    *store.Store
+	hooks atomic.Int64 // requests the webhook received
+}
+
+// setup starts a node with project "demo": rules default authenticated,
+// "open" allowed, "closed" denied; the webhook answers {"response": ...}
+// except for type "broken" (500) and "slow" (waits 2s).
+func setup(t *testing.T, extra string) *fixture {
+	t.Helper()
+	f := &fixture{}
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.hooks.Add(1)
+		var ev struct {
+			Type string          `json:"type"`
+			Data json.RawMessage `json:"data"`
+		}
+		body, _ := io.ReadAll(r.Body)
+		json.Unmarshal(body, &ev)
+		switch ev.Type {
+		case "broken":
+			http.Error(w, "webhook broke", http.StatusInternalServerError)
+		case "slow":
+			time.Sleep(2 * time.Second)
+		default:
+			fmt.Fprintf(w, `{"response": {"echo": %s}}`, ev.Data)
+		}
+	}))
+	t.Cleanup(hook.Close)
+	url, schema := pgtest.Schema(t)
+	text := fmt.Sprintf(`
+node_id: api-test
+store: {url: %q, schema: %s}
+sync_timeout: 500ms
+body_limit: 4096
+%s
+projects:
+  - id: demo
+    secrets: [{kid: k1, alg: HS256, secret: %s}]
+    rules: {default: authenticated, open: allow, closed: deny, broken: allow, slow: allow}
+    triggers:
+      - {name: open, type: open, url: %q}
+      - {name: authed, type: authed, url: %q}
+      - {name: closed, type: closed, url: %q}
+      - {name: broken, type: broken, url: %q, retries: 1, retry_backoff: {initial: 10ms}}
+      - {name: slow, type: slow, url: %q}
+`, url, schema, extra, secret, hook.URL, hook.URL, hook.URL, hook.URL, hook.URL)
+	cfg, err := config.Parse("api-test.yaml", []byte(text), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := store.Open(ctx, store.Options{URL: url, Schema: schema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	k, err := auth.NewKeyring(cfg.Projects[0].Secrets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := map[string]*auth.Keyring{"demo": k}
+	d, err := dispatch.New(cfg, st, keys, dispatch.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	srv := httptest.NewServer(api.New(cfg, d, keys, st.Ready, nil))
+	t.Cleanup(func() {
+		srv.Close()
+		cancel()
+		<-done
+		st.Close()
+	})
+	f.url, f.st = srv.URL, st
+	return f
+}
+
+// post sends a queue request with an Authorization header (none when
+// empty) and decodes the JSON answer.
+func (f *fixture) post(t *testing.T, path, body, authorization string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, f.url+path, strings.NewReader(body))
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("%s answered Content-Type %q", path, ct)
+	}
+	var out map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatalf("%s answered %d with a body that is not JSON: %v", path, resp.StatusCode, err)
+	}
+	return resp.StatusCode, out
+}
+
+// count is how many event_logs rows there are.
+func (f *fixture) count(t *testing.T) int {
+	t.Helper()
+	rows, err := f.st.Recent(context.Background(), store.Filter{}, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(rows)
+}
+
+// bearer is an Authorization header with a token signed with key (the
+// project's secret, or another), expiring at exp (never when zero).
+func bearer(t *testing.T, key, kid string, exp time.Time) string {
+	t.Helper()
+	claims := jwt.MapClaims{"sub": "client"}
+	if !exp.IsZero() {
+		claims["exp"] = exp.Unix()
+	}
+	tk := jwt.NewWithClaims(jwt.SigningMethodHS256, claims)
+	tk.Header["kid"] = kid
+	s, err := tk.SignedString([]byte(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "Bearer " + s
+}
+
+const queue = "/v1/api/demo/event-triggers/queue"
+
+func TestBadRequestsAreExplainedAndStoreNothing(t *testing.T) {
+	f := setup(t, "")
+	good := bearer(t, secret, "k1", time.Now().Add(time.Minute))
+	cases := []struct {
+		name, path, body, authorization string
+		status                          int
+		says                            string
+	}{
+		{"unknown project", "/v1/api/nope/event-triggers/queue", `{"type":"open"}`, "", 404, `unknown project "nope"`},
+		{"empty body", queue, ``, "", 400, "body is empty"},
+		{"malformed JSON", queue, `{"type": "open",`, "", 400, "not a JSON object"},
+		{"not an object", queue, `[1,2]`, "", 400, "not a JSON object"},
+		{"two objects", queue, `{"type":"open"} {}`, "", 400, "data after its JSON object"},
+		{"missing type", queue, `{"data": {}}`, "", 400, "type is missing"},
+		{"empty type", queue, `{"type": ""}`, "", 400, "type must be a non-empty string"},
+		{"type not a string", queue, `{"type": 5}`, "", 400, "type must be a non-empty string"},
+		{"unknown field", queue, `{"type":"open","isSyncronous":true}`, "", 400, `unknown field "isSyncronous"`},
+		{"data and payload", queue, `{"type":"open","data":1,"payload":2}`, "", 400, "not both"},
+		{"bad timestamp", queue, `{"type":"open","timestamp":"yesterday"}`, "", 400, "timestamp must be epoch milliseconds"},
+		{"timestamp wrong kind", queue, `{"type":"open","timestamp":true}`, "", 400, "timestamp must be"},
+		{"negative timestamp", queue, `{"type":"open","timestamp":-5}`, "", 400, "out of range"},
+		{"negative delay", queue, `{"type":"open","delay":-1}`, "", 400, "delay must be 0 or more"},
+		{"delay not a number", queue, `{"type":"open","delay":"soon"}`, "", 400, "delay must be a number"},
+		{"huge delay", queue, `{"type":"open","delay":1e300}`, "", 400, "too long"},
+		{"sync not a bool", queue, `{"type":"open","isSynchronous":"yes"}`, "", 400, "isSynchronous must be true or false"},
+		{"reserved DB type", queue, `{"type":"DB_INSERT"}`, "", 400, "reserved"},
+		{"reserved FILE type", queue, `{"type":"FILE_CREATE"}`, good, 400, "reserved"},
+		{"too large", queue, `{"type":"open","data":"` + strings.Repeat("x", 5000) + `"}`, "", 413, "4096-byte limit"},
+		{"denied type", queue, `{"type":"closed"}`, good, 403, "deny"},
+		{"no token", queue, `{"type":"authed"}`, "", 401, "need a token"},
+		{"not bearer", queue, `{"type":"authed"}`, "Basic dXNlcjpwYXNz", 401, "Bearer"},
+		{"garbage token", queue, `{"type":"authed"}`, "Bearer not.a.jwt", 401, "bad token"},
+		{"expired token", queue, `{"type":"authed"}`, bearer(t, secret, "k1", time.Now().Add(-time.Hour)), 401, "expired"},
+		{"wrong secret", queue, `{"type":"authed"}`, bearer(t, "another-secret-0123456789abcdef", "k1", time.Time{}), 401, "bad token"},
+		{"unknown kid", queue, `{"type":"authed"}`, bearer(t, secret, "k9", time.Time{}), 401, "bad token"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			status, out := f.post(t, c.path, c.body, c.authorization)
+			msg, _ := out["error"].(string)
+			if status != c.status || !strings.Contains(msg, c.says) {
+				t.Fatalf("got %d %q, want %d saying %q", status, msg, c.status, c.says)
+			}
+		})
+	}
+	if n := f.count(t); n != 0 {
+		t.Fatalf("bad requests left %d event_logs rows", n)
+	}
+	if f.hooks.Load() != 0 {
+		t.Fatalf("bad requests reached the webhook %d times", f.hooks.Load())
+	}
+}
+
+func TestAsyncQueueCommitsBeforeReplying(t *testing.T) {
+	f := setup(t, "")
+	status, out := f.post(t, queue, `{"type":"open","data":{"to":"user1@email.com"}}`, "")
+	if status != 200 {
+		t.Fatalf("queue: %d %v", status, out)
+	}
+	id, err := uuid.Parse(fmt.Sprint(out["id"]))
+	if err != nil {
+		t.Fatalf("id %v: %v", out["id"], err)
+	}
+	// The reply came after the commit, so the row is there now.
+	rows, err := f.st.Recent(context.Background(), store.Filter{}, 10)
+	if err != nil || len(rows) != 1 || rows[0].BatchID != id || string(rows[0].Payload) != `{"to":"user1@email.com"}` {
+		t.Fatalf("rows right after the reply: %+v %v", rows, err)
+	}
+	// An authenticated type with a good token, on the older route, with payload as data's alias.
+	status, out = f.post(t, "/v1/api/demo/eventing/queue", `{"type":"authed","payload":[1,2]}`, bearer(t, secret, "k1", time.Now().Add(time.Minute)))
+	if status != 200 || out["id"] == nil {
+		t.Fatalf("authenticated queue on the older route: %d %v", status, out)
+	}
+	// No trigger: 200, stored nowhere.
+	before := f.count(t)
+	status, out = f.post(t, queue, `{"type":"nobody-listens"}`, bearer(t, secret, "k1", time.Time{}))
+	if status != 200 || out["id"] == nil || f.count(t) != before {
+		t.Fatalf("unmatched event: %d %v, rows %d -> %d", status, out, before, f.count(t))
+	}
+}
+
+func TestScheduledQueueSetsFireTime(t *testing.T) {
+	f := setup(t, "")
+	ts := time.Now().Add(time.Hour).Truncate(time.Millisecond)
+	for _, body := range []string{
+		fmt.Sprintf(`{"type":"open","timestamp":%d,"delay":30}`, ts.UnixMilli()),
+		fmt.Sprintf(`{"type":"open","timestamp":%q,"delay":30}`, ts.Format(time.RFC3339Nano)),
+	} {
+		status, out := f.post(t, queue, body, "")
+		if status != 200 {
+			t.Fatalf("%s: %d %v", body, status, out)
+		}
+	}
+	rows, _ := f.st.Recent(context.Background(), store.Filter{}, 10)
+	for _, r := range rows {
+		if !r.EventTime.Equal(ts) || !r.FireAt.Equal(ts.Add(30*time.Second)) || r.Status != store.StatusStaged {
+			t.Fatalf("row %+v: want time %s and fire_at 30s later", r, ts)
+		}
+	}
+	if f.hooks.Load() != 0 {
+		t.Fatal("an event scheduled an hour ahead was delivered")
+	}
+}
+
+func TestSynchronousQueue(t *testing.T) {
+	f := setup(t, "")
+	status, out := f.post(t, queue, `{"type":"open","data":{"foo":"bar"},"isSynchronous":true}`, "")
+	if status != 200 || fmt.Sprint(out["result"]) != "map[echo:map[foo:bar]]" || out["id"] == nil {
+		t.Fatalf("sync: %d %v", status, out)
+	}
+	status, out = f.post(t, queue, `{"type":"broken","isSynchronous":true}`, "")
+	if msg, _ := out["error"].(string); status != 502 || !strings.Contains(msg, "webhook broke") || out["id"] == nil {
+		t.Fatalf("sync with a failing webhook: %d %v", status, out)
+	}
+	start := time.Now()
+	status, out = f.post(t, queue, `{"type":"slow","isSynchronous":true}`, "")
+	if msg, _ := out["error"].(string); status != 504 || !strings.Contains(msg, "sync_timeout") || out["id"] == nil {
+		t.Fatalf("sync past sync_timeout: %d %v", status, out)
+	}
+	if waited := time.Since(start); waited > 1500*time.Millisecond {
+		t.Fatalf("504 came after %s, want about sync_timeout (500ms)", waited)
+	}
+	id := uuid.MustParse(fmt.Sprint(out["id"]))
+	deadline := time.Now().Add(10 * time.Second)
+	for { // delivery went on in the background
+		rows, _ := f.st.Recent(context.Background(), store.Filter{Type: "slow"}, 10)
+		if len(rows) == 1 && rows[0].BatchID == id && rows[0].Status == store.StatusProcessed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the timed-out sync event was not delivered in the background: %+v", rows)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	status, out = f.post(t, queue, `{"type":"nobody","isSynchronous":true}`, bearer(t, secret, "k1", time.Time{}))
+	if status != 404 {
+		t.Fatalf("sync without trigger: %d %v", status, out)
+	}
+}
+
+func TestProbes(t *testing.T) {
+	f := setup(t, "")
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/nope": 404} {
+		resp, err := http.Get(f.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s: %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+	resp, err := http.Get(f.url + queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("GET on the queue: %d, want 405", resp.StatusCode)
+	}
+	// Readiness follows the store: drop the schema's tables and it fails.
+	if _, err := f.st.Pool().Exec(context.Background(), `DROP TABLE schema_migrations`); err != nil {
+		t.Fatal(err)
+	}
+	resp, err = http.Get(f.url + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("readyz without migrations: %d, want 503", resp.StatusCode)
+	}
+}

@@ -1,0 +1,162 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// queueRequest is a validated queue body.
+type queueRequest struct {
+	Type        string
+	Data        json.RawMessage // nil is null
+	Time        time.Time       // when the event occurred
+	Delay       time.Duration   // after Time, when to deliver it
+	Synchronous bool
+}
+
+// maxDelay bounds delay so that scheduled times stay representable.
+const maxDelay = 100 * 365 * 24 * time.Hour
+
+// bodyFields names the body's fields for error messages.
+const bodyFields = "type, data (or payload), timestamp, delay, isSynchronous"
+
+// parseQueueRequest reads a queue body, saying precisely what is wrong with
+// a bad one. now is the default timestamp.
+func parseQueueRequest(body []byte, now time.Time) (queueRequest, error) {
+	var req queueRequest
+	if len(bytes.TrimSpace(body)) == 0 {
+		return req, errors.New(`the body is empty: send a JSON object such as {"type": "sent-email", "data": {...}}`)
+	}
+	var fields map[string]json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if err := dec.Decode(&fields); err != nil {
+		return req, fmt.Errorf("the body is not a JSON object: %s", describeJSONError(err))
+	}
+	if dec.More() {
+		return req, errors.New("the body has data after its JSON object: send one object")
+	}
+	if fields == nil {
+		return req, errors.New(`the body is null: send a JSON object such as {"type": "sent-email"}`)
+	}
+	for k := range fields {
+		switch k {
+		case "type", "data", "payload", "timestamp", "delay", "isSynchronous":
+		default:
+			return req, fmt.Errorf("unknown field %q: the body takes %s", k, bodyFields)
+		}
+	}
+
+	raw, ok := fields["type"]
+	if !ok {
+		return req, errors.New(`type is missing: name the event type, as in "type": "sent-email"`)
+	}
+	if err := json.Unmarshal(raw, &req.Type); err != nil || strings.TrimSpace(req.Type) == "" {
+		return req, errors.New(`type must be a non-empty string, as in "type": "sent-email"`)
+	}
+
+	data, hasData := fields["data"]
+	payload, hasPayload := fields["payload"]
+	switch {
+	case hasData && hasPayload:
+		return req, errors.New("give data or payload (its older name), not both")
+	case hasPayload:
+		data = payload
+	}
+	if !isNull(data) {
+		req.Data = data
+	}
+
+	req.Time = now
+	if raw, ok := fields["timestamp"]; ok && !isNull(raw) {
+		t, err := parseTimestamp(raw)
+		if err != nil {
+			return req, err
+		}
+		req.Time = t
+	}
+
+	if raw, ok := fields["delay"]; ok && !isNull(raw) {
+		var n json.Number
+		if err := json.Unmarshal(raw, &n); err != nil {
+			return req, errors.New("delay must be a number of seconds, as in \"delay\": 30")
+		}
+		secs, err := n.Float64()
+		switch {
+		case err != nil || math.IsNaN(secs):
+			return req, errors.New("delay must be a number of seconds, as in \"delay\": 30")
+		case secs < 0:
+			return req, fmt.Errorf("delay must be 0 or more seconds, got %s", n)
+		case secs > maxDelay.Seconds():
+			return req, fmt.Errorf("delay of %s seconds is too long: the limit is %d seconds (100 years)", n, int64(maxDelay.Seconds()))
+		}
+		req.Delay = time.Duration(secs * float64(time.Second))
+	}
+
+	if raw, ok := fields["isSynchronous"]; ok && !isNull(raw) {
+		if err := json.Unmarshal(raw, &req.Synchronous); err != nil {
+			return req, errors.New("isSynchronous must be true or false")
+		}
+	}
+	return req, nil
+}
+
+// timestampHint says what a timestamp may be.
+const timestampHint = "timestamp must be epoch milliseconds (a number such as 1767225600000) or an RFC 3339 string such as \"2026-01-01T00:00:00Z\""
+
+// parseTimestamp reads epoch milliseconds (a number, or a string of digits)
+// or an RFC 3339 string.
+func parseTimestamp(raw json.RawMessage) (time.Time, error) {
+	var n json.Number
+	if err := json.Unmarshal(raw, &n); err == nil {
+		return fromMillis(n)
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return time.Time{}, errors.New(timestampHint)
+	}
+	if _, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return fromMillis(json.Number(s))
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%s; %q is neither", timestampHint, s)
+	}
+	return t, nil
+}
+
+// fromMillis converts epoch milliseconds, within years 1970 to 9999.
+func fromMillis(n json.Number) (time.Time, error) {
+	ms, err := n.Float64()
+	if err != nil || ms < 0 || ms > 253402300799999 {
+		return time.Time{}, fmt.Errorf("%s; %s is out of range", timestampHint, n)
+	}
+	return time.UnixMilli(int64(ms)), nil
+}
+
+// isNull reports whether a field is absent or JSON null.
+func isNull(raw json.RawMessage) bool {
+	return len(raw) == 0 || string(bytes.TrimSpace(raw)) == "null"
+}
+
+// describeJSONError turns a decoding error into a sentence with its offset.
+func describeJSONError(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Sprintf("%v (at byte %d)", syn, syn.Offset)
+	case errors.As(err, &typ):
+		return fmt.Sprintf("found a JSON %s where an object belongs", typ.Value)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "it ends too early"
+	}
+	return err.Error()
+}
