@@ -302,7 +302,7 @@ func (d *Dispatcher) submit(ctx context.Context, ev Event, w *waiter) (uuid.UUID
 	}
 	// The rows are written even when the caller goes away meanwhile: once
 	// queued they may commit, and this node must then deliver what it claimed.
-	if _, err := d.store.Insert(context.WithoutCancel(ctx), rows); err != nil {
+	if err := d.store.Insert(context.WithoutCancel(ctx), rows); err != nil {
 		for _, j := range claimed {
 			j.lane.unreserve(1)
 		}

@@ -591,7 +591,7 @@ func TestDeadNodesRowsComeBack(t *testing.T) {
 	leaseEnds := time.Now().Add(500 * time.Millisecond)
 	row := store.Event{ID: id, BatchID: id, Project: "p", Trigger: "t", Type: "x", EventTime: time.Now(), FireAt: time.Now(),
 		Status: store.StatusStaged, DueAt: leaseEnds, ClaimedBy: "dead"}
-	if _, err := n.st.Insert(context.Background(), []store.Event{row}); err != nil {
+	if err := n.st.Insert(context.Background(), []store.Event{row}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := n.st.Pool().Exec(context.Background(), `UPDATE event_logs SET attempts = 2 WHERE id = $1`, id); err != nil {
@@ -614,7 +614,7 @@ func TestRowsOfRemovedTriggersAreCancelled(t *testing.T) {
 	id := uuid.Must(uuid.NewV7())
 	row := store.Event{ID: id, BatchID: id, Project: "p", Trigger: "old", Type: "y", EventTime: time.Now(), FireAt: time.Now(),
 		Status: store.StatusStaged, DueAt: time.Now().Add(time.Hour)}
-	if _, err := first.st.Insert(context.Background(), []store.Event{row}); err != nil {
+	if err := first.st.Insert(context.Background(), []store.Event{row}); err != nil {
 		t.Fatal(err)
 	}
 	first.shutdown()

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // eventColumnsSQL lists event_logs' columns in the order scanEvent reads them.
@@ -110,10 +111,10 @@ func (s *Store) Renew(ctx context.Context, node string, ids []uuid.UUID, lease t
 // Release hands node's staged rows back for any node to claim, each at its
 // due time (the same index in due), or at once where that is zero.
 func (s *Store) Release(ctx context.Context, node string, ids []uuid.UUID, due []time.Time) error {
-	dues := make([]*time.Time, len(ids))
+	dues := make([]pgtype.Timestamptz, len(ids))
 	for i := range ids {
 		if i < len(due) {
-			dues[i] = timeOrNil(due[i])
+			dues[i] = timeOrNull(due[i])
 		}
 	}
 	_, err := s.pool.Exec(ctx, `
@@ -150,22 +151,18 @@ func (s *Store) CancelOrphans(ctx context.Context, known []Trigger) (map[Trigger
 		return nil, fmt.Errorf("cancel rows of unknown triggers: %w", err)
 	}
 	out := make(map[Trigger]int)
-	var ids notifyIDs
+	ids := make(map[uuid.UUID]bool)
 	var id uuid.UUID
 	var t Trigger
 	_, err = pgx.ForEachRow(rows, []any{&id, &t.Project, &t.Name}, func() error {
 		out[t]++
-		ids.add(id)
+		ids[id] = true
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cancel rows of unknown triggers: %w", err)
 	}
-	if len(out) > 0 {
-		if _, err := s.pool.Exec(ctx, notifySQL, s.channel, ids.done()); err != nil {
-			return out, fmt.Errorf("notify cancelled rows: %w", err)
-		}
-	}
+	s.announce(ids)
 	return out, nil
 }
 

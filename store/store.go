@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -22,7 +23,8 @@ type Options struct {
 	Schema string
 	// MaxConns caps the connection pool (default 16).
 	MaxConns int32
-	// Writers is how many batches may commit at once (default 2).
+	// Writers is how many batches may commit at once (default 1: with one
+	// writer, batches are larger, and Postgres's cost is mostly per commit).
 	Writers int
 	// MaxBatch caps the rows written by one commit (default 1000).
 	MaxBatch int
@@ -41,6 +43,10 @@ type Store struct {
 	maxBatch int
 	stop     context.CancelFunc
 	writers  sync.WaitGroup
+
+	changed    chan []uuid.UUID // ids to announce to followers
+	stopNotify context.CancelFunc
+	notifier   sync.WaitGroup
 }
 
 // Open connects to the store database and starts its batch writers. It
@@ -53,7 +59,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		opts.MaxConns = 16
 	}
 	if opts.Writers == 0 {
-		opts.Writers = 2
+		opts.Writers = 1
 	}
 	if opts.MaxBatch == 0 {
 		opts.MaxBatch = 1000
@@ -87,7 +93,11 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		ops:      make(chan *writeOp, 4*opts.MaxBatch),
 		maxBatch: opts.MaxBatch,
 		stop:     stop,
+		changed:  make(chan []uuid.UUID, 1024),
 	}
+	nctx, stopNotify := context.WithCancel(context.Background())
+	s.stopNotify = stopNotify
+	s.notifier.Go(func() { s.notifyLoop(nctx) })
 	for range opts.Writers {
 		s.writers.Add(1)
 		go func() {
@@ -106,6 +116,8 @@ func (s *Store) Close() {
 	s.mu.Unlock()
 	s.stop()
 	s.writers.Wait()
+	s.stopNotify()
+	s.notifier.Wait()
 	s.pool.Close()
 }
 

@@ -17,7 +17,7 @@ import (
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // open returns a migrated store in a fresh schema.
-func open(t *testing.T) *store.Store {
+func open(t testing.TB) *store.Store {
 	t.Helper()
 	url, schema := pgtest.Schema(t)
 	st, err := store.Open(context.Background(), store.Options{URL: url, Schema: schema})
@@ -105,7 +105,7 @@ func TestMigrateRefusesNewerSchema(t *testing.T) {
 	}
 }
 
-func TestInsertIsIdempotentAndNotifies(t *testing.T) {
+func TestInsertNotifiesFollowers(t *testing.T) {
 	st := open(t)
 	ctx := context.Background()
 	l, err := st.Listen(ctx)
@@ -115,13 +115,8 @@ func TestInsertIsIdempotentAndNotifies(t *testing.T) {
 	defer l.Close()
 	row := staged(time.Now(), "")
 	row.Payload = json.RawMessage(`{"b": [1, 2],  "a": "<&>"}`)
-	inserted, err := st.Insert(ctx, []store.Event{row})
-	if err != nil || !inserted[row.ID] {
-		t.Fatalf("insert: %v %v", inserted, err)
-	}
-	again, err := st.Insert(ctx, []store.Event{row})
-	if err != nil || again[row.ID] {
-		t.Fatalf("second insert of the same id: want skipped, got %v %v", again, err)
+	if err := st.Insert(ctx, []store.Event{row}); err != nil {
+		t.Fatal(err)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -138,6 +133,50 @@ func TestInsertIsIdempotentAndNotifies(t *testing.T) {
 	}
 }
 
+// TestRefusedInsertWritesNothing commits many inserts concurrently, some of
+// them refused: each refused call fails alone and leaves none of its rows,
+// and every other call's rows are there.
+func TestRefusedInsertWritesNothing(t *testing.T) {
+	st := open(t)
+	ctx := context.Background()
+	existing := staged(time.Now(), "")
+	if err := st.Insert(ctx, []store.Event{existing}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var good, bad []uuid.UUID
+	for i := range 50 {
+		wg.Go(func() {
+			fresh := staged(time.Now(), "")
+			rows := []store.Event{fresh}
+			if i%5 == 0 {
+				rows = append(rows, existing) // a duplicate id: the whole call must fail
+			}
+			err := st.Insert(ctx, rows)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case i%5 == 0 && err == nil:
+				t.Errorf("insert %d with a duplicate id succeeded", i)
+			case i%5 == 0:
+				bad = append(bad, fresh.ID)
+			case err != nil:
+				t.Errorf("insert %d failed beside a refused one: %v", i, err)
+			default:
+				good = append(good, fresh.ID)
+			}
+		})
+	}
+	wg.Wait()
+	if got, _ := st.Events(ctx, bad, store.Filter{}); len(got) != 0 {
+		t.Errorf("refused calls left %d rows", len(got))
+	}
+	if got, _ := st.Events(ctx, good, store.Filter{}); len(got) != len(good) {
+		t.Errorf("%d of %d accepted rows are there", len(got), len(good))
+	}
+}
+
 func TestClaimSkipsHeldAndFutureRows(t *testing.T) {
 	st := open(t)
 	ctx := context.Background()
@@ -146,7 +185,7 @@ func TestClaimSkipsHeldAndFutureRows(t *testing.T) {
 	future := staged(now.Add(time.Hour), "")
 	heldByB := staged(now.Add(time.Minute), "b") // B's lease runs for another minute
 	expired := staged(now.Add(-time.Minute), "dead")
-	if _, err := st.Insert(ctx, []store.Event{due, future, heldByB, expired}); err != nil {
+	if err := st.Insert(ctx, []store.Event{due, future, heldByB, expired}); err != nil {
 		t.Fatal(err)
 	}
 	got, err := st.Claim(ctx, "a", "p", "t", 10, 5*time.Second)
@@ -182,7 +221,7 @@ func TestConcurrentClaimsTakeEachRowOnce(t *testing.T) {
 	for i := range rows {
 		rows[i] = staged(time.Now().Add(-time.Second), "")
 	}
-	if _, err := st.Insert(ctx, rows); err != nil {
+	if err := st.Insert(ctx, rows); err != nil {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
@@ -223,7 +262,7 @@ func TestRecordAppliesOnlyToHeldRows(t *testing.T) {
 	ctx := context.Background()
 	mine := staged(time.Now().Add(time.Minute), "a")
 	theirs := staged(time.Now().Add(time.Minute), "b")
-	if _, err := st.Insert(ctx, []store.Event{mine, theirs}); err != nil {
+	if err := st.Insert(ctx, []store.Event{mine, theirs}); err != nil {
 		t.Fatal(err)
 	}
 	inv := func(id uuid.UUID) *store.Invocation {
@@ -266,7 +305,7 @@ func TestRecordRetryReleasesOrKeeps(t *testing.T) {
 	ctx := context.Background()
 	released := staged(time.Now().Add(time.Minute), "a")
 	kept := staged(time.Now().Add(time.Minute), "a")
-	if _, err := st.Insert(ctx, []store.Event{released, kept}); err != nil {
+	if err := st.Insert(ctx, []store.Event{released, kept}); err != nil {
 		t.Fatal(err)
 	}
 	retryAt := time.Now().Add(30 * time.Second).Truncate(time.Microsecond)
@@ -296,7 +335,7 @@ func TestRenewAndRelease(t *testing.T) {
 	ctx := context.Background()
 	mine := staged(time.Now().Add(time.Second), "a")
 	lost := staged(time.Now().Add(time.Second), "b")
-	if _, err := st.Insert(ctx, []store.Event{mine, lost}); err != nil {
+	if err := st.Insert(ctx, []store.Event{mine, lost}); err != nil {
 		t.Fatal(err)
 	}
 	kept, err := st.Renew(ctx, "a", []uuid.UUID{mine.ID, lost.ID}, time.Minute)
@@ -321,7 +360,7 @@ func TestCancelOrphans(t *testing.T) {
 	orphan.Trigger = "removed"
 	notYet := staged(time.Now().Add(time.Hour), "")
 	notYet.Trigger = "removed"
-	if _, err := st.Insert(ctx, []store.Event{known, orphan, notYet}); err != nil {
+	if err := st.Insert(ctx, []store.Event{known, orphan, notYet}); err != nil {
 		t.Fatal(err)
 	}
 	n, err := st.CancelOrphans(ctx, []store.Trigger{{Project: "p", Name: "t"}})
@@ -348,7 +387,7 @@ func TestRecentFiltersAndOrders(t *testing.T) {
 		}
 		rows = append(rows, r)
 	}
-	if _, err := st.Insert(ctx, rows); err != nil {
+	if err := st.Insert(ctx, rows); err != nil {
 		t.Fatal(err)
 	}
 	got, err := st.Recent(ctx, store.Filter{Type: "x"}, 2)
