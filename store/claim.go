@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -69,21 +70,26 @@ func (s *Store) Claim(ctx context.Context, node, project, trigger string, limit 
 	return events, nil
 }
 
+// nextDueSQL finds the earliest due_at of trigger $2 in project $1, by
+// reading one entry of event_logs_due (written as ORDER BY ... LIMIT 1 so
+// that the plan does not depend on the table's statistics).
+const nextDueSQL = `SELECT extract(epoch FROM due_at - clock_timestamp())::float8 FROM event_logs
+	WHERE status = 'staged' AND project = $1 AND trigger_name = $2
+	ORDER BY due_at LIMIT 1`
+
 // NextDue returns how long until the earliest staged row of a trigger may
 // be claimed (zero or less when one is due now), and false when the trigger
 // has no staged rows. The wait is measured on the database's clock.
 func (s *Store) NextDue(ctx context.Context, project, trigger string) (time.Duration, bool, error) {
-	var wait *float64
-	err := s.pool.QueryRow(ctx, `
-		SELECT extract(epoch FROM min(due_at) - clock_timestamp())::float8 FROM event_logs
-		WHERE status = 'staged' AND project = $1 AND trigger_name = $2`, project, trigger).Scan(&wait)
+	var wait float64
+	err := s.pool.QueryRow(ctx, nextDueSQL, project, trigger).Scan(&wait)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, false, nil
+	}
 	if err != nil {
 		return 0, false, fmt.Errorf("next due row of %s/%s: %w", project, trigger, err)
 	}
-	if wait == nil {
-		return 0, false, nil
-	}
-	return time.Duration(*wait * float64(time.Second)), true, nil
+	return time.Duration(wait * float64(time.Second)), true, nil
 }
 
 // Renew extends node's leases on the given staged rows to now + lease and
