@@ -24,8 +24,8 @@ import (
 type Options struct {
 	// NodeID names this node in leases, CloudEvents and X-SC-Token.
 	NodeID string
-	// Lease is how long a claim lasts unless renewed (default 10s). A dead
-	// node's rows come back to the others within about this long.
+	// Lease is how long a claim lasts unless renewed (default: the config's
+	// lease). A dead node's rows come back to the others within about this long.
 	Lease time.Duration
 	// Poll is how often each trigger looks for rows staged or released by
 	// other nodes (default 1s). Rows this node stages wake it on time.
@@ -117,6 +117,9 @@ type project struct {
 func New(cfg *config.Config, st *store.Store, keys map[string]*auth.Keyring, opts Options) (*Dispatcher, error) {
 	if opts.NodeID == "" {
 		opts.NodeID = cfg.NodeID
+	}
+	if opts.Lease <= 0 {
+		opts.Lease = cfg.Lease.Std()
 	}
 	if opts.Lease <= 0 {
 		opts.Lease = 10 * time.Second
