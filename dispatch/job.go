@@ -60,6 +60,9 @@ func (d *Dispatcher) work(j *job) bool {
 		if d.held.isLost(j) {
 			return true
 		}
+		if d.soft.Err() != nil { // stopping: start no new attempt
+			return false
+		}
 		select {
 		case l.slots <- struct{}{}:
 		case <-d.soft.Done():

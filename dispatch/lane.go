@@ -9,9 +9,13 @@ import (
 	"github.com/triggerd/triggerd/store"
 )
 
-// recheck is how soon a lane polls again when rows are due but another
-// node's claim had them locked.
-const recheck = 50 * time.Millisecond
+const (
+	// recheck is how soon a lane polls again when rows are due but another
+	// node's claim had them locked.
+	recheck = 50 * time.Millisecond
+	// claimTimeout bounds one claim.
+	claimTimeout = 5 * time.Second
+)
 
 // lane delivers one trigger's rows. Each trigger has its own lane, with its
 // own attempt slots and its own cap on rows held, so a slow or dead webhook
@@ -147,7 +151,12 @@ func (l *lane) poll(ctx context.Context) {
 	if free == 0 {
 		return
 	}
-	rows, err := d.store.Claim(ctx, d.opts.NodeID, l.proj.cfg.ID, l.trig.Name, free, d.opts.Lease)
+	// Shutdown does not cut a claim short: one that committed unseen would
+	// leave rows leased to this node for a lease. Rows claimed as Run stops
+	// are started, find the dispatcher stopping, and are released.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
+	rows, err := d.store.Claim(cctx, d.opts.NodeID, l.proj.cfg.ID, l.trig.Name, free, d.opts.Lease)
+	cancel()
 	l.unreserve(free - len(rows))
 	if err != nil {
 		if ctx.Err() == nil {
