@@ -96,12 +96,12 @@ func (h *hook) next(t *testing.T, within time.Duration) delivery {
 
 // env is a store schema shared by the nodes of one test.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	url    string
 	schema string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	url, schema := pgtest.Schema(t)
 	return &env{t: t, url: url, schema: schema}
 }

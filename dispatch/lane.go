@@ -154,6 +154,7 @@ func (l *lane) poll(ctx context.Context) {
 	// Shutdown does not cut a claim short: one that committed unseen would
 	// leave rows leased to this node for a lease. Rows claimed as Run stops
 	// are started, find the dispatcher stopping, and are released.
+	started := time.Now()
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
 	rows, err := d.store.Claim(cctx, d.opts.NodeID, l.proj.cfg.ID, l.trig.Name, free, d.opts.Lease)
 	cancel()
@@ -184,8 +185,11 @@ func (l *lane) poll(ctx context.Context) {
 		return
 	}
 	if ok {
-		if wait <= 0 {
-			wait = recheck // due, but locked by another node's claim
+		// A row that was due before the claim began, yet not claimed, is
+		// locked by another node's claim in progress: look again shortly.
+		// A row that became due since is claimed at once.
+		if wait <= -time.Since(started) {
+			wait = recheck
 		}
 		l.schedule(time.Now().Add(wait))
 	}
