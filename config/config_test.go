@@ -208,3 +208,22 @@ func TestIsReservedType(t *testing.T) {
 		}
 	}
 }
+
+// TestReferenceConfig loads testdata/triggerd.yaml, the README's reference
+// config, so that the documented example stays valid.
+func TestReferenceConfig(t *testing.T) {
+	t.Setenv("TRIGGERD_STORE_URL", "postgres://triggerd@localhost:5432/events")
+	t.Setenv("DEMO_SECRET", "reference-secret")
+	cfg, err := config.Load(filepath.Join("..", "testdata", "triggerd.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := cfg.Project("demo")
+	if cfg.Store.URL != "postgres://triggerd@localhost:5432/events" || p == nil || p.Secrets[0].Secret != "reference-secret" ||
+		p.Rule("internal-audit") != config.RuleDeny || p.Rule("sent-email") != config.RuleAllow {
+		t.Fatalf("reference config read as %+v", cfg)
+	}
+	if tr := p.Triggers[0]; tr.Headers["X-Api-Key"] != "dev-key" || tr.Retries != 3 || tr.Concurrency != 16 {
+		t.Fatalf("trigger read as %+v", tr)
+	}
+}
