@@ -259,7 +259,9 @@ func waitRows(t *testing.T, st *store.Store, within time.Duration, want int, con
 func TestKillAndRestartLosesNothing(t *testing.T) {
 	url, schema := pgtest.Schema(t)
 	slow := newCounter(t, func(string, string, http.ResponseWriter, *http.Request) { time.Sleep(100 * time.Millisecond) })
-	failing := newCounter(t, func(_ string, _ string, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
+	failing := newCounter(t, func(_ string, _ string, w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
 	cfg := writeConfig(t, "node-1", url, schema, fmt.Sprintf(`      - {name: slow, type: work, url: %q, concurrency: 4}
       - {name: failing, type: doomed, url: %q, retries: 2, retry_backoff: {initial: 400ms, max: 400ms}}
 `, slow.URL, failing.URL))
