@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
+
 	"github.com/triggerd/triggerd/auth"
 	"github.com/triggerd/triggerd/config"
 	"github.com/triggerd/triggerd/store/localpg"
@@ -98,6 +100,11 @@ func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	go recv.Serve(rl)
 	defer recv.Close()
 
+	// A token for types whose rule is authenticated, as a client would hold.
+	token, err := keys["demo"].Sign(jwt.MapClaims{"sub": "dev", "exp": time.Now().Add(24 * time.Hour).Unix()})
+	if err != nil {
+		return err
+	}
 	return serve(ctx, cfg, log, func(addr string) {
 		queue := "http://" + addr + "/v1/api/demo/event-triggers/queue"
 		fmt.Fprintf(stdout, `
@@ -110,12 +117,15 @@ triggerd dev is running.
 Queue an event, then a synchronous one that waits for the receiver's response:
   curl -s -X POST %s -d '{"type":"sent-email","data":{"to":"user1@email.com"}}'
   curl -s -X POST %s -d '{"type":"sent-email","data":{"to":"user1@email.com"},"isSynchronous":true}'
+Other types need a token signed with the project's secret (rule authenticated); this one lasts a day:
+  curl -s -X POST %s -H 'Authorization: Bearer %s' -d '{"type":"user-signed-up","data":{"id":7}}'
+  (no trigger handles user-signed-up, so it is accepted and stored nowhere)
 Follow event_logs from another terminal:
   go run . tail --config %s --follow
 
 Ctrl-C stops everything and deletes the throwaway database.
 
-`, addr, receiverURL, storeURL, path, queue, queue, path)
+`, addr, receiverURL, storeURL, path, queue, queue, queue, token, path)
 	})
 }
 

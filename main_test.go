@@ -517,6 +517,18 @@ func TestDevQuickStart(t *testing.T) {
 		t.Fatalf("the suggested curl got %d", resp.StatusCode)
 	}
 	waitFor(t, &out, `receiver: sent-email \S+ \(X-SC-Token verified\)`, 10*time.Second)
+	// The suggested token opens the types whose rule is authenticated.
+	m = waitFor(t, &out, `curl -s -X POST (\S+) -H 'Authorization: (Bearer \S+)' -d '([^']+)'`, time.Second)
+	req, _ := http.NewRequest(http.MethodPost, m[1], strings.NewReader(m[3]))
+	req.Header.Set("Authorization", m[2])
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("the suggested curl with a token got %d", resp.StatusCode)
+	}
 	dir := waitFor(t, &out, `store\s+postgres://\S+host=(%2F\S+?)&`, time.Second)[1]
 	cancel()
 	select {
