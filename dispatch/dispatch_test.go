@@ -646,3 +646,63 @@ func TestShutdownFinishesAttemptsAndReleasesTheRest(t *testing.T) {
 		t.Errorf("the waiting row was not released: %+v", r)
 	}
 }
+
+// TestStoreCrashLosesNothing kills the store's Postgres with SIGKILL while
+// an attempt is in flight: an event queued during the outage is refused
+// (not half-stored), the attempt's outcome is kept and written once the
+// server is back, and delivery goes on.
+func TestStoreCrashLosesNothing(t *testing.T) {
+	cluster := pgtest.Cluster(t)
+	e := newEnv(t)
+	release := make(chan struct{})
+	h := newHook(t, func(n int, w http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			<-release
+		}
+	})
+	n := e.start("a", trigger("t", "x", h.URL, "timeout: 30000"), dispatch.Options{Poll: 100 * time.Millisecond})
+	ctx := context.Background()
+	inFlight, _, err := n.d.Enqueue(ctx, dispatch.Event{Project: "p", Type: "x", Data: json.RawMessage(`"in flight"`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.next(t, 5*time.Second)
+
+	if err := cluster.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			cluster.StartAgain(context.Background())
+		}
+	})
+	if _, _, err := n.d.Enqueue(ctx, dispatch.Event{Project: "p", Type: "x", Data: json.RawMessage(`"refused"`)}); err == nil {
+		t.Fatal("an event was accepted while the store was down")
+	}
+	close(release) // the attempt succeeds while its outcome cannot be written
+	time.Sleep(300 * time.Millisecond)
+	if err := cluster.StartAgain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	restarted = true
+
+	row := n.waitStatus(t, inFlight, store.StatusProcessed, 15*time.Second)[0]
+	if invs, _ := n.st.Invocations(ctx, row.ID); row.Attempts != 1 || len(invs) != 1 {
+		t.Fatalf("in-flight row %+v with %d logged attempts, want processed after 1", row, len(invs))
+	}
+	after, _, err := n.d.Enqueue(ctx, dispatch.Event{Project: "p", Type: "x", Data: json.RawMessage(`"after"`)})
+	if err != nil {
+		t.Fatalf("queue after the restart: %v", err)
+	}
+	n.waitStatus(t, after, store.StatusProcessed, 10*time.Second)
+	all, _ := n.st.Recent(ctx, store.Filter{}, 100)
+	for _, r := range all {
+		if string(r.Payload) == `"refused"` {
+			t.Errorf("the refused event was stored: %+v", r)
+		}
+	}
+	if len(all) != 2 {
+		t.Errorf("%d rows, want 2 (in flight, after)", len(all))
+	}
+}
