@@ -76,38 +76,46 @@ projects:
       - {name: broken, type: broken, url: %q, retries: 1, retry_backoff: {initial: 10ms}}
       - {name: slow, type: slow, url: %q}
 `, url, schema, extra, secret, hook.URL, hook.URL, hook.URL, hook.URL, hook.URL)
+	f.url, f.st = startNode(t, text)
+	return f
+}
+
+// startNode runs a node with the config text (whose one project is "demo")
+// behind a real HTTP server, stopped at cleanup, and returns the server's
+// URL and the node's store.
+func startNode(tb testing.TB, text string) (string, *store.Store) {
+	tb.Helper()
 	cfg, err := config.Parse("api-test.yaml", []byte(text), func(string) (string, bool) { return "", false })
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	st, err := store.Open(ctx, store.Options{URL: url, Schema: schema})
+	st, err := store.Open(ctx, store.Options{URL: cfg.Store.URL, Schema: cfg.Store.Schema, MaxConns: cfg.Store.MaxConns})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	k, err := auth.NewKeyring(cfg.Projects[0].Secrets)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	keys := map[string]*auth.Keyring{"demo": k}
 	d, err := dispatch.New(cfg, st, keys, dispatch.Options{})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
 	srv := httptest.NewServer(api.New(cfg, d, keys, st.Ready, nil))
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		srv.Close()
 		cancel()
 		<-done
 		st.Close()
 	})
-	f.url, f.st = srv.URL, st
-	return f
+	return srv.URL, st
 }
 
 // post sends a queue request with an Authorization header (none when

@@ -2,7 +2,6 @@ package api_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,11 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/triggerd/triggerd/api"
-	"github.com/triggerd/triggerd/auth"
-	"github.com/triggerd/triggerd/config"
-	"github.com/triggerd/triggerd/dispatch"
-	"github.com/triggerd/triggerd/store"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
 
@@ -44,37 +38,8 @@ projects:
     triggers:
       - {name: bench, type: bench, url: %q, concurrency: 64}
 `, url, schema, recv.URL)
-	cfg, err := config.Parse("bench.yaml", []byte(text), func(string) (string, bool) { return "", false })
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	st, err := store.Open(ctx, store.Options{URL: url, Schema: schema, MaxConns: cfg.Store.MaxConns})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := st.Migrate(ctx); err != nil {
-		b.Fatal(err)
-	}
-	k, err := auth.NewKeyring(cfg.Projects[0].Secrets)
-	if err != nil {
-		b.Fatal(err)
-	}
-	keys := map[string]*auth.Keyring{"demo": k}
-	d, err := dispatch.New(cfg, st, keys, dispatch.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	srv := httptest.NewServer(api.New(cfg, d, keys, st.Ready, nil))
-	b.Cleanup(func() {
-		srv.Close()
-		cancel()
-		<-done
-		st.Close()
-	})
-	return srv.URL + "/v1/api/demo/event-triggers/queue", recv.URL, received
+	apiURL, _ = startNode(b, text)
+	return apiURL + "/v1/api/demo/event-triggers/queue", recv.URL, received
 }
 
 // client is an HTTP client with enough keep-alive connections for the
