@@ -618,7 +618,7 @@ func TestRowsOfRemovedTriggersAreCancelled(t *testing.T) {
 		t.Fatal(err)
 	}
 	first.shutdown()
-	if _, err := first.st.Pool().Exec(context.Background(), `UPDATE event_logs SET due_at = now() WHERE id = $1`, id); err != nil {
+	if _, err := first.st.Pool().Exec(context.Background(), `UPDATE event_logs SET due_at = now() - interval '2 minutes' WHERE id = $1`, id); err != nil {
 		t.Fatal(err)
 	}
 	n := e.start("a", trigger("t", "x", h.URL, ""), dispatch.Options{})

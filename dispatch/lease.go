@@ -138,11 +138,18 @@ func (d *Dispatcher) releaseAll() error {
 	return nil
 }
 
-// sweepEvery is how often unknown triggers' due rows are cancelled.
-const sweepEvery = time.Minute
+const (
+	// sweepEvery is how often unknown triggers' overdue rows are cancelled.
+	sweepEvery = time.Minute
+	// orphanAfter is how long a row of an unknown trigger must have been
+	// due before it is cancelled: a node with a newer config, which knows
+	// the trigger, would have claimed it by then.
+	orphanAfter = time.Minute
+)
 
-// sweep cancels due rows whose trigger is not in this node's config (the
-// trigger was removed), at start and then every sweepEvery, until ctx ends.
+// sweep cancels overdue rows whose trigger is not in this node's config
+// (the trigger was removed), at start and then every sweepEvery, until ctx
+// ends.
 func (d *Dispatcher) sweep(ctx context.Context) {
 	known := make([]store.Trigger, 0, len(d.lanes))
 	for _, l := range d.lanes {
@@ -151,7 +158,7 @@ func (d *Dispatcher) sweep(ctx context.Context) {
 	tick := time.NewTicker(sweepEvery)
 	defer tick.Stop()
 	for {
-		cancelled, err := d.store.CancelOrphans(ctx, known)
+		cancelled, err := d.store.CancelOrphans(ctx, known, orphanAfter)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			d.log.Warn("cancelling rows of removed triggers failed", "err", err)

@@ -139,9 +139,12 @@ type Trigger struct {
 	Name    string
 }
 
-// CancelOrphans cancels the due staged rows whose trigger is not among
-// known, and returns how many rows of each trigger it cancelled.
-func (s *Store) CancelOrphans(ctx context.Context, known []Trigger) (map[Trigger]int, error) {
+// CancelOrphans cancels the staged rows whose trigger is not among known
+// and that have been due for longer than overdue, and returns how many rows
+// of each trigger it cancelled. A row that a live node's trigger serves is
+// claimed soon after it falls due, so overdue spares the rows of triggers
+// that only newer nodes know, during a rolling change of config.
+func (s *Store) CancelOrphans(ctx context.Context, known []Trigger, overdue time.Duration) (map[Trigger]int, error) {
 	projects := make([]string, len(known))
 	names := make([]string, len(known))
 	for i, t := range known {
@@ -150,9 +153,9 @@ func (s *Store) CancelOrphans(ctx context.Context, known []Trigger) (map[Trigger
 	rows, err := s.pool.Query(ctx, `
 		UPDATE event_logs SET status = 'cancelled', due_at = NULL, claimed_by = NULL, updated_at = now(),
 		       remark = 'trigger ' || trigger_name || ' is not in the config of project ' || project
-		WHERE status = 'staged' AND due_at <= now()
+		WHERE status = 'staged' AND due_at <= now() - $3::interval
 		  AND (project, trigger_name) NOT IN (SELECT * FROM unnest($1::text[], $2::text[]))
-		RETURNING id, project, trigger_name`, projects, names)
+		RETURNING id, project, trigger_name`, projects, names, overdue)
 	if err != nil {
 		return nil, fmt.Errorf("cancel rows of unknown triggers: %w", err)
 	}

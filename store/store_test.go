@@ -355,22 +355,24 @@ func TestRenewAndRelease(t *testing.T) {
 func TestCancelOrphans(t *testing.T) {
 	st := open(t)
 	ctx := context.Background()
-	known := staged(time.Now().Add(-time.Second), "")
-	orphan := staged(time.Now().Add(-time.Second), "")
+	known := staged(time.Now().Add(-time.Hour), "")
+	orphan := staged(time.Now().Add(-time.Hour), "")
 	orphan.Trigger = "removed"
 	notYet := staged(time.Now().Add(time.Hour), "")
 	notYet.Trigger = "removed"
-	if err := st.Insert(ctx, []store.Event{known, orphan, notYet}); err != nil {
+	justDue := staged(time.Now().Add(-time.Second), "") // perhaps a newer node's trigger
+	justDue.Trigger = "added"
+	if err := st.Insert(ctx, []store.Event{known, orphan, notYet, justDue}); err != nil {
 		t.Fatal(err)
 	}
-	n, err := st.CancelOrphans(ctx, []store.Trigger{{Project: "p", Name: "t"}})
+	n, err := st.CancelOrphans(ctx, []store.Trigger{{Project: "p", Name: "t"}}, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n[store.Trigger{Project: "p", Name: "removed"}] != 1 || len(n) != 1 {
 		t.Fatalf("cancelled %v", n)
 	}
-	got, _ := st.Events(ctx, []uuid.UUID{known.ID, orphan.ID, notYet.ID}, store.Filter{Status: store.StatusCancelled})
+	got, _ := st.Events(ctx, []uuid.UUID{known.ID, orphan.ID, notYet.ID, justDue.ID}, store.Filter{Status: store.StatusCancelled})
 	if len(got) != 1 || got[0].ID != orphan.ID || !strings.Contains(got[0].Remark, "removed") {
 		t.Fatalf("cancelled rows: %+v", got)
 	}
