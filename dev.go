@@ -138,6 +138,7 @@ type receiver struct {
 	mu   sync.Mutex // one delivery printed at a time
 }
 
+// ServeHTTP takes one delivery: it prints it and answers with a response.
 func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	if err != nil {

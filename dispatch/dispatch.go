@@ -70,6 +70,7 @@ type FailedError struct {
 	Remark string
 }
 
+// Error returns the last attempt's error.
 func (e *FailedError) Error() string { return e.Remark }
 
 // Result is the answer to a synchronous call.
