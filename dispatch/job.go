@@ -68,9 +68,12 @@ func (d *Dispatcher) work(j *job) bool {
 		case <-d.soft.Done():
 			return false
 		}
+		// The slot is held until the outcome is written: a crash can then
+		// leave at most concurrency attempts per trigger unrecorded, and
+		// so delivered again.
 		res := d.attempt(d.hard, j)
-		<-l.slots
 		if res.aborted {
+			<-l.slots
 			return false
 		}
 		out := d.decide(j, res)
@@ -80,6 +83,7 @@ func (d *Dispatcher) work(j *job) bool {
 		d.held.setRecording(j, true)
 		applied := d.record(j, out)
 		d.held.setRecording(j, false)
+		<-l.slots
 		if !applied {
 			d.log.Warn("another node took this row over; its outcome here was not recorded", l.rowRef(&j.row)...)
 			return true
