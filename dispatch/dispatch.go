@@ -122,9 +122,6 @@ func New(cfg *config.Config, st *store.Store, keys map[string]*auth.Keyring, opt
 	if opts.Lease <= 0 {
 		opts.Lease = cfg.Lease.Std()
 	}
-	if opts.Lease <= 0 {
-		opts.Lease = 10 * time.Second
-	}
 	if opts.Poll <= 0 {
 		opts.Poll = time.Second
 	}
