@@ -47,6 +47,26 @@ type Project struct {
 	Rules map[string]Rule `yaml:"rules"`
 	// Triggers are the webhooks events are delivered to.
 	Triggers []Trigger `yaml:"triggers"`
+	// Databases are the Postgres databases whose row changes become DB_INSERT,
+	// DB_UPDATE and DB_DELETE events, by alias.
+	Databases map[string]Database `yaml:"databases"`
+}
+
+// Database is a Postgres database whose row changes triggerd captures
+// through logical replication.
+type Database struct {
+	// URL is a connection string; the server needs wal_level=logical and the
+	// role needs REPLICATION.
+	URL string `yaml:"url"`
+	// Slot is the replication slot triggerd creates and streams from
+	// (default triggerd_<project>_<alias>).
+	Slot string `yaml:"slot"`
+	// Publication is the publication triggerd creates and keeps equal to the
+	// tables its triggers name (default: the slot's name).
+	Publication string `yaml:"publication"`
+	// Heartbeat is how often triggerd writes a logical message to the
+	// database, so that its slot advances even when no captured table changes.
+	Heartbeat Duration `yaml:"heartbeat"`
 }
 
 // Secret is one signing or verifying key of a project.
@@ -91,7 +111,47 @@ type Trigger struct {
 	Headers map[string]string `yaml:"headers"`
 	// Concurrency caps this trigger's attempts in flight on one node.
 	Concurrency int `yaml:"concurrency"`
+	// Options select the row changes a DB_* trigger takes.
+	Options TriggerOptions `yaml:"options"`
 }
+
+// TriggerOptions select the row changes a DB_INSERT, DB_UPDATE or DB_DELETE
+// trigger takes.
+type TriggerOptions struct {
+	// DB is the alias of one of the project's databases (default: the only one).
+	DB string `yaml:"db"`
+	// Col names the tables: "table", "schema.table", or a comma list of
+	// them; empty means every table of the database.
+	Col string `yaml:"col"`
+	// Columns, on DB_UPDATE, fires the trigger only when one of these
+	// comma-separated columns changed.
+	Columns string `yaml:"columns"`
+}
+
+// Tables returns the trigger's table names, as written; none means every table.
+func (o TriggerOptions) Tables() []string { return splitList(o.Col) }
+
+// ColumnList returns the columns an update must change to fire the trigger;
+// none means any update fires it.
+func (o TriggerOptions) ColumnList() []string { return splitList(o.Columns) }
+
+// splitList splits a comma list, trimming spaces and dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for item := range strings.SplitSeq(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+// The database source's event types.
+const (
+	TypeInsert = "DB_INSERT"
+	TypeUpdate = "DB_UPDATE"
+	TypeDelete = "DB_DELETE"
+)
 
 // Backoff is an exponential retry schedule: the nth retry waits
 // Initial × 2^(n-1), capped at Max.

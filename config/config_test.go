@@ -3,6 +3,7 @@ package config_test
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -130,6 +131,7 @@ func TestExpansion(t *testing.T) {
 func TestErrors(t *testing.T) {
 	const head = "store: {url: postgres://x}\n"
 	const proj = "projects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: s}]\n"
+	const dbs = proj + "    databases:\n      a: {url: 'postgres://a'}\n"
 	const trig = proj + "    triggers:\n      - name: t\n        type: x\n        url: http://h/\n"
 	cases := []struct{ name, text, want string }{
 		{"empty file", "", "the file is empty"},
@@ -161,7 +163,20 @@ func TestErrors(t *testing.T) {
 		{"no trigger name", head + proj + "    triggers: [{type: x, url: 'http://h/'}]\n", "triggers[0].name: \"\" is not a valid trigger name"},
 		{"duplicate trigger", head + trig + "      - {name: t, type: y, url: 'http://h/'}\n", `trigger "t" is defined twice`},
 		{"no type", head + proj + "    triggers: [{name: t, url: 'http://h/'}]\n", "triggers[0].type: is required"},
-		{"db type", head + proj + "    triggers: [{name: t, type: DB_INSERT, url: 'http://h/'}]\n", "DB_INSERT needs a database source"},
+		{"db trigger without databases", head + proj + "    triggers: [{name: t, type: DB_INSERT, url: 'http://h/'}]\n", "options.db: is required: name one of the project's databases (the project has none"},
+		{"db trigger naming no database", head + dbs + "    triggers: [{name: t, type: DB_INSERT, url: 'http://h/', options: {db: b}}]\n", `options.db: "b" is not one of the project's databases (a)`},
+		{"db trigger among several", head + dbs + "      c: {url: 'postgres://c'}\n    triggers: [{name: t, type: DB_INSERT, url: 'http://h/'}]\n", "options.db: is required: name one of the project's databases (a, c)"},
+		{"unknown db type", head + dbs + "    triggers: [{name: t, type: DB_UPSERT, url: 'http://h/'}]\n", "DB_UPSERT is not a database event type"},
+		{"columns on insert", head + dbs + "    triggers: [{name: t, type: DB_INSERT, url: 'http://h/', options: {columns: a}}]\n", "options.columns: only DB_UPDATE triggers take columns"},
+		{"options on custom", head + proj + "    triggers: [{name: t, type: x, url: 'http://h/', options: {col: a}}]\n", "options: options select row changes"},
+		{"bad col", head + dbs + "    triggers: [{name: t, type: DB_INSERT, url: 'http://h/', options: {col: 'a.b.c'}}]\n", `options.col: "a.b.c" is not a table name`},
+		{"empty col", head + dbs + "    triggers: [{name: t, type: DB_INSERT, url: 'http://h/', options: {col: ' , '}}]\n", "options.col: names no table"},
+		{"unknown option", head + dbs + "    triggers: [{name: t, type: DB_INSERT, url: 'http://h/', options: {table: a}}]\n", `unknown key "table" (known keys: db, col, columns)`},
+		{"database without url", head + proj + "    databases: {a: {slot: s}}\n", "databases.a.url: is required"},
+		{"bad slot", head + proj + "    databases: {a: {url: x, slot: Bad}}\n", `databases.a.slot: "Bad" is not a valid slot name`},
+		{"long derived slot", head + proj + "    databases: {" + strings.Repeat("a", 60) + ": {url: x}}\n", "is not a valid slot name: use at most 63"},
+		{"shared slot", head + proj + "    databases: {a: {url: x, slot: s}, b: {url: y, slot: s}}\n", `slot "s" is also the slot of database a`},
+		{"zero heartbeat", head + proj + "    databases: {a: {url: x, heartbeat: 0s}}\n", "heartbeat: must be more than 0"},
 		{"file type", head + proj + "    triggers: [{name: t, type: FILE_CREATE, url: 'http://h/'}]\n", "FILE_CREATE needs a file source"},
 		{"bad url", head + proj + "    triggers: [{name: t, type: x, url: 'ftp://h/'}]\n", `url: "ftp://h/" is not an http or https URL`},
 		{"negative retries", head + trig + "        retries: -1\n", "retries: must be 0 to 100, got -1"},
@@ -178,6 +193,32 @@ func TestErrors(t *testing.T) {
 				t.Fatalf("want an error starting with the file and containing %q, got %v\n%s", c.want, err, c.text)
 			}
 		})
+	}
+}
+
+func TestDatabaseDefaults(t *testing.T) {
+	text := "store: {url: x}\nprojects:\n  - id: My-App\n    secrets: [{kid: k, alg: HS256, secret: s}]\n" +
+		"    databases:\n      main-db: {url: 'postgres://a'}\n      other: {url: 'postgres://b', slot: s1, publication: p1, heartbeat: 2s}\n" +
+		"    triggers:\n      - {name: t, type: DB_UPDATE, url: 'http://h/', options: {db: main-db, col: 'users, audit.orders', columns: 'status,total'}}\n"
+	cfg, err := config.Parse("t.yaml", []byte(text), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := cfg.Projects[0]
+	if d := p.Databases["main-db"]; d.Slot != "triggerd_my_app_main_db" || d.Publication != d.Slot || d.Heartbeat.Std() != 10*time.Second {
+		t.Fatalf("defaults: %+v", d)
+	}
+	if d := p.Databases["other"]; d.Slot != "s1" || d.Publication != "p1" || d.Heartbeat.Std() != 2*time.Second {
+		t.Fatalf("explicit: %+v", d)
+	}
+	o := p.Triggers[0].Options
+	if !slices.Equal(o.Tables(), []string{"users", "audit.orders"}) || !slices.Equal(o.ColumnList(), []string{"status", "total"}) {
+		t.Fatalf("options: %q %q", o.Tables(), o.ColumnList())
+	}
+	one := "store: {url: x}\nprojects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: s}]\n" +
+		"    databases: {only: {url: 'postgres://a'}}\n    triggers: [{name: t, type: DB_INSERT, url: 'http://h/'}]\n"
+	if cfg, err = config.Parse("t.yaml", []byte(one), env(nil)); err != nil || cfg.Projects[0].Triggers[0].Options.DB != "only" {
+		t.Fatalf("the only database is the default: %v", err)
 	}
 }
 

@@ -104,6 +104,17 @@ func (t *Trigger) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// UnmarshalYAML fills a database's defaults before decoding it.
+func (d *Database) UnmarshalYAML(n *yaml.Node) error {
+	type plain Database
+	p := plain{Heartbeat: Duration(10 * time.Second)}
+	if err := n.Decode(&p); err != nil {
+		return err
+	}
+	*d = Database(p)
+	return nil
+}
+
 // UnmarshalYAML reads a Go duration string such as "1s" or "10m".
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := parseDuration(n.Value)

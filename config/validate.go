@@ -2,9 +2,11 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -12,6 +14,8 @@ var (
 	schemaName  = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
 	projectID   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
 	triggerName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+	dbAlias     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
+	slotName    = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
 	headerName  = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 )
 
@@ -58,6 +62,9 @@ func (w *walker) validate(c *Config) error {
 			if r != RuleAllow && r != RuleDeny && r != RuleAuthenticated {
 				return w.fail(path+".rules."+typ, "%q is not a rule: use allow, deny or authenticated", r)
 			}
+		}
+		if err := w.validateDatabases(p, path); err != nil {
+			return err
 		}
 		if err := w.validateTriggers(p, path); err != nil {
 			return err
@@ -119,8 +126,11 @@ func (w *walker) validateTriggers(p *Project, path string) error {
 			return w.fail(tp+".type", "is required: the event type this trigger handles")
 		}
 		names[t.Name] = true
-		if err := checkSourceType(t.Type); err != nil {
-			return w.fail(tp+".type", "%v", err)
+		if strings.HasPrefix(t.Type, "FILE_") {
+			return w.fail(tp+".type", "%s needs a file source, which this version of triggerd does not have yet", t.Type)
+		}
+		if err := w.validateOptions(p, t, tp); err != nil {
+			return err
 		}
 		u, err := url.Parse(t.URL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -150,16 +160,88 @@ func (w *walker) validateTriggers(p *Project, path string) error {
 	return nil
 }
 
-// checkSourceType rejects the database and file sources' event types, which
-// this version has no source for.
-func checkSourceType(t string) error {
-	switch {
-	case strings.HasPrefix(t, "DB_"):
-		return fmt.Errorf("%s needs a database source, which this version of triggerd does not have yet", t)
-	case strings.HasPrefix(t, "FILE_"):
-		return fmt.Errorf("%s needs a file source, which this version of triggerd does not have yet", t)
+// validateDatabases checks a project's CDC sources and fills in the names
+// of their slots and publications.
+func (w *walker) validateDatabases(p *Project, path string) error {
+	slots := make(map[string]string)
+	for _, alias := range slices.Sorted(maps.Keys(p.Databases)) {
+		d := p.Databases[alias]
+		dp := path + ".databases." + alias
+		if !dbAlias.MatchString(alias) {
+			return w.fail(dp, "%q is not a valid database alias: use letters, digits, _ and -", alias)
+		}
+		if strings.TrimSpace(d.URL) == "" {
+			return w.fail(dp+".url", "is required: the Postgres database whose changes to capture")
+		}
+		if d.Heartbeat <= 0 {
+			return w.fail(dp+".heartbeat", "must be more than 0")
+		}
+		if d.Slot == "" {
+			d.Slot = strings.ToLower(strings.NewReplacer("-", "_").Replace("triggerd_" + p.ID + "_" + alias))
+		}
+		if d.Publication == "" {
+			d.Publication = d.Slot
+		}
+		for _, f := range []struct{ key, name string }{{"slot", d.Slot}, {"publication", d.Publication}} {
+			if !slotName.MatchString(f.name) {
+				return w.fail(dp+"."+f.key, "%q is not a valid %s name: use at most 63 lowercase letters, digits and _ (set %s to fix it)", f.name, f.key, f.key)
+			}
+		}
+		if other, dup := slots[d.Slot]; dup {
+			return w.fail(dp+".slot", "slot %q is also the slot of database %s: give each database its own", d.Slot, other)
+		}
+		slots[d.Slot] = alias
+		p.Databases[alias] = d
 	}
 	return nil
+}
+
+// validateOptions checks a trigger's options against its type and fills in
+// the database of a DB_* trigger when the project has only one.
+func (w *walker) validateOptions(p *Project, t *Trigger, tp string) error {
+	o := &t.Options
+	if !strings.HasPrefix(t.Type, "DB_") {
+		if *o != (TriggerOptions{}) {
+			return w.fail(tp+".options", "options select row changes: only DB_INSERT, DB_UPDATE and DB_DELETE triggers take them")
+		}
+		return nil
+	}
+	switch t.Type {
+	case TypeInsert, TypeUpdate, TypeDelete:
+	default:
+		return w.fail(tp+".type", "%s is not a database event type: use DB_INSERT, DB_UPDATE or DB_DELETE", t.Type)
+	}
+	if o.DB == "" {
+		if len(p.Databases) != 1 {
+			return w.fail(tp+".options.db", "is required: name one of the project's databases (%s)", aliases(p))
+		}
+		for alias := range p.Databases {
+			o.DB = alias
+		}
+	}
+	if _, ok := p.Databases[o.DB]; !ok {
+		return w.fail(tp+".options.db", "%q is not one of the project's databases (%s)", o.DB, aliases(p))
+	}
+	if o.Col != "" && len(o.Tables()) == 0 {
+		return w.fail(tp+".options.col", "names no table: write a table, schema.table, or a comma list")
+	}
+	for _, tab := range o.Tables() {
+		if strings.Count(tab, ".") > 1 {
+			return w.fail(tp+".options.col", "%q is not a table name: write table or schema.table", tab)
+		}
+	}
+	if o.Columns != "" && t.Type != TypeUpdate {
+		return w.fail(tp+".options.columns", "only DB_UPDATE triggers take columns: an insert or delete changes every column")
+	}
+	return nil
+}
+
+// aliases lists a project's database aliases for error messages.
+func aliases(p *Project) string {
+	if len(p.Databases) == 0 {
+		return "the project has none: add databases: {alias: {url: ...}}"
+	}
+	return strings.Join(slices.Sorted(maps.Keys(p.Databases)), ", ")
 }
 
 // fail formats an error for a key path, at the key's line.

@@ -177,6 +177,39 @@ func TestRefusedInsertWritesNothing(t *testing.T) {
 	}
 }
 
+func TestInsertOnceSkipsExistingIDs(t *testing.T) {
+	st := open(t)
+	ctx := context.Background()
+	a, b := staged(time.Now(), ""), staged(time.Now(), "")
+	inserted, err := st.InsertOnce(ctx, []store.Event{a})
+	if err != nil || !inserted[a.ID] {
+		t.Fatalf("first insert: %v %v", inserted, err)
+	}
+	// A replay of a beside a new row, concurrent with a plain insert that
+	// shares the group commit: only b is new, and nobody fails.
+	c := staged(time.Now(), "")
+	done := make(chan error, 1)
+	go func() { done <- st.Insert(ctx, []store.Event{c}) }()
+	replay := a
+	replay.Payload = json.RawMessage(`{"a":2}`)
+	inserted, err = st.InsertOnce(ctx, []store.Event{replay, b})
+	if err != nil || inserted[a.ID] || !inserted[b.ID] {
+		t.Fatalf("replay: %v %v", inserted, err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.Events(ctx, []uuid.UUID{a.ID, b.ID, c.ID}, store.Filter{})
+	if err != nil || len(got) != 3 {
+		t.Fatalf("rows: %d %v", len(got), err)
+	}
+	for _, e := range got {
+		if e.ID == a.ID && string(e.Payload) != `{"a":1}` {
+			t.Errorf("the replay overwrote the first write: %s", e.Payload)
+		}
+	}
+}
+
 func TestClaimSkipsHeldAndFutureRows(t *testing.T) {
 	st := open(t)
 	ctx := context.Background()

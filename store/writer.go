@@ -15,6 +15,7 @@ import (
 // writeOp is one caller's share of a group commit.
 type writeOp struct {
 	events   []Event
+	once     bool // events whose id exists are skipped, not refused
 	node     string
 	outcomes []Outcome
 	done     chan writeResult
@@ -36,6 +37,14 @@ const commitTimeout = 30 * time.Second
 func (s *Store) Insert(ctx context.Context, events []Event) error {
 	_, err := s.write(ctx, &writeOp{events: events})
 	return err
+}
+
+// InsertOnce writes the events whose ids are not in event_logs yet and
+// returns those it inserted, once committed. Sources that replay after a
+// crash give their events ids derived from their position, so a replayed
+// event is skipped rather than written twice.
+func (s *Store) InsertOnce(ctx context.Context, events []Event) (inserted map[uuid.UUID]bool, err error) {
+	return s.write(ctx, &writeOp{events: events, once: true})
 }
 
 // Record applies attempt outcomes to rows claimed by node and logs their
@@ -141,6 +150,9 @@ FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text
           is_synchronous, due_at, claimed_by)
 `
 
+const insertEventsOnceSQL = insertEventsSQL + `ON CONFLICT (id) DO NOTHING
+RETURNING id`
+
 const applyOutcomesSQL = `
 UPDATE event_logs e
 SET status = u.status, attempts = u.attempts, due_at = u.due_at, claimed_by = u.claimed_by,
@@ -166,12 +178,16 @@ func (s *Store) commit(batch []*writeOp) (map[uuid.UUID]bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
 
-	var ev eventColumns
+	var ev, evOnce eventColumns
 	var oc outcomeColumns
 	var inv invocationColumns
 	for _, op := range batch {
+		cols := &ev
+		if op.once {
+			cols = &evOnce
+		}
 		for i := range op.events {
-			ev.add(&op.events[i])
+			cols.add(&op.events[i])
 		}
 		for i := range op.outcomes {
 			o := &op.outcomes[i]
@@ -201,6 +217,10 @@ func (s *Store) commit(batch []*writeOp) (map[uuid.UUID]bool, error) {
 			changed[id] = true
 		}
 	}
+	if len(evOnce.id) > 0 {
+		b.Queue(insertEventsOnceSQL, evOnce.id, evOnce.batchID, evOnce.project, evOnce.trigger, evOnce.typ,
+			evOnce.payload, evOnce.eventTime, evOnce.fireAt, evOnce.sync, evOnce.dueAt, evOnce.claimedBy).Query(collect)
+	}
 	if len(oc.id) > 0 {
 		b.Queue(applyOutcomesSQL, oc.id, oc.node, oc.status, oc.attempts, oc.dueAt, oc.claimedBy,
 			oc.remark, oc.response).Query(collect)
@@ -210,7 +230,7 @@ func (s *Store) commit(batch []*writeOp) (map[uuid.UUID]bool, error) {
 			inv.durationMS, inv.request, inv.status, inv.response, inv.err)
 	}
 	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
-		return nil, fmt.Errorf("store %s: write %d events and %d outcomes: %w", s.where, len(ev.id), len(oc.id), err)
+		return nil, fmt.Errorf("store %s: write %d events and %d outcomes: %w", s.where, len(ev.id)+len(evOnce.id), len(oc.id), err)
 	}
 	s.announce(changed)
 	return changed, nil
