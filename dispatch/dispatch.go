@@ -112,6 +112,7 @@ type project struct {
 	cfg    *config.Project
 	keys   *auth.Keyring
 	byType map[string][]*lane // in config order
+	byName map[string]*lane
 }
 
 // New builds a dispatcher for cfg's projects; keys holds each project's keyring.
@@ -150,10 +151,11 @@ func New(cfg *config.Config, st *store.Store, keys map[string]*auth.Keyring, opt
 		if k == nil {
 			return nil, fmt.Errorf("project %s has no keyring", pc.ID)
 		}
-		p := &project{cfg: pc, keys: k, byType: make(map[string][]*lane)}
+		p := &project{cfg: pc, keys: k, byType: make(map[string][]*lane), byName: make(map[string]*lane)}
 		for j := range pc.Triggers {
 			l := newLane(d, p, &pc.Triggers[j])
 			p.byType[l.trig.Type] = append(p.byType[l.trig.Type], l)
+			p.byName[l.trig.Name] = l
 			d.lanes = append(d.lanes, l)
 		}
 		d.projects[pc.ID] = p
@@ -283,47 +285,85 @@ func (d *Dispatcher) submit(ctx context.Context, ev Event, w *waiter) (uuid.UUID
 		if err != nil {
 			return id, 0, fmt.Errorf("new row id: %w", err)
 		}
-		rows[i] = store.Event{
-			ID: rowID, BatchID: id, Project: ev.Project, Trigger: l.trig.Name, Type: ev.Type,
-			Payload: ev.Data, EventTime: ev.Time, FireAt: ev.FireAt, Synchronous: w != nil,
-			Status: store.StatusStaged, DueAt: ev.FireAt,
-		}
-		claim := false
-		if live && w != nil {
-			l.hold(1)
-			claim = true
-		} else if live && !ev.FireAt.After(now) {
-			claim = l.reserve(1) == 1
-		}
-		if claim {
-			rows[i].ClaimedBy = d.opts.NodeID
-			rows[i].DueAt = later(ev.FireAt, now.Add(d.opts.Lease))
-			claimed = append(claimed, &job{row: rows[i], lane: l, wait: w, index: i, next: ev.FireAt})
+		var j *job
+		rows[i], j = d.newRow(l, rowID, id, &ev, now, live, w, i)
+		if j != nil {
+			claimed = append(claimed, j)
 		}
 	}
 	// The rows are written even when the caller goes away meanwhile: once
 	// queued they may commit, and this node must then deliver what it claimed.
 	if err := d.store.Insert(context.WithoutCancel(ctx), rows); err != nil {
-		for _, j := range claimed {
-			j.lane.unreserve(1)
-		}
+		unreserve(claimed)
 		return id, 0, fmt.Errorf("stage event: %w", err)
-	}
-	for i, l := range lanes {
-		if rows[i].ClaimedBy == "" {
-			l.schedule(ev.FireAt)
-		}
 	}
 	if w != nil {
 		w.expect(len(lanes))
 	}
-	for _, j := range claimed {
-		d.start(j)
-	}
+	d.launch(rows, claimed, nil)
 	if !live {
 		return id, len(rows), ErrStopping
 	}
 	return id, len(rows), nil
+}
+
+// newRow builds the staged row of ev for lane l. A row due now is claimed
+// at insert, for this node to deliver in-process, when the lane has room or
+// a synchronous caller waits; its job is returned, to start once the row
+// is committed.
+func (d *Dispatcher) newRow(l *lane, id, batch uuid.UUID, ev *Event, now time.Time, live bool, w *waiter, index int) (store.Event, *job) {
+	row := store.Event{
+		ID: id, BatchID: batch, Project: ev.Project, Trigger: l.trig.Name, Type: ev.Type,
+		Payload: ev.Data, EventTime: ev.Time, FireAt: ev.FireAt, Synchronous: w != nil,
+		Status: store.StatusStaged, DueAt: ev.FireAt,
+	}
+	claim := false
+	if live && w != nil {
+		l.hold(1)
+		claim = true
+	} else if live && !ev.FireAt.After(now) {
+		claim = l.reserve(1) == 1
+	}
+	if !claim {
+		return row, nil
+	}
+	row.ClaimedBy = d.opts.NodeID
+	row.DueAt = later(ev.FireAt, now.Add(d.opts.Lease))
+	return row, &job{row: row, lane: l, wait: w, index: index, next: ev.FireAt}
+}
+
+// launch starts the claimed jobs of committed rows and wakes the lanes of
+// the others when they fall due. Rows missing from written (nil: all were
+// written) were skipped by the store: their places are given back.
+func (d *Dispatcher) launch(rows []store.Event, claimed []*job, written map[uuid.UUID]bool) {
+	wake := make(map[*lane]time.Time)
+	for i := range rows {
+		r := &rows[i]
+		if r.ClaimedBy != "" || (written != nil && !written[r.ID]) {
+			continue
+		}
+		l := d.projects[r.Project].byName[r.Trigger]
+		if t, ok := wake[l]; !ok || r.FireAt.Before(t) {
+			wake[l] = r.FireAt
+		}
+	}
+	for l, t := range wake {
+		l.schedule(t)
+	}
+	for _, j := range claimed {
+		if written == nil || written[j.row.ID] {
+			d.start(j)
+		} else {
+			j.lane.unreserve(1)
+		}
+	}
+}
+
+// unreserve gives back the places of jobs whose rows were not written.
+func unreserve(jobs []*job) {
+	for _, j := range jobs {
+		j.lane.unreserve(1)
+	}
 }
 
 // later returns the later of two times.
