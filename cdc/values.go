@@ -1,0 +1,307 @@
+package cdc
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5/pgtype"
+)
+
+// valueEncoder turns pgoutput's text-format column values into typed JSON.
+// It expects the walsender's DateStyle=ISO, TimeZone=UTC and
+// bytea_output=hex, and is not safe for concurrent use.
+type valueEncoder struct {
+	types   *pgtype.Map // finds arrays' element types
+	unquote []byte      // scratch for array elements with backslash escapes
+}
+
+// newValueEncoder returns an encoder knowing pgx's built-in types.
+func newValueEncoder() *valueEncoder {
+	return &valueEncoder{types: pgtype.NewMap()}
+}
+
+// Layouts of Postgres' ISO output; the offset of a timestamptz has the
+// minutes and seconds only when they are not zero.
+var (
+	timestamptzLayouts = []string{
+		"2006-01-02 15:04:05.999999999Z07",
+		"2006-01-02 15:04:05.999999999Z07:00",
+		"2006-01-02 15:04:05.999999999Z07:00:00",
+	}
+	timestampLayouts = []string{"2006-01-02 15:04:05.999999999"}
+	dateLayouts      = []string{time.DateOnly}
+)
+
+// appendJSON appends the JSON form of one non-NULL value of type oid,
+// given in Postgres text format. What it cannot decode it appends as a
+// JSON string of the text.
+func (e *valueEncoder) appendJSON(dst []byte, oid uint32, text []byte) []byte {
+	switch oid {
+	case pgtype.Int2OID, pgtype.Int4OID, pgtype.Int8OID, pgtype.OIDOID,
+		pgtype.Float4OID, pgtype.Float8OID:
+		if isJSONNumber(text) { // NaN and ±Infinity are not
+			return append(dst, text...)
+		}
+	case pgtype.BoolOID:
+		switch string(text) {
+		case "t":
+			return append(dst, "true"...)
+		case "f":
+			return append(dst, "false"...)
+		}
+	case pgtype.TimestamptzOID:
+		return appendTime(dst, text, timestamptzLayouts, time.RFC3339Nano)
+	case pgtype.TimestampOID:
+		return appendTime(dst, text, timestampLayouts, "2006-01-02T15:04:05.999999999")
+	case pgtype.DateOID:
+		return appendTime(dst, text, dateLayouts, time.DateOnly)
+	case pgtype.JSONOID, pgtype.JSONBOID:
+		if json.Valid(text) {
+			return append(dst, text...)
+		}
+	case pgtype.ByteaOID:
+		return appendBytea(dst, text)
+	case pgtype.TextOID, pgtype.VarcharOID, pgtype.BPCharOID, pgtype.NameOID,
+		pgtype.NumericOID, pgtype.UUIDOID:
+		// Strings, without looking for an array type.
+	default:
+		if t, ok := e.types.TypeForOID(oid); ok {
+			if c, ok := t.Codec.(*pgtype.ArrayCodec); ok && c.ElementType != nil {
+				delim := c.Delimiter
+				if delim == 0 {
+					delim = ','
+				}
+				if out, ok := e.appendArray(dst, text, c.ElementType.OID, delim); ok {
+					return out
+				}
+			}
+		}
+	}
+	return appendString(dst, text)
+}
+
+// appendArray appends the JSON array for an array literal such as
+// {1,2}, {{"a b",NULL}} or [0:1]={1,2}, reporting false when the text is
+// not one. The elements, never arrays themselves, have type elem.
+func (e *valueEncoder) appendArray(dst, text []byte, elem uint32, delim byte) ([]byte, bool) {
+	if len(text) > 0 && text[0] == '[' { // dimensions with lower bounds other than 1
+		i := bytes.IndexByte(text, '=')
+		if i < 0 {
+			return dst, false
+		}
+		text = text[i+1:]
+	}
+	dst, rest, ok := e.appendDimension(dst, text, elem, delim)
+	return dst, ok && len(rest) == 0
+}
+
+// appendDimension appends the JSON array for the braced list at the start
+// of s and returns the text after it.
+func (e *valueEncoder) appendDimension(dst, s []byte, elem uint32, delim byte) (out, rest []byte, ok bool) {
+	if len(s) < 2 || s[0] != '{' {
+		return dst, nil, false
+	}
+	dst = append(dst, '[')
+	if s[1] == '}' {
+		return append(dst, ']'), s[2:], true
+	}
+	for s = s[1:]; len(s) > 0; s = s[1:] {
+		switch s[0] {
+		case '{':
+			if dst, s, ok = e.appendDimension(dst, s, elem, delim); !ok {
+				return dst, nil, false
+			}
+		case '"':
+			var v []byte
+			if v, s, ok = e.unquoteElement(s); !ok {
+				return dst, nil, false
+			}
+			dst = e.appendJSON(dst, elem, v)
+		default:
+			i := 0
+			for i < len(s) && s[i] != delim && s[i] != '}' {
+				i++
+			}
+			if i == 0 {
+				return dst, nil, false
+			}
+			if v := s[:i]; len(v) == 4 && bytes.EqualFold(v, []byte("NULL")) {
+				dst = append(dst, "null"...)
+			} else {
+				dst = e.appendJSON(dst, elem, v)
+			}
+			s = s[i:]
+		}
+		if len(s) == 0 || s[0] != delim {
+			break
+		}
+		dst = append(dst, ',')
+	}
+	if len(s) == 0 || s[0] != '}' {
+		return dst, nil, false
+	}
+	return append(dst, ']'), s[1:], true
+}
+
+// unquoteElement returns the value of the double-quoted array element at
+// the start of s, and the text after it. A value with backslash escapes
+// is unescaped into the encoder's scratch buffer.
+func (e *valueEncoder) unquoteElement(s []byte) (v, rest []byte, ok bool) {
+	s = s[1:]
+	i := bytes.IndexAny(s, `"\`)
+	if i < 0 {
+		return nil, nil, false
+	}
+	if s[i] == '"' {
+		return s[:i], s[i+1:], true
+	}
+	buf := append(e.unquote[:0], s[:i]...)
+	for ; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '"':
+			e.unquote = buf
+			return buf, s[i+1:], true
+		case '\\':
+			if i++; i == len(s) {
+				return nil, nil, false
+			}
+			buf = append(buf, s[i])
+		default:
+			buf = append(buf, c)
+		}
+	}
+	return nil, nil, false
+}
+
+// appendTime appends the time in text, parsed with the first layout that
+// fits, as a JSON string in UTC in the format out. Infinities, BC dates
+// and years past 9999 fit none and become strings of the text.
+func appendTime(dst, text []byte, layouts []string, out string) []byte {
+	for _, l := range layouts {
+		if t, err := time.Parse(l, string(text)); err == nil {
+			dst = append(dst, '"')
+			dst = t.UTC().AppendFormat(dst, out)
+			return append(dst, '"')
+		}
+	}
+	return appendString(dst, text)
+}
+
+// appendBytea appends bytea's hex form \x0a1b… as a JSON string in
+// standard base64.
+func appendBytea(dst, text []byte) []byte {
+	if len(text) < 2 || text[0] != '\\' || text[1] != 'x' || len(text)%2 != 0 {
+		return appendString(dst, text)
+	}
+	start := len(dst)
+	dst = append(dst, '"')
+	var chunk [384]byte // a multiple of 3, so only the last chunk is padded
+	for hx := text[2:]; len(hx) > 0; {
+		n := min(len(hx)/2, len(chunk))
+		if _, err := hex.Decode(chunk[:n], hx[:2*n]); err != nil {
+			return appendString(dst[:start], text)
+		}
+		dst = base64.StdEncoding.AppendEncode(dst, chunk[:n])
+		hx = hx[2*n:]
+	}
+	return append(dst, '"')
+}
+
+// isJSONNumber reports whether s is a number in JSON's grammar.
+func isJSONNumber(s []byte) bool {
+	digits := func(i int) int {
+		for i < len(s) && '0' <= s[i] && s[i] <= '9' {
+			i++
+		}
+		return i
+	}
+	i := 0
+	if i < len(s) && s[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(s) && s[i] == '0':
+		i++
+	case i < len(s) && '1' <= s[i] && s[i] <= '9':
+		i = digits(i)
+	default:
+		return false
+	}
+	if i < len(s) && s[i] == '.' {
+		j := digits(i + 1)
+		if j == i+1 {
+			return false
+		}
+		i = j
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			i++
+		}
+		j := digits(i)
+		if j == i {
+			return false
+		}
+		i = j
+	}
+	return i == len(s)
+}
+
+// appendString appends s as a JSON string escaped as encoding/json does
+// without HTML escaping: invalid UTF-8 becomes U+FFFD and U+2028 and
+// U+2029 are escaped.
+func appendString(dst, s []byte) []byte {
+	const hexDigits = "0123456789abcdef"
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		b := s[i]
+		if b < utf8.RuneSelf {
+			if b >= ' ' && b != '"' && b != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch b {
+			case '"', '\\':
+				dst = append(dst, '\\', b)
+			case '\b':
+				dst = append(dst, '\\', 'b')
+			case '\f':
+				dst = append(dst, '\\', 'f')
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRune(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
