@@ -119,3 +119,9 @@ func (s *Store) version(ctx context.Context, q querier) (int, error) {
 	}
 	return v, nil
 }
+
+// Tables lists the tables the migrations create in the store's schema;
+// change capture never captures them.
+func Tables() []string {
+	return []string{"event_logs", "invocation_logs", "schema_migrations"}
+}

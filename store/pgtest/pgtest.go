@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -67,7 +68,10 @@ func Database(t testing.TB) string {
 	s := get(t)
 	name := "triggerd_test_" + randomHex(t)
 	exec(t, s.url, "CREATE DATABASE "+name)
-	t.Cleanup(func() { exec(t, s.url, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)") })
+	t.Cleanup(func() {
+		dropSlots(t, s.url, name)
+		exec(t, s.url, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+	})
 	u, err := url.Parse(s.url)
 	if err != nil {
 		t.Fatalf("pgtest: TRIGGERD_TEST_DATABASE_URL must be a postgres:// URL: %v", err)
@@ -97,18 +101,44 @@ func Cluster(t testing.TB) *localpg.Cluster {
 	return s.cluster
 }
 
+// dropSlots drops the replication slots of a database, which would keep
+// it from being dropped, ending the sessions that stream them.
+func dropSlots(t testing.TB, dbURL, database string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		exec(t, dbURL, "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = '"+database+"' AND active_pid IS NOT NULL")
+		err := tryExec(dbURL, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '"+database+"'")
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pgtest: drop the slots of %s: %v", database, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // exec runs one statement on a short-lived connection.
 func exec(t testing.TB, dbURL, sql string) {
 	t.Helper()
+	if err := tryExec(dbURL, sql); err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+}
+
+// tryExec runs one statement on a short-lived connection.
+func tryExec(dbURL, sql string) error {
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, dbURL)
 	if err != nil {
-		t.Fatalf("pgtest: connect: %v", err)
+		return fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close(ctx)
 	if _, err := conn.Exec(ctx, sql); err != nil {
-		t.Fatalf("pgtest: %s: %v", sql, err)
+		return fmt.Errorf("%s: %w", sql, err)
 	}
+	return nil
 }
 
 func randomHex(t testing.TB) string {
