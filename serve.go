@@ -10,10 +10,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/triggerd/triggerd/api"
 	"github.com/triggerd/triggerd/auth"
+	"github.com/triggerd/triggerd/cdc"
 	"github.com/triggerd/triggerd/config"
 	"github.com/triggerd/triggerd/dispatch"
 	"github.com/triggerd/triggerd/store"
@@ -42,7 +44,8 @@ func serveCommand(ctx context.Context, args []string, stderr io.Writer) error {
 	return serve(ctx, cfg, log, nil)
 }
 
-// serve runs a node until ctx ends: the store, the dispatcher and the API.
+// serve runs a node until ctx ends: the store, the dispatcher, the change
+// sources and the API.
 // started, when set, is called with the API's address once it listens. On
 // shutdown, intake stops and attempts in flight get the grace period.
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, started func(addr string)) error {
@@ -66,6 +69,15 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, started fu
 	if err != nil {
 		return err
 	}
+	sources, err := cdc.Sources(cfg, disp, cdc.Options{StoreSchema: cfg.Store.Schema, Logger: log})
+	if err != nil {
+		return err
+	}
+	for _, src := range sources {
+		if err := src.Check(ctx); err != nil {
+			return err
+		}
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (is another process using it? change listen in the config)", cfg.Listen, err)
@@ -80,6 +92,12 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, started fu
 	defer stopDispatch()
 	dispDone := make(chan error, 1)
 	go func() { dispDone <- disp.Run(dispCtx) }()
+	srcCtx, stopSources := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSources()
+	var capturing sync.WaitGroup
+	for _, src := range sources {
+		capturing.Go(func() { src.Run(srcCtx) })
+	}
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Serve(ln) }()
 	log.Info("triggerd is serving", "listen", ln.Addr().String(), "node", cfg.NodeID,
@@ -96,6 +114,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, started fu
 	}
 	grace := cfg.ShutdownGrace.Std()
 	log.Info("stopping: no new events are taken; attempts in flight may finish", "grace", grace)
+	stopSources()
+	capturing.Wait()
 	stopDispatch()
 	shutCtx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()

@@ -1,0 +1,311 @@
+package cdc_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/triggerd/triggerd/auth"
+	"github.com/triggerd/triggerd/cdc"
+	"github.com/triggerd/triggerd/config"
+	"github.com/triggerd/triggerd/dispatch"
+	"github.com/triggerd/triggerd/store"
+	"github.com/triggerd/triggerd/store/pgtest"
+)
+
+// receipt is one CloudEvent a receiver got.
+type receipt struct {
+	ID   string          `json:"id"`
+	Type string          `json:"type"`
+	Time string          `json:"time"`
+	Data json.RawMessage `json:"data"`
+	at   time.Time
+}
+
+// receiver is a real webhook that records what it gets, answering with
+// status (200 when zero).
+type receiver struct {
+	*httptest.Server
+	mu     sync.Mutex
+	got    []receipt
+	status int
+}
+
+func newReceiver(t testing.TB) *receiver {
+	r := &receiver{}
+	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(req.Body)
+		var ev receipt
+		if err := json.Unmarshal(body, &ev); err != nil {
+			t.Errorf("receiver got a body that is not a CloudEvent: %s", body)
+		}
+		ev.at = time.Now()
+		r.mu.Lock()
+		r.got = append(r.got, ev)
+		status := r.status
+		r.mu.Unlock()
+		if status != 0 {
+			w.WriteHeader(status)
+		}
+	}))
+	t.Cleanup(r.Close)
+	return r
+}
+
+// receipts returns a copy of what arrived.
+func (r *receiver) receipts() []receipt {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]receipt(nil), r.got...)
+}
+
+// wait waits until n receipts arrived, and returns them.
+func (r *receiver) wait(t testing.TB, n int, within time.Duration) []receipt {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		got := r.receipts()
+		if len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d deliveries within %s, want %d", len(got), within, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// rig is a source database, a store and a receiver shared by a test's nodes.
+type rig struct {
+	t           testing.TB
+	src         string // the source database's URL
+	storeURL    string
+	storeSchema string
+	hook        *receiver
+}
+
+// newRig creates a source database set up with setupSQL.
+func newRig(t testing.TB, setupSQL string) *rig {
+	r := &rig{t: t, src: pgtest.Database(t), hook: newReceiver(t)}
+	r.storeURL, r.storeSchema = pgtest.Schema(t)
+	if setupSQL != "" {
+		r.exec(setupSQL)
+	}
+	return r
+}
+
+// exec runs SQL on the source database.
+func (r *rig) exec(sql string, args ...any) {
+	r.t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, r.src)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, sql, args...); err != nil {
+		r.t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// config renders a config with one project "p" whose database "app" is the
+// source; triggers are YAML list items, with {hook} standing for the
+// receiver's URL.
+func (r *rig) config(nodeID, triggers, dbExtra string) *config.Config {
+	r.t.Helper()
+	text := fmt.Sprintf(`
+node_id: %s
+store: {url: %q, schema: %s}
+shutdown_grace: 2s
+lease: 2s
+projects:
+  - id: p
+    secrets: [{kid: k1, alg: HS256, secret: cdc-test-secret-0123456789abcdef}]
+    databases:
+      app: {url: %q%s}
+    triggers:
+%s`, nodeID, r.storeURL, r.storeSchema, r.src, dbExtra, indent(strings.ReplaceAll(triggers, "{hook}", r.hook.URL)))
+	cfg, err := config.Parse("test.yaml", []byte(text), func(string) (string, bool) { return "", false })
+	if err != nil {
+		r.t.Fatalf("config: %v\n%s", err, text)
+	}
+	return cfg
+}
+
+func indent(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	for i, l := range lines {
+		lines[i] = "      " + strings.TrimSpace(l)
+	}
+	return strings.Join(lines, "\n") + "\n"
+}
+
+// node is a running dispatcher with its sources.
+type node struct {
+	st      *store.Store
+	disp    *dispatch.Dispatcher
+	sources []*cdc.Source
+	stop    func()
+}
+
+// start checks and runs a node; its error from Check, if any, is returned
+// and nothing runs.
+func (r *rig) start(cfg *config.Config, opts cdc.Options) (*node, error) {
+	t := r.t
+	ctx := context.Background()
+	st, err := store.Open(ctx, store.Options{URL: cfg.Store.URL, Schema: cfg.Store.Schema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	k, err := auth.NewKeyring(cfg.Projects[0].Secrets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	disp, err := dispatch.New(cfg, st, map[string]*auth.Keyring{"p": k}, dispatch.Options{Poll: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.StoreSchema = cfg.Store.Schema
+	sources, err := cdc.Sources(cfg, disp, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range sources {
+		if err := s.Check(ctx); err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
+	dctx, stopDisp := context.WithCancel(ctx)
+	sctx, stopSources := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	dispDone := make(chan struct{})
+	go func() {
+		defer close(dispDone)
+		if err := disp.Run(dctx); err != nil {
+			t.Errorf("dispatcher: %v", err)
+		}
+	}()
+	for _, s := range sources {
+		wg.Go(func() { s.Run(sctx) })
+	}
+	n := &node{st: st, disp: disp, sources: sources}
+	var once sync.Once
+	n.stop = func() {
+		once.Do(func() {
+			stopSources()
+			wg.Wait()
+			stopDisp()
+			<-dispDone
+			st.Close()
+		})
+	}
+	t.Cleanup(n.stop)
+	return n, nil
+}
+
+// mustStart starts a node that must pass its checks.
+func (r *rig) mustStart(cfg *config.Config, opts cdc.Options) *node {
+	r.t.Helper()
+	n, err := r.start(cfg, opts)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return n
+}
+
+// logged counts event_logs rows by id and returns the rows' payloads.
+func (r *rig) logged(ctx context.Context) (map[string]json.RawMessage, int) {
+	r.t.Helper()
+	conn, err := pgx.Connect(ctx, r.storeURL)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT id::text, payload::text FROM `+pgx.Identifier{r.storeSchema, "event_logs"}.Sanitize())
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	out := make(map[string]json.RawMessage)
+	n := 0
+	for rows.Next() {
+		var id, payload string
+		if err := rows.Scan(&id, &payload); err != nil {
+			r.t.Fatal(err)
+		}
+		out[id] = json.RawMessage(payload)
+		n++
+	}
+	if err := rows.Err(); err != nil {
+		r.t.Fatal(err)
+	}
+	return out, n
+}
+
+// slotLSN returns the slot's confirmed_flush_lsn as a number.
+func (r *rig) slotLSN(slot string) uint64 {
+	r.t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, r.src)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var lsn uint64
+	err = conn.QueryRow(ctx, `SELECT coalesce(confirmed_flush_lsn - '0/0', 0)::bigint FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&lsn)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return lsn
+}
+
+// walLSN returns the server's current WAL position as a number.
+func (r *rig) walLSN() uint64 {
+	r.t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, r.src)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var lsn uint64
+	if err := conn.QueryRow(ctx, `SELECT (pg_current_wal_lsn() - '0/0')::bigint`).Scan(&lsn); err != nil {
+		r.t.Fatal(err)
+	}
+	return lsn
+}
+
+// waitStreaming waits until a node streams the slot.
+func (r *rig) waitStreaming(slot string) {
+	r.t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, r.src)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var active bool
+		err := conn.QueryRow(ctx, `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&active)
+		if err == nil && active {
+			return
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("slot %s is not streamed within 15s (%v)", slot, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

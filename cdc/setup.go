@@ -1,0 +1,315 @@
+package cdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/triggerd/triggerd/config"
+	"github.com/triggerd/triggerd/store"
+)
+
+// table is a table to capture, as the catalog describes it.
+type table struct {
+	schema, name string
+	identity     byte // pg_class.relreplident: d(efault), n(othing), f(ull), i(ndex)
+	hasKey       bool // a primary key or replica identity index
+	columns      []string
+}
+
+// qualified is the table's quoted schema.name.
+func (t *table) qualified() string { return pgx.Identifier{t.schema, t.name}.Sanitize() }
+
+// plan is what a session captures: the tables to publish and, for each
+// trigger that names tables, the set of their qualified names (a trigger
+// that names none takes every table).
+type plan struct {
+	tables []table
+	routes map[string]map[string]bool
+}
+
+// takes reports whether trigger tr takes changes of the table schema.name.
+func (p *plan) takes(tr *config.Trigger, schema, name string) bool {
+	set, ok := p.routes[tr.Name]
+	return !ok || set[pgx.Identifier{schema, name}.Sanitize()]
+}
+
+const describeColumns = `n.nspname, c.relname, c.relkind, c.relreplident,
+	EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND (i.indisprimary OR i.indisreplident)),
+	ARRAY(SELECT attname::text FROM pg_attribute WHERE attrelid = c.oid AND attnum > 0 AND NOT attisdropped ORDER BY attnum)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace`
+
+// connect opens a plain connection to the database.
+func (s *Source) connect(ctx context.Context) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(s.db.URL)
+	if err != nil {
+		return nil, fmt.Errorf("%s: url: %w (write it as postgres://user:password@host:5432/database)", s.where(), err)
+	}
+	cfg.RuntimeParams["application_name"] = "triggerd-cdc"
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%s: connect: %w (is the server up, and databases.%s.url right?)", s.where(), err, s.alias)
+	}
+	return conn, nil
+}
+
+// inspect checks the server and the triggers' tables, and returns the
+// tables to publish: those the triggers name, or every table of the
+// database when a trigger names none, never the store's own.
+func (s *Source) inspect(ctx context.Context, conn *pgx.Conn) (*plan, error) {
+	var walLevel string
+	if err := conn.QueryRow(ctx, "SHOW wal_level").Scan(&walLevel); err != nil {
+		return nil, fmt.Errorf("%s: read wal_level: %w", s.where(), err)
+	}
+	if walLevel != "logical" {
+		return nil, fmt.Errorf("%s: the server's wal_level is %s, and change capture needs logical: set wal_level = logical in postgresql.conf (or run ALTER SYSTEM SET wal_level = logical) and restart Postgres", s.where(), walLevel)
+	}
+	var role string
+	var canReplicate bool
+	if err := conn.QueryRow(ctx, `SELECT current_user::text, rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user`).Scan(&role, &canReplicate); err != nil {
+		return nil, fmt.Errorf("%s: read the role's attributes: %w", s.where(), err)
+	}
+	if !canReplicate {
+		return nil, fmt.Errorf("%s: role %s lacks the REPLICATION attribute that change capture needs: run ALTER ROLE %s REPLICATION as a superuser", s.where(), role, pgx.Identifier{role}.Sanitize())
+	}
+
+	pl := &plan{routes: make(map[string]map[string]bool)}
+	seen := make(map[string]int) // qualified name → index in pl.tables
+	add := func(t table) int {
+		key := t.qualified()
+		if i, ok := seen[key]; ok {
+			return i
+		}
+		seen[key] = len(pl.tables)
+		pl.tables = append(pl.tables, t)
+		return len(pl.tables) - 1
+	}
+	everyTable := false
+	for _, tr := range s.triggers {
+		if len(tr.Options.Tables()) == 0 {
+			everyTable = true
+		}
+	}
+	if everyTable {
+		rows, err := conn.Query(ctx, `SELECT `+describeColumns+`
+			WHERE c.relkind IN ('r', 'p') AND c.relpersistence = 'p' AND NOT c.relispartition
+			  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%'
+			ORDER BY 1, 2`)
+		if err != nil {
+			return nil, fmt.Errorf("%s: list tables: %w", s.where(), err)
+		}
+		all, err := pgx.CollectRows(rows, scanTable)
+		if err != nil {
+			return nil, fmt.Errorf("%s: list tables: %w", s.where(), err)
+		}
+		for _, t := range all {
+			if !s.isStoreTable(&t) {
+				add(t)
+			}
+		}
+	}
+	for _, tr := range s.triggers {
+		for _, name := range tr.Options.Tables() {
+			t, err := s.describe(ctx, conn, tr, name)
+			if err != nil {
+				return nil, err
+			}
+			i := add(t)
+			if err := s.checkColumns(tr, &pl.tables[i]); err != nil {
+				return nil, err
+			}
+			if pl.routes[tr.Name] == nil {
+				pl.routes[tr.Name] = make(map[string]bool)
+			}
+			pl.routes[tr.Name][t.qualified()] = true
+		}
+	}
+	for i := range pl.tables {
+		if err := s.checkIdentity(pl, &pl.tables[i]); err != nil {
+			return nil, err
+		}
+	}
+	return pl, nil
+}
+
+// scanTable reads a row of describeColumns.
+func scanTable(row pgx.CollectableRow) (table, error) {
+	var t table
+	var kind, identity string
+	err := row.Scan(&t.schema, &t.name, &kind, &identity, &t.hasKey, &t.columns)
+	if identity != "" {
+		t.identity = identity[0]
+	}
+	return t, err
+}
+
+// describe looks up a table a trigger names.
+func (s *Source) describe(ctx context.Context, conn *pgx.Conn, tr *config.Trigger, name string) (table, error) {
+	var kind string
+	rows, err := conn.Query(ctx, `SELECT `+describeColumns+` WHERE c.oid = to_regclass($1)`, name)
+	if err == nil {
+		var found []table
+		found, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (table, error) {
+			t, err := scanTable(row)
+			kind = string(row.RawValues()[2])
+			return t, err
+		})
+		if err == nil && len(found) == 1 {
+			t := found[0]
+			switch {
+			case kind != "r" && kind != "p":
+				return table{}, fmt.Errorf("%s: trigger %s: %s is not a table (relkind %s): name a table in options.col", s.where(), tr.Name, name, kind)
+			case s.isStoreTable(&t):
+				return table{}, fmt.Errorf("%s: trigger %s: %s is triggerd's own table, which is never captured: remove it from options.col", s.where(), tr.Name, name)
+			}
+			return t, nil
+		}
+		if err == nil {
+			return table{}, fmt.Errorf("%s: trigger %s: table %s does not exist: create it, or fix options.col (write schema.table for a table outside the search_path)", s.where(), tr.Name, name)
+		}
+	}
+	return table{}, fmt.Errorf("%s: trigger %s: look up table %s: %w", s.where(), tr.Name, name, err)
+}
+
+// checkColumns checks a trigger's column filter against a table it names:
+// the columns exist, and the table logs old rows, without which no one can
+// tell whether a column changed.
+func (s *Source) checkColumns(tr *config.Trigger, t *table) error {
+	cols := tr.Options.ColumnList()
+	if len(cols) == 0 {
+		return nil
+	}
+	for _, c := range cols {
+		if !slices.Contains(t.columns, c) {
+			return fmt.Errorf("%s: trigger %s: table %s has no column %q (it has %s): fix options.columns", s.where(), tr.Name, t.qualified(), c, strings.Join(t.columns, ", "))
+		}
+	}
+	if t.identity != 'f' {
+		return fmt.Errorf("%s: trigger %s: options.columns needs the old row of %s to see which columns changed: run ALTER TABLE %s REPLICA IDENTITY FULL", s.where(), tr.Name, t.qualified(), t.qualified())
+	}
+	return nil
+}
+
+// checkIdentity refuses a table whose updates or deletes are to be
+// captured but which has no replica identity: publishing them would make
+// UPDATE and DELETE on it fail.
+func (s *Source) checkIdentity(pl *plan, t *table) error {
+	if t.identity == 'f' || (t.hasKey && t.identity != 'n') {
+		return nil
+	}
+	for _, tr := range s.triggers {
+		if tr.Type != config.TypeInsert && pl.takes(tr, t.schema, t.name) {
+			return fmt.Errorf("%s: trigger %s: table %s has no primary key or replica identity, so Postgres cannot publish its updates and deletes (and would refuse them once published): add a primary key, or run ALTER TABLE %s REPLICA IDENTITY FULL", s.where(), tr.Name, t.qualified(), t.qualified())
+		}
+	}
+	return nil
+}
+
+// isStoreTable reports whether t is one of the store's tables.
+func (s *Source) isStoreTable(t *table) bool {
+	return t.schema == s.opts.StoreSchema && slices.Contains(store.Tables(), t.name)
+}
+
+// publishOps lists the operations the triggers need, for the publication.
+func (s *Source) publishOps() string {
+	var ops []string
+	for _, op := range []struct{ typ, name string }{{config.TypeInsert, "insert"}, {config.TypeUpdate, "update"}, {config.TypeDelete, "delete"}} {
+		if slices.ContainsFunc(s.triggers, func(t *config.Trigger) bool { return t.Type == op.typ }) {
+			ops = append(ops, op.name)
+		}
+	}
+	if len(ops) == 0 {
+		return "insert" // a database no trigger uses yet: publish as little as possible
+	}
+	return strings.Join(ops, ", ")
+}
+
+// prepare makes the publication list exactly tables and creates the slot
+// when missing. It runs under the slot's lock, so nodes do not race.
+func (s *Source) prepare(ctx context.Context, conn *pgx.Conn, tables []table) error {
+	pub := pgx.Identifier{s.db.Publication}.Sanitize()
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		var allTables bool
+		err := tx.QueryRow(ctx, `SELECT puballtables FROM pg_publication WHERE pubname = $1`, s.db.Publication).Scan(&allTables)
+		with := fmt.Sprintf("publish = '%s', publish_via_partition_root = true", s.publishOps())
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			if _, err := tx.Exec(ctx, `CREATE PUBLICATION `+pub+` WITH (`+with+`)`); err != nil {
+				return fmt.Errorf("create publication %s: %w", s.db.Publication, err)
+			}
+		case err != nil:
+			return fmt.Errorf("read publication %s: %w", s.db.Publication, err)
+		case allTables:
+			return fmt.Errorf("publication %s is FOR ALL TABLES, so triggerd did not create it: drop it, or set databases.%s.publication to another name", s.db.Publication, s.alias)
+		default:
+			if _, err := tx.Exec(ctx, `ALTER PUBLICATION `+pub+` SET (`+with+`)`); err != nil {
+				return fmt.Errorf("alter publication %s: %w", s.db.Publication, err)
+			}
+		}
+		rows, err := tx.Query(ctx, `SELECT n.nspname, c.relname FROM pg_publication_rel r
+			JOIN pg_publication p ON p.oid = r.prpubid JOIN pg_class c ON c.oid = r.prrelid
+			JOIN pg_namespace n ON n.oid = c.relnamespace WHERE p.pubname = $1`, s.db.Publication)
+		if err != nil {
+			return fmt.Errorf("read publication %s: %w", s.db.Publication, err)
+		}
+		have, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (string, error) {
+			var schema, name string
+			err := row.Scan(&schema, &name)
+			return pgx.Identifier{schema, name}.Sanitize(), err
+		})
+		if err != nil {
+			return fmt.Errorf("read publication %s: %w", s.db.Publication, err)
+		}
+		var want []string
+		for i := range tables {
+			want = append(want, tables[i].qualified())
+		}
+		var add, drop []string
+		for _, t := range want {
+			if !slices.Contains(have, t) {
+				add = append(add, t)
+			}
+		}
+		for _, t := range have {
+			if !slices.Contains(want, t) {
+				drop = append(drop, t)
+			}
+		}
+		if len(add) > 0 {
+			if _, err := tx.Exec(ctx, `ALTER PUBLICATION `+pub+` ADD TABLE `+strings.Join(add, ", ")); err != nil {
+				return fmt.Errorf("add %s to publication %s: %w (the role must own the tables)", strings.Join(add, ", "), s.db.Publication, err)
+			}
+		}
+		if len(drop) > 0 {
+			if _, err := tx.Exec(ctx, `ALTER PUBLICATION `+pub+` DROP TABLE `+strings.Join(drop, ", ")); err != nil {
+				return fmt.Errorf("drop %s from publication %s: %w", strings.Join(drop, ", "), s.db.Publication, err)
+			}
+		}
+		if len(add)+len(drop) > 0 {
+			s.log.Info("publication updated", "publication", s.db.Publication, "added", add, "dropped", drop)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", s.where(), err)
+	}
+
+	var plugin, database, current string
+	err = conn.QueryRow(ctx, `SELECT s.plugin::text, s.database::text, current_database()::text FROM pg_replication_slots s WHERE s.slot_name = $1`, s.db.Slot).Scan(&plugin, &database, &current)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		if _, err := conn.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, s.db.Slot); err != nil {
+			return fmt.Errorf("%s: create replication slot %s: %w", s.where(), s.db.Slot, err)
+		}
+		s.log.Info("replication slot created: changes committed from now on are captured", "slot", s.db.Slot)
+	case err != nil:
+		return fmt.Errorf("%s: read replication slot %s: %w", s.where(), s.db.Slot, err)
+	case plugin != "pgoutput" || database != current:
+		return fmt.Errorf("%s: replication slot %s belongs to database %s with plugin %s, not to this database with pgoutput: set databases.%s.slot to another name", s.where(), s.db.Slot, database, plugin, s.alias)
+	}
+	return nil
+}

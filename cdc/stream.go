@@ -1,0 +1,370 @@
+package cdc
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/triggerd/triggerd/config"
+	"github.com/triggerd/triggerd/dispatch"
+)
+
+// item is what the reader hands the consumer: a message at its WAL
+// position, or (msg nil) a keepalive with the position sent so far.
+type item struct {
+	msg pglogrepl.Message
+	lsn pglogrepl.LSN
+}
+
+// sharedConn is the session's plain connection, which holds the slot's
+// lock and serves the consumer's catalog lookups and the heartbeat.
+type sharedConn struct {
+	mu   sync.Mutex
+	conn *pgx.Conn
+}
+
+// session takes the slot's lock, brings the publication and slot up to
+// date, and streams until ctx ends or something breaks.
+func (s *Source) session(ctx context.Context) error {
+	conn, err := s.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if err := s.lock(ctx, conn); err != nil {
+		return err
+	}
+	pl, err := s.inspect(ctx, conn)
+	if err != nil {
+		return err
+	}
+	if err := s.prepare(ctx, conn, pl.tables); err != nil {
+		return err
+	}
+
+	rcfg, err := pgconn.ParseConfig(s.db.URL)
+	if err != nil {
+		return fmt.Errorf("%s: url: %w", s.where(), err)
+	}
+	// Values arrive as text in the walsender's formats: fix them.
+	for k, v := range map[string]string{
+		"replication": "database", "application_name": "triggerd-cdc", "DateStyle": "ISO",
+		"TimeZone": "UTC", "IntervalStyle": "postgres", "extra_float_digits": "3", "bytea_output": "hex",
+	} {
+		rcfg.RuntimeParams[k] = v
+	}
+	rconn, err := pgconn.ConnectConfig(ctx, rcfg)
+	if err != nil {
+		return fmt.Errorf("%s: open a replication connection: %w", s.where(), err)
+	}
+	defer rconn.Close(context.WithoutCancel(ctx))
+	args := []string{"proto_version '1'", fmt.Sprintf("publication_names '%s'", s.db.Publication), "messages 'true'"}
+	if err := pglogrepl.StartReplication(ctx, rconn, s.db.Slot, 0, pglogrepl.StartReplicationOptions{PluginArgs: args}); err != nil {
+		return fmt.Errorf("%s: start streaming slot %s: %w", s.where(), s.db.Slot, err)
+	}
+	s.log.Info("capturing changes", "publication", s.db.Publication, "tables", len(pl.tables))
+
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	shared := &sharedConn{conn: conn}
+	items := make(chan item, 4096)
+	var confirmed atomic.Uint64
+	var wg sync.WaitGroup
+	wg.Go(func() { cancel(s.read(sctx, rconn, items, &confirmed)) })
+	wg.Go(func() { cancel(s.heartbeat(sctx, shared)) })
+	c := &consumer{s: s, plan: pl, shared: shared, enc: newValueEncoder(), rels: make(map[uint32]*relation), confirmed: &confirmed}
+	err = c.run(sctx, items)
+	cancel(err)
+	wg.Wait()
+	// Tell the server what is logged before leaving, so a successor
+	// replays as little as possible.
+	_ = pglogrepl.SendStandbyStatusUpdate(ctx, rconn, pglogrepl.StandbyStatusUpdate{WALWritePosition: pglogrepl.LSN(confirmed.Load())})
+	if cause := context.Cause(sctx); ctx.Err() == nil && cause != nil {
+		return cause
+	}
+	return nil
+}
+
+// lock waits until this node holds the slot's advisory lock on conn. The
+// lock lasts as long as the connection: a dead node's is released with it.
+func (s *Source) lock(ctx context.Context, conn *pgx.Conn) error {
+	key := "triggerd.cdc." + s.db.Slot
+	logged := false
+	for {
+		var got bool
+		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended($1, 0))`, key).Scan(&got); err != nil {
+			return fmt.Errorf("%s: take the slot's lock: %w", s.where(), err)
+		}
+		if got {
+			if logged {
+				s.log.Info("took over the slot")
+			}
+			return nil
+		}
+		if !logged {
+			s.log.Info("another node streams this slot; standing by to take over")
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(s.opts.LockRetry):
+		}
+	}
+}
+
+// heartbeat writes a logical message to the database every period, so that
+// the slot has a position to confirm even when no captured table changes.
+// It also notices when the connection holding the lock breaks.
+func (s *Source) heartbeat(ctx context.Context, shared *sharedConn) error {
+	t := time.NewTicker(s.db.Heartbeat.Std())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		shared.mu.Lock()
+		_, err := shared.conn.Exec(ctx, `SELECT pg_logical_emit_message(false, 'triggerd.heartbeat', '')`)
+		shared.mu.Unlock()
+		if err != nil && ctx.Err() == nil {
+			return fmt.Errorf("%s: heartbeat: %w (%w)", s.where(), err, errLockLost)
+		}
+	}
+}
+
+// read receives the stream, hands its messages to the consumer in order,
+// and confirms the logged position to the server every Status period and
+// whenever the server asks. It owns the replication connection.
+func (s *Source) read(ctx context.Context, rconn *pgconn.PgConn, out chan<- item, confirmed *atomic.Uint64) error {
+	next := time.Now().Add(s.opts.Status)
+	status := func() error {
+		next = time.Now().Add(s.opts.Status)
+		err := pglogrepl.SendStandbyStatusUpdate(ctx, rconn, pglogrepl.StandbyStatusUpdate{WALWritePosition: pglogrepl.LSN(confirmed.Load())})
+		if err != nil {
+			return fmt.Errorf("%s: confirm position: %w", s.where(), err)
+		}
+		return nil
+	}
+	push := func(it item) error {
+		for {
+			t := time.NewTimer(time.Until(next))
+			select {
+			case out <- it:
+				t.Stop()
+				return nil
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C:
+				if err := status(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	for {
+		if !time.Now().Before(next) {
+			if err := status(); err != nil {
+				return err
+			}
+		}
+		rctx, cancel := context.WithDeadline(ctx, next)
+		raw, err := rconn.ReceiveMessage(rctx)
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			if pgconn.Timeout(err) {
+				continue
+			}
+			return fmt.Errorf("%s: receive: %w", s.where(), err)
+		}
+		var it item
+		switch m := raw.(type) {
+		case *pgproto3.CopyData:
+			if len(m.Data) == 0 {
+				continue
+			}
+			switch m.Data[0] {
+			case pglogrepl.PrimaryKeepaliveMessageByteID:
+				ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(m.Data[1:])
+				if err != nil {
+					return fmt.Errorf("%s: %w", s.where(), err)
+				}
+				if ka.ReplyRequested {
+					next = time.Now()
+				}
+				it = item{lsn: ka.ServerWALEnd}
+			case pglogrepl.XLogDataByteID:
+				x, err := pglogrepl.ParseXLogData(m.Data[1:])
+				if err != nil {
+					return fmt.Errorf("%s: %w", s.where(), err)
+				}
+				// The receive buffer is reused: the message keeps a copy.
+				msg, err := pglogrepl.Parse(bytes.Clone(x.WALData))
+				if err != nil {
+					return fmt.Errorf("%s: decode message at %s: %w", s.where(), x.WALStart, err)
+				}
+				it = item{msg: msg, lsn: x.WALStart}
+			default:
+				continue
+			}
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("%s: %w", s.where(), pgconn.ErrorResponseToPgError(m))
+		case *pgproto3.CopyDone:
+			return fmt.Errorf("%s: the server ended the stream", s.where())
+		default:
+			continue
+		}
+		if err := push(it); err != nil {
+			return err
+		}
+	}
+}
+
+// consumer turns the stream's messages into changes, logs them in batches,
+// and advances the confirmed position past what is logged.
+type consumer struct {
+	s         *Source
+	plan      *plan
+	shared    *sharedConn
+	enc       *valueEncoder
+	rels      map[uint32]*relation
+	confirmed *atomic.Uint64
+
+	tx      *txn // the transaction being received; nil between transactions
+	pos     int  // the next change's position in tx
+	pending []dispatch.Change
+	ended   pglogrepl.LSN // end of the last transaction received whole
+}
+
+// run consumes items until ctx ends or a write fails.
+func (c *consumer) run(ctx context.Context, items <-chan item) error {
+	for {
+		var it item
+		select {
+		case <-ctx.Done():
+			return nil
+		case it = <-items:
+		}
+		if err := c.handle(ctx, it, len(items) == 0); err != nil {
+			return err
+		}
+	}
+}
+
+// handle consumes one item; idle says no other item is waiting.
+func (c *consumer) handle(ctx context.Context, it item, idle bool) error {
+	switch m := it.msg.(type) {
+	case nil: // keepalive: everything before it.lsn has been sent
+		if c.tx == nil {
+			return c.flush(ctx, max(c.ended, it.lsn))
+		}
+	case *pglogrepl.RelationMessage:
+		pk, err := c.primaryKey(ctx, m.RelationID)
+		if err != nil {
+			return err
+		}
+		c.rels[m.RelationID] = newRelation(c.s, c.plan, m, pk)
+	case *pglogrepl.BeginMessage:
+		c.tx = &txn{xid: m.Xid, commit: m.CommitTime, lsn: m.FinalLSN}
+		c.pos = 0
+	case *pglogrepl.InsertMessage:
+		return c.add(ctx, m.RelationID, &change{typ: config.TypeInsert, lsn: it.lsn, newRow: m.Tuple})
+	case *pglogrepl.UpdateMessage:
+		return c.add(ctx, m.RelationID, &change{typ: config.TypeUpdate, lsn: it.lsn, newRow: m.NewTuple,
+			oldRow: m.OldTuple, oldFull: m.OldTupleType == pglogrepl.UpdateMessageTupleTypeOld})
+	case *pglogrepl.DeleteMessage:
+		return c.add(ctx, m.RelationID, &change{typ: config.TypeDelete, lsn: it.lsn,
+			oldRow: m.OldTuple, oldFull: m.OldTupleType == pglogrepl.DeleteMessageTupleTypeOld})
+	case *pglogrepl.CommitMessage:
+		c.tx = nil
+		c.ended = m.TransactionEndLSN
+		if idle || len(c.pending) >= c.s.opts.Batch {
+			return c.flush(ctx, c.ended)
+		}
+	case *pglogrepl.LogicalDecodingMessage:
+		if !m.Transactional && c.tx == nil {
+			return c.flush(ctx, max(c.ended, m.LSN))
+		}
+	}
+	return nil
+}
+
+// add turns a row change into an event for the triggers that take it, and
+// logs a batch once it is full.
+func (c *consumer) add(ctx context.Context, relID uint32, ch *change) error {
+	if c.tx == nil {
+		return fmt.Errorf("%s: a row change arrived outside a transaction", c.s.where())
+	}
+	pos := c.pos
+	c.pos++
+	r := c.rels[relID]
+	if r == nil {
+		return fmt.Errorf("%s: a row change of relation %d arrived before its description", c.s.where(), relID)
+	}
+	fire := r.fire(ch)
+	if len(fire) == 0 {
+		return nil
+	}
+	c.pending = append(c.pending, dispatch.Change{
+		Event: dispatch.Event{
+			Project: c.s.project,
+			Type:    ch.typ,
+			Data:    r.appendData(nil, c.enc, ch, c.tx),
+			Time:    c.tx.commit,
+		},
+		Key:      fmt.Sprintf("%s/%s/%s/%d", c.s.project, c.s.alias, c.tx.lsn, pos),
+		Triggers: fire,
+	})
+	if len(c.pending) >= c.s.opts.Batch {
+		return c.flush(ctx, c.ended)
+	}
+	return nil
+}
+
+// flush logs the pending changes, then confirms the position upto: the end
+// of the last transaction whose changes are all logged, or a later point
+// known to hold no change.
+func (c *consumer) flush(ctx context.Context, upto pglogrepl.LSN) error {
+	if len(c.pending) > 0 {
+		if err := c.s.disp.Ingest(ctx, c.pending); err != nil {
+			return fmt.Errorf("%s: log %d changes: %w", c.s.where(), len(c.pending), err)
+		}
+		clear(c.pending)
+		c.pending = c.pending[:0]
+	}
+	if uint64(upto) > c.confirmed.Load() {
+		c.confirmed.Store(uint64(upto))
+	}
+	return nil
+}
+
+// primaryKey looks up a relation's primary key columns.
+func (c *consumer) primaryKey(ctx context.Context, relID uint32) ([]string, error) {
+	c.shared.mu.Lock()
+	defer c.shared.mu.Unlock()
+	rows, err := c.shared.conn.Query(ctx, `SELECT a.attname::text FROM pg_index i
+		JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey::int2[])
+		WHERE i.indrelid = $1 AND i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)`, relID)
+	if err != nil {
+		return nil, fmt.Errorf("%s: look up the primary key of relation %d: %w", c.s.where(), relID, err)
+	}
+	pk, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("%s: look up the primary key of relation %d: %w", c.s.where(), relID, err)
+	}
+	return pk, nil
+}
+
