@@ -1,10 +1,20 @@
 package cdc_test
 
 import (
+	"bytes"
+	"cmp"
+	"context"
 	"encoding/json"
+	"fmt"
 	"reflect"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/triggerd/triggerd/cdc"
 )
@@ -21,6 +31,25 @@ func data(t *testing.T, raw json.RawMessage) map[string]any {
 	return m
 }
 
+// byLSN sorts receipts by their change's position: deliveries to
+// different triggers may arrive in any order.
+func byLSN(t *testing.T, got []receipt) []receipt {
+	t.Helper()
+	lsn := func(r receipt) pglogrepl.LSN {
+		var d struct{ LSN string }
+		if err := json.Unmarshal(r.Data, &d); err != nil {
+			t.Fatal(err)
+		}
+		l, err := pglogrepl.ParseLSN(d.LSN)
+		if err != nil {
+			t.Fatalf("lsn %q: %v", d.LSN, err)
+		}
+		return l
+	}
+	slices.SortStableFunc(got, func(a, b receipt) int { return cmp.Compare(lsn(a), lsn(b)) })
+	return got
+}
+
 func TestInsertUpdateDelete(t *testing.T) {
 	r := newRig(t, `CREATE TABLE users (id int PRIMARY KEY, name text, email text)`)
 	r.mustStart(r.config("n1", `
@@ -33,7 +62,7 @@ func TestInsertUpdateDelete(t *testing.T) {
 	r.exec(`UPDATE users SET name = 'anne' WHERE id = 1`)
 	r.exec(`UPDATE users SET id = 2 WHERE id = 1`)
 	r.exec(`DELETE FROM users WHERE id = 2`)
-	got := r.hook.wait(t, 4, 10*time.Second)
+	got := byLSN(t, r.hook.wait(t, 4, 10*time.Second))
 	want := []struct {
 		typ    string
 		doc    any
@@ -67,5 +96,142 @@ func TestInsertUpdateDelete(t *testing.T) {
 			t.Errorf("event %d: lsn %q", i, lsn)
 		}
 		lastLSN = lsn
+	}
+}
+
+func TestTypedValuesAndTOAST(t *testing.T) {
+	r := newRig(t, `
+CREATE TYPE mood AS ENUM ('happy', 'sad');
+CREATE TABLE things (
+	id bigint PRIMARY KEY, f float8, n numeric, ok bool, t text, ts timestamptz, d date,
+	j jsonb, a int[], tags text[], raw bytea, u uuid, m mood, nothing text, big text);
+ALTER TABLE things ALTER COLUMN big SET STORAGE EXTERNAL;`)
+	r.mustStart(r.config("n1", `
+- {name: ins, type: DB_INSERT, url: "{hook}", options: {col: things}}
+- {name: upd, type: DB_UPDATE, url: "{hook}", options: {col: things}}
+`, ""), cdc.Options{})
+	r.waitStreaming(slot)
+	big := strings.Repeat("0123456789", 1000) // stored out of line, uncompressed
+	r.exec(`INSERT INTO things VALUES (9007199254740993, 1.5, 12345678901234567890.000000001, true, 'a "quoted"
+line', '2026-11-25 08:00:00.123456+02', '2026-11-25', '{"k": [1, {"x": null}]}', '{1,2,NULL}', '{"a,b", ""}',
+'\x00ff10', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'sad', NULL, $1)`, big)
+	r.exec(`UPDATE things SET t = 'changed' WHERE id = 9007199254740993`)
+	r.exec(`ALTER TABLE things REPLICA IDENTITY FULL`)
+	r.exec(`UPDATE things SET t = 'again' WHERE id = 9007199254740993`)
+	got := byLSN(t, r.hook.wait(t, 3, 10*time.Second))
+
+	var ins struct{ Doc map[string]json.RawMessage }
+	if err := json.Unmarshal(got[0].Data, &ins); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"id": `9007199254740993`, "f": `1.5`, "n": `"12345678901234567890.000000001"`, "ok": `true`,
+		"t": `"a \"quoted\"\nline"`, "ts": `"2026-11-25T06:00:00.123456Z"`, "d": `"2026-11-25"`,
+		"j": `{"k":[1,{"x":null}]}`, "a": `[1,2,null]`, "tags": `["a,b",""]`, "raw": `"AP8Q"`,
+		"u": `"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"`, "m": `"sad"`, "nothing": `null`,
+	}
+	for col, w := range want {
+		var compact bytes.Buffer
+		if err := json.Compact(&compact, ins.Doc[col]); err != nil || compact.String() != w {
+			t.Errorf("doc.%s = %s, want %s", col, ins.Doc[col], w)
+		}
+	}
+	if !bytes.Equal(ins.Doc["big"], []byte(strconv.Quote(big))) {
+		t.Errorf("doc.big is not the inserted text (%d bytes)", len(ins.Doc["big"]))
+	}
+
+	// REPLICA IDENTITY DEFAULT: the unchanged TOAST value is not sent, so it
+	// is left out of doc and named, never given a wrong value.
+	upd := data(t, got[1].Data)
+	doc := upd["doc"].(map[string]any)
+	if _, has := doc["big"]; has || !reflect.DeepEqual(upd["unchanged_toast"], []any{"big"}) || doc["t"] != "changed" {
+		t.Errorf("update under DEFAULT: %s", got[1].Data)
+	}
+	if !reflect.DeepEqual(upd["before"], map[string]any{"id": 9007199254740993.0}) {
+		t.Errorf("before under DEFAULT holds the key only: %v", upd["before"])
+	}
+	// REPLICA IDENTITY FULL: the old row has every column, big included.
+	full := data(t, got[2].Data)
+	doc, before := full["doc"].(map[string]any), full["before"].(map[string]any)
+	if doc["big"] != big || before["big"] != big || before["t"] != "changed" || doc["t"] != "again" || full["unchanged_toast"] != nil {
+		t.Errorf("update under FULL: doc.t %v, before.t %v, big in doc %v, in before %v, unchanged_toast %v",
+			doc["t"], before["t"], doc["big"] == big, before["big"] == big, full["unchanged_toast"])
+	}
+}
+
+func TestUpdateColumnFilter(t *testing.T) {
+	r := newRig(t, `CREATE TABLE orders (id int PRIMARY KEY, status text, total numeric, note text);
+		ALTER TABLE orders REPLICA IDENTITY FULL`)
+	r.mustStart(r.config("n1", `
+- {name: audit, type: DB_UPDATE, url: "{hook}/audit", options: {col: orders, columns: "status, total"}}
+- {name: marker, type: DB_DELETE, url: "{hook}/marker", options: {col: orders}}
+`, ""), cdc.Options{})
+	r.waitStreaming(slot)
+	r.exec(`INSERT INTO orders VALUES (1, 'new', 10, 'x')`)
+	r.exec(`UPDATE orders SET note = 'y' WHERE id = 1`)             // no filtered column
+	r.exec(`UPDATE orders SET status = 'new' WHERE id = 1`)         // set, but to the same value
+	r.exec(`UPDATE orders SET status = 'paid' WHERE id = 1`)        // fires
+	r.exec(`UPDATE orders SET total = 12, note = 'z' WHERE id = 1`) // fires
+	r.exec(`UPDATE orders SET total = NULL WHERE id = 1`)           // fires: a value became NULL
+	r.exec(`DELETE FROM orders WHERE id = 1`)                       // the marker: everything before it is in
+	got := byLSN(t, r.hook.wait(t, 4, 10*time.Second))
+	time.Sleep(200 * time.Millisecond)
+	got = byLSN(t, r.hook.receipts())
+	var statuses []any
+	for _, g := range got[:len(got)-1] {
+		d := data(t, g.Data)
+		statuses = append(statuses, []any{d["doc"].(map[string]any)["status"], d["doc"].(map[string]any)["total"]})
+	}
+	want := []any{[]any{"paid", "10"}, []any{"paid", "12"}, []any{"paid", nil}}
+	if len(got) != 4 || got[3].Type != "DB_DELETE" || !reflect.DeepEqual(statuses, want) {
+		t.Errorf("filtered updates: %v (%d events), want %v then the delete", statuses, len(got), want)
+	}
+}
+
+func TestTransactions(t *testing.T) {
+	r := newRig(t, `CREATE TABLE items (id int PRIMARY KEY, n int)`)
+	r.mustStart(r.config("n1", `
+- {name: ins, type: DB_INSERT, url: "{hook}", options: {col: items}}
+- {name: upd, type: DB_UPDATE, url: "{hook}", options: {col: items}}
+- {name: del, type: DB_DELETE, url: "{hook}", options: {col: items}}
+`, ""), cdc.Options{})
+	r.waitStreaming(slot)
+	r.exec(`BEGIN; INSERT INTO items VALUES (1, 1), (2, 2); UPDATE items SET n = 3 WHERE id = 1; DELETE FROM items WHERE id = 2; COMMIT`)
+	r.exec(`BEGIN; INSERT INTO items VALUES (7, 7); UPDATE items SET n = 70 WHERE id = 1; ROLLBACK`)
+	r.exec(`INSERT INTO items VALUES (3, 3)`)
+	r.hook.wait(t, 5, 10*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	got := byLSN(t, r.hook.receipts())
+	if len(got) != 5 {
+		t.Fatalf("%d events, want 4 from the committed transaction and 1 after the rolled back one", len(got))
+	}
+	var types []string
+	xids := map[any]int{}
+	for _, g := range got {
+		types = append(types, g.Type)
+		xids[data(t, g.Data)["xid"]]++
+	}
+	if !slices.Equal(types, []string{"DB_INSERT", "DB_INSERT", "DB_UPDATE", "DB_DELETE", "DB_INSERT"}) || len(xids) != 2 {
+		t.Errorf("events %v in %d transactions", types, len(xids))
+	}
+	if first, last := data(t, got[0].Data), data(t, got[3].Data); first["commit_time"] != last["commit_time"] || got[0].Time != got[3].Time {
+		t.Errorf("one transaction, two commit times: %v %v", first["commit_time"], last["commit_time"])
+	}
+	logged, n := r.logged(context.Background())
+	if n != 5 || len(logged) != 5 {
+		t.Errorf("event_logs holds %d rows, want 5", n)
+	}
+	// A transaction's events are logged together: in one store transaction.
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, r.storeURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var writes int
+	err = conn.QueryRow(ctx, `SELECT count(DISTINCT created_at) FROM `+pgx.Identifier{r.storeSchema, "event_logs"}.Sanitize()+
+		` WHERE payload->>'xid' = $1`, fmt.Sprint(data(t, got[0].Data)["xid"])).Scan(&writes)
+	if err != nil || writes != 1 {
+		t.Errorf("the transaction's events were logged in %d writes (%v)", writes, err)
 	}
 }

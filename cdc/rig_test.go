@@ -254,8 +254,8 @@ func (r *rig) logged(ctx context.Context) (map[string]json.RawMessage, int) {
 	return out, n
 }
 
-// slotLSN returns the slot's confirmed_flush_lsn as a number.
-func (r *rig) slotLSN(slot string) uint64 {
+// slotLSN returns the slot's confirmed_flush_lsn and restart_lsn as numbers.
+func (r *rig) slotLSN(slot string) (confirmed, restart uint64) {
 	r.t.Helper()
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, r.src)
@@ -263,12 +263,12 @@ func (r *rig) slotLSN(slot string) uint64 {
 		r.t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	var lsn uint64
-	err = conn.QueryRow(ctx, `SELECT coalesce(confirmed_flush_lsn - '0/0', 0)::bigint FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&lsn)
+	err = conn.QueryRow(ctx, `SELECT coalesce(confirmed_flush_lsn - '0/0', 0)::bigint, coalesce(restart_lsn - '0/0', 0)::bigint
+		FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&confirmed, &restart)
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	return lsn
+	return confirmed, restart
 }
 
 // walLSN returns the server's current WAL position as a number.
@@ -308,4 +308,26 @@ func (r *rig) waitStreaming(slot string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// count returns the number of receipts.
+func (r *receiver) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.got)
+}
+
+// count returns the number of event_logs rows.
+func (r *rig) count(ctx context.Context) int {
+	r.t.Helper()
+	conn, err := pgx.Connect(ctx, r.storeURL)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{r.storeSchema, "event_logs"}.Sanitize()).Scan(&n); err != nil {
+		r.t.Fatal(err)
+	}
+	return n
 }

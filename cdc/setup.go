@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -21,8 +22,21 @@ type table struct {
 	columns      []string
 }
 
-// qualified is the table's quoted schema.name.
+// qualified is the table's quoted schema.name, for SQL.
 func (t *table) qualified() string { return pgx.Identifier{t.schema, t.name}.Sanitize() }
+
+// String is the table's schema.name as a person writes it, for messages.
+func (t *table) String() string { return ident(t.schema) + "." + ident(t.name) }
+
+// ident quotes a name for messages only where SQL needs it.
+func ident(name string) string {
+	if simpleName.MatchString(name) {
+		return name
+	}
+	return pgx.Identifier{name}.Sanitize()
+}
+
+var simpleName = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
 
 // plan is what a session captures: the tables to publish and, for each
 // trigger that names tables, the set of their qualified names (a trigger
@@ -74,7 +88,7 @@ func (s *Source) inspect(ctx context.Context, conn *pgx.Conn) (*plan, error) {
 		return nil, fmt.Errorf("%s: read the role's attributes: %w", s.where(), err)
 	}
 	if !canReplicate {
-		return nil, fmt.Errorf("%s: role %s lacks the REPLICATION attribute that change capture needs: run ALTER ROLE %s REPLICATION as a superuser", s.where(), role, pgx.Identifier{role}.Sanitize())
+		return nil, fmt.Errorf("%s: role %s lacks the REPLICATION attribute that change capture needs: run ALTER ROLE %s REPLICATION as a superuser", s.where(), role, ident(role))
 	}
 
 	pl := &plan{routes: make(map[string]map[string]bool)}
@@ -185,11 +199,11 @@ func (s *Source) checkColumns(tr *config.Trigger, t *table) error {
 	}
 	for _, c := range cols {
 		if !slices.Contains(t.columns, c) {
-			return fmt.Errorf("%s: trigger %s: table %s has no column %q (it has %s): fix options.columns", s.where(), tr.Name, t.qualified(), c, strings.Join(t.columns, ", "))
+			return fmt.Errorf("%s: trigger %s: table %s has no column %q (it has %s): fix options.columns", s.where(), tr.Name, t, c, strings.Join(t.columns, ", "))
 		}
 	}
 	if t.identity != 'f' {
-		return fmt.Errorf("%s: trigger %s: options.columns needs the old row of %s to see which columns changed: run ALTER TABLE %s REPLICA IDENTITY FULL", s.where(), tr.Name, t.qualified(), t.qualified())
+		return fmt.Errorf("%s: trigger %s: options.columns needs the old row of %s to see which columns changed: run ALTER TABLE %s REPLICA IDENTITY FULL", s.where(), tr.Name, t, t)
 	}
 	return nil
 }
@@ -203,7 +217,7 @@ func (s *Source) checkIdentity(pl *plan, t *table) error {
 	}
 	for _, tr := range s.triggers {
 		if tr.Type != config.TypeInsert && pl.takes(tr, t.schema, t.name) {
-			return fmt.Errorf("%s: trigger %s: table %s has no primary key or replica identity, so Postgres cannot publish its updates and deletes (and would refuse them once published): add a primary key, or run ALTER TABLE %s REPLICA IDENTITY FULL", s.where(), tr.Name, t.qualified(), t.qualified())
+			return fmt.Errorf("%s: trigger %s: table %s has no primary key or replica identity, so Postgres cannot publish its updates and deletes (and would refuse them once published): add a primary key, or run ALTER TABLE %s REPLICA IDENTITY FULL", s.where(), tr.Name, t, t)
 		}
 	}
 	return nil
@@ -305,7 +319,7 @@ func (s *Source) prepare(ctx context.Context, conn *pgx.Conn, tables []table) er
 		if _, err := conn.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, s.db.Slot); err != nil {
 			return fmt.Errorf("%s: create replication slot %s: %w", s.where(), s.db.Slot, err)
 		}
-		s.log.Info("replication slot created: changes committed from now on are captured", "slot", s.db.Slot)
+		s.log.Info("replication slot created: changes committed from now on are captured")
 	case err != nil:
 		return fmt.Errorf("%s: read replication slot %s: %w", s.where(), s.db.Slot, err)
 	case plugin != "pgoutput" || database != current:

@@ -367,4 +367,3 @@ func (c *consumer) primaryKey(ctx context.Context, relID uint32) ([]string, erro
 	}
 	return pk, nil
 }
-

@@ -1,0 +1,423 @@
+package cdc_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/triggerd/triggerd/cdc"
+	"github.com/triggerd/triggerd/store/pgtest"
+)
+
+// docIDs counts the event_logs rows and the deliveries of each row id, as
+// found in the events' doc.id.
+func docIDs(t *testing.T, payloads []json.RawMessage) map[int64]int {
+	t.Helper()
+	out := make(map[int64]int)
+	for _, p := range payloads {
+		var d struct{ Doc struct{ ID int64 } }
+		if err := json.Unmarshal(p, &d); err != nil {
+			t.Fatal(err)
+		}
+		out[d.Doc.ID]++
+	}
+	return out
+}
+
+// checkOnce fails unless every committed id was logged exactly once and
+// delivered at least once.
+func checkOnce(t *testing.T, r *rig, committed map[int64]bool, within time.Duration) {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(within)
+	for r.count(ctx) < len(committed) || r.hook.count() < len(committed) {
+		if time.Now().After(deadline) {
+			break // report what is missing
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // let doubles, if any, arrive
+	logged, rows := r.logged(ctx)
+	if rows != len(logged) {
+		t.Fatalf("event_logs has %d rows but %d ids", rows, len(logged))
+	}
+	var payloads, delivered []json.RawMessage
+	for _, p := range logged {
+		payloads = append(payloads, p)
+	}
+	for _, g := range r.hook.receipts() {
+		delivered = append(delivered, g.Data)
+	}
+	inLog, inHook := docIDs(t, payloads), docIDs(t, delivered)
+	missing, twice, extra, undelivered := 0, 0, 0, 0
+	for id := range committed {
+		switch {
+		case inLog[id] == 0:
+			missing++
+		case inLog[id] > 1:
+			twice++
+		}
+		if inHook[id] == 0 {
+			undelivered++
+		}
+	}
+	for id := range inLog {
+		if !committed[id] {
+			extra++
+		}
+	}
+	if missing+twice+extra+undelivered > 0 {
+		t.Fatalf("of %d committed changes: %d not logged, %d logged twice, %d not delivered; %d logged that never committed",
+			len(committed), missing, twice, undelivered, extra)
+	}
+}
+
+func TestLargeTransaction(t *testing.T) {
+	r := newRig(t, `CREATE TABLE items (id bigint PRIMARY KEY, note text)`)
+	r.mustStart(r.config("n1", `- {name: ins, type: DB_INSERT, url: "{hook}", concurrency: 64, options: {col: items}}`, ""), cdc.Options{})
+	r.waitStreaming(slot)
+	const n = 100000
+	r.exec(fmt.Sprintf(`INSERT INTO items SELECT g, 'row ' || g FROM generate_series(1, %d) g`, n))
+	committed := make(map[int64]bool, n)
+	for i := int64(1); i <= n; i++ {
+		committed[i] = true
+	}
+	checkOnce(t, r, committed, 3*time.Minute)
+}
+
+// writer commits rows of items from several goroutines until stopped,
+// and remembers which committed. Failed commits (the server restarting)
+// are retried with new ids.
+type writer struct {
+	mu        sync.Mutex
+	committed map[int64]bool
+	next      atomic.Int64
+	stop      chan struct{}
+	wg        sync.WaitGroup
+}
+
+func startWriter(t *testing.T, dbURL string, goroutines, rowsPerTxn int) *writer {
+	w := &writer{committed: make(map[int64]bool), stop: make(chan struct{})}
+	for range goroutines {
+		w.wg.Go(func() {
+			ctx := context.Background()
+			var conn *pgx.Conn
+			defer func() {
+				if conn != nil {
+					conn.Close(ctx)
+				}
+			}()
+			for {
+				select {
+				case <-w.stop:
+					return
+				case <-time.After(2 * time.Millisecond):
+				}
+				if conn == nil || conn.IsClosed() {
+					c, err := pgx.Connect(ctx, dbURL)
+					if err != nil {
+						time.Sleep(50 * time.Millisecond)
+						continue
+					}
+					conn = c
+				}
+				first := w.next.Add(int64(rowsPerTxn)) - int64(rowsPerTxn) + 1
+				_, err := conn.Exec(ctx, `INSERT INTO items SELECT g, 'w' FROM generate_series($1::bigint, $2::bigint) g`, first, first+int64(rowsPerTxn)-1)
+				if err != nil {
+					conn.Close(ctx)
+					conn = nil
+					continue // in doubt only if the commit's answer was lost: see below
+				}
+				w.mu.Lock()
+				for id := first; id < first+int64(rowsPerTxn); id++ {
+					w.committed[id] = true
+				}
+				w.mu.Unlock()
+			}
+		})
+	}
+	return w
+}
+
+// finish stops the writer and returns what committed, adding rows whose
+// commit answer was lost but which are in the table.
+func (w *writer) finish(t *testing.T, r *rig) map[int64]bool {
+	close(w.stop)
+	w.wg.Wait()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, r.src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, _ := conn.Query(ctx, `SELECT id FROM items`)
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[int64]bool, len(ids))
+	for _, id := range ids {
+		out[id] = true
+	}
+	for id := range w.committed {
+		if !out[id] {
+			t.Fatalf("row %d committed but is not in the table", id)
+		}
+	}
+	return out
+}
+
+func TestServerRestartMidStream(t *testing.T) {
+	cluster := pgtest.Cluster(t)
+	r := newRig(t, `CREATE TABLE items (id bigint PRIMARY KEY, note text)`)
+	r.mustStart(r.config("n1", `- {name: ins, type: DB_INSERT, url: "{hook}", options: {col: items}}`, ""), cdc.Options{})
+	r.waitStreaming(slot)
+	w := startWriter(t, r.src, 3, 5)
+	r.hook.wait(t, 200, 20*time.Second)
+	if err := cluster.Restart(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r.hook.wait(t, len(r.hook.receipts())+200, 30*time.Second) // flowing again
+	checkOnce(t, r, w.finish(t, r), time.Minute)
+}
+
+func TestStandbyNodeTakesOver(t *testing.T) {
+	r := newRig(t, `CREATE TABLE items (id bigint PRIMARY KEY, note text)`)
+	triggers := `- {name: ins, type: DB_INSERT, url: "{hook}", options: {col: items}}`
+	n1 := r.mustStart(r.config("n1", triggers, ""), cdc.Options{})
+	r.waitStreaming(slot)
+	r.mustStart(r.config("n2", triggers, ""), cdc.Options{LockRetry: 100 * time.Millisecond})
+	w := startWriter(t, r.src, 2, 3)
+	r.hook.wait(t, 100, 20*time.Second)
+	stopped := time.Now()
+	n1.stop()
+	before := len(r.hook.receipts())
+	r.hook.wait(t, before+30, 20*time.Second)
+	t.Logf("the standby delivered new changes %s after the streaming node stopped", time.Since(stopped).Round(time.Millisecond))
+	if took := time.Since(stopped); took > 5*time.Second {
+		t.Errorf("takeover took %s", took)
+	}
+	checkOnce(t, r, w.finish(t, r), time.Minute)
+}
+
+func TestDeadEndpointDoesNotHoldTheSlot(t *testing.T) {
+	r := newRig(t, `CREATE TABLE items (id bigint PRIMARY KEY, note text)`)
+	r.hook.status = http.StatusServiceUnavailable
+	r.mustStart(r.config("n1", `- {name: ins, type: DB_INSERT, url: "{hook}", options: {col: items}}`, ""), cdc.Options{Status: 100 * time.Millisecond})
+	r.waitStreaming(slot)
+	r.exec(`INSERT INTO items VALUES (1, 'x')`)
+	after := r.walLSN()
+	r.hook.wait(t, 1, 10*time.Second) // attempted, and refused
+	r.exec(`CHECKPOINT`)
+	waitSlot(t, r, after, 10*time.Second)
+}
+
+func TestQuietDatabaseKeepsTheSlotMoving(t *testing.T) {
+	r := newRig(t, `CREATE TABLE items (id bigint PRIMARY KEY); CREATE TABLE noise (n int)`)
+	r.mustStart(r.config("n1", `- {name: ins, type: DB_INSERT, url: "{hook}", options: {col: items}}`, ", heartbeat: 200ms"),
+		cdc.Options{Status: 100 * time.Millisecond})
+	r.waitStreaming(slot)
+	other := newRig(t, `CREATE TABLE noise (n int)`)
+	// Busy tables outside the publication, in this database and another:
+	// the WAL the slot keeps (from its restart_lsn) must not grow with them.
+	for _, db := range []*rig{r, other} {
+		db.exec(`INSERT INTO noise SELECT g FROM generate_series(1, 50000) g`)
+		after := r.walLSN()
+		r.exec(`CHECKPOINT`) // logs the running transactions, from which decoding may restart
+		waitSlot(t, r, after, 10*time.Second)
+	}
+	if n := len(r.hook.receipts()); n != 0 {
+		t.Errorf("%d events from a table no trigger names", n)
+	}
+
+	// The heartbeat writes a logical message to the source every period,
+	// so that even a server with no other writes has positions to confirm.
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, r.src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `SELECT pg_create_logical_replication_slot('heartbeat_probe', 'pgoutput', true)`); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	var beats int
+	err = conn.QueryRow(ctx, `SELECT count(*) FROM pg_logical_slot_peek_binary_changes('heartbeat_probe', NULL, NULL,
+		'proto_version', '1', 'publication_names', $1, 'messages', 'true')
+		WHERE position('triggerd.heartbeat'::bytea IN data) > 0`, slot).Scan(&beats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if beats < 2 {
+		t.Errorf("%d heartbeats in a second, with heartbeat: 200ms", beats)
+	}
+}
+
+// waitSlot waits until the slot's confirmed position, and the position
+// from which it keeps WAL, pass lsn.
+func waitSlot(t *testing.T, r *rig, lsn uint64, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		confirmed, restart := r.slotLSN(slot)
+		if confirmed >= lsn && restart >= lsn {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s the slot is confirmed to %X and keeps WAL from %X, behind %X", within, confirmed, restart, lsn)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestStoreTablesAreNeverCaptured(t *testing.T) {
+	r := newRig(t, `CREATE TABLE users (id int PRIMARY KEY)`)
+	r.storeURL, r.storeSchema = r.src, "triggerd" // one database for both
+	r.mustStart(r.config("n1", `
+- {name: any-insert, type: DB_INSERT, url: "{hook}"}
+- {name: any-update, type: DB_UPDATE, url: "{hook}"}`, ""), cdc.Options{})
+	r.waitStreaming(slot)
+	for i := range 20 {
+		r.exec(`INSERT INTO users VALUES ($1)`, i)
+	}
+	r.hook.wait(t, 20, 10*time.Second)
+	time.Sleep(500 * time.Millisecond) // the deliveries wrote event_logs and invocation_logs
+	for _, g := range r.hook.receipts() {
+		if d := data(t, g.Data); d["col"] != "users" {
+			t.Errorf("captured the store's table %v.%v", d["schema"], d["col"])
+		}
+	}
+	if n := len(r.hook.receipts()); n != 20 {
+		t.Errorf("%d deliveries, want 20", n)
+	}
+}
+
+func TestPublicationFollowsTheConfig(t *testing.T) {
+	r := newRig(t, `CREATE TABLE users (id int PRIMARY KEY); CREATE TABLE orders (id int PRIMARY KEY); CREATE SCHEMA audit; CREATE TABLE audit.log (id int PRIMARY KEY)`)
+	published := func() string {
+		ctx := context.Background()
+		conn, err := pgx.Connect(ctx, r.src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		var s string
+		if err := conn.QueryRow(ctx, `SELECT string_agg(schemaname || '.' || tablename, ',' ORDER BY schemaname, tablename) FROM pg_publication_tables WHERE pubname = $1`, slot).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	n := r.mustStart(r.config("n1", `- {name: t, type: DB_INSERT, url: "{hook}", options: {col: users}}`, ""), cdc.Options{})
+	r.waitStreaming(slot)
+	n.stop()
+	if got := published(); got != "public.users" {
+		t.Errorf("published %q", got)
+	}
+	r.mustStart(r.config("n1", `- {name: t, type: DB_INSERT, url: "{hook}", options: {col: "orders, audit.log"}}`, ""), cdc.Options{})
+	r.waitStreaming(slot)
+	if got := published(); got != "audit.log,public.orders" {
+		t.Errorf("after the config changed, published %q", got)
+	}
+	r.exec(`INSERT INTO users VALUES (1); INSERT INTO audit.log VALUES (2)`)
+	got := r.hook.wait(t, 1, 10*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	if got = r.hook.receipts(); len(got) != 1 || data(t, got[0].Data)["col"] != "log" {
+		t.Errorf("deliveries %v", got)
+	}
+}
+
+func TestStartupErrorsNameTheFix(t *testing.T) {
+	r := newRig(t, `CREATE TABLE users (id int PRIMARY KEY, name text);
+		CREATE TABLE keyless (v text);
+		DO $$ BEGIN CREATE ROLE plain LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`)
+	cases := []struct{ name, triggers, extra, want string }{
+		{"missing table", `- {name: t, type: DB_INSERT, url: "{hook}", options: {col: userz}}`, "",
+			"trigger t: table userz does not exist: create it, or fix options.col"},
+		{"missing column", `- {name: t, type: DB_UPDATE, url: "{hook}", options: {col: users, columns: nme}}`, "",
+			`table public.users has no column "nme" (it has id, name): fix options.columns`},
+		{"filter without full", `- {name: t, type: DB_UPDATE, url: "{hook}", options: {col: users, columns: name}}`, "",
+			"run ALTER TABLE public.users REPLICA IDENTITY FULL"},
+		{"keyless updates", `- {name: t, type: DB_DELETE, url: "{hook}", options: {col: keyless}}`, "",
+			"table public.keyless has no primary key or replica identity"},
+		{"store table", `- {name: t, type: DB_INSERT, url: "{hook}", options: {col: triggerd.event_logs}}`, "",
+			"trigger t: triggerd.event_logs is triggerd's own table, which is never captured: remove it from options.col"},
+		{"unreachable", `- {name: t, type: DB_INSERT, url: "{hook}", options: {col: users}}`, "",
+			"database app of project p: connect:"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := r.config("n1", c.triggers, c.extra)
+			if c.name == "store table" { // the store in the source database
+				cfg.Store.URL, cfg.Store.Schema = r.src, "triggerd"
+			}
+			if c.name == "unreachable" {
+				db := cfg.Projects[0].Databases["app"]
+				db.URL = "postgres://nobody@127.0.0.1:1/none?connect_timeout=2"
+				cfg.Projects[0].Databases["app"] = db
+			}
+			_, err := r.start(cfg, cdc.Options{})
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("want an error containing %q, got %v", c.want, err)
+			}
+		})
+	}
+	t.Run("no replication", func(t *testing.T) {
+		cfg := r.config("n1", `- {name: t, type: DB_INSERT, url: "{hook}", options: {col: users}}`, "")
+		db := cfg.Projects[0].Databases["app"]
+		db.URL = strings.Replace(db.URL, "postgres@", "plain@", 1)
+		cfg.Projects[0].Databases["app"] = db
+		_, err := r.start(cfg, cdc.Options{})
+		if err == nil || !strings.Contains(err.Error(), "role plain lacks the REPLICATION attribute that change capture needs: run ALTER ROLE plain REPLICATION") {
+			t.Fatalf("got %v", err)
+		}
+	})
+}
+
+func TestNothingIsConfirmedBeforeItIsLogged(t *testing.T) {
+	r := newRig(t, `CREATE TABLE items (id bigint PRIMARY KEY, note text)`)
+	r.mustStart(r.config("n1", `- {name: ins, type: DB_INSERT, url: "{hook}", options: {col: items}}`, ""), cdc.Options{Status: 50 * time.Millisecond})
+	r.waitStreaming(slot)
+	r.exec(`INSERT INTO items VALUES (1, 'logged')`)
+	r.hook.wait(t, 1, 10*time.Second)
+
+	// The store refuses new events for a while.
+	ctx := context.Background()
+	store, err := pgx.Connect(ctx, r.storeURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close(ctx)
+	logs := pgx.Identifier{r.storeSchema, "event_logs"}.Sanitize()
+	if _, err := store.Exec(ctx, `CREATE FUNCTION `+r.storeSchema+`.refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN RAISE EXCEPTION 'the store is refusing writes'; END $$;
+		CREATE TRIGGER refuse BEFORE INSERT ON `+logs+` FOR EACH ROW EXECUTE FUNCTION `+r.storeSchema+`.refuse()`); err != nil {
+		t.Fatal(err)
+	}
+	before := r.walLSN()
+	r.exec(`INSERT INTO items VALUES (2, 'refused at first')`)
+	r.exec(`INSERT INTO items SELECT g, 'refused at first' FROM generate_series(3, 500) g`)
+	time.Sleep(1500 * time.Millisecond) // several status updates, and retries
+	if confirmed, _ := r.slotLSN(slot); confirmed > before {
+		t.Fatalf("the slot was confirmed to %X, past changes from %X that are not logged", confirmed, before)
+	}
+	if _, err := store.Exec(ctx, `DROP TRIGGER refuse ON `+logs); err != nil {
+		t.Fatal(err)
+	}
+	committed := map[int64]bool{}
+	for i := int64(1); i <= 500; i++ {
+		committed[i] = true
+	}
+	checkOnce(t, r, committed, 30*time.Second)
+	if confirmed, _ := r.slotLSN(slot); confirmed <= before {
+		t.Errorf("the slot stayed at %X once the changes were logged", confirmed)
+	}
+}
