@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -64,6 +65,9 @@ func (s *Source) connect(ctx context.Context) (*pgx.Conn, error) {
 		return nil, fmt.Errorf("%s: url: %w (write it as postgres://user:password@host:5432/database)", s.where(), err)
 	}
 	cfg.RuntimeParams["application_name"] = "triggerd-cdc"
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = 10 * time.Second
+	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%s: connect: %w (is the server up, and databases.%s.url right?)", s.where(), err, s.alias)

@@ -61,6 +61,9 @@ func (s *Source) session(ctx context.Context) error {
 	} {
 		rcfg.RuntimeParams[k] = v
 	}
+	if rcfg.ConnectTimeout == 0 {
+		rcfg.ConnectTimeout = 10 * time.Second
+	}
 	rconn, err := pgconn.ConnectConfig(ctx, rcfg)
 	if err != nil {
 		return fmt.Errorf("%s: open a replication connection: %w", s.where(), err)
@@ -156,6 +159,11 @@ func (s *Source) read(ctx context.Context, rconn *pgconn.PgConn, out chan<- item
 		return nil
 	}
 	push := func(it item) error {
+		select {
+		case out <- it:
+			return nil
+		default: // the consumer is busy: wait, confirming meanwhile
+		}
 		for {
 			t := time.NewTimer(time.Until(next))
 			select {
@@ -172,15 +180,16 @@ func (s *Source) read(ctx context.Context, rconn *pgconn.PgConn, out chan<- item
 			}
 		}
 	}
+	// One deadline serves every receive until the next status is due.
+	deadline := &deadlineCtx{parent: ctx}
+	defer deadline.stop()
 	for {
 		if !time.Now().Before(next) {
 			if err := status(); err != nil {
 				return err
 			}
 		}
-		rctx, cancel := context.WithDeadline(ctx, next)
-		raw, err := rconn.ReceiveMessage(rctx)
-		cancel()
+		raw, err := rconn.ReceiveMessage(deadline.until(next))
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -230,6 +239,32 @@ func (s *Source) read(ctx context.Context, rconn *pgconn.PgConn, out chan<- item
 		if err := push(it); err != nil {
 			return err
 		}
+	}
+}
+
+// deadlineCtx hands out a context ending at a deadline, made anew only
+// when the deadline moves.
+type deadlineCtx struct {
+	parent context.Context
+	ctx    context.Context
+	at     time.Time
+	cancel context.CancelFunc
+}
+
+// until returns a context of parent that ends at t.
+func (d *deadlineCtx) until(t time.Time) context.Context {
+	if d.ctx == nil || !d.at.Equal(t) {
+		d.stop()
+		d.ctx, d.cancel = context.WithDeadline(d.parent, t)
+		d.at = t
+	}
+	return d.ctx
+}
+
+// stop releases the current context.
+func (d *deadlineCtx) stop() {
+	if d.cancel != nil {
+		d.cancel()
 	}
 }
 

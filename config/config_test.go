@@ -255,6 +255,7 @@ func TestIsReservedType(t *testing.T) {
 func TestReferenceConfig(t *testing.T) {
 	t.Setenv("TRIGGERD_STORE_URL", "postgres://triggerd@localhost:5432/events")
 	t.Setenv("DEMO_SECRET", "reference-secret")
+	t.Setenv("APP_DATABASE_URL", "postgres://app@localhost:5432/app")
 	cfg, err := config.Load(filepath.Join("..", "testdata", "triggerd.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -266,5 +267,9 @@ func TestReferenceConfig(t *testing.T) {
 	}
 	if tr := p.Triggers[0]; tr.Headers["X-Api-Key"] != "dev-key" || tr.Retries != 3 || tr.Concurrency != 16 {
 		t.Fatalf("trigger read as %+v", tr)
+	}
+	if db, tr := p.Databases["app"], p.Triggers[2]; db.URL != "postgres://app@localhost:5432/app" || db.Slot != "triggerd_demo_app" ||
+		tr.Options.DB != "app" || !slices.Equal(tr.Options.ColumnList(), []string{"status", "total"}) {
+		t.Fatalf("database %+v and trigger %+v", db, tr)
 	}
 }
