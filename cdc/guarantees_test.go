@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/triggerd/triggerd/cdc"
+	"github.com/triggerd/triggerd/store/localpg"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
 
@@ -370,6 +371,22 @@ func TestStartupErrorsNameTheFix(t *testing.T) {
 			}
 		})
 	}
+	t.Run("wal_level", func(t *testing.T) {
+		pgtest.Cluster(t) // a throwaway server is at hand: start another
+		replica, err := localpg.Start(context.Background(), localpg.Options{Settings: map[string]string{"wal_level": "replica"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer replica.Close()
+		cfg := r.config("n1", `- {name: t, type: DB_INSERT, url: "{hook}", options: {col: users}}`, "")
+		db := cfg.Projects[0].Databases["app"]
+		db.URL = replica.URL("postgres")
+		cfg.Projects[0].Databases["app"] = db
+		_, err = r.start(cfg, cdc.Options{})
+		if err == nil || !strings.Contains(err.Error(), "the server's wal_level is replica, and change capture needs logical: set wal_level = logical") {
+			t.Fatalf("got %v", err)
+		}
+	})
 	t.Run("no replication", func(t *testing.T) {
 		cfg := r.config("n1", `- {name: t, type: DB_INSERT, url: "{hook}", options: {col: users}}`, "")
 		db := cfg.Projects[0].Databases["app"]
