@@ -3,12 +3,14 @@ package store_test
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/triggerd/triggerd/store"
 	"github.com/triggerd/triggerd/store/pgtest"
@@ -87,6 +89,15 @@ func TestMigrateOnceAndReady(t *testing.T) {
 	}
 	if n != 1 {
 		t.Fatalf("schema_migrations has %d rows, want 1", n)
+	}
+	// Change capture skips exactly the tables the migrations made.
+	rows, err := st.Pool().Query(ctx, `SELECT tablename::text FROM pg_tables WHERE schemaname = $1 ORDER BY 1`, schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || !slices.Equal(tables, slices.Sorted(slices.Values(store.Tables()))) {
+		t.Fatalf("the schema has tables %v, store.Tables says %v (%v)", tables, store.Tables(), err)
 	}
 }
 
