@@ -270,13 +270,8 @@ func (d *Dispatcher) submit(ctx context.Context, ev Event, w *waiter) (uuid.UUID
 	if ev.FireAt.IsZero() {
 		ev.FireAt = ev.Time
 	}
-	d.mu.Lock()
-	live := !d.stopping
-	if live {
-		d.submitting.Add(1)
-		defer d.submitting.Done()
-	}
-	d.mu.Unlock()
+	live, done := d.enter()
+	defer done()
 
 	rows := make([]store.Event, len(lanes))
 	var claimed []*job
@@ -305,6 +300,18 @@ func (d *Dispatcher) submit(ctx context.Context, ev Event, w *waiter) (uuid.UUID
 		return id, len(rows), ErrStopping
 	}
 	return id, len(rows), nil
+}
+
+// enter registers a submit that may start jobs, unless Run is stopping:
+// live says which. Call done when the submit has started its jobs.
+func (d *Dispatcher) enter() (live bool, done func()) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.stopping {
+		return false, func() {}
+	}
+	d.submitting.Add(1)
+	return true, d.submitting.Done
 }
 
 // newRow builds the staged row of ev for lane l. A row due now is claimed

@@ -28,13 +28,8 @@ type Change struct {
 // run are skipped. Rows due now are handed to their lanes in-process.
 func (d *Dispatcher) Ingest(ctx context.Context, changes []Change) error {
 	now := time.Now()
-	d.mu.Lock()
-	live := !d.stopping
-	if live {
-		d.submitting.Add(1)
-		defer d.submitting.Done()
-	}
-	d.mu.Unlock()
+	live, done := d.enter()
+	defer done()
 
 	n := 0
 	for i := range changes {
