@@ -223,13 +223,9 @@ func TestTransactions(t *testing.T) {
 	}
 	// A transaction's events are logged together: in one store transaction.
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, r.storeURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := r.connect(r.storeURL)
 	var writes int
-	err = conn.QueryRow(ctx, `SELECT count(DISTINCT created_at) FROM `+pgx.Identifier{r.storeSchema, "event_logs"}.Sanitize()+
+	err := conn.QueryRow(ctx, `SELECT count(DISTINCT created_at) FROM `+pgx.Identifier{r.storeSchema, "event_logs"}.Sanitize()+
 		` WHERE payload->>'xid' = $1`, fmt.Sprint(data(t, got[0].Data)["xid"])).Scan(&writes)
 	if err != nil || writes != 1 {
 		t.Errorf("the transaction's events were logged in %d writes (%v)", writes, err)

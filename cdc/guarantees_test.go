@@ -154,11 +154,7 @@ func (w *writer) finish(t *testing.T, r *rig) map[int64]bool {
 	close(w.stop)
 	w.wg.Wait()
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, r.src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := r.connect(r.src)
 	rows, _ := conn.Query(ctx, `SELECT id FROM items`)
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil {
@@ -242,17 +238,13 @@ func TestQuietDatabaseKeepsTheSlotMoving(t *testing.T) {
 	// The heartbeat writes a logical message to the source every period,
 	// so that even a server with no other writes has positions to confirm.
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, r.src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := r.connect(r.src)
 	if _, err := conn.Exec(ctx, `SELECT pg_create_logical_replication_slot('heartbeat_probe', 'pgoutput', true)`); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Second)
 	var beats int
-	err = conn.QueryRow(ctx, `SELECT count(*) FROM pg_logical_slot_peek_binary_changes('heartbeat_probe', NULL, NULL,
+	err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_logical_slot_peek_binary_changes('heartbeat_probe', NULL, NULL,
 		'proto_version', '1', 'publication_names', $1, 'messages', 'true')
 		WHERE position('triggerd.heartbeat'::bytea IN data) > 0`, slot).Scan(&beats)
 	if err != nil {
@@ -306,11 +298,7 @@ func TestPublicationFollowsTheConfig(t *testing.T) {
 	r := newRig(t, `CREATE TABLE users (id int PRIMARY KEY); CREATE TABLE orders (id int PRIMARY KEY); CREATE SCHEMA audit; CREATE TABLE audit.log (id int PRIMARY KEY)`)
 	published := func() string {
 		ctx := context.Background()
-		conn, err := pgx.Connect(ctx, r.src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close(ctx)
+		conn := r.connect(r.src)
 		var s string
 		if err := conn.QueryRow(ctx, `SELECT string_agg(schemaname || '.' || tablename, ',' ORDER BY schemaname, tablename) FROM pg_publication_tables WHERE pubname = $1`, slot).Scan(&s); err != nil {
 			t.Fatal(err)
@@ -408,11 +396,7 @@ func TestNothingIsConfirmedBeforeItIsLogged(t *testing.T) {
 
 	// The store refuses new events for a while.
 	ctx := context.Background()
-	store, err := pgx.Connect(ctx, r.storeURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close(ctx)
+	store := r.connect(r.storeURL)
 	logs := pgx.Identifier{r.storeSchema, "event_logs"}.Sanitize()
 	if _, err := store.Exec(ctx, `CREATE FUNCTION `+r.storeSchema+`.refuse() RETURNS trigger LANGUAGE plpgsql AS $$
 		BEGIN RAISE EXCEPTION 'the store is refusing writes'; END $$;

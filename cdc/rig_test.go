@@ -91,11 +91,12 @@ type rig struct {
 	storeURL    string
 	storeSchema string
 	hook        *receiver
+	conns       map[string]*pgx.Conn
 }
 
 // newRig creates a source database set up with setupSQL.
 func newRig(t testing.TB, setupSQL string) *rig {
-	r := &rig{t: t, src: pgtest.Database(t), hook: newReceiver(t)}
+	r := &rig{t: t, src: pgtest.Database(t), hook: newReceiver(t), conns: make(map[string]*pgx.Conn)}
 	r.storeURL, r.storeSchema = pgtest.Schema(t)
 	if setupSQL != "" {
 		r.exec(setupSQL)
@@ -103,16 +104,28 @@ func newRig(t testing.TB, setupSQL string) *rig {
 	return r
 }
 
-// exec runs SQL on the source database.
-func (r *rig) exec(sql string, args ...any) {
+// connect returns the rig's connection to url, opened on first use (and
+// again after the server restarted) and closed at cleanup; the test's
+// goroutine alone uses it.
+func (r *rig) connect(url string) *pgx.Conn {
 	r.t.Helper()
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, r.src)
+	if c := r.conns[url]; c != nil && c.Ping(ctx) == nil {
+		return c
+	}
+	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, sql, args...); err != nil {
+	r.t.Cleanup(func() { conn.Close(ctx) })
+	r.conns[url] = conn
+	return conn
+}
+
+// exec runs SQL on the source database.
+func (r *rig) exec(sql string, args ...any) {
+	r.t.Helper()
+	if _, err := r.connect(r.src).Exec(context.Background(), sql, args...); err != nil {
 		r.t.Fatalf("%s: %v", sql, err)
 	}
 }
@@ -229,12 +242,7 @@ func (r *rig) mustStart(cfg *config.Config, opts cdc.Options) *node {
 // logged counts event_logs rows by id and returns the rows' payloads.
 func (r *rig) logged(ctx context.Context) (map[string]json.RawMessage, int) {
 	r.t.Helper()
-	conn, err := pgx.Connect(ctx, r.storeURL)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, `SELECT id::text, payload::text FROM `+pgx.Identifier{r.storeSchema, "event_logs"}.Sanitize())
+	rows, err := r.connect(r.storeURL).Query(ctx, `SELECT id::text, payload::text FROM `+pgx.Identifier{r.storeSchema, "event_logs"}.Sanitize())
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -257,13 +265,7 @@ func (r *rig) logged(ctx context.Context) (map[string]json.RawMessage, int) {
 // slotLSN returns the slot's confirmed_flush_lsn and restart_lsn as numbers.
 func (r *rig) slotLSN(slot string) (confirmed, restart uint64) {
 	r.t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, r.src)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	err = conn.QueryRow(ctx, `SELECT coalesce(confirmed_flush_lsn - '0/0', 0)::bigint, coalesce(restart_lsn - '0/0', 0)::bigint
+	err := r.connect(r.src).QueryRow(context.Background(), `SELECT coalesce(confirmed_flush_lsn - '0/0', 0)::bigint, coalesce(restart_lsn - '0/0', 0)::bigint
 		FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&confirmed, &restart)
 	if err != nil {
 		r.t.Fatal(err)
@@ -274,14 +276,8 @@ func (r *rig) slotLSN(slot string) (confirmed, restart uint64) {
 // walLSN returns the server's current WAL position as a number.
 func (r *rig) walLSN() uint64 {
 	r.t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, r.src)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	defer conn.Close(ctx)
 	var lsn uint64
-	if err := conn.QueryRow(ctx, `SELECT (pg_current_wal_lsn() - '0/0')::bigint`).Scan(&lsn); err != nil {
+	if err := r.connect(r.src).QueryRow(context.Background(), `SELECT (pg_current_wal_lsn() - '0/0')::bigint`).Scan(&lsn); err != nil {
 		r.t.Fatal(err)
 	}
 	return lsn
@@ -290,17 +286,11 @@ func (r *rig) walLSN() uint64 {
 // waitStreaming waits until a node streams the slot.
 func (r *rig) waitStreaming(slot string) {
 	r.t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, r.src)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := r.connect(r.src)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		var active bool
-		err := conn.QueryRow(ctx, `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&active)
-		if err == nil && active {
+		streaming, err := cdc.Streaming(context.Background(), conn, slot)
+		if streaming {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -320,13 +310,8 @@ func (r *receiver) count() int {
 // count returns the number of event_logs rows.
 func (r *rig) count(ctx context.Context) int {
 	r.t.Helper()
-	conn, err := pgx.Connect(ctx, r.storeURL)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	defer conn.Close(ctx)
 	var n int
-	if err := conn.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{r.storeSchema, "event_logs"}.Sanitize()).Scan(&n); err != nil {
+	if err := r.connect(r.storeURL).QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{r.storeSchema, "event_logs"}.Sanitize()).Scan(&n); err != nil {
 		r.t.Fatal(err)
 	}
 	return n

@@ -65,6 +65,12 @@ func (s *Source) connect(ctx context.Context) (*pgx.Conn, error) {
 		return nil, fmt.Errorf("%s: url: %w (write it as postgres://user:password@host:5432/database)", s.where(), err)
 	}
 	cfg.RuntimeParams["application_name"] = "triggerd-cdc"
+	// This connection holds the slot's lock: if the node's host vanishes,
+	// the server must notice within seconds, not TCP's two hours, for a
+	// standby to take over. (Unix sockets ignore these.)
+	for k, v := range map[string]string{"tcp_keepalives_idle": "5", "tcp_keepalives_interval": "2", "tcp_keepalives_count": "3"} {
+		cfg.RuntimeParams[k] = v
+	}
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = 10 * time.Second
 	}
@@ -330,4 +336,23 @@ func (s *Source) prepare(ctx context.Context, conn *pgx.Conn, tables []table) er
 		return fmt.Errorf("%s: replication slot %s belongs to database %s with plugin %s, not to this database with pgoutput: set databases.%s.slot to another name", s.where(), s.db.Slot, database, plugin, s.alias)
 	}
 	return nil
+}
+
+// Querier runs a query returning one row: a *pgx.Conn or a *pgxpool.Pool.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Streaming reports whether a node streams the slot, so that every change
+// committed from now on is captured. (A slot being created shows as
+// active too, held by the session creating it: that does not count.)
+func Streaming(ctx context.Context, db Querier, slot string) (bool, error) {
+	var streaming bool
+	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots s
+		JOIN pg_stat_activity a ON a.pid = s.active_pid
+		WHERE s.slot_name = $1 AND a.backend_type = 'walsender')`, slot).Scan(&streaming)
+	if err != nil {
+		return false, fmt.Errorf("read the state of slot %s: %w", slot, err)
+	}
+	return streaming, nil
 }
