@@ -16,34 +16,56 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/triggerd/triggerd/auth"
+	"github.com/triggerd/triggerd/cdc"
 	"github.com/triggerd/triggerd/config"
 	"github.com/triggerd/triggerd/store/localpg"
 )
 
 // devConfig is the quick-start configuration; the placeholders are filled
-// with the throwaway database, the listen address, a fresh secret and the
+// with the listen address, the throwaway database (the store, and the
+// database whose signups table is captured), a fresh secret and the
 // receiver's url.
 const devConfig = `# Written by "triggerd dev"; removed when it stops.
-listen: %s
+listen: %[1]s
 node_id: dev
 store:
-  url: %s
+  url: %[2]s
 projects:
   - id: demo
     secrets:
-      - {kid: dev, alg: HS256, secret: %s}
+      - {kid: dev, alg: HS256, secret: %[3]s}
     rules:
       default: authenticated
       sent-email: allow
+    databases:
+      app:
+        url: %[2]s
     triggers:
       - name: email-sender
         type: sent-email
-        url: %s
+        url: %[4]s
         retries: 3
         retry_backoff: {initial: 1s, max: 1m}
+      - name: signup-welcome
+        type: DB_INSERT
+        url: %[4]s
+        options: {db: app, col: signups}
 `
+
+// devTable is the demo table whose inserts the dev config captures. The
+// store's tables live in their own schema of the same database and are
+// never captured.
+const devTable = `CREATE TABLE IF NOT EXISTS signups (
+	id         bigserial PRIMARY KEY,
+	email      text NOT NULL,
+	created_at timestamptz DEFAULT now()
+)`
+
+// devSlot is the replication slot of the dev config's database.
+const devSlot = "triggerd_demo_app"
 
 // devCommand is "triggerd dev": a throwaway Postgres, a demo project with
 // a receiver that prints each delivery, and a node serving them, until Ctrl-C.
@@ -61,11 +83,16 @@ func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 
 	fmt.Fprintln(stdout, "Starting a throwaway Postgres...")
-	cluster, err := localpg.Start(ctx, localpg.Options{})
+	// Change capture needs logical decoding (localpg's default too).
+	cluster, err := localpg.Start(ctx, localpg.Options{Settings: map[string]string{"wal_level": "logical"}})
 	if err != nil {
 		return fmt.Errorf("dev needs a local PostgreSQL: %w", err)
 	}
 	defer cluster.Close()
+	storeURL := cluster.URL("postgres")
+	if err := createDevTable(ctx, storeURL); err != nil {
+		return err
+	}
 
 	dir, err := os.MkdirTemp("", "triggerd-dev-")
 	if err != nil {
@@ -82,7 +109,6 @@ func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("start the demo receiver: %w", err)
 	}
 	receiverURL := "http://" + rl.Addr().String() + "/deliveries"
-	storeURL := cluster.URL("postgres")
 	path := filepath.Join(dir, "triggerd.yaml")
 	text := fmt.Sprintf(devConfig, *listen, storeURL, hex.EncodeToString(secret), receiverURL)
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
@@ -106,6 +132,14 @@ func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	return serve(ctx, cfg, log, func(addr string) {
+		// Rows inserted before the slot streams would not be captured:
+		// print the psql line once they are.
+		capture := "Insert a row into the demo table signups; the receiver gets a DB_INSERT event:"
+		if err := waitCapturing(ctx, storeURL, devSlot, 15*time.Second); ctx.Err() != nil {
+			return // stopping already
+		} else if err != nil {
+			capture = fmt.Sprintf("Change capture is not running yet (%v; see the log above).\nOnce it is, insert a row into the demo table signups; the receiver gets a DB_INSERT event:", err)
+		}
 		queue := "http://" + addr + "/v1/api/demo/event-triggers/queue"
 		fmt.Fprintf(stdout, `
 triggerd dev is running.
@@ -120,13 +154,55 @@ Queue an event, then a synchronous one that waits for the receiver's response:
 Other types need a token signed with the project's secret (rule authenticated); this one lasts a day:
   curl -s -X POST %s -H 'Authorization: Bearer %s' -d '{"type":"user-signed-up","data":{"id":7}}'
   (no trigger handles user-signed-up, so it is accepted and stored nowhere)
+%s
+  psql '%s' -c "INSERT INTO signups (email) VALUES ('ada@example.com')"
 Follow event_logs from another terminal:
   go run . tail --config %s --follow
 
 Ctrl-C stops everything and deletes the throwaway database.
 
-`, addr, receiverURL, storeURL, path, queue, queue, queue, token, path)
+`, addr, receiverURL, storeURL, path, queue, queue, queue, token, capture, storeURL, path)
 	})
+}
+
+// createDevTable creates the demo table in the dev database.
+func createDevTable(ctx context.Context, url string) error {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return fmt.Errorf("connect to the dev database: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, devTable); err != nil {
+		return fmt.Errorf("create the demo table signups: %w", err)
+	}
+	return nil
+}
+
+// waitCapturing waits until a walsender streams the slot: from then on,
+// committed rows are captured. (While the slot is being created it is
+// active too, held by the session creating it.)
+func waitCapturing(ctx context.Context, url, slot string, within time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return fmt.Errorf("connect to the dev database: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	for {
+		streaming, err := cdc.Streaming(ctx, conn, slot)
+		if err != nil {
+			return err
+		}
+		if streaming {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("slot %s not streamed within %s", slot, within)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // receiver is the dev webhook: it checks X-SC-Token, prints each delivery

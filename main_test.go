@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/triggerd/triggerd/store"
 	"github.com/triggerd/triggerd/store/pgtest"
@@ -52,6 +53,13 @@ const testSecret = "main-test-secret-0123456789abcdef"
 // triggers are YAML list items at two spaces of indent.
 func writeConfig(t *testing.T, nodeID, url, schema, triggers string) string {
 	t.Helper()
+	return writeProjectConfig(t, nodeID, url, schema, "", triggers)
+}
+
+// writeProjectConfig is writeConfig with more keys for the project "demo"
+// (such as databases:), as YAML lines at four spaces of indent.
+func writeProjectConfig(t *testing.T, nodeID, url, schema, project, triggers string) string {
+	t.Helper()
 	text := fmt.Sprintf(`listen: 127.0.0.1:0
 node_id: %s
 lease: 2s
@@ -61,8 +69,8 @@ projects:
   - id: demo
     secrets: [{kid: k1, alg: HS256, secret: %s}]
     rules: {default: allow}
-    triggers:
-%s`, nodeID, url, schema, testSecret, triggers)
+%s    triggers:
+%s`, nodeID, url, schema, testSecret, project, triggers)
 	path := filepath.Join(t.TempDir(), nodeID+".yaml")
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
@@ -500,8 +508,8 @@ func TestTailPrintsAndFollows(t *testing.T) {
 	}
 }
 
-// TestDevQuickStart runs "triggerd dev" as a newcomer would and sends the
-// event it suggests.
+// TestDevQuickStart runs "triggerd dev" as a newcomer would, sends the
+// events it suggests and inserts the row it suggests.
 func TestDevQuickStart(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var out syncBuffer
@@ -528,6 +536,32 @@ func TestDevQuickStart(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Fatalf("the suggested curl with a token got %d", resp.StatusCode)
+	}
+	// The suggested psql line inserts a row into the demo table, and the
+	// receiver prints its DB_INSERT delivery.
+	m = waitFor(t, &out, `psql '([^']+)' -c "([^"]+)"`, time.Second)
+	conn, err := pgx.Connect(ctx, m[1])
+	if err != nil {
+		t.Fatalf("the suggested psql url: %v", err)
+	}
+	var id int64
+	err = conn.QueryRow(ctx, m[2]+" RETURNING id").Scan(&id)
+	conn.Close(ctx)
+	if err != nil {
+		t.Fatalf("the suggested insert: %v", err)
+	}
+	m = waitFor(t, &out, `receiver: DB_INSERT \S+ \(X-SC-Token verified\)\n  data: (.*)\n`, 10*time.Second)
+	var change struct {
+		DB, Schema, Col string
+		Find            map[string]any
+		Doc             map[string]any
+	}
+	if err := json.Unmarshal([]byte(m[1]), &change); err != nil {
+		t.Fatalf("DB_INSERT data %s: %v", m[1], err)
+	}
+	if change.DB != "app" || change.Schema != "public" || change.Col != "signups" ||
+		change.Find["id"] != float64(id) || change.Doc["id"] != float64(id) || change.Doc["email"] != "ada@example.com" || change.Doc["created_at"] == nil {
+		t.Errorf("DB_INSERT of signups row %d printed with data %s", id, m[1])
 	}
 	dir := waitFor(t, &out, `store\s+postgres://\S+host=(%2F\S+?)&`, time.Second)[1]
 	cancel()
