@@ -1,0 +1,519 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/triggerd/triggerd/cdc"
+	"github.com/triggerd/triggerd/store/pgtest"
+)
+
+// TestChangeCaptureSurvivesSIGKILL crashes a node with SIGKILL while it logs
+// the changes of a busy table, writes more while it is dead, and restarts it:
+// every committed row must be logged in event_logs exactly once (the slot is
+// confirmed only past what is logged, and a replay is skipped) and delivered
+// at least once.
+func TestChangeCaptureSurvivesSIGKILL(t *testing.T) {
+	began := time.Now()
+	ctx := context.Background()
+	src := pgtest.Database(t)
+	storeURL, schema := pgtest.Schema(t)
+	db, err := pgxpool.New(ctx, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	if _, err := db.Exec(ctx, `CREATE TABLE items (id bigint PRIMARY KEY, note text)`); err != nil {
+		t.Fatal(err)
+	}
+	hook := newDocCounter(t)
+	const slot = "triggerd_demo_app"
+	cfg := writeProjectConfig(t, "node-1", storeURL, schema,
+		fmt.Sprintf("    databases:\n      app: {url: %q}\n", src),
+		fmt.Sprintf("      - {name: items, type: DB_INSERT, url: %q, options: {db: app, col: items}}\n", hook.URL))
+	first := startChild(t, cfg)
+	waitWalsender(t, db, slot, 30*time.Second)
+
+	// Small transactions of one to six rows in two statements, from three
+	// writers, until stop; committed holds the rows of those that committed.
+	var committed ledger
+	stop := make(chan struct{})
+	var writers sync.WaitGroup
+	for w := range 3 {
+		writers.Go(func() {
+			next := int64(w+1) * 100_000_000
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				n := int64(1 + i%6)
+				err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+					const ins = `INSERT INTO items SELECT g, 'small' FROM generate_series($1::bigint, $2::bigint) g`
+					if _, err := tx.Exec(ctx, ins, next, next+n/2-1); err != nil {
+						return err
+					}
+					_, err := tx.Exec(ctx, ins, next+n/2, next+n-1)
+					return err
+				})
+				if err != nil {
+					t.Errorf("writer %d: %v", w, err)
+					return
+				}
+				committed.add(next, n)
+				next += n
+				time.Sleep(3 * time.Millisecond)
+			}
+		})
+	}
+	stopWriters := sync.OnceFunc(func() { close(stop); writers.Wait() })
+	defer stopWriters()
+
+	st, err := pgx.Connect(ctx, storeURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close(ctx)
+	eventLogs := pgx.Identifier{schema, "event_logs"}.Sanitize()
+	countDocs := func(lo, hi int64) int {
+		t.Helper()
+		var n int
+		err := st.QueryRow(ctx, `SELECT count(*) FROM `+eventLogs+` WHERE (payload->'doc'->>'id')::bigint BETWEEN $1 AND $2`, lo, hi).Scan(&n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	// Crash one: mid-transaction. A large transaction is logged in several
+	// writes and confirmed after the last; crash once some but not all of
+	// it is logged, so that the successor replays logged changes. Should
+	// the node log one whole between two looks, commit another.
+	time.Sleep(300 * time.Millisecond)
+	const bigN = 20_000
+	var bigLo int64
+	bigs := 0
+	for round := 0; ; round++ {
+		bigLo = 1_000_000_000 + int64(round)*1_000_000
+		if _, err := db.Exec(ctx, `INSERT INTO items SELECT g, 'big' FROM generate_series($1::bigint, $2::bigint) g`, bigLo, bigLo+bigN-1); err != nil {
+			t.Fatal(err)
+		}
+		committed.add(bigLo, bigN)
+		bigs++
+		deadline := time.Now().Add(20 * time.Second)
+		n := 0
+		for n == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("none of the large transaction's %d rows was logged within 20s", bigN)
+			}
+			time.Sleep(2 * time.Millisecond)
+			n = countDocs(bigLo, bigLo+bigN-1)
+		}
+		if n < bigN {
+			break
+		}
+		if round == 2 {
+			t.Fatalf("the node logged three large transactions whole between two looks: no crash mid-transaction")
+		}
+		t.Logf("large transaction %d was logged whole between two looks; committing another", round+1)
+	}
+	killAndCheck(t, first, db, nil)
+	t.Logf("crash one, %s after start: %d of the large transaction's %d rows logged, %d rows logged in all, %d committed",
+		time.Since(began).Round(time.Millisecond), countDocs(bigLo, bigLo+bigN-1), bigN, countDocs(0, 1<<62), committed.len())
+
+	// Write on while no node runs; restart, and let it catch up with what
+	// was committed meanwhile, so that it logs small transactions as they
+	// commit.
+	time.Sleep(time.Second)
+	second := startChild(t, cfg)
+	waitWalsender(t, db, slot, 30*time.Second)
+	for backlog, deadline := committed.len(), time.Now().Add(20*time.Second); countDocs(0, 1<<62) < backlog; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the restarted node did not log the %d rows committed before it started within 20s", backlog)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+
+	// Crash two: mid-write. Hold event_logs so that no write commits, wait
+	// until a write waits on it and the node has since told the server its
+	// position, crash, and end the waiting write (which, sent whole, would
+	// otherwise commit once the table is free): a node that confirmed
+	// changes before logging them loses them here.
+	holder, err := pgx.Connect(ctx, storeURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close(ctx)
+	lock, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Rollback(ctx)
+	if _, err := lock.Exec(ctx, `LOCK TABLE `+eventLogs+` IN SHARE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	var blocked time.Time
+	for deadline := time.Now().Add(10 * time.Second); blocked.IsZero(); time.Sleep(5 * time.Millisecond) {
+		err := st.QueryRow(ctx, `SELECT now() FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+			WHERE l.relation = $1::regclass AND NOT l.granted AND a.application_name = 'triggerd' LIMIT 1`, eventLogs).Scan(&blocked)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no write of the node waits on event_logs within 10s of locking it")
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var told bool
+		err := st.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_replication
+			WHERE application_name = 'triggerd-cdc' AND reply_time > $1::timestamptz + interval '300 ms')`, blocked).Scan(&told)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if told {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the node sent the server no status within 10s while its writes waited")
+		}
+	}
+	loggedAll := countDocs(0, 1<<62)
+	killAndCheck(t, second, db, func() {
+		var ended int
+		err := st.QueryRow(ctx, `SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+			WHERE l.relation = $1::regclass AND NOT l.granted AND a.application_name = 'triggerd'`, eventLogs).Scan(&ended)
+		if err != nil || ended == 0 {
+			t.Fatalf("end the killed node's waiting write: %d ended, %v", ended, err)
+		}
+		if err := lock.Rollback(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Logf("crash two, %s after start: %d rows logged, %d committed",
+		time.Since(began).Round(time.Millisecond), loggedAll, committed.len())
+
+	// Write on while no node runs; restart, write on through the takeover.
+	time.Sleep(time.Second)
+	startChild(t, cfg)
+	waitWalsender(t, db, slot, 30*time.Second)
+	time.Sleep(500 * time.Millisecond)
+	stopWriters()
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	// The table is the truth; the ledger must agree with it.
+	var rows []int64
+	if err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		r, err := tx.Query(ctx, `SELECT id FROM items ORDER BY id`)
+		if err != nil {
+			return err
+		}
+		rows, err = pgx.CollectRows(r, pgx.RowTo[int64])
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if want := committed.sorted(); !slices.Equal(rows, want) {
+		t.Fatalf("the table holds %d rows, but %d were committed", len(rows), len(want))
+	}
+
+	// Wait until every row is logged and delivered, or time runs out.
+	type logged struct{ rows, unfinished int }
+	var byDoc map[int64]logged
+	var nulls int
+	var delivered map[int64]int
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		byDoc, nulls = make(map[int64]logged), 0
+		r, err := st.Query(ctx, `SELECT (payload->'doc'->>'id')::bigint, count(*), count(*) FILTER (WHERE status <> 'processed')
+			FROM `+eventLogs+` GROUP BY 1`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc *int64
+		var n, unfinished int
+		_, err = pgx.ForEachRow(r, []any{&doc, &n, &unfinished}, func() error {
+			if doc == nil {
+				nulls += n
+			} else {
+				byDoc[*doc] = logged{n, unfinished}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		delivered = hook.byDocCopy()
+		done := len(byDoc) >= len(rows)
+		for _, id := range rows {
+			done = done && byDoc[id].rows > 0 && byDoc[id].unfinished == 0 && delivered[id] > 0
+		}
+		if done || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	var missing, twice, unfinished, undelivered []int64
+	inTable := make(map[int64]bool, len(rows))
+	for _, id := range rows {
+		inTable[id] = true
+		l := byDoc[id]
+		switch {
+		case l.rows == 0:
+			missing = append(missing, id)
+		case l.rows > 1:
+			twice = append(twice, id)
+		}
+		if l.unfinished > 0 {
+			unfinished = append(unfinished, id)
+		}
+		if l.rows > 0 && delivered[id] == 0 {
+			undelivered = append(undelivered, id)
+		}
+	}
+	var extra []int64
+	for id := range byDoc {
+		if !inTable[id] {
+			extra = append(extra, id)
+		}
+	}
+	for id := range delivered {
+		if !inTable[id] {
+			extra = append(extra, id)
+		}
+	}
+	report := func(what string, ids []int64) {
+		if len(ids) > 0 {
+			slices.Sort(ids)
+			t.Errorf("%d committed rows %s, such as %v", len(ids), what, ids[:min(len(ids), 10)])
+		}
+	}
+	report("are missing from event_logs", missing)
+	report("are logged more than once", twice)
+	report("are logged but not processed", unfinished)
+	report("are logged and processed but never delivered", undelivered)
+	if nulls > 0 {
+		t.Errorf("%d event_logs rows have no doc.id", nulls)
+	}
+	if len(extra) > 0 {
+		t.Errorf("%d rows logged or delivered that no committed transaction wrote, such as %v", len(extra), extra[:min(len(extra), 10)])
+	}
+	if bad := hook.badCount(); bad > 0 {
+		t.Errorf("the receiver got %d deliveries it could not read", bad)
+	}
+	again := 0
+	for _, n := range delivered {
+		if n > 1 {
+			again++
+		}
+	}
+	t.Logf("%d rows committed (%d in large transactions); %d delivered more than once (in flight at a crash); took %s",
+		len(rows), bigN*bigs, again, time.Since(began).Round(time.Millisecond))
+}
+
+// killAndCheck crashes a node with SIGKILL and checks that nothing of it is
+// left: no process, and none of its Postgres sessions, which would keep
+// the slot from its successor. afterKill, when set, runs between the kill
+// and the look at the sessions.
+func killAndCheck(t *testing.T, c *child, db *pgxpool.Pool, afterKill func()) {
+	t.Helper()
+	before := triggerdBackends(t, db)
+	capturing := 0
+	for _, b := range before {
+		if b.app == "triggerd-cdc" {
+			capturing++
+		}
+	}
+	if capturing < 2 {
+		t.Errorf("the node had %d Postgres sessions for change capture before the kill (%v), want its lock holder and its walsender", capturing, before)
+	}
+	family := append(descendants(c.cmd.Process.Pid), c.cmd.Process.Pid)
+	c.kill(t)
+	if afterKill != nil {
+		afterKill()
+	}
+	for _, pid := range family {
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("process %d of the killed node is still there (kill: %v)", pid, err)
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		left := slices.DeleteFunc(triggerdBackends(t, db), func(b backend) bool { return !slices.Contains(before, b) })
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Postgres sessions %v of the killed node still there 10s after the kill", left)
+		}
+	}
+}
+
+// ledger records the ids of the rows whose transactions committed.
+type ledger struct {
+	mu  sync.Mutex
+	ids []int64
+}
+
+// add records the rows lo to lo+n-1.
+func (l *ledger) add(lo, n int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for id := lo; id < lo+n; id++ {
+		l.ids = append(l.ids, id)
+	}
+}
+
+func (l *ledger) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.ids)
+}
+
+// sorted returns the recorded ids in order.
+func (l *ledger) sorted() []int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Sorted(slices.Values(l.ids))
+}
+
+// docCounter is a webhook counting DB_INSERT deliveries by the row's id
+// (the CloudEvent's data.doc.id).
+type docCounter struct {
+	*httptest.Server
+	mu    sync.Mutex
+	byDoc map[int64]int
+	bad   int
+}
+
+func newDocCounter(t *testing.T) *docCounter {
+	c := &docCounter{byDoc: map[int64]int{}}
+	c.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var ev struct {
+			Type string `json:"type"`
+			Data struct {
+				Doc struct {
+					ID *int64 `json:"id"`
+				} `json:"doc"`
+			} `json:"data"`
+		}
+		err := json.NewDecoder(r.Body).Decode(&ev)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if err != nil || ev.Type != "DB_INSERT" || ev.Data.Doc.ID == nil {
+			c.bad++
+			return
+		}
+		c.byDoc[*ev.Data.Doc.ID]++
+	}))
+	t.Cleanup(c.Close)
+	return c
+}
+
+func (c *docCounter) byDocCopy() map[int64]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[int64]int, len(c.byDoc))
+	for k, v := range c.byDoc {
+		out[k] = v
+	}
+	return out
+}
+
+func (c *docCounter) badCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bad
+}
+
+// waitWalsender waits until a walsender streams the slot.
+func waitWalsender(t *testing.T, db *pgxpool.Pool, slot string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		streaming, err := cdc.Streaming(context.Background(), db, slot)
+		if streaming {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no walsender streams slot %s within %s (%v)", slot, within, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// backend is a Postgres session.
+type backend struct {
+	pid int
+	app string
+}
+
+// triggerdBackends lists the Postgres sessions of triggerd nodes: their
+// store pools and their change capture.
+func triggerdBackends(t *testing.T, db *pgxpool.Pool) []backend {
+	t.Helper()
+	r, err := db.Query(context.Background(), `SELECT pid, application_name FROM pg_stat_activity
+		WHERE application_name IN ('triggerd', 'triggerd-cdc') ORDER BY pid`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []backend
+	var b backend
+	_, err = pgx.ForEachRow(r, []any{&b.pid, &b.app}, func() error {
+		out = append(out, b)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// descendants lists the processes descending from pid, from /proc.
+func descendants(pid int) []int {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	children := make(map[int][]int)
+	for _, path := range stats {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) < 2 {
+			continue
+		}
+		self, _ := strconv.Atoi(strings.Fields(s)[0])
+		parent, _ := strconv.Atoi(f[1])
+		children[parent] = append(children[parent], self)
+	}
+	var out []int
+	for queue := children[pid]; len(queue) > 0; queue = queue[1:] {
+		out = append(out, queue[0])
+		queue = append(queue, children[queue[0]]...)
+	}
+	return out
+}
