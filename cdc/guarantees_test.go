@@ -422,3 +422,33 @@ func TestNothingIsConfirmedBeforeItIsLogged(t *testing.T) {
 		t.Errorf("the slot stayed at %X once the changes were logged", confirmed)
 	}
 }
+
+func TestRunsAsAReplicationRoleThatIsNotSuperuser(t *testing.T) {
+	r := newRig(t, `DO $$ BEGIN CREATE ROLE capture LOGIN REPLICATION; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+		CREATE TABLE users (id int PRIMARY KEY, name text);
+		ALTER TABLE users OWNER TO capture`)
+	r.exec(`GRANT CREATE ON DATABASE ` + pgx.Identifier{strings.TrimPrefix(r.connect(r.src).Config().Database, "/")}.Sanitize() + ` TO capture`)
+	cfg := r.config("n1", `
+- {name: ins, type: DB_INSERT, url: "{hook}", options: {col: users}}
+- {name: upd, type: DB_UPDATE, url: "{hook}", options: {col: users}}`, ", heartbeat: 100ms")
+	db := cfg.Projects[0].Databases["app"]
+	db.URL = strings.Replace(db.URL, "postgres@", "capture@", 1)
+	cfg.Projects[0].Databases["app"] = db
+	r.mustStart(cfg, cdc.Options{})
+	r.waitStreaming(slot)
+	sessions := func() (pids string) {
+		err := r.connect(r.src).QueryRow(context.Background(),
+			`SELECT coalesce(string_agg(pid::text, ',' ORDER BY pid), 'none') FROM pg_stat_activity WHERE usename = 'capture'`).Scan(&pids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pids
+	}
+	first := sessions()
+	r.exec(`INSERT INTO users VALUES (1, 'a'); UPDATE users SET name = 'b'`)
+	r.hook.wait(t, 2, 10*time.Second)
+	time.Sleep(500 * time.Millisecond) // heartbeats, which must not fail
+	if last := sessions(); last != first || strings.Count(first, ",") != 1 {
+		t.Errorf("the capture role's sessions went from %s to %s: want the same lock holder and walsender throughout", first, last)
+	}
+}
