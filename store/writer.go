@@ -160,7 +160,7 @@ SET status = u.status, attempts = u.attempts, due_at = u.due_at, claimed_by = u.
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::timestamptz[], $6::text[],
             $7::text[], $8::text[])
      AS u(id, node, status, attempts, due_at, claimed_by, remark, response)
-WHERE e.id = u.id AND e.claimed_by = u.node AND e.status = 'staged'
+WHERE e.id = u.id AND e.claimed_by = u.node AND e.status || '' = 'staged' -- see renewSQL
 RETURNING e.id`
 
 const insertInvocationsSQL = `
