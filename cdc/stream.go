@@ -281,7 +281,7 @@ type consumer struct {
 	tx      *txn // the transaction being received; nil between transactions
 	pos     int  // the next change's position in tx
 	pending []dispatch.Change
-	ended   pglogrepl.LSN // end of the last transaction received whole
+	ended   pglogrepl.LSN // every change before it has been received
 }
 
 // run consumes items until ctx ends or a write fails.
@@ -304,7 +304,7 @@ func (c *consumer) handle(ctx context.Context, it item, idle bool) error {
 	switch m := it.msg.(type) {
 	case nil: // keepalive: everything before it.lsn has been sent
 		if c.tx == nil {
-			return c.flush(ctx, max(c.ended, it.lsn))
+			return c.reached(ctx, it.lsn, idle)
 		}
 	case *pglogrepl.RelationMessage:
 		pk, err := c.primaryKey(ctx, m.RelationID)
@@ -325,14 +325,22 @@ func (c *consumer) handle(ctx context.Context, it item, idle bool) error {
 			oldRow: m.OldTuple, oldFull: m.OldTupleType == pglogrepl.DeleteMessageTupleTypeOld})
 	case *pglogrepl.CommitMessage:
 		c.tx = nil
-		c.ended = m.TransactionEndLSN
-		if idle || len(c.pending) >= c.s.opts.Batch {
-			return c.flush(ctx, c.ended)
-		}
+		return c.reached(ctx, m.TransactionEndLSN, idle)
 	case *pglogrepl.LogicalDecodingMessage:
 		if !m.Transactional && c.tx == nil {
-			return c.flush(ctx, max(c.ended, m.LSN))
+			return c.reached(ctx, m.LSN, idle)
 		}
+	}
+	return nil
+}
+
+// reached notes that every change before lsn has been received, and logs
+// what is pending when nothing else is waiting or the batch is full: so a
+// backlog of small transactions and keepalives is logged in few writes.
+func (c *consumer) reached(ctx context.Context, lsn pglogrepl.LSN, idle bool) error {
+	c.ended = max(c.ended, lsn)
+	if idle || len(c.pending) >= c.s.opts.Batch {
+		return c.flush(ctx, c.ended)
 	}
 	return nil
 }
