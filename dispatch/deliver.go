@@ -28,39 +28,34 @@ const (
 	errorBodyLimit = 200
 )
 
-// cloudEvent is the structured-mode CloudEvents 1.0 body of a delivery.
-type cloudEvent struct {
-	SpecVersion     string          `json:"specversion"`
-	ID              string          `json:"id"`
-	Type            string          `json:"type"`
-	Source          string          `json:"source"`
-	Time            string          `json:"time"`
-	DataContentType string          `json:"datacontenttype"`
-	Data            json.RawMessage `json:"data"`
-}
-
-// encodeEvent renders a row as its CloudEvent.
+// encodeEvent renders a row as its structured-mode CloudEvents 1.0 body.
+// It is written by hand: the data is JSON already (the store's json column
+// checked it), and re-encoding it cost a tenth of a delivery's CPU.
 func encodeEvent(r *store.Event, source string) ([]byte, error) {
 	data := r.Payload
-	if data == nil {
+	if len(data) == 0 {
 		data = json.RawMessage("null")
 	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	err := enc.Encode(cloudEvent{
-		SpecVersion:     "1.0",
-		ID:              r.ID.String(),
-		Type:            r.Type,
-		Source:          source,
-		Time:            r.EventTime.UTC().Format(time.RFC3339Nano),
-		DataContentType: "application/json",
-		Data:            data,
-	})
+	typ, err := json.Marshal(r.Type)
 	if err != nil {
 		return nil, fmt.Errorf("encode CloudEvent %s: %w", r.ID, err)
 	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+	src, err := json.Marshal(source)
+	if err != nil {
+		return nil, fmt.Errorf("encode CloudEvent %s: %w", r.ID, err)
+	}
+	b := make([]byte, 0, len(data)+len(typ)+len(src)+160)
+	b = append(b, `{"specversion":"1.0","id":"`...)
+	b = append(b, r.ID.String()...)
+	b = append(b, `","type":`...)
+	b = append(b, typ...)
+	b = append(b, `,"source":`...)
+	b = append(b, src...)
+	b = append(b, `,"time":"`...)
+	b = r.EventTime.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","datacontenttype":"application/json","data":`...)
+	b = append(b, data...)
+	return append(b, '}'), nil
 }
 
 // attemptResult is what one POST to a webhook came to.
