@@ -95,7 +95,9 @@ func (s *Store) NextDue(ctx context.Context, project, trigger string) (time.Dura
 // Updates of rows by id test status with "status || ''": written plainly,
 // the test matches the predicate of event_logs_due, and with statistics
 // taken while few rows were staged the planner walks every staged row
-// through that index instead of looking each id up by primary key.
+// through that index instead of looking each id up by primary key. They
+// also run after customPlanSQL, so that no generic plan made while the
+// table was small (a sequential scan) is reused as it grows.
 
 const renewSQL = `
 UPDATE event_logs SET due_at = now() + $3::interval
@@ -111,12 +113,15 @@ WHERE e.id = r.id AND e.claimed_by = $1 AND e.status || '' = 'staged'`
 // returns the ids it still held; the others were lost (to another node, or
 // because they are no longer staged).
 func (s *Store) Renew(ctx context.Context, node string, ids []uuid.UUID, lease time.Duration) (map[uuid.UUID]bool, error) {
-	rows, err := s.pool.Query(ctx, renewSQL, node, ids, lease)
-	if err != nil {
-		return nil, fmt.Errorf("renew %d leases: %w", len(ids), err)
-	}
-	held, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
-	if err != nil {
+	b := &pgx.Batch{}
+	b.Queue(customPlanSQL)
+	var held []uuid.UUID
+	b.Queue(renewSQL, node, ids, lease).Query(func(rows pgx.Rows) error {
+		var err error
+		held, err = pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+		return err
+	})
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
 		return nil, fmt.Errorf("renew %d leases: %w", len(ids), err)
 	}
 	out := make(map[uuid.UUID]bool, len(held))
@@ -135,8 +140,10 @@ func (s *Store) Release(ctx context.Context, node string, ids []uuid.UUID, due [
 			dues[i] = timeOrNull(due[i])
 		}
 	}
-	_, err := s.pool.Exec(ctx, releaseSQL, node, ids, dues)
-	if err != nil {
+	b := &pgx.Batch{}
+	b.Queue(customPlanSQL)
+	b.Queue(releaseSQL, node, ids, dues)
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("release %d rows: %w", len(ids), err)
 	}
 	return nil

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
@@ -64,9 +65,9 @@ func TestClaimUsesTheDueIndex(t *testing.T) {
 }
 
 // TestUpdatesByIDUseThePrimaryKey checks that outcomes, renewals and
-// releases look their rows up by primary key, even in the generic plans
-// that cached statements end up with, and with statistics taken before
-// many rows were staged.
+// releases look their rows up by primary key: with statistics taken before
+// many rows were staged, and when a generic plan was cached while the
+// table was small.
 func TestUpdatesByIDUseThePrimaryKey(t *testing.T) {
 	url, schema := pgtest.Schema(t)
 	ctx := context.Background()
@@ -83,38 +84,67 @@ func TestUpdatesByIDUseThePrimaryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Release()
-	_, err = conn.Exec(ctx, `
-		INSERT INTO event_logs (id, batch_id, project, trigger_name, type, event_time, fire_at, status)
-		SELECT gen_random_uuid(), gen_random_uuid(), 'p', 't', 'x', now(), now(), 'processed' FROM generate_series(1, 60000);
-		ANALYZE event_logs;
-		INSERT INTO event_logs (id, batch_id, project, trigger_name, type, event_time, fire_at, due_at, claimed_by)
-		SELECT gen_random_uuid(), gen_random_uuid(), 'p', 't', 'x', now(), now(), now() + interval '1 hour', 'n' FROM generate_series(1, 20000);
-		SET plan_cache_mode = force_generic_plan`)
-	if err != nil {
-		t.Fatal(err)
+	exec := func(sql string) {
+		t.Helper()
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
 	}
-	for name, c := range map[string]struct{ sql, args string }{
+	statements := map[string]struct{ sql, args string }{
 		"outcomes": {applyOutcomesSQL, `'{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}'`},
 		"renew":    {renewSQL, `'n', '{}', '10 seconds'`},
 		"release":  {releaseSQL, `'n', '{}', '{}'`},
-	} {
-		stmt := "by_id_" + strings.Fields(name)[0]
-		if _, err := conn.Exec(ctx, "PREPARE "+stmt+" AS "+c.sql); err != nil {
-			t.Fatal(err)
-		}
-		rows, err := conn.Query(ctx, "EXPLAIN (FORMAT JSON) EXECUTE "+stmt+"("+c.args+")")
-		if err != nil {
-			t.Fatal(err)
-		}
-		plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			t.Fatal(err)
-		}
-		text := strings.Join(plan, "\n")
-		if !strings.Contains(text, `"Index Name": "event_logs_pkey"`) || strings.Contains(text, "event_logs_due") {
-			t.Errorf("%s does not look rows up by primary key:\n%s", name, text)
+	}
+	check := func(when, prefix string) {
+		t.Helper()
+		for name, c := range statements {
+			var plan []string
+			err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(ctx, prefix); err != nil {
+					return err
+				}
+				rows, err := tx.Query(ctx, "EXPLAIN (FORMAT JSON) EXECUTE by_id_"+name+"("+c.args+")")
+				if err != nil {
+					return err
+				}
+				plan, err = pgx.CollectRows(rows, pgx.RowTo[string])
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			text := strings.Join(plan, "\n")
+			if !strings.Contains(text, `"Index Name": "event_logs_pkey"`) || strings.Contains(text, "event_logs_due") {
+				t.Errorf("%s: %s does not look rows up by primary key:\n%s", when, name, text)
+			}
 		}
 	}
+	insert := func(n int, status string) {
+		exec(fmt.Sprintf(`INSERT INTO event_logs (id, batch_id, project, trigger_name, type, event_time, fire_at, status, due_at, claimed_by)
+			SELECT gen_random_uuid(), gen_random_uuid(), 'p', 't', 'x', now(), now(), '%[1]s',
+			       CASE '%[1]s' WHEN 'staged' THEN now() + interval '1 hour' END, CASE '%[1]s' WHEN 'staged' THEN 'n' END
+			FROM generate_series(1, %[2]d)`, status, n))
+	}
+
+	// The generic plans Postgres caches are made while the table is small,
+	// and outlive its growth (inserts do not invalidate them).
+	insert(50, "staged")
+	exec("SET plan_cache_mode = force_generic_plan")
+	for name, c := range statements {
+		exec("PREPARE by_id_" + name + " AS " + c.sql)
+		exec("EXPLAIN EXECUTE by_id_" + name + "(" + c.args + ")")
+	}
+	insert(20000, "staged")
+	check("a generic plan cached while the table was small", customPlanSQL)
+
+	// A long history, analyzed, then many rows staged since: even a plan
+	// made now must not take event_logs_due for the rows' status.
+	exec("UPDATE event_logs SET status = 'processed', due_at = NULL, claimed_by = NULL")
+	insert(60000, "processed")
+	exec("ANALYZE event_logs")
+	insert(20000, "staged")
+	exec("DISCARD PLANS")
+	check("statistics from before the rows were staged", "SELECT 1")
 }
 
 // maxRows is the largest "Actual Rows" of a JSON plan.

@@ -70,10 +70,6 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	pc.MaxConns = opts.MaxConns
 	pc.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{opts.Schema}.Sanitize()
-	// Statements are prepared and cached per connection. A generic plan made
-	// while event_logs was small (a sequential scan) would stay cached as the
-	// table grows; planning each execution costs less than that risk.
-	pc.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
 	if pc.ConnConfig.RuntimeParams["application_name"] == "" {
 		pc.ConnConfig.RuntimeParams["application_name"] = "triggerd"
 	}
