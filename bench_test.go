@@ -1,25 +1,21 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/triggerd/triggerd/cdc"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
 
@@ -49,7 +45,18 @@ func BenchmarkMillionRowTxnRSS(b *testing.B) {
 	ctx := context.Background()
 	src := pgtest.Database(b)
 	storeURL, schema := pgtest.Schema(b)
-	rssExec(b, src, `CREATE TABLE orders (
+	srcConn, err := pgx.Connect(ctx, src)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srcConn.Close(ctx)
+	rssExec := func(sql string, args ...any) {
+		b.Helper()
+		if _, err := srcConn.Exec(ctx, sql, args...); err != nil {
+			b.Fatalf("%s: %v", sql, err)
+		}
+	}
+	rssExec(`CREATE TABLE orders (
 		id bigint PRIMARY KEY,
 		customer text NOT NULL,
 		amount numeric(10,2) NOT NULL,
@@ -62,29 +69,20 @@ func BenchmarkMillionRowTxnRSS(b *testing.B) {
 	}))
 	b.Cleanup(hook.Close)
 
-	cfg := filepath.Join(b.TempDir(), "rss.yaml")
-	text := fmt.Sprintf(`listen: 127.0.0.1:0
-node_id: rss
-shutdown_grace: 5s
-store: {url: %q, schema: %s}
-projects:
-  - id: demo
-    secrets: [{kid: k1, alg: HS256, secret: rss-bench-secret-0123456789abcdef}]
-    databases:
-      app: {url: %q}
-    triggers:
-      - {name: ins, type: DB_INSERT, url: %q, concurrency: 64, options: {col: orders}}
-`, storeURL, schema, src, hook.URL)
-	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	node := rssStartChild(b, cfg)
-	rssWaitStreaming(b, src, "triggerd_demo_app")
+	cfg := writeProjectConfig(b, "rss", storeURL, schema, fmt.Sprintf("    databases: {app: {url: %q}}\n", src),
+		fmt.Sprintf("      - {name: ins, type: DB_INSERT, url: %q, concurrency: 64, options: {col: orders}}\n", hook.URL))
+	node := startChild(b, cfg)
+	pid := node.cmd.Process.Pid
+	rssWait(b, "the slot streamed", 30*time.Second, func() bool {
+		streaming, err := cdc.Streaming(ctx, srcConn, "triggerd_demo_app")
+		time.Sleep(20 * time.Millisecond)
+		return err == nil && streaming
+	})
 
 	// Warm up, so that the idle figure includes the connections and caches.
-	rssExec(b, src, fmt.Sprintf(`INSERT INTO orders (id, customer, amount) SELECT -g, 'warm', 0 FROM generate_series(1, %d) g`, warm))
+	rssExec(fmt.Sprintf(`INSERT INTO orders (id, customer, amount) SELECT -g, 'warm', 0 FROM generate_series(1, %d) g`, warm))
 	rssWait(b, "warm-up deliveries", time.Minute, func() bool { return delivered.Load() >= warm })
-	idle := rssStatus(b, node.pid(), "VmRSS")
+	idle := rssStatus(b, pid, "VmRSS")
 
 	storeConn, err := pgx.Connect(ctx, storeURL)
 	if err != nil {
@@ -94,12 +92,12 @@ projects:
 	logs := pgx.Identifier{schema, "event_logs"}.Sanitize()
 
 	var loggedIn, deliveredIn time.Duration
-	cpu0 := rssCPU(b, node.pid())
+	cpu0 := rssCPU(b, pid)
 	b.ResetTimer()
 	for i := range b.N {
 		want := int64(warm + (i+1)*rows)
 		began := time.Now()
-		rssExec(b, src, `INSERT INTO orders (id, customer, amount)
+		rssExec(`INSERT INTO orders (id, customer, amount)
 			SELECT g, 'customer-' || g, (g % 100000) / 100.0 FROM generate_series($1::bigint, $2::bigint) g`,
 			int64(i*rows+1), int64((i+1)*rows))
 		committed := time.Now()
@@ -116,7 +114,7 @@ projects:
 		})
 		loggedIn += time.Since(committed)
 		b.Logf("all logged %s after the commit; peak RSS so far %.1f MB", time.Since(committed).Round(time.Second),
-			float64(rssStatus(b, node.pid(), "VmHWM"))/1024)
+			float64(rssStatus(b, pid, "VmHWM"))/1024)
 		progress := time.Now()
 		rssWait(b, "deliveries", 60*time.Minute, func() bool {
 			if delivered.Load() >= want {
@@ -126,7 +124,7 @@ projects:
 				progress = time.Now()
 				fmt.Fprintf(os.Stderr, "%s after the commit: %d of %d delivered, RSS %.1f MB, peak %.1f MB\n",
 					time.Since(committed).Round(time.Second), delivered.Load(), want,
-					float64(rssStatus(b, node.pid(), "VmRSS"))/1024, float64(rssStatus(b, node.pid(), "VmHWM"))/1024)
+					float64(rssStatus(b, pid, "VmRSS"))/1024, float64(rssStatus(b, pid, "VmHWM"))/1024)
 			}
 			time.Sleep(50 * time.Millisecond)
 			return false
@@ -134,116 +132,13 @@ projects:
 		deliveredIn += time.Since(committed)
 	}
 	b.StopTimer()
-	peak := rssStatus(b, node.pid(), "VmHWM")
+	peak := rssStatus(b, pid, "VmHWM")
 	b.ReportMetric(float64(peak)/1024, "peak-RSS-MB")
 	b.ReportMetric(float64(idle)/1024, "idle-RSS-MB")
 	b.ReportMetric(loggedIn.Seconds()/float64(b.N), "logged-s")
 	b.ReportMetric(deliveredIn.Seconds()/float64(b.N), "delivered-s")
 	b.ReportMetric(float64(rows*b.N)/deliveredIn.Seconds(), "events/s")
-	b.ReportMetric((rssCPU(b, node.pid())-cpu0)/float64(b.N), "child-cpu-s")
-}
-
-// rssChild is triggerd running as a separate process.
-type rssChild struct {
-	cmd    *exec.Cmd
-	exited chan struct{}
-	mu     sync.Mutex
-	tail   []string // the last lines of its log
-}
-
-func (c *rssChild) pid() int { return c.cmd.Process.Pid }
-
-func (c *rssChild) log() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return strings.Join(c.tail, "\n")
-}
-
-// rssStartChild runs "triggerd serve --config config" and waits until it
-// serves; it is killed at cleanup.
-func rssStartChild(b *testing.B, config string) *rssChild {
-	b.Helper()
-	args, _ := json.Marshal([]string{"serve", "--config", config, "--log-format", "json"})
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"=1", childArgsEnv+"="+string(args))
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	c := &rssChild{cmd: cmd, exited: make(chan struct{})}
-	serving := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		once := sync.Once{}
-		for sc.Scan() {
-			line := sc.Text()
-			c.mu.Lock()
-			c.tail = append(c.tail, line)
-			if len(c.tail) > 200 {
-				c.tail = c.tail[1:]
-			}
-			c.mu.Unlock()
-			if strings.Contains(line, `"triggerd is serving"`) {
-				once.Do(func() { close(serving) })
-			}
-		}
-		cmd.Wait()
-		close(c.exited)
-	}()
-	b.Cleanup(func() {
-		c.cmd.Process.Kill()
-		<-c.exited
-		if b.Failed() {
-			b.Logf("log of triggerd (last lines):\n%s", c.log())
-		}
-	})
-	select {
-	case <-serving:
-		return c
-	case <-c.exited:
-		b.Fatalf("triggerd exited before serving:\n%s", c.log())
-	case <-time.After(30 * time.Second):
-		b.Fatalf("triggerd did not start serving:\n%s", c.log())
-	}
-	return nil
-}
-
-// rssExec runs one statement on a short-lived connection.
-func rssExec(b *testing.B, url, sql string, args ...any) {
-	b.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, sql, args...); err != nil {
-		b.Fatalf("%s: %v", sql, err)
-	}
-}
-
-// rssWaitStreaming waits until a node streams the slot.
-func rssWaitStreaming(b *testing.B, url, slot string) {
-	b.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	rssWait(b, "slot "+slot+" streamed", 30*time.Second, func() bool {
-		var active bool
-		err := conn.QueryRow(ctx, `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&active)
-		if err != nil || !active {
-			time.Sleep(20 * time.Millisecond)
-			return false
-		}
-		return true
-	})
+	b.ReportMetric((rssCPU(b, pid)-cpu0)/float64(b.N), "child-cpu-s")
 }
 
 // rssWait calls done until it reports true, failing after within.

@@ -51,14 +51,14 @@ const testSecret = "main-test-secret-0123456789abcdef"
 
 // writeConfig writes a config for a store schema and returns its path.
 // triggers are YAML list items at two spaces of indent.
-func writeConfig(t *testing.T, nodeID, url, schema, triggers string) string {
+func writeConfig(t testing.TB, nodeID, url, schema, triggers string) string {
 	t.Helper()
 	return writeProjectConfig(t, nodeID, url, schema, "", triggers)
 }
 
 // writeProjectConfig is writeConfig with more keys for the project "demo"
 // (such as databases:), as YAML lines at four spaces of indent.
-func writeProjectConfig(t *testing.T, nodeID, url, schema, project, triggers string) string {
+func writeProjectConfig(t testing.TB, nodeID, url, schema, project, triggers string) string {
 	t.Helper()
 	text := fmt.Sprintf(`listen: 127.0.0.1:0
 node_id: %s
@@ -88,7 +88,7 @@ type child struct {
 }
 
 // startChild runs "triggerd serve" and waits until it listens.
-func startChild(t *testing.T, config string) *child {
+func startChild(t testing.TB, config string) *child {
 	t.Helper()
 	args, _ := json.Marshal([]string{"serve", "--config", config, "--log-format", "json"})
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
