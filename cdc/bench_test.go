@@ -136,11 +136,7 @@ func benchConns(b *testing.B, r *rig, n int) []*pgx.Conn {
 func benchSettled(b *testing.B, r *rig, want int64) {
 	b.Helper()
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, r.storeURL)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := r.connect(r.storeURL)
 	ev := pgx.Identifier{r.storeSchema, "event_logs"}.Sanitize()
 	inv := pgx.Identifier{r.storeSchema, "invocation_logs"}.Sanitize()
 	deadline := time.Now().Add(2 * time.Minute)
@@ -169,11 +165,7 @@ func benchSettled(b *testing.B, r *rig, want int64) {
 func benchStages(b *testing.B, r *rig) {
 	b.Helper()
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, r.storeURL)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := r.connect(r.storeURL)
 	ev := pgx.Identifier{r.storeSchema, "event_logs"}.Sanitize()
 	inv := pgx.Identifier{r.storeSchema, "invocation_logs"}.Sanitize()
 	stages := []struct{ name, expr string }{
@@ -196,7 +188,7 @@ func benchStages(b *testing.B, r *rig) {
 	}
 	// Rows logged by one Ingest share their transaction's created_at.
 	var rows, writes int64
-	err = conn.QueryRow(ctx, `SELECT count(*), count(DISTINCT created_at) FROM `+ev+` WHERE (payload->'doc'->>'id')::bigint > 0`).Scan(&rows, &writes)
+	err := conn.QueryRow(ctx, `SELECT count(*), count(DISTINCT created_at) FROM `+ev+` WHERE (payload->'doc'->>'id')::bigint > 0`).Scan(&rows, &writes)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -18,17 +18,9 @@ import (
 // and stop at the rows they need: no full scan per claim, with statistics
 // fresh or stale.
 func TestClaimUsesTheDueIndex(t *testing.T) {
-	url, schema := pgtest.Schema(t)
 	ctx := context.Background()
-	st, err := Open(ctx, Options{URL: url, Schema: schema})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	_, err = st.pool.Exec(ctx, `
+	st := openMigrated(t)
+	_, err := st.pool.Exec(ctx, `
 		INSERT INTO event_logs (id, batch_id, project, trigger_name, type, event_time, fire_at, status, due_at)
 		SELECT gen_random_uuid(), gen_random_uuid(), 'p', 't' || (i % 20), 'x', now(), now(),
 		       CASE WHEN i % 10 = 0 THEN 'staged' ELSE 'processed' END,
@@ -69,16 +61,8 @@ func TestClaimUsesTheDueIndex(t *testing.T) {
 // many rows were staged, and when a generic plan was cached while the
 // table was small.
 func TestUpdatesByIDUseThePrimaryKey(t *testing.T) {
-	url, schema := pgtest.Schema(t)
 	ctx := context.Background()
-	st, err := Open(ctx, Options{URL: url, Schema: schema})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := openMigrated(t)
 	conn, err := st.pool.Acquire(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -145,6 +129,21 @@ func TestUpdatesByIDUseThePrimaryKey(t *testing.T) {
 	insert(20000, "staged")
 	exec("DISCARD PLANS")
 	check("statistics from before the rows were staged", "SELECT 1")
+}
+
+// openMigrated opens a store in a fresh schema, migrated.
+func openMigrated(t *testing.T) *Store {
+	t.Helper()
+	url, schema := pgtest.Schema(t)
+	st, err := Open(context.Background(), Options{URL: url, Schema: schema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	if err := st.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
 
 // maxRows is the largest "Actual Rows" of a JSON plan.
