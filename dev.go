@@ -118,7 +118,7 @@ func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	keys, err := keyrings(cfg)
+	keys, err := auth.Keyrings(cfg)
 	if err != nil {
 		return err
 	}

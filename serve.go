@@ -49,7 +49,7 @@ func serveCommand(ctx context.Context, args []string, stderr io.Writer) error {
 // started, when set, is called with the API's address once it listens. On
 // shutdown, intake stops and attempts in flight get the grace period.
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, started func(addr string)) error {
-	keys, err := keyrings(cfg)
+	keys, err := auth.Keyrings(cfg)
 	if err != nil {
 		return err
 	}
@@ -127,17 +127,4 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, started fu
 	}
 	log.Info("stopped")
 	return serveErr
-}
-
-// keyrings builds each project's keyring from its secrets.
-func keyrings(cfg *config.Config) (map[string]*auth.Keyring, error) {
-	keys := make(map[string]*auth.Keyring, len(cfg.Projects))
-	for _, p := range cfg.Projects {
-		k, err := auth.NewKeyring(p.Secrets)
-		if err != nil {
-			return nil, fmt.Errorf("project %s: %w", p.ID, err)
-		}
-		keys[p.ID] = k
-	}
-	return keys, nil
 }

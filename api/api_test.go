@@ -16,9 +16,9 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/triggerd/triggerd/api"
-	"github.com/triggerd/triggerd/auth"
 	"github.com/triggerd/triggerd/config"
 	"github.com/triggerd/triggerd/dispatch"
+	"github.com/triggerd/triggerd/dispatch/dispatchtest"
 	"github.com/triggerd/triggerd/store"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
@@ -89,33 +89,10 @@ func startNode(tb testing.TB, text string) (string, *store.Store) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	st, err := store.Open(ctx, store.Options{URL: cfg.Store.URL, Schema: cfg.Store.Schema, MaxConns: cfg.Store.MaxConns})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := st.Migrate(ctx); err != nil {
-		tb.Fatal(err)
-	}
-	k, err := auth.NewKeyring(cfg.Projects[0].Secrets)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	keys := map[string]*auth.Keyring{"demo": k}
-	d, err := dispatch.New(cfg, st, keys, dispatch.Options{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	srv := httptest.NewServer(api.New(cfg, d, keys, st.Ready, nil))
-	tb.Cleanup(func() {
-		srv.Close()
-		cancel()
-		<-done
-		st.Close()
-	})
-	return srv.URL, st
+	n := dispatchtest.Start(tb, cfg, dispatch.Options{})
+	srv := httptest.NewServer(api.New(cfg, n.Dispatcher, n.Keys, n.Store.Ready, nil))
+	tb.Cleanup(srv.Close)
+	return srv.URL, n.Store
 }
 
 // post sends a queue request with an Authorization header (none when

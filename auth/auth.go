@@ -71,6 +71,19 @@ func NewKeyring(secrets []config.Secret) (*Keyring, error) {
 	return k, nil
 }
 
+// Keyrings builds the keyring of every project of cfg, by project id.
+func Keyrings(cfg *config.Config) (map[string]*Keyring, error) {
+	keys := make(map[string]*Keyring, len(cfg.Projects))
+	for _, p := range cfg.Projects {
+		k, err := NewKeyring(p.Secrets)
+		if err != nil {
+			return nil, fmt.Errorf("project %s: %w", p.ID, err)
+		}
+		keys[p.ID] = k
+	}
+	return keys, nil
+}
+
 func loadKey(s config.Secret) (key, error) {
 	switch s.Alg {
 	case "HS256":

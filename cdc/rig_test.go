@@ -14,11 +14,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/triggerd/triggerd/auth"
 	"github.com/triggerd/triggerd/cdc"
 	"github.com/triggerd/triggerd/config"
 	"github.com/triggerd/triggerd/dispatch"
-	"github.com/triggerd/triggerd/store"
+	"github.com/triggerd/triggerd/dispatch/dispatchtest"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
 
@@ -162,67 +161,41 @@ func indent(s string) string {
 	return strings.Join(lines, "\n") + "\n"
 }
 
-// node is a running dispatcher with its sources.
+// node is a running dispatcher with its sources; stop stops them.
 type node struct {
-	st      *store.Store
-	disp    *dispatch.Dispatcher
-	sources []*cdc.Source
-	stop    func()
+	stop func()
 }
 
 // start checks and runs a node; its error from Check, if any, is returned
-// and nothing runs.
+// and no source runs.
 func (r *rig) start(cfg *config.Config, opts cdc.Options) (*node, error) {
 	t := r.t
 	ctx := context.Background()
-	st, err := store.Open(ctx, store.Options{URL: cfg.Store.URL, Schema: cfg.Store.Schema})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	k, err := auth.NewKeyring(cfg.Projects[0].Secrets)
-	if err != nil {
-		t.Fatal(err)
-	}
-	disp, err := dispatch.New(cfg, st, map[string]*auth.Keyring{"p": k}, dispatch.Options{Poll: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	run := dispatchtest.Start(t, cfg, dispatch.Options{Poll: 200 * time.Millisecond})
 	opts.StoreSchema = cfg.Store.Schema
-	sources, err := cdc.Sources(cfg, disp, opts)
+	sources, err := cdc.Sources(cfg, run.Dispatcher, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range sources {
 		if err := s.Check(ctx); err != nil {
-			st.Close()
 			return nil, err
 		}
 	}
-	dctx, stopDisp := context.WithCancel(ctx)
 	sctx, stopSources := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	dispDone := make(chan struct{})
-	go func() {
-		defer close(dispDone)
-		if err := disp.Run(dctx); err != nil {
-			t.Errorf("dispatcher: %v", err)
-		}
-	}()
 	for _, s := range sources {
 		wg.Go(func() { s.Run(sctx) })
 	}
-	n := &node{st: st, disp: disp, sources: sources}
+	n := &node{}
 	var once sync.Once
-	n.stop = func() {
+	n.stop = func() { // sources first: they feed the dispatcher
 		once.Do(func() {
 			stopSources()
 			wg.Wait()
-			stopDisp()
-			<-dispDone
-			st.Close()
+			if err := run.Stop(); err != nil {
+				t.Errorf("dispatcher: %v", err)
+			}
 		})
 	}
 	t.Cleanup(n.stop)

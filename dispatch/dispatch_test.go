@@ -17,9 +17,9 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
 
-	"github.com/triggerd/triggerd/auth"
 	"github.com/triggerd/triggerd/config"
 	"github.com/triggerd/triggerd/dispatch"
+	"github.com/triggerd/triggerd/dispatch/dispatchtest"
 	"github.com/triggerd/triggerd/store"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
@@ -108,23 +108,14 @@ func newEnv(t testing.TB) *env {
 
 // node is one running dispatcher.
 type node struct {
-	d      *dispatch.Dispatcher
-	st     *store.Store
-	cfg    *config.Config
-	stop   context.CancelFunc
-	done   chan error
-	stopMu sync.Once
+	d   *dispatch.Dispatcher
+	st  *store.Store
+	cfg *config.Config
+	run *dispatchtest.Node
 }
 
 // shutdown stops the node and waits for Run to return.
-func (n *node) shutdown() error {
-	var err error
-	n.stopMu.Do(func() {
-		n.stop()
-		err = <-n.done
-	})
-	return err
-}
+func (n *node) shutdown() error { return n.run.Stop() }
 
 // start runs a node whose config has the given triggers (YAML list items).
 func (e *env) start(nodeID, triggers string, opts dispatch.Options) *node {
@@ -142,35 +133,11 @@ projects:
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, text)
 	}
-	ctx := context.Background()
-	st, err := store.Open(ctx, store.Options{URL: cfg.Store.URL, Schema: cfg.Store.Schema})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	k, err := auth.NewKeyring(cfg.Projects[0].Secrets)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if opts.Poll == 0 {
 		opts.Poll = 200 * time.Millisecond
 	}
-	d, err := dispatch.New(cfg, st, map[string]*auth.Keyring{"p": k}, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	n := &node{d: d, st: st, cfg: cfg, stop: stop, done: make(chan error, 1)}
-	go func() { n.done <- d.Run(runCtx) }()
-	t.Cleanup(func() {
-		if err := n.shutdown(); err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		st.Close()
-	})
-	return n
+	run := dispatchtest.Start(t, cfg, opts)
+	return &node{d: run.Dispatcher, st: run.Store, cfg: cfg, run: run}
 }
 
 func indent(s, prefix string) string {
