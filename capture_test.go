@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -516,4 +518,101 @@ func descendants(pid int) []int {
 		queue = append(queue, children[queue[0]]...)
 	}
 	return out
+}
+
+// TestStandbyTakesOverFromAKilledNode runs two nodes on one config: one
+// streams the slot, the other stands by. SIGKILL of the streaming node
+// must hand the slot to the standby within seconds, with every committed
+// row logged exactly once and delivered at least once.
+func TestStandbyTakesOverFromAKilledNode(t *testing.T) {
+	ctx := context.Background()
+	src := pgtest.Database(t)
+	storeURL, schema := pgtest.Schema(t)
+	db, err := pgxpool.New(ctx, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	if _, err := db.Exec(ctx, `CREATE TABLE items (id bigint PRIMARY KEY, note text)`); err != nil {
+		t.Fatal(err)
+	}
+	hook := newDocCounter(t)
+	const slot = "triggerd_demo_app"
+	config := func(node string) string {
+		return writeProjectConfig(t, node, storeURL, schema,
+			fmt.Sprintf("    databases:\n      app: {url: %q}\n", src),
+			fmt.Sprintf("      - {name: items, type: DB_INSERT, url: %q, options: {col: items}}\n", hook.URL))
+	}
+	streaming := startChild(t, config("node-a"))
+	waitWalsender(t, db, slot, 30*time.Second)
+	startChild(t, config("node-b"))
+
+	var next atomic.Int64
+	stop := make(chan struct{})
+	var writer sync.WaitGroup
+	writer.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			if _, err := db.Exec(ctx, `INSERT INTO items VALUES ($1, 'x')`, next.Add(1)); err != nil {
+				t.Errorf("insert: %v", err)
+				return
+			}
+		}
+	})
+	stopWriter := sync.OnceFunc(func() { close(stop); writer.Wait() })
+	defer stopWriter()
+	time.Sleep(time.Second)
+	streaming.kill(t)
+	killed, afterKill := time.Now(), next.Load()+1
+	for !slices.ContainsFunc(slices.Collect(maps.Keys(hook.byDocCopy())), func(id int64) bool { return id > afterKill }) {
+		if time.Since(killed) > 20*time.Second {
+			t.Fatalf("no row committed after the kill was delivered within 20s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	took := time.Since(killed)
+	t.Logf("the standby delivered a row committed after the kill %s after it", took.Round(time.Millisecond))
+	if took > 5*time.Second {
+		t.Errorf("the standby took %s to take over", took)
+	}
+	time.Sleep(500 * time.Millisecond)
+	stopWriter()
+
+	// Rows 1..last committed: each must be logged once and delivered.
+	last := next.Load()
+	st, err := pgx.Connect(ctx, storeURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close(ctx)
+	eventLogs := pgx.Identifier{schema, "event_logs"}.Sanitize()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		var ids, rows, twice, outside int64
+		err := st.QueryRow(ctx, `SELECT count(*), coalesce(sum(n), 0), count(*) FILTER (WHERE n > 1), count(*) FILTER (WHERE id NOT BETWEEN 1 AND $1)
+			FROM (SELECT (payload->'doc'->>'id')::bigint AS id, count(*) AS n FROM `+eventLogs+` GROUP BY 1) per_row`, last).
+			Scan(&ids, &rows, &twice, &outside)
+		if err != nil {
+			t.Fatal(err)
+		}
+		delivered := hook.byDocCopy()
+		undelivered := 0
+		for id := int64(1); id <= last; id++ {
+			if delivered[id] == 0 {
+				undelivered++
+			}
+		}
+		if twice > 0 || outside > 0 {
+			t.Fatalf("%d rows logged more than once, %d logged that were never committed", twice, outside)
+		}
+		if ids == last && undelivered == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("of %d committed rows, %d logged and %d not delivered after 30s", last, ids, undelivered)
+		}
+	}
 }
