@@ -410,11 +410,18 @@ func TestServeExplainsBadStarts(t *testing.T) {
 	os.WriteFile(bad, []byte("store: {url: x}\nprojects: [{id: p, secrets: [{kid: k, alg: HS256, secret: s}], triggers: [{name: t, type: x, url: 'http://h/', retrys: 1}]}]\n"), 0o600)
 	unreachable := filepath.Join(dir, "unreachable.yaml")
 	os.WriteFile(unreachable, []byte("store: {url: 'postgres://u@127.0.0.1:1/db?connect_timeout=2'}\nprojects: [{id: p, secrets: [{kid: k, alg: HS256, secret: s}]}]\n"), 0o600)
+	// A change capture source whose table does not exist: serve stops
+	// before listening, saying which table and how to fix it.
+	src := pgtest.Database(t)
+	storeURL, schema := pgtest.Schema(t)
+	noTable := writeProjectConfig(t, "no-table", storeURL, schema, fmt.Sprintf("    databases: {app: {url: %q}}\n", src),
+		"      - {name: welcome, type: DB_INSERT, url: 'http://127.0.0.1:1/', options: {col: users}}\n")
 	cases := []struct {
 		args []string
 		says string
 	}{
 		{[]string{"serve"}, "pass --config FILE or set TRIGGERD_CONFIG"},
+		{[]string{"serve", "--config", noTable}, "database app of project demo: trigger welcome: table users does not exist: create it, or fix options.col"},
 		{[]string{"serve", "--config", filepath.Join(dir, "missing.yaml")}, "missing.yaml: no such file"},
 		{[]string{"serve", "--config", bad}, `bad.yaml: line 2: projects[0].triggers[0]: unknown key "retrys"`},
 		{[]string{"serve", "--config", unreachable}, "unreachable"},
