@@ -26,6 +26,40 @@ import (
 	"github.com/triggerd/triggerd/store/pgtest"
 )
 
+// slot is the replication slot of the capture tests' config.
+const slot = "triggerd_demo_app"
+
+// capture is a source database with a table items, a store schema, and a
+// receiver counting deliveries by row, shared by a test's nodes.
+type capture struct {
+	db                    *pgxpool.Pool // the source database
+	src, storeURL, schema string
+	hook                  *docCounter
+	t                     *testing.T
+}
+
+func newCapture(t *testing.T) *capture {
+	c := &capture{t: t, src: pgtest.Database(t), hook: newDocCounter(t)}
+	c.storeURL, c.schema = pgtest.Schema(t)
+	db, err := pgxpool.New(context.Background(), c.src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	if _, err := db.Exec(context.Background(), `CREATE TABLE items (id bigint PRIMARY KEY, note text)`); err != nil {
+		t.Fatal(err)
+	}
+	c.db = db
+	return c
+}
+
+// config writes the config of a node capturing inserts into items.
+func (c *capture) config(node string) string {
+	return writeProjectConfig(c.t, node, c.storeURL, c.schema,
+		fmt.Sprintf("    databases:\n      app: {url: %q}\n", c.src),
+		fmt.Sprintf("      - {name: items, type: DB_INSERT, url: %q, options: {db: app, col: items}}\n", c.hook.URL))
+}
+
 // TestChangeCaptureSurvivesSIGKILL crashes a node with SIGKILL while it logs
 // the changes of a busy table, writes more while it is dead, and restarts it:
 // every committed row must be logged in event_logs exactly once (the slot is
@@ -34,21 +68,9 @@ import (
 func TestChangeCaptureSurvivesSIGKILL(t *testing.T) {
 	began := time.Now()
 	ctx := context.Background()
-	src := pgtest.Database(t)
-	storeURL, schema := pgtest.Schema(t)
-	db, err := pgxpool.New(ctx, src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
-	if _, err := db.Exec(ctx, `CREATE TABLE items (id bigint PRIMARY KEY, note text)`); err != nil {
-		t.Fatal(err)
-	}
-	hook := newDocCounter(t)
-	const slot = "triggerd_demo_app"
-	cfg := writeProjectConfig(t, "node-1", storeURL, schema,
-		fmt.Sprintf("    databases:\n      app: {url: %q}\n", src),
-		fmt.Sprintf("      - {name: items, type: DB_INSERT, url: %q, options: {db: app, col: items}}\n", hook.URL))
+	c := newCapture(t)
+	db, storeURL, schema, hook := c.db, c.storeURL, c.schema, c.hook
+	cfg := c.config("node-1")
 	first := startChild(t, cfg)
 	waitWalsender(t, db, slot, 30*time.Second)
 
@@ -526,26 +548,11 @@ func descendants(pid int) []int {
 // row logged exactly once and delivered at least once.
 func TestStandbyTakesOverFromAKilledNode(t *testing.T) {
 	ctx := context.Background()
-	src := pgtest.Database(t)
-	storeURL, schema := pgtest.Schema(t)
-	db, err := pgxpool.New(ctx, src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
-	if _, err := db.Exec(ctx, `CREATE TABLE items (id bigint PRIMARY KEY, note text)`); err != nil {
-		t.Fatal(err)
-	}
-	hook := newDocCounter(t)
-	const slot = "triggerd_demo_app"
-	config := func(node string) string {
-		return writeProjectConfig(t, node, storeURL, schema,
-			fmt.Sprintf("    databases:\n      app: {url: %q}\n", src),
-			fmt.Sprintf("      - {name: items, type: DB_INSERT, url: %q, options: {col: items}}\n", hook.URL))
-	}
-	streaming := startChild(t, config("node-a"))
+	c := newCapture(t)
+	db, storeURL, schema, hook := c.db, c.storeURL, c.schema, c.hook
+	streaming := startChild(t, c.config("node-a"))
 	waitWalsender(t, db, slot, 30*time.Second)
-	startChild(t, config("node-b"))
+	startChild(t, c.config("node-b"))
 
 	var next atomic.Int64
 	stop := make(chan struct{})
