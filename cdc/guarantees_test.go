@@ -327,10 +327,13 @@ func TestPublicationFollowsTheConfig(t *testing.T) {
 func TestStartupErrorsNameTheFix(t *testing.T) {
 	r := newRig(t, `CREATE TABLE users (id int PRIMARY KEY, name text);
 		CREATE TABLE keyless (v text);
+		CREATE VIEW named_users AS SELECT * FROM users;
 		DO $$ BEGIN CREATE ROLE plain LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`)
 	cases := []struct{ name, triggers, extra, want string }{
 		{"missing table", `- {name: t, type: DB_INSERT, url: "{hook}", options: {col: userz}}`, "",
 			"trigger t: table userz does not exist: create it, or fix options.col"},
+		{"view", `- {name: t, type: DB_INSERT, url: "{hook}", options: {col: named_users}}`, "",
+			"trigger t: named_users is not a table (relkind v): name a table in options.col"},
 		{"missing column", `- {name: t, type: DB_UPDATE, url: "{hook}", options: {col: users, columns: nme}}`, "",
 			`table public.users has no column "nme" (it has id, name): fix options.columns`},
 		{"filter without full", `- {name: t, type: DB_UPDATE, url: "{hook}", options: {col: users, columns: name}}`, "",

@@ -18,7 +18,8 @@ import (
 // table is a table to capture, as the catalog describes it.
 type table struct {
 	schema, name string
-	identity     byte // pg_class.relreplident: d(efault), n(othing), f(ull), i(ndex)
+	kind         string // pg_class.relkind: r (table), p (partitioned table), v (view)...
+	identity     byte   // pg_class.relreplident: d(efault), n(othing), f(ull), i(ndex)
 	hasKey       bool // a primary key or replica identity index
 	columns      []string
 }
@@ -163,8 +164,8 @@ func (s *Source) inspect(ctx context.Context, conn *pgx.Conn) (*plan, error) {
 // scanTable reads a row of describeColumns.
 func scanTable(row pgx.CollectableRow) (table, error) {
 	var t table
-	var kind, identity string
-	err := row.Scan(&t.schema, &t.name, &kind, &identity, &t.hasKey, &t.columns)
+	var identity string
+	err := row.Scan(&t.schema, &t.name, &t.kind, &identity, &t.hasKey, &t.columns)
 	if identity != "" {
 		t.identity = identity[0]
 	}
@@ -173,30 +174,22 @@ func scanTable(row pgx.CollectableRow) (table, error) {
 
 // describe looks up a table a trigger names.
 func (s *Source) describe(ctx context.Context, conn *pgx.Conn, tr *config.Trigger, name string) (table, error) {
-	var kind string
 	rows, err := conn.Query(ctx, `SELECT `+describeColumns+` WHERE c.oid = to_regclass($1)`, name)
+	var found []table
 	if err == nil {
-		var found []table
-		found, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (table, error) {
-			t, err := scanTable(row)
-			kind = string(row.RawValues()[2])
-			return t, err
-		})
-		if err == nil && len(found) == 1 {
-			t := found[0]
-			switch {
-			case kind != "r" && kind != "p":
-				return table{}, fmt.Errorf("%s: trigger %s: %s is not a table (relkind %s): name a table in options.col", s.where(), tr.Name, name, kind)
-			case s.isStoreTable(&t):
-				return table{}, fmt.Errorf("%s: trigger %s: %s is triggerd's own table, which is never captured: remove it from options.col", s.where(), tr.Name, name)
-			}
-			return t, nil
-		}
-		if err == nil {
-			return table{}, fmt.Errorf("%s: trigger %s: table %s does not exist: create it, or fix options.col (write schema.table for a table outside the search_path)", s.where(), tr.Name, name)
-		}
+		found, err = pgx.CollectRows(rows, scanTable)
 	}
-	return table{}, fmt.Errorf("%s: trigger %s: look up table %s: %w", s.where(), tr.Name, name, err)
+	switch {
+	case err != nil:
+		return table{}, fmt.Errorf("%s: trigger %s: look up table %s: %w", s.where(), tr.Name, name, err)
+	case len(found) == 0:
+		return table{}, fmt.Errorf("%s: trigger %s: table %s does not exist: create it, or fix options.col (write schema.table for a table outside the search_path)", s.where(), tr.Name, name)
+	case found[0].kind != "r" && found[0].kind != "p":
+		return table{}, fmt.Errorf("%s: trigger %s: %s is not a table (relkind %s): name a table in options.col", s.where(), tr.Name, name, found[0].kind)
+	case s.isStoreTable(&found[0]):
+		return table{}, fmt.Errorf("%s: trigger %s: %s is triggerd's own table, which is never captured: remove it from options.col", s.where(), tr.Name, name)
+	}
+	return found[0], nil
 }
 
 // checkColumns checks a trigger's column filter against a table it names:
