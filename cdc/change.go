@@ -15,6 +15,7 @@ import (
 type relation struct {
 	cols   []relColumn
 	pk     []int   // primary key columns by position; the identity key when there is no primary key
+	ident  []int   // the replica identity's columns by position
 	routes []route // the triggers that take the table's changes
 	head   []byte  // the event data's opening: {"db":…,"schema":…,"col":…
 }
@@ -24,7 +25,6 @@ type relColumn struct {
 	name string
 	key  []byte // the JSON-quoted name and a colon
 	oid  uint32
-	id   bool // part of the replica identity: sent in the old row of a DEFAULT table
 }
 
 // route is a trigger that takes a relation's changes of one type.
@@ -38,9 +38,12 @@ type route struct {
 // key columns; routes come from the source's triggers and the plan.
 func newRelation(s *Source, pl *plan, m *pglogrepl.RelationMessage, pk []string) *relation {
 	r := &relation{}
-	for _, c := range m.Columns {
+	for i, c := range m.Columns {
 		key := appendString(nil, []byte(c.Name))
-		r.cols = append(r.cols, relColumn{name: c.Name, key: append(key, ':'), oid: c.DataType, id: c.Flags&1 != 0})
+		r.cols = append(r.cols, relColumn{name: c.Name, key: append(key, ':'), oid: c.DataType})
+		if c.Flags&1 != 0 {
+			r.ident = append(r.ident, i)
+		}
 	}
 	for _, name := range pk {
 		if i := r.column(name); i >= 0 {
@@ -48,11 +51,7 @@ func newRelation(s *Source, pl *plan, m *pglogrepl.RelationMessage, pk []string)
 		}
 	}
 	if len(r.pk) == 0 && m.ReplicaIdentity != 'f' {
-		for i, c := range r.cols {
-			if c.id {
-				r.pk = append(r.pk, i)
-			}
-		}
+		r.pk = r.ident
 	}
 	if !s.isStoreTable(&table{schema: m.Namespace, name: m.RelationName}) {
 		for _, tr := range s.triggers {
@@ -169,9 +168,9 @@ func (r *relation) appendData(dst []byte, enc *valueEncoder, c *change, t *txn) 
 		case c.oldRow != nil && c.oldFull:
 			dst = r.appendRow(dst, enc, c.oldRow, nil, nil, nil)
 		case c.oldRow != nil:
-			dst = r.appendRow(dst, enc, c.oldRow, r.identity(), nil, nil)
+			dst = r.appendRow(dst, enc, c.oldRow, r.ident, nil, nil)
 		default: // an update that left the key alone: the old key is the new one
-			dst = r.appendRow(dst, enc, c.newRow, r.identity(), nil, nil)
+			dst = r.appendRow(dst, enc, c.newRow, r.ident, nil, nil)
 		}
 	}
 	if len(toast) > 0 {
@@ -185,17 +184,6 @@ func (r *relation) appendData(dst []byte, enc *valueEncoder, c *change, t *txn) 
 		dst = append(dst, ']')
 	}
 	return append(dst, '}')
-}
-
-// identity lists the replica identity's columns.
-func (r *relation) identity() []int {
-	var out []int
-	for i, c := range r.cols {
-		if c.id {
-			out = append(out, i)
-		}
-	}
-	return out
 }
 
 // appendRow appends a JSON object of row's columns: those in only, or all
