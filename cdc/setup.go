@@ -20,7 +20,7 @@ type table struct {
 	schema, name string
 	kind         string // pg_class.relkind: r (table), p (partitioned table), v (view)...
 	identity     byte   // pg_class.relreplident: d(efault), n(othing), f(ull), i(ndex)
-	hasKey       bool // a primary key or replica identity index
+	hasKey       bool   // a primary key or replica identity index
 	columns      []string
 }
 
