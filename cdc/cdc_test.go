@@ -231,3 +231,25 @@ func TestTransactions(t *testing.T) {
 		t.Errorf("the transaction's events were logged in %d writes (%v)", writes, err)
 	}
 }
+
+func TestPartitionedAndQuotedTables(t *testing.T) {
+	r := newRig(t, `
+CREATE TABLE measurements (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+CREATE TABLE measurements_2025 PARTITION OF measurements FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE TABLE measurements_2026 PARTITION OF measurements FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+CREATE SCHEMA "Sales";
+CREATE TABLE "Sales"."Orders" ("Id" int PRIMARY KEY);`)
+	r.mustStart(r.config("n1", `- {name: ins, type: DB_INSERT, url: "{hook}", options: {col: 'measurements, "Sales"."Orders"'}}`, ""), cdc.Options{})
+	r.waitStreaming(slot)
+	r.exec(`INSERT INTO measurements VALUES (1, '2025-06-01'), (2, '2026-06-01'); INSERT INTO "Sales"."Orders" VALUES (7)`)
+	got := byLSN(t, r.hook.wait(t, 3, 10*time.Second))
+	var where []string
+	for _, g := range got {
+		d := data(t, g.Data)
+		where = append(where, fmt.Sprint(d["schema"], ".", d["col"], " ", d["find"]))
+	}
+	want := []string{"public.measurements map[at:2025-06-01 id:1]", "public.measurements map[at:2026-06-01 id:2]", "Sales.Orders map[Id:7]"}
+	if !slices.Equal(where, want) {
+		t.Errorf("events %q, want %q (partitions under their root's name)", where, want)
+	}
+}
