@@ -86,9 +86,13 @@ func (s *Source) connect(ctx context.Context) (*pgx.Conn, error) {
 // tables to publish: those the triggers name, or every table of the
 // database when a trigger names none, never the store's own.
 func (s *Source) inspect(ctx context.Context, conn *pgx.Conn) (*plan, error) {
-	var walLevel string
-	if err := conn.QueryRow(ctx, "SHOW wal_level").Scan(&walLevel); err != nil {
+	var walLevel, version string
+	var versionNum int
+	if err := conn.QueryRow(ctx, "SELECT current_setting('wal_level'), current_setting('server_version'), current_setting('server_version_num')::int").Scan(&walLevel, &version, &versionNum); err != nil {
 		return nil, fmt.Errorf("%s: read wal_level: %w", s.where(), err)
+	}
+	if versionNum < 140000 {
+		return nil, fmt.Errorf("%s: the server runs PostgreSQL %s, and change capture needs 14 or later (for logical messages in pgoutput): upgrade it", s.where(), version)
 	}
 	if walLevel != "logical" {
 		return nil, fmt.Errorf("%s: the server's wal_level is %s, and change capture needs logical: set wal_level = logical in postgresql.conf (or run ALTER SYSTEM SET wal_level = logical) and restart Postgres", s.where(), walLevel)
