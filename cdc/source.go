@@ -72,7 +72,7 @@ func New(p *config.Project, alias string, d *dispatch.Dispatcher, opts Options) 
 	s.log = opts.Logger.With("project", p.ID, "database", alias, "slot", db.Slot)
 	for i := range p.Triggers {
 		t := &p.Triggers[i]
-		if isChangeType(t.Type) && t.Options.DB == alias {
+		if config.IsChangeType(t.Type) && t.Options.DB == alias {
 			s.triggers = append(s.triggers, t)
 		}
 	}
@@ -93,11 +93,6 @@ func Sources(cfg *config.Config, d *dispatch.Dispatcher, opts Options) ([]*Sourc
 		}
 	}
 	return out, nil
-}
-
-// isChangeType reports whether t is one of the database source's types.
-func isChangeType(t string) bool {
-	return t == config.TypeInsert || t == config.TypeUpdate || t == config.TypeDelete
 }
 
 // Check connects to the database and checks that changes can be captured:

@@ -190,6 +190,11 @@ func (p *Project) Rule(eventType string) Rule {
 	return RuleAuthenticated
 }
 
+// IsChangeType reports whether t is one of the database source's event types.
+func IsChangeType(t string) bool {
+	return t == TypeInsert || t == TypeUpdate || t == TypeDelete
+}
+
 // IsReservedType reports whether an event type belongs to the database or
 // file sources (DB_*, FILE_*), which the API does not accept.
 func IsReservedType(t string) bool {

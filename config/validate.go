@@ -206,9 +206,7 @@ func (w *walker) validateOptions(p *Project, t *Trigger, tp string) error {
 		}
 		return nil
 	}
-	switch t.Type {
-	case TypeInsert, TypeUpdate, TypeDelete:
-	default:
+	if !IsChangeType(t.Type) {
 		return w.fail(tp+".type", "%s is not a database event type: use DB_INSERT, DB_UPDATE or DB_DELETE", t.Type)
 	}
 	if o.DB == "" {
