@@ -50,6 +50,9 @@ type Project struct {
 	// Databases are the Postgres databases whose row changes become DB_INSERT,
 	// DB_UPDATE and DB_DELETE events, by alias.
 	Databases map[string]Database `yaml:"databases"`
+	// Storage are the directories whose files become FILE_CREATE and
+	// FILE_DELETE events, by alias.
+	Storage map[string]Storage `yaml:"storage"`
 }
 
 // Database is a Postgres database whose row changes triggerd captures
@@ -67,6 +70,27 @@ type Database struct {
 	// Heartbeat is how often triggerd writes a logical message to the
 	// database, so that its slot advances even when no captured table changes.
 	Heartbeat Duration `yaml:"heartbeat"`
+}
+
+// Storage is a directory whose files triggerd watches: a file that appears
+// in it, at any depth, becomes a FILE_CREATE event, and one that is removed
+// a FILE_DELETE event.
+type Storage struct {
+	// Path is the directory; a relative path is taken from the config
+	// file's folder. Whether it exists is checked when the file source
+	// starts, not here.
+	Path string `yaml:"path"`
+	// Ignore are globs on a file's slash-separated path relative to Path
+	// (doublestar syntax, ** for any depth); a pattern without '/' matches a
+	// name at any depth. Ignored files send no events.
+	Ignore []string `yaml:"ignore"`
+	// Settle is how long a new file's writes must be quiet before its
+	// FILE_CREATE is sent (default 250ms).
+	Settle Duration `yaml:"settle"`
+	// HashLimit is the largest file, in bytes, whose sha256 the event
+	// carries (default 8 MiB); 0 means no file is hashed, not even an empty
+	// one.
+	HashLimit int64 `yaml:"hash_limit"`
 }
 
 // Secret is one signing or verifying key of a project.
@@ -111,12 +135,14 @@ type Trigger struct {
 	Headers map[string]string `yaml:"headers"`
 	// Concurrency caps this trigger's attempts in flight on one node.
 	Concurrency int `yaml:"concurrency"`
-	// Options select the row changes a DB_* trigger takes.
+	// Options select the row changes a DB_* trigger takes, or the files a
+	// FILE_* trigger takes.
 	Options TriggerOptions `yaml:"options"`
 }
 
 // TriggerOptions select the row changes a DB_INSERT, DB_UPDATE or DB_DELETE
-// trigger takes.
+// trigger takes (DB, Col, Columns), or the files a FILE_CREATE or
+// FILE_DELETE trigger takes (Store, Path).
 type TriggerOptions struct {
 	// DB is the alias of one of the project's databases (default: the only one).
 	DB string `yaml:"db"`
@@ -126,6 +152,13 @@ type TriggerOptions struct {
 	// Columns, on DB_UPDATE, fires the trigger only when one of these
 	// comma-separated columns changed.
 	Columns string `yaml:"columns"`
+	// Store is the alias of one of the project's storage directories
+	// (FILE_* triggers; default: the only one).
+	Store string `yaml:"store"`
+	// Path is a glob on the file's slash-separated path relative to the
+	// storage directory, with ** for any depth (FILE_* triggers; default:
+	// every path).
+	Path string `yaml:"path"`
 }
 
 // Tables returns the trigger's table names, as written; none means every table.
@@ -151,6 +184,12 @@ const (
 	TypeInsert = "DB_INSERT"
 	TypeUpdate = "DB_UPDATE"
 	TypeDelete = "DB_DELETE"
+)
+
+// The file source's event types.
+const (
+	TypeFileCreate = "FILE_CREATE"
+	TypeFileDelete = "FILE_DELETE"
 )
 
 // Backoff is an exponential retry schedule: the nth retry waits
@@ -193,6 +232,11 @@ func (p *Project) Rule(eventType string) Rule {
 // IsChangeType reports whether t is one of the database source's event types.
 func IsChangeType(t string) bool {
 	return t == TypeInsert || t == TypeUpdate || t == TypeDelete
+}
+
+// IsFileType reports whether t is one of the file source's event types.
+func IsFileType(t string) bool {
+	return t == TypeFileCreate || t == TypeFileDelete
 }
 
 // IsReservedType reports whether an event type belongs to the database or

@@ -132,6 +132,7 @@ func TestErrors(t *testing.T) {
 	const head = "store: {url: postgres://x}\n"
 	const proj = "projects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: s}]\n"
 	const dbs = proj + "    databases:\n      a: {url: 'postgres://a'}\n"
+	const stores = proj + "    storage:\n      a: {path: ./files}\n"
 	const trig = proj + "    triggers:\n      - name: t\n        type: x\n        url: http://h/\n"
 	cases := []struct{ name, text, want string }{
 		{"empty file", "", "the file is empty"},
@@ -168,16 +169,37 @@ func TestErrors(t *testing.T) {
 		{"db trigger among several", head + dbs + "      c: {url: 'postgres://c'}\n    triggers: [{name: t, type: DB_INSERT, url: 'http://h/'}]\n", "options.db: is required: name one of the project's databases (a, c)"},
 		{"unknown db type", head + dbs + "    triggers: [{name: t, type: DB_UPSERT, url: 'http://h/'}]\n", "DB_UPSERT is not a database event type"},
 		{"columns on insert", head + dbs + "    triggers: [{name: t, type: DB_INSERT, url: 'http://h/', options: {columns: a}}]\n", "options.columns: only DB_UPDATE triggers take columns"},
-		{"options on custom", head + proj + "    triggers: [{name: t, type: x, url: 'http://h/', options: {col: a}}]\n", "options: options select row changes"},
+		{"options on custom", head + proj + "    triggers: [{name: t, type: x, url: 'http://h/', options: {col: a}}]\n", "line 5: projects[0].triggers[0].options: options belong to DB_* and FILE_* triggers (DB_* triggers take db, col and columns; FILE_* triggers take store and path), not to x"},
+		{"file options on custom", head + proj + "    triggers: [{name: t, type: x, url: 'http://h/', options: {path: a}}]\n", "options: options belong to DB_* and FILE_* triggers"},
 		{"bad col", head + dbs + "    triggers: [{name: t, type: DB_INSERT, url: 'http://h/', options: {col: 'a.b.c'}}]\n", `options.col: "a.b.c" is not a table name`},
 		{"empty col", head + dbs + "    triggers: [{name: t, type: DB_INSERT, url: 'http://h/', options: {col: ' , '}}]\n", "options.col: names no table"},
-		{"unknown option", head + dbs + "    triggers: [{name: t, type: DB_INSERT, url: 'http://h/', options: {table: a}}]\n", `unknown key "table" (known keys: db, col, columns)`},
+		{"unknown option", head + dbs + "    triggers: [{name: t, type: DB_INSERT, url: 'http://h/', options: {table: a}}]\n", `unknown key "table" (known keys: db, col, columns, store, path)`},
 		{"database without url", head + proj + "    databases: {a: {slot: s}}\n", "databases.a.url: is required"},
 		{"bad slot", head + proj + "    databases: {a: {url: x, slot: Bad}}\n", `databases.a.slot: "Bad" is not a valid slot name`},
 		{"long derived slot", head + proj + "    databases: {" + strings.Repeat("a", 60) + ": {url: x}}\n", "is not a valid slot name: use at most 63"},
 		{"shared slot", head + proj + "    databases: {a: {url: x, slot: s}, b: {url: y, slot: s}}\n", `slot "s" is also the slot of database a`},
 		{"zero heartbeat", head + proj + "    databases: {a: {url: x, heartbeat: 0s}}\n", "heartbeat: must be more than 0"},
-		{"file type", head + proj + "    triggers: [{name: t, type: FILE_CREATE, url: 'http://h/'}]\n", "FILE_CREATE needs a file source"},
+		{"bad storage alias", head + proj + "    storage: {'a b': {path: x}}\n", `line 5: projects[0].storage.a b: "a b" is not a valid storage alias: use letters, digits, _ and -`},
+		{"storage without path", head + proj + "    storage:\n      a:\n        settle: 1s\n", "line 7: projects[0].storage.a.path: is required: the directory to watch"},
+		{"storage with blank path", head + proj + "    storage: {a: {path: ' '}}\n", "storage.a.path: is required: the directory to watch"},
+		{"storage with no keys", head + proj + "    storage:\n      a:\n", "line 6: projects[0].storage.a.path: is required"},
+		{"unknown storage key", head + proj + "    storage: {a: {path: x, hash: 1}}\n", `storage.a: unknown key "hash" (known keys: path, ignore, settle, hash_limit)`},
+		{"zero settle", head + proj + "    storage: {a: {path: x, settle: 0s}}\n", "storage.a.settle: must be more than 0"},
+		{"negative hash limit", head + proj + "    storage:\n      a:\n        path: x\n        hash_limit: -1\n", "line 8: projects[0].storage.a.hash_limit: must be 0 or more bytes (0 sends no sha256)"},
+		{"hash limit not a number", head + proj + "    storage: {a: {path: x, hash_limit: 8MiB}}\n", `storage.a.hash_limit: want a whole number, got "8MiB"`},
+		{"ignore not a list", head + proj + "    storage: {a: {path: x, ignore: '*.tmp'}}\n", "storage.a.ignore: want a list"},
+		{"bad ignore glob", head + proj + "    storage:\n      a:\n        path: x\n        ignore:\n          - '*.tmp'\n          - '[a'\n", `line 10: projects[0].storage.a.ignore[1]: "[a" is not a valid glob: look for an unclosed [ or {`},
+		{"absolute ignore glob", head + proj + "    storage: {a: {path: x, ignore: ['/tmp/*']}}\n", `storage.a.ignore[0]: "/tmp/*" starts with /, so it matches nothing: paths are relative to the storage directory (write "tmp/*")`},
+		{"file trigger without storage", head + proj + "    triggers: [{name: t, type: FILE_CREATE, url: 'http://h/'}]\n", "line 5: projects[0].triggers[0].options.store: is required: name one of the project's storage directories (the project has none: add storage: {alias: {path: ...}})"},
+		{"file trigger naming no storage", head + stores + "    triggers: [{name: t, type: FILE_DELETE, url: 'http://h/', options: {store: b}}]\n", `line 7: projects[0].triggers[0].options.store: "b" is not one of the project's storage directories (a)`},
+		{"file trigger among several", head + stores + "      c: {path: ./other}\n    triggers: [{name: t, type: FILE_CREATE, url: 'http://h/'}]\n", "options.store: is required: name one of the project's storage directories (a, c)"},
+		{"unknown file type", head + stores + "    triggers: [{name: t, type: FILE_MODIFY, url: 'http://h/'}]\n", "triggers[0].type: FILE_MODIFY is not a file event type: use FILE_CREATE or FILE_DELETE"},
+		{"col on file trigger", head + stores + "    triggers:\n      - name: t\n        type: FILE_CREATE\n        url: http://h/\n        options: {col: users}\n", "line 11: projects[0].triggers[0].options.col: is an option of DB_* triggers: FILE_* triggers take store and path"},
+		{"db on file trigger", head + stores + "    triggers: [{name: t, type: FILE_CREATE, url: 'http://h/', options: {db: a}}]\n", "options.db: is an option of DB_* triggers: FILE_* triggers take store and path"},
+		{"store on db trigger", head + dbs + "    triggers: [{name: t, type: DB_INSERT, url: 'http://h/', options: {store: a}}]\n", "options.store: is an option of FILE_* triggers: DB_* triggers take db, col and columns"},
+		{"path on db trigger", head + dbs + "    triggers: [{name: t, type: DB_DELETE, url: 'http://h/', options: {path: 'x/**'}}]\n", "options.path: is an option of FILE_* triggers: DB_* triggers take db, col and columns"},
+		{"bad path glob", head + stores + "    triggers:\n      - name: t\n        type: FILE_CREATE\n        url: http://h/\n        options:\n          path: 'images/{a'\n", `line 12: projects[0].triggers[0].options.path: "images/{a" is not a valid glob`},
+		{"absolute path glob", head + stores + "    triggers: [{name: t, type: FILE_CREATE, url: 'http://h/', options: {path: '/images/**'}}]\n", `options.path: "/images/**" starts with /, so it matches nothing`},
 		{"bad url", head + proj + "    triggers: [{name: t, type: x, url: 'ftp://h/'}]\n", `url: "ftp://h/" is not an http or https URL`},
 		{"negative retries", head + trig + "        retries: -1\n", "retries: must be 0 to 100, got -1"},
 		{"zero timeout", head + trig + "        timeout: 0\n", "timeout: must be more than 0"},
@@ -222,6 +244,69 @@ func TestDatabaseDefaults(t *testing.T) {
 	}
 }
 
+func TestStorageDefaults(t *testing.T) {
+	text := "store: {url: x}\nprojects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: s}]\n" +
+		"    storage:\n      uploads: {path: ./uploads}\n      block:\n        path: /srv/block\n" +
+		"      other:\n        path: /srv/other\n        ignore: ['*.tmp', 'cache/**']\n        settle: 2s\n        hash_limit: 0\n" +
+		"    triggers:\n      - {name: t, type: FILE_CREATE, url: 'http://h/', options: {store: other, path: 'images/**'}}\n"
+	cfg, err := config.Parse("t.yaml", []byte(text), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := cfg.Projects[0]
+	for _, alias := range []string{"uploads", "block"} {
+		if s := p.Storage[alias]; s.Settle.Std() != 250*time.Millisecond || s.HashLimit != 8388608 || s.Ignore != nil {
+			t.Fatalf("defaults of %s: %+v", alias, s)
+		}
+	}
+	if s := p.Storage["uploads"]; s.Path != "./uploads" {
+		t.Fatalf("Parse must leave a relative path alone: %q", s.Path)
+	}
+	if s := p.Storage["other"]; s.Path != "/srv/other" || s.Settle.Std() != 2*time.Second || s.HashLimit != 0 ||
+		!slices.Equal(s.Ignore, []string{"*.tmp", "cache/**"}) {
+		t.Fatalf("explicit: %+v", s)
+	}
+	if o := p.Triggers[0].Options; o.Store != "other" || o.Path != "images/**" {
+		t.Fatalf("options: %+v", o)
+	}
+	one := "store: {url: x}\nprojects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: s}]\n" +
+		"    storage: {only: {path: x}}\n    triggers:\n      - {name: c, type: FILE_CREATE, url: 'http://h/'}\n" +
+		"      - {name: d, type: FILE_DELETE, url: 'http://h/', options: {path: '*.jpg'}}\n"
+	cfg, err = config.Parse("t.yaml", []byte(one), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tr := range cfg.Projects[0].Triggers {
+		if tr.Options.Store != "only" {
+			t.Fatalf("the only storage directory is the default of %s: %+v", tr.Name, tr.Options)
+		}
+	}
+	if o := cfg.Projects[0].Triggers[0].Options; o.Path != "" {
+		t.Fatalf("an absent path stays empty (every file): %q", o.Path)
+	}
+}
+
+func TestLoadResolvesStorageNextToTheConfig(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "triggerd.yaml")
+	text := "store: {url: x}\nprojects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: s}]\n" +
+		"    storage: {rel: {path: ./files/up}, abs: {path: /srv/files}, missing: {path: not/there}}\n"
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err) // the directories do not exist: the file source checks that, not config
+	}
+	st := cfg.Projects[0].Storage
+	if st["rel"].Path != filepath.Join(dir, "files", "up") || st["abs"].Path != "/srv/files" || st["missing"].Path != filepath.Join(dir, "not", "there") {
+		t.Fatalf("storage paths %+v", st)
+	}
+	if st["rel"].Settle.Std() != 250*time.Millisecond || st["rel"].HashLimit != 8388608 {
+		t.Fatalf("resolving must keep the defaults: %+v", st["rel"])
+	}
+}
+
 func TestLoadResolvesKeyFilesNextToTheConfig(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "triggerd.yaml")
@@ -239,6 +324,14 @@ func TestLoadResolvesKeyFilesNextToTheConfig(t *testing.T) {
 	}
 	if _, err := config.Load(filepath.Join(dir, "missing.yaml")); err == nil || !strings.Contains(err.Error(), "missing.yaml") {
 		t.Fatalf("missing file: %v", err)
+	}
+}
+
+func TestIsFileType(t *testing.T) {
+	for typ, want := range map[string]bool{"FILE_CREATE": true, "FILE_DELETE": true, "FILE_MODIFY": false, "DB_DELETE": false, "file_create": false} {
+		if config.IsFileType(typ) != want {
+			t.Errorf("IsFileType(%q) != %v", typ, want)
+		}
 	}
 }
 
@@ -271,5 +364,15 @@ func TestReferenceConfig(t *testing.T) {
 	if db, tr := p.Databases["app"], p.Triggers[2]; db.URL != "postgres://app@localhost:5432/app" || db.Slot != "triggerd_demo_app" ||
 		tr.Options.DB != "app" || !slices.Equal(tr.Options.ColumnList(), []string{"status", "total"}) {
 		t.Fatalf("database %+v and trigger %+v", db, tr)
+	}
+	st := p.Storage["uploads"]
+	if want := filepath.Join("..", "testdata", "storage"); st.Path != want || st.Settle.Std() != 250*time.Millisecond || st.HashLimit != 8388608 ||
+		!slices.Equal(st.Ignore, []string{"*.tmp", ".*", "cache/**"}) {
+		t.Fatalf("storage read as %+v", st)
+	}
+	if create, del := p.Triggers[3], p.Triggers[4]; create.Name != "thumbnail" || create.Type != config.TypeFileCreate ||
+		create.Options.Store != "uploads" || create.Options.Path != "images/**" ||
+		del.Type != config.TypeFileDelete || del.Options.Store != "uploads" || del.Options.Path != "" {
+		t.Fatalf("file triggers read as %+v and %+v", create, del)
 	}
 }

@@ -15,7 +15,8 @@ import (
 )
 
 // Load reads and validates the config file at path, expanding ${VAR} from
-// the environment. Relative key file paths are taken from the file's folder.
+// the environment. Relative key file and storage paths are taken from the
+// file's folder.
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -73,16 +74,22 @@ func Parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 	return cfg, nil
 }
 
-// resolvePaths makes relative key file paths relative to dir.
+// resolvePaths makes relative key file and storage paths relative to dir.
 func (c *Config) resolvePaths(dir string) {
+	resolve := func(f *string) {
+		if *f != "" && !filepath.IsAbs(*f) {
+			*f = filepath.Join(dir, *f)
+		}
+	}
 	for i := range c.Projects {
-		for j := range c.Projects[i].Secrets {
-			s := &c.Projects[i].Secrets[j]
-			for _, f := range []*string{&s.PrivateKeyFile, &s.PublicKeyFile} {
-				if *f != "" && !filepath.IsAbs(*f) {
-					*f = filepath.Join(dir, *f)
-				}
-			}
+		p := &c.Projects[i]
+		for j := range p.Secrets {
+			resolve(&p.Secrets[j].PrivateKeyFile)
+			resolve(&p.Secrets[j].PublicKeyFile)
+		}
+		for alias, s := range p.Storage {
+			resolve(&s.Path)
+			p.Storage[alias] = s
 		}
 	}
 }
@@ -112,6 +119,18 @@ func (d *Database) UnmarshalYAML(n *yaml.Node) error {
 		return err
 	}
 	*d = Database(p)
+	return nil
+}
+
+// UnmarshalYAML fills a storage directory's defaults before decoding it, so
+// that an explicit hash_limit: 0 stays zero.
+func (s *Storage) UnmarshalYAML(n *yaml.Node) error {
+	type plain Storage
+	p := plain{Settle: Duration(250 * time.Millisecond), HashLimit: 8 << 20}
+	if err := n.Decode(&p); err != nil {
+		return err
+	}
+	*s = Storage(p)
 	return nil
 }
 

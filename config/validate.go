@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/bmatcuk/doublestar/v4"
 )
 
 var (
@@ -64,6 +66,9 @@ func (w *walker) validate(c *Config) error {
 			}
 		}
 		if err := w.validateDatabases(p, path); err != nil {
+			return err
+		}
+		if err := w.validateStorage(p, path); err != nil {
 			return err
 		}
 		if err := w.validateTriggers(p, path); err != nil {
@@ -126,9 +131,6 @@ func (w *walker) validateTriggers(p *Project, path string) error {
 			return w.fail(tp+".type", "is required: the event type this trigger handles")
 		}
 		names[t.Name] = true
-		if strings.HasPrefix(t.Type, "FILE_") {
-			return w.fail(tp+".type", "%s needs a file source, which this version of triggerd does not have yet", t.Type)
-		}
 		if err := w.validateOptions(p, t, tp); err != nil {
 			return err
 		}
@@ -196,29 +198,88 @@ func (w *walker) validateDatabases(p *Project, path string) error {
 	return nil
 }
 
+// validateStorage checks a project's watched directories.
+func (w *walker) validateStorage(p *Project, path string) error {
+	for _, alias := range slices.Sorted(maps.Keys(p.Storage)) {
+		s := p.Storage[alias]
+		sp := path + ".storage." + alias
+		if !dbAlias.MatchString(alias) {
+			return w.fail(sp, "%q is not a valid storage alias: use letters, digits, _ and -", alias)
+		}
+		if strings.TrimSpace(s.Path) == "" {
+			return w.fail(sp+".path", "is required: the directory to watch (a relative path is taken from this file's folder)")
+		}
+		if s.Settle <= 0 {
+			return w.fail(sp+".settle", "must be more than 0")
+		}
+		if s.HashLimit < 0 {
+			return w.fail(sp+".hash_limit", "must be 0 or more bytes (0 sends no sha256)")
+		}
+		for k, pat := range s.Ignore {
+			if err := w.checkGlob(fmt.Sprintf("%s.ignore[%d]", sp, k), pat); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// The trigger options of each source, for error messages.
+const (
+	dbOptions   = "DB_* triggers take db, col and columns"
+	fileOptions = "FILE_* triggers take store and path"
+)
+
 // validateOptions checks a trigger's options against its type and fills in
-// the database of a DB_* trigger when the project has only one.
+// the database of a DB_* trigger, or the storage directory of a FILE_*
+// trigger, when the project has only one.
 func (w *walker) validateOptions(p *Project, t *Trigger, tp string) error {
 	o := &t.Options
-	if !strings.HasPrefix(t.Type, "DB_") {
-		if *o != (TriggerOptions{}) {
-			return w.fail(tp+".options", "options select row changes: only DB_INSERT, DB_UPDATE and DB_DELETE triggers take them")
-		}
-		return nil
+	switch {
+	case strings.HasPrefix(t.Type, "DB_"):
+		return w.validateDBOptions(p, t, tp)
+	case strings.HasPrefix(t.Type, "FILE_"):
+		return w.validateFileOptions(p, t, tp)
 	}
+	if *o != (TriggerOptions{}) {
+		return w.fail(tp+".options", "options belong to DB_* and FILE_* triggers (%s; %s), not to %s", dbOptions, fileOptions, t.Type)
+	}
+	return nil
+}
+
+// validateFileOptions checks the options of a FILE_* trigger.
+func (w *walker) validateFileOptions(p *Project, t *Trigger, tp string) error {
+	o := &t.Options
+	if !IsFileType(t.Type) {
+		return w.fail(tp+".type", "%s is not a file event type: use FILE_CREATE or FILE_DELETE", t.Type)
+	}
+	for _, f := range []struct{ key, value string }{{"db", o.DB}, {"col", o.Col}, {"columns", o.Columns}} {
+		if f.value != "" {
+			return w.fail(tp+".options."+f.key, "is an option of DB_* triggers: %s", fileOptions)
+		}
+	}
+	if err := pickAlias(w, tp+".options.store", &o.Store, p.Storage, "storage directories", "storage: {alias: {path: ...}}"); err != nil {
+		return err
+	}
+	if o.Path != "" {
+		return w.checkGlob(tp+".options.path", o.Path)
+	}
+	return nil
+}
+
+// validateDBOptions checks the options of a DB_* trigger.
+func (w *walker) validateDBOptions(p *Project, t *Trigger, tp string) error {
+	o := &t.Options
 	if !IsChangeType(t.Type) {
 		return w.fail(tp+".type", "%s is not a database event type: use DB_INSERT, DB_UPDATE or DB_DELETE", t.Type)
 	}
-	if o.DB == "" {
-		if len(p.Databases) != 1 {
-			return w.fail(tp+".options.db", "is required: name one of the project's databases (%s)", aliases(p))
-		}
-		for alias := range p.Databases {
-			o.DB = alias
+	for _, f := range []struct{ key, value string }{{"store", o.Store}, {"path", o.Path}} {
+		if f.value != "" {
+			return w.fail(tp+".options."+f.key, "is an option of FILE_* triggers: %s", dbOptions)
 		}
 	}
-	if _, ok := p.Databases[o.DB]; !ok {
-		return w.fail(tp+".options.db", "%q is not one of the project's databases (%s)", o.DB, aliases(p))
+	if err := pickAlias(w, tp+".options.db", &o.DB, p.Databases, "databases", "databases: {alias: {url: ...}}"); err != nil {
+		return err
 	}
 	if o.Col != "" && len(o.Tables()) == 0 {
 		return w.fail(tp+".options.col", "names no table: write a table, schema.table, or a comma list")
@@ -234,12 +295,42 @@ func (w *walker) validateOptions(p *Project, t *Trigger, tp string) error {
 	return nil
 }
 
-// aliases lists a project's database aliases for error messages.
-func aliases(p *Project) string {
-	if len(p.Databases) == 0 {
-		return "the project has none: add databases: {alias: {url: ...}}"
+// checkGlob checks a doublestar pattern on a slash-separated relative path.
+func (w *walker) checkGlob(path, pattern string) error {
+	if !doublestar.ValidatePattern(pattern) {
+		return w.fail(path, `%q is not a valid glob: look for an unclosed [ or {, an empty [], or a trailing \`, pattern)
 	}
-	return strings.Join(slices.Sorted(maps.Keys(p.Databases)), ", ")
+	if strings.HasPrefix(pattern, "/") {
+		return w.fail(path, "%q starts with /, so it matches nothing: paths are relative to the storage directory (write %q)", pattern, strings.TrimLeft(pattern, "/"))
+	}
+	return nil
+}
+
+// pickAlias checks the key at path, which names one of the project's
+// databases or storage directories (m, called kind in messages): an empty
+// alias becomes the only one there is, else it is required.
+func pickAlias[V any](w *walker, path string, alias *string, m map[string]V, kind, declare string) error {
+	if *alias == "" {
+		if len(m) != 1 {
+			return w.fail(path, "is required: name one of the project's %s (%s)", kind, aliases(m, declare))
+		}
+		for a := range m {
+			*alias = a
+		}
+	}
+	if _, ok := m[*alias]; !ok {
+		return w.fail(path, "%q is not one of the project's %s (%s)", *alias, kind, aliases(m, declare))
+	}
+	return nil
+}
+
+// aliases lists a project's database or storage aliases for error
+// messages; declare is the YAML that would add one.
+func aliases[V any](m map[string]V, declare string) string {
+	if len(m) == 0 {
+		return "the project has none: add " + declare
+	}
+	return strings.Join(slices.Sorted(maps.Keys(m)), ", ")
 }
 
 // fail formats an error for a key path, at the key's line.
