@@ -18,6 +18,7 @@ type writeOp struct {
 	once     bool // events whose id exists are skipped, not refused
 	node     string
 	outcomes []Outcome
+	files    *fileWrite
 	done     chan writeResult
 }
 
@@ -100,17 +101,26 @@ func (s *Store) writeLoop(ctx context.Context) {
 // gather takes first and whatever else is queued, up to maxBatch rows.
 func (s *Store) gather(first *writeOp) []*writeOp {
 	batch := []*writeOp{first}
-	rows := len(first.events) + len(first.outcomes)
+	rows := first.size()
 	for rows < s.maxBatch {
 		select {
 		case op := <-s.ops:
 			batch = append(batch, op)
-			rows += len(op.events) + len(op.outcomes)
+			rows += op.size()
 		default:
 			return batch
 		}
 	}
 	return batch
+}
+
+// size is how many rows op writes, about.
+func (op *writeOp) size() int {
+	n := len(op.events) + len(op.outcomes)
+	if op.files != nil {
+		n += op.files.size()
+	}
+	return n
 }
 
 // flush commits a batch and answers its callers. When the server rejects the
@@ -134,20 +144,34 @@ func (s *Store) flush(batch []*writeOp) {
 			for _, o := range op.outcomes {
 				r.changed[o.EventID] = changed[o.EventID]
 			}
+			if op.files != nil {
+				for _, c := range op.files.changes {
+					for _, e := range c.Events {
+						r.changed[e.ID] = changed[e.ID]
+					}
+				}
+			}
 		}
 		op.done <- r
 	}
 }
 
+// eventColumnList names the event_logs columns a write fills, in the order
+// of eventArrays, the parameters that carry them column by column.
+const (
+	eventColumnList = `id, batch_id, project, trigger_name, type, payload, event_time, fire_at,
+                        is_synchronous, due_at, claimed_by`
+	eventArrays = `$1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::timestamptz[], $8::timestamptz[], $9::bool[], $10::timestamptz[], $11::text[]`
+	eventSelect = `SELECT id, batch_id, project, trigger_name, type, payload::json, event_time, fire_at,
+       is_synchronous, due_at, claimed_by`
+)
+
 const insertEventsSQL = `
-INSERT INTO event_logs (id, batch_id, project, trigger_name, type, payload, event_time, fire_at,
-                        is_synchronous, due_at, claimed_by)
-SELECT id, batch_id, project, trigger_name, type, payload::json, event_time, fire_at,
-       is_synchronous, due_at, claimed_by
-FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::timestamptz[], $8::timestamptz[], $9::bool[], $10::timestamptz[], $11::text[])
-     AS t(id, batch_id, project, trigger_name, type, payload, event_time, fire_at,
-          is_synchronous, due_at, claimed_by)
+INSERT INTO event_logs (` + eventColumnList + `)
+` + eventSelect + `
+FROM unnest(` + eventArrays + `)
+     AS t(` + eventColumnList + `)
 `
 
 const insertEventsOnceSQL = insertEventsSQL + `ON CONFLICT (id) DO NOTHING
@@ -228,6 +252,11 @@ func (s *Store) commit(batch []*writeOp) (map[uuid.UUID]bool, error) {
 	if len(evOnce.id) > 0 {
 		b.Queue(insertEventsOnceSQL, evOnce.id, evOnce.batchID, evOnce.project, evOnce.trigger, evOnce.typ,
 			evOnce.payload, evOnce.eventTime, evOnce.fireAt, evOnce.sync, evOnce.dueAt, evOnce.claimedBy).Query(collect)
+	}
+	for _, op := range batch {
+		if op.files != nil {
+			op.files.queue(b, collect)
+		}
 	}
 	if len(inv.id) > 0 {
 		b.Queue(insertInvocationsSQL, inv.id, inv.eventID, inv.attempt, inv.node, inv.startedAt,

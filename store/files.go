@@ -1,0 +1,156 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// The types of a FileEntry.
+const (
+	FileTypeFile = "file"
+	FileTypeDir  = "dir"
+)
+
+// FileEntry is what the index of a watched directory holds for one path.
+type FileEntry struct {
+	// Path is relative to the directory, slash-separated.
+	Path string
+	// Type is FileTypeFile or FileTypeDir.
+	Type     string
+	Size     int64
+	Modified time.Time
+}
+
+// FileChange is a change to one path of a watched directory's index, with
+// the event rows it causes.
+type FileChange struct {
+	// Entry is the path's new state; only its Path counts when Removed.
+	Entry FileEntry
+	// Removed says the path is gone.
+	Removed bool
+	// Events are logged only when the change is news to the index: a path
+	// removed that was indexed, or a path put that was not indexed, or was
+	// indexed with the other type. Putting a path the index has refreshes
+	// its size and time and logs nothing.
+	Events []Event
+}
+
+// ApplyFiles applies changes, in order, to the index of the watched
+// directory alias of project, and logs the events of those that are news,
+// in the same transaction: a change is logged once however often it is
+// applied, and never without its index update. It returns the ids it
+// inserted, once committed.
+func (s *Store) ApplyFiles(ctx context.Context, project, alias string, changes []FileChange) (inserted map[uuid.UUID]bool, err error) {
+	return s.write(ctx, &writeOp{files: &fileWrite{project: project, alias: alias, changes: changes}})
+}
+
+// Files returns the index of the watched directory alias of project, by path.
+func (s *Store) Files(ctx context.Context, project, alias string) (map[string]FileEntry, error) {
+	rows, err := s.pool.Query(ctx, `SELECT path, type, size, modified FROM file_index WHERE project = $1 AND store = $2`, project, alias)
+	if err != nil {
+		return nil, fmt.Errorf("read the file index of %s/%s: %w", project, alias, err)
+	}
+	entries, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (FileEntry, error) {
+		var e FileEntry
+		err := r.Scan(&e.Path, &e.Type, &e.Size, &e.Modified)
+		return e, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read the file index of %s/%s: %w", project, alias, err)
+	}
+	out := make(map[string]FileEntry, len(entries))
+	for _, e := range entries {
+		out[e.Path] = e
+	}
+	return out, nil
+}
+
+// fileWrite is an ApplyFiles call's share of a group commit.
+type fileWrite struct {
+	project, alias string
+	changes        []FileChange
+}
+
+func (w *fileWrite) size() int {
+	n := len(w.changes)
+	for i := range w.changes {
+		n += len(w.changes[i].Events)
+	}
+	return n
+}
+
+// applyFilesSQL applies one round of index changes, each to a distinct path,
+// and inserts the events of those that are news. Every part of the
+// statement sees the index as it was before it, so prev is the old state.
+const applyFilesSQL = `
+WITH c AS (
+    SELECT * FROM unnest($14::int[], $15::text[], $16::text[], $17::int8[], $18::timestamptz[], $19::bool[])
+                  AS c(ord, path, type, size, modified, removed)),
+prev AS (
+    SELECT c.ord, f.type FROM c
+    LEFT JOIN file_index f ON f.project = $12 AND f.store = $13 AND f.path = c.path),
+gone AS (
+    DELETE FROM file_index f USING c
+    WHERE c.removed AND f.project = $12 AND f.store = $13 AND f.path = c.path
+    RETURNING c.ord),
+put AS (
+    INSERT INTO file_index (project, store, path, type, size, modified)
+    SELECT $12, $13, path, type, size, modified FROM c WHERE NOT removed
+    ON CONFLICT (project, store, path)
+    DO UPDATE SET type = excluded.type, size = excluded.size, modified = excluded.modified),
+news AS (
+    SELECT ord FROM gone
+    UNION ALL
+    SELECT c.ord FROM c JOIN prev USING (ord) WHERE NOT c.removed AND prev.type IS DISTINCT FROM c.type)
+INSERT INTO event_logs (` + eventColumnList + `)
+` + eventSelect + `
+FROM unnest(` + eventArrays + `, $20::int[])
+     AS t(` + eventColumnList + `, ord)
+WHERE t.ord IN (SELECT ord FROM news)
+RETURNING id`
+
+// queue adds the statements of w to b. A path may appear once per
+// statement, so the changes are cut into rounds where a path repeats.
+func (w *fileWrite) queue(b *pgx.Batch, collect func(pgx.Rows) error) {
+	var ev eventColumns
+	var evOrd []int32
+	var ord []int32
+	var path, typ []string
+	var size []int64
+	var modified []time.Time
+	var removed []bool
+	seen := make(map[string]bool)
+	send := func() {
+		if len(ord) == 0 {
+			return
+		}
+		b.Queue(applyFilesSQL, ev.id, ev.batchID, ev.project, ev.trigger, ev.typ, ev.payload,
+			ev.eventTime, ev.fireAt, ev.sync, ev.dueAt, ev.claimedBy,
+			w.project, w.alias, ord, path, typ, size, modified, removed, evOrd).Query(collect)
+		ev, evOrd, ord, path, typ, size, modified, removed = eventColumns{}, nil, nil, nil, nil, nil, nil, nil
+		clear(seen)
+	}
+	for i := range w.changes {
+		c := &w.changes[i]
+		if seen[c.Entry.Path] {
+			send()
+		}
+		seen[c.Entry.Path] = true
+		n := int32(len(ord))
+		ord = append(ord, n)
+		path = append(path, c.Entry.Path)
+		typ = append(typ, c.Entry.Type)
+		size = append(size, c.Entry.Size)
+		modified = append(modified, c.Entry.Modified)
+		removed = append(removed, c.Removed)
+		for j := range c.Events {
+			ev.add(&c.Events[j])
+			evOrd = append(evOrd, n)
+		}
+	}
+	send()
+}

@@ -1,0 +1,56 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Lock is a session-level advisory lock in the store, held on a connection
+// of its own: when the holder dies, its connection closes and the lock is
+// free for another node.
+type Lock struct {
+	conn *pgxpool.Conn
+	key  string
+}
+
+// TryLock takes the advisory lock named key, or returns nil when another
+// session holds it.
+func (s *Store) TryLock(ctx context.Context, key string) (*Lock, error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: take lock %s: %w", s.where, key, err)
+	}
+	var got bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended($1, 0))`, key).Scan(&got); err != nil {
+		conn.Release()
+		return nil, fmt.Errorf("store %s: take lock %s: %w", s.where, key, err)
+	}
+	if !got {
+		conn.Release()
+		return nil, nil
+	}
+	return &Lock{conn: conn, key: key}, nil
+}
+
+// Check returns an error when the lock's connection no longer answers, so
+// the lock may be lost.
+func (l *Lock) Check(ctx context.Context) error {
+	if err := l.conn.Ping(ctx); err != nil {
+		return fmt.Errorf("lock %s: its connection broke: %w", l.key, err)
+	}
+	return nil
+}
+
+// Release frees the lock. A connection that cannot unlock is closed, which
+// frees the lock as well.
+func (l *Lock) Release() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := l.conn.Exec(ctx, `SELECT pg_advisory_unlock(hashtextextended($1, 0))`, l.key); err != nil {
+		l.conn.Conn().Close(ctx)
+	}
+	l.conn.Release()
+}
