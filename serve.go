@@ -18,6 +18,7 @@ import (
 	"github.com/triggerd/triggerd/cdc"
 	"github.com/triggerd/triggerd/config"
 	"github.com/triggerd/triggerd/dispatch"
+	"github.com/triggerd/triggerd/filewatch"
 	"github.com/triggerd/triggerd/store"
 )
 
@@ -69,7 +70,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, started fu
 	if err != nil {
 		return err
 	}
-	sources, err := cdc.Sources(cfg, disp, cdc.Options{StoreSchema: cfg.Store.Schema, Logger: log})
+	sources, err := eventSources(cfg, disp, st, log)
 	if err != nil {
 		return err
 	}
@@ -127,4 +128,32 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, started fu
 	}
 	log.Info("stopped")
 	return serveErr
+}
+
+// source is a feed of events: database changes or watched directories.
+type source interface {
+	// Check says what to fix when the source cannot start.
+	Check(ctx context.Context) error
+	// Run feeds the dispatcher until ctx ends.
+	Run(ctx context.Context)
+}
+
+// eventSources builds the change capture and file sources of every project.
+func eventSources(cfg *config.Config, disp *dispatch.Dispatcher, st *store.Store, log *slog.Logger) ([]source, error) {
+	var out []source
+	dbs, err := cdc.Sources(cfg, disp, cdc.Options{StoreSchema: cfg.Store.Schema, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range dbs {
+		out = append(out, s)
+	}
+	dirs, err := filewatch.Sources(cfg, disp, st, filewatch.Options{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range dirs {
+		out = append(out, s)
+	}
+	return out, nil
 }

@@ -1,0 +1,111 @@
+package filewatch
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/bmatcuk/doublestar/v4"
+
+	"github.com/triggerd/triggerd/dispatch"
+	"github.com/triggerd/triggerd/store"
+)
+
+// data is a file event's data.
+type data struct {
+	Store string `json:"store"`
+	Path  string `json:"path"`
+	Type  string `json:"type"`
+	Meta  meta   `json:"meta"`
+}
+
+// meta describes a file or folder. A FILE_DELETE carries the size and time
+// the index last knew.
+type meta struct {
+	Size     int64  `json:"size"`
+	Modified string `json:"modified"`
+	Mode     string `json:"mode,omitempty"`
+	SHA256   string `json:"sha256,omitempty"`
+}
+
+// event attaches to fc the event of type typ for e, addressed to the
+// triggers of that type whose path glob matches e's path. describe is
+// called only when a trigger takes the event.
+func (s *Source) event(fc *dispatch.FileChange, typ string, e store.FileEntry, describe func() meta) {
+	var names []string
+	for _, t := range s.triggers {
+		if t.Type != typ {
+			continue
+		}
+		if t.Options.Path != "" {
+			if ok, _ := doublestar.Match(t.Options.Path, e.Path); !ok {
+				continue
+			}
+		}
+		names = append(names, t.Name)
+	}
+	if len(names) == 0 {
+		return
+	}
+	body, err := json.Marshal(data{Store: s.alias, Path: e.Path, Type: e.Type, Meta: describe()})
+	if err != nil {
+		panic(fmt.Sprintf("filewatch: encode event data: %v", err)) // strings and numbers always encode
+	}
+	seen := time.Now()
+	fc.Change = dispatch.Change{
+		Event:    dispatch.Event{Project: s.project, Type: typ, Data: body, Time: seen},
+		Key:      strings.Join([]string{s.project, s.alias, typ, e.Path, strconv.FormatInt(seen.UnixNano(), 10)}, "\x00"),
+		Triggers: names,
+	}
+}
+
+// ignored reports whether a relative path, or a folder it is in, matches one
+// of the directory's ignore globs. A glob without '/' is matched against
+// each name of the path, one with '/' against the path and its folders.
+func (s *Source) ignored(rel string) bool {
+	for _, g := range s.dir.Ignore {
+		if !strings.Contains(g, "/") {
+			for name := range strings.SplitSeq(rel, "/") {
+				if ok, _ := doublestar.Match(g, name); ok {
+					return true
+				}
+			}
+			continue
+		}
+		for p := rel; p != "."; p = parent(p) {
+			if ok, _ := doublestar.Match(g, p); ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// parent is the folder of a relative path, "." at the top.
+func parent(rel string) string {
+	i := strings.LastIndexByte(rel, '/')
+	if i < 0 {
+		return "."
+	}
+	return rel[:i]
+}
+
+// hashFile returns the hex SHA-256 of a file's first size bytes.
+func hashFile(name string, size int64) (string, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, io.LimitReader(f, size)); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}

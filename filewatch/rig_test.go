@@ -1,0 +1,256 @@
+package filewatch_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/triggerd/triggerd/config"
+	"github.com/triggerd/triggerd/dispatch"
+	"github.com/triggerd/triggerd/dispatch/dispatchtest"
+	"github.com/triggerd/triggerd/filewatch"
+	"github.com/triggerd/triggerd/store/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// rig is a watched directory, a store and a receiver shared by a test's nodes.
+type rig struct {
+	t        testing.TB
+	dir      string
+	storeURL string
+	schema   string
+	hook     *dispatchtest.Receiver
+	conn     *pgx.Conn
+	logs     *syncBuffer
+}
+
+func newRig(t testing.TB) *rig {
+	r := &rig{t: t, dir: t.TempDir(), hook: dispatchtest.NewReceiver(t), logs: &syncBuffer{}}
+	r.storeURL, r.schema = pgtest.Schema(t)
+	return r
+}
+
+// config renders a config with one project "p" whose storage "up" is the
+// rig's directory; triggers are YAML list items, with {hook} standing for
+// the receiver's URL; storage holds extra keys of the storage.
+func (r *rig) config(nodeID, storage, triggers string) *config.Config {
+	r.t.Helper()
+	if storage != "" {
+		storage = ", " + storage
+	}
+	text := fmt.Sprintf(`
+node_id: %s
+store: {url: %q, schema: %s}
+shutdown_grace: 2s
+lease: 2s
+projects:
+  - id: p
+    secrets: [{kid: k1, alg: HS256, secret: file-test-secret-0123456789abcdef}]
+    storage:
+      up: {path: %q%s}
+    triggers:
+%s`, nodeID, r.storeURL, r.schema, r.dir, storage, indent(strings.ReplaceAll(triggers, "{hook}", r.hook.URL)))
+	cfg, err := config.Parse("test.yaml", []byte(text), func(string) (string, bool) { return "", false })
+	if err != nil {
+		r.t.Fatalf("config: %v\n%s", err, text)
+	}
+	return cfg
+}
+
+// both is the usual pair of triggers: every create and every delete.
+const both = `
+- {name: created, type: FILE_CREATE, url: "{hook}/created"}
+- {name: deleted, type: FILE_DELETE, url: "{hook}/deleted"}`
+
+func indent(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	for i, l := range lines {
+		lines[i] = "      " + strings.TrimSpace(l)
+	}
+	return strings.Join(lines, "\n") + "\n"
+}
+
+// node is a running dispatcher with its file sources.
+type node struct {
+	sources []*filewatch.Source
+	stop    func()
+}
+
+// start runs a node and waits until it watches, unless standby.
+func (r *rig) start(cfg *config.Config, opts filewatch.Options, standby bool) *node {
+	t := r.t
+	t.Helper()
+	ctx := context.Background()
+	run := dispatchtest.Start(t, cfg, dispatch.Options{Poll: 200 * time.Millisecond})
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(r.logs, nil)).With("node", cfg.NodeID)
+	}
+	sources, err := filewatch.Sources(cfg, run.Dispatcher, run.Store, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range sources {
+		if err := s.Check(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sctx, stopSources := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for _, s := range sources {
+		wg.Go(func() { s.Run(sctx) })
+	}
+	n := &node{sources: sources}
+	var once sync.Once
+	n.stop = func() { // sources first: they feed the dispatcher
+		once.Do(func() {
+			stopSources()
+			wg.Wait()
+			if err := run.Stop(); err != nil {
+				t.Errorf("dispatcher: %v", err)
+			}
+		})
+	}
+	t.Cleanup(n.stop)
+	if !standby {
+		n.waitWatching(t)
+	}
+	return n
+}
+
+// waitWatching waits until every source of the node watches.
+func (n *node) waitWatching(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for _, s := range n.sources {
+		for !s.Watching() {
+			if time.Now().After(deadline) {
+				t.Fatal("the directory is not watched within 15s")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
+// fileData is a file event's data.
+type fileData struct {
+	Store string `json:"store"`
+	Path  string `json:"path"`
+	Type  string `json:"type"`
+	Meta  struct {
+		Size     int64  `json:"size"`
+		Modified string `json:"modified"`
+		Mode     string `json:"mode"`
+		SHA256   string `json:"sha256"`
+	} `json:"meta"`
+}
+
+// seen is a delivery in short: "created file a/b.txt".
+func seen(rc dispatchtest.Receipt) string {
+	var d fileData
+	if err := json.Unmarshal(rc.Data, &d); err != nil {
+		return "undecodable " + string(rc.Data)
+	}
+	return strings.TrimPrefix(rc.Path, "/") + " " + d.Type + " " + d.Path
+}
+
+// expect waits for exactly want deliveries (in any order) and a quiet
+// moment after them, and fails listing the difference.
+func (r *rig) expect(want ...string) []dispatchtest.Receipt {
+	r.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	var got []dispatchtest.Receipt
+	for {
+		got = r.hook.Receipts()
+		if len(got) >= len(want) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(600 * time.Millisecond) // more than a settle time, for extras
+	got = r.hook.Receipts()
+	var have []string
+	for _, rc := range got {
+		have = append(have, seen(rc))
+	}
+	slices.Sort(have)
+	w := slices.Clone(want)
+	slices.Sort(w)
+	if !slices.Equal(have, w) {
+		r.t.Fatalf("deliveries:\n  got  %q\n  want %q", have, w)
+	}
+	return got
+}
+
+// reset forgets the deliveries so far.
+func (r *rig) reset() {
+	r.hook.Reset()
+}
+
+// path is the absolute name of a relative path in the directory.
+func (r *rig) path(rel string) string { return filepath.Join(r.dir, filepath.FromSlash(rel)) }
+
+// write creates or replaces a file with content in one step.
+func (r *rig) write(rel, content string) {
+	r.t.Helper()
+	if err := os.MkdirAll(filepath.Dir(r.path(rel)), 0o755); err != nil {
+		r.t.Fatal(err)
+	}
+	if err := os.WriteFile(r.path(rel), []byte(content), 0o644); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// must fails the test on err.
+func (r *rig) must(err error) {
+	r.t.Helper()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// indexed returns the store's index of the directory as "type path size" lines.
+func (r *rig) indexed() []string {
+	r.t.Helper()
+	ctx := context.Background()
+	if r.conn == nil {
+		c, err := pgx.Connect(ctx, r.storeURL)
+		r.must(err)
+		r.t.Cleanup(func() { c.Close(context.Background()) })
+		r.conn = c
+	}
+	rows, err := r.conn.Query(ctx, `SELECT type || ' ' || path || ' ' || size FROM `+pgx.Identifier{r.schema, "file_index"}.Sanitize()+` ORDER BY path`)
+	r.must(err)
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	r.must(err)
+	return out
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}

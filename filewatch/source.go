@@ -1,0 +1,190 @@
+// Package filewatch turns the files and folders of watched directories into
+// FILE_CREATE and FILE_DELETE events. It keeps an index of what it has seen
+// in the event store: at start-up, after a kernel queue overflow and when a
+// folder cannot be watched, it compares the directory with the index, so
+// changes made while no node watched are not missed. An index update and the
+// events it causes are logged in one transaction, so none is logged twice.
+package filewatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/triggerd/triggerd/config"
+	"github.com/triggerd/triggerd/dispatch"
+	"github.com/triggerd/triggerd/store"
+)
+
+// Options tunes a Source; zero values take the defaults.
+type Options struct {
+	// Logger receives the source's logs (default slog.Default()).
+	Logger *slog.Logger
+	// LockRetry is how often a node waiting for another's directory tries
+	// to take it over (default 1s).
+	LockRetry time.Duration
+	// Rescan is how often a directory is compared with its index while some
+	// of its folders cannot be watched (default 10s).
+	Rescan time.Duration
+	// Batch is the most changes logged in one write (default 1000).
+	Batch int
+}
+
+// Source watches one storage directory of one project. Create it with New,
+// check it with Check, run it with Run.
+type Source struct {
+	project  string
+	alias    string
+	dir      config.Storage
+	triggers []*config.Trigger // the project's FILE_* triggers on this directory
+	disp     *dispatch.Dispatcher
+	store    *store.Store
+	opts     Options
+	log      *slog.Logger
+	watching atomic.Bool
+}
+
+// New builds the source of the storage alias of project p. The index and
+// the lock that lets one node at a time watch the directory are kept in st,
+// the dispatcher's store.
+func New(p *config.Project, alias string, d *dispatch.Dispatcher, st *store.Store, opts Options) (*Source, error) {
+	dir, ok := p.Storage[alias]
+	if !ok {
+		return nil, fmt.Errorf("project %s has no storage %q", p.ID, alias)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.LockRetry <= 0 {
+		opts.LockRetry = time.Second
+	}
+	if opts.Rescan <= 0 {
+		opts.Rescan = 10 * time.Second
+	}
+	if opts.Batch <= 0 {
+		opts.Batch = 1000
+	}
+	abs, err := filepath.Abs(dir.Path)
+	if err != nil {
+		return nil, fmt.Errorf("storage %s of project %s: %w", alias, p.ID, err)
+	}
+	dir.Path = abs
+	s := &Source{project: p.ID, alias: alias, dir: dir, disp: d, store: st, opts: opts}
+	s.log = opts.Logger.With("project", p.ID, "storage", alias, "path", dir.Path)
+	for i := range p.Triggers {
+		t := &p.Triggers[i]
+		if config.IsFileType(t.Type) && t.Options.Store == alias {
+			s.triggers = append(s.triggers, t)
+		}
+	}
+	return s, nil
+}
+
+// Sources builds a source for every storage directory of every project of cfg.
+func Sources(cfg *config.Config, d *dispatch.Dispatcher, st *store.Store, opts Options) ([]*Source, error) {
+	var out []*Source
+	for i := range cfg.Projects {
+		p := &cfg.Projects[i]
+		for alias := range p.Storage {
+			s, err := New(p, alias, d, st, opts)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// Check returns an error saying what to fix when the directory does not
+// exist, is not a directory, or cannot be read.
+func (s *Source) Check(ctx context.Context) error {
+	fi, err := os.Stat(s.dir.Path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("%s: %s does not exist: create it, or fix storage.%s.path", s.where(), s.dir.Path, s.alias)
+	case err != nil:
+		return fmt.Errorf("%s: %w", s.where(), err)
+	case !fi.IsDir():
+		return fmt.Errorf("%s: %s is not a directory: fix storage.%s.path", s.where(), s.dir.Path, s.alias)
+	}
+	f, err := os.Open(s.dir.Path)
+	if err != nil {
+		return fmt.Errorf("%s: %w (triggerd must be able to read the directory)", s.where(), err)
+	}
+	defer f.Close()
+	if _, err := f.ReadDir(1); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("%s: list %s: %w (triggerd must be able to read the directory)", s.where(), s.dir.Path, err)
+	}
+	return nil
+}
+
+// Run watches the directory until ctx ends. A failed write, a lost lock or
+// a vanished directory ends the session; the next one compares the
+// directory with the index again, after a backoff. Only one node watches a
+// directory at a time: the others wait for its lock.
+func (s *Source) Run(ctx context.Context) {
+	const minBackoff, maxBackoff = 200 * time.Millisecond, 10 * time.Second
+	backoff := minBackoff
+	for {
+		began := time.Now()
+		err := s.session(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(began) > time.Minute {
+			backoff = minBackoff
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		s.log.Warn("watching stopped; restarting", "err", err, "retry_in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+// lock waits until this node holds the directory's lock in the store.
+func (s *Source) lock(ctx context.Context) (*store.Lock, error) {
+	key := "triggerd.files." + s.project + "." + s.alias
+	logged := false
+	for {
+		l, err := s.store.TryLock(ctx, key)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", s.where(), err)
+		}
+		if l != nil {
+			if logged {
+				s.log.Info("took over the directory")
+			}
+			return l, nil
+		}
+		if !logged {
+			s.log.Info("another node watches this directory; standing by to take over")
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(s.opts.LockRetry):
+		}
+	}
+}
+
+// Watching reports whether this node watches the directory now: it holds
+// the directory's lock and has compared the directory with the index.
+func (s *Source) Watching() bool { return s.watching.Load() }
+
+// where names the source in errors.
+func (s *Source) where() string {
+	return fmt.Sprintf("storage %s of project %s", s.alias, s.project)
+}

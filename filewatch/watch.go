@@ -1,0 +1,446 @@
+package filewatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"github.com/triggerd/triggerd/config"
+	"github.com/triggerd/triggerd/dispatch"
+	"github.com/triggerd/triggerd/store"
+)
+
+// session takes the directory's lock, compares the directory with the
+// index, and then logs what the kernel reports until ctx ends or something
+// breaks.
+func (s *Source) session(ctx context.Context) error {
+	if err := s.Check(ctx); err != nil {
+		return err
+	}
+	lock, err := s.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
+	fw, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("%s: start watching: %w", s.where(), err)
+	}
+	defer fw.Close()
+	known, err := s.store.Files(ctx, s.project, s.alias)
+	if err != nil {
+		return fmt.Errorf("%s: %w", s.where(), err)
+	}
+	w := &watcher{
+		s:       s,
+		fw:      fw,
+		known:   known,
+		pending: make(map[string]*pending),
+		watched: make(map[string]bool),
+	}
+	if err := w.rescan(ctx, "start-up"); err != nil {
+		return err
+	}
+	s.log.Info("watching", "entries", len(w.known), "folders", len(w.watched))
+	s.watching.Store(true)
+	defer s.watching.Store(false)
+
+	tick := time.NewTicker(max(s.dir.Settle.Std()/5, 10*time.Millisecond))
+	defer tick.Stop()
+	lockCheck := time.NewTicker(5 * time.Second)
+	defer lockCheck.Stop()
+	var rescan <-chan time.Time
+	for {
+		if w.unwatched && rescan == nil {
+			rescan = time.After(s.opts.Rescan)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-fw.Events:
+			if !ok {
+				return fmt.Errorf("%s: the watcher closed", s.where())
+			}
+			if err := w.handle(ev); err != nil {
+				return err
+			}
+			// Take what else is queued, so that a burst is logged in few writes.
+			for drained := false; !drained && len(w.out) < s.opts.Batch; {
+				select {
+				case ev := <-fw.Events:
+					if err := w.handle(ev); err != nil {
+						return err
+					}
+				default:
+					drained = true
+				}
+			}
+		case err, ok := <-fw.Errors:
+			if !ok {
+				return fmt.Errorf("%s: the watcher closed", s.where())
+			}
+			if !errors.Is(err, fsnotify.ErrEventOverflow) {
+				return fmt.Errorf("%s: watch: %w", s.where(), err)
+			}
+			s.log.Warn("the kernel's event queue overflowed; comparing the directory with the index",
+				"hint", "raise fs.inotify.max_queued_events")
+			if err := w.rescan(ctx, "queue overflow"); err != nil {
+				return err
+			}
+		case <-rescan:
+			rescan = nil
+			if err := w.rescan(ctx, "unwatched folders"); err != nil {
+				return err
+			}
+		case <-tick.C:
+			w.settle(time.Now())
+		case <-lockCheck.C:
+			if err := lock.Check(ctx); err != nil {
+				return fmt.Errorf("%s: %w", s.where(), err)
+			}
+		}
+		if err := w.flush(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// watcher is one session's view of the directory.
+type watcher struct {
+	s  *Source
+	fw *fsnotify.Watcher
+	// known is the index as this session has logged it, by relative path.
+	known map[string]store.FileEntry
+	// pending are files new or written to, waiting for their writes to settle.
+	pending map[string]*pending
+	// watched are the folders with a kernel watch, by relative path.
+	watched map[string]bool
+	// unwatched says a folder could not be watched: rescans stand in for it.
+	unwatched bool
+	// out are the changes to log in the next write.
+	out []dispatch.FileChange
+}
+
+// pending is a file whose writes have not settled yet.
+type pending struct {
+	last time.Time // its last write event
+}
+
+// rel returns the path of an absolute name relative to the directory, and
+// whether it is inside it and not ignored.
+func (w *watcher) rel(name string) (string, bool) {
+	r, err := filepath.Rel(w.s.dir.Path, name)
+	if err != nil || r == ".." || strings.HasPrefix(r, ".."+string(filepath.Separator)) {
+		return "", false
+	}
+	r = filepath.ToSlash(r)
+	return r, r == "." || !w.s.ignored(r)
+}
+
+// abs is the absolute name of a relative path.
+func (w *watcher) abs(rel string) string {
+	return filepath.Join(w.s.dir.Path, filepath.FromSlash(rel))
+}
+
+// handle takes one kernel event.
+func (w *watcher) handle(ev fsnotify.Event) error {
+	rel, ok := w.rel(ev.Name)
+	if !ok {
+		return nil
+	}
+	if rel == "." {
+		if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
+			return fmt.Errorf("%s: the directory %s was removed or moved", w.s.where(), w.s.dir.Path)
+		}
+		return nil
+	}
+	switch {
+	case ev.Has(fsnotify.Create):
+		return w.appeared(rel)
+	case ev.Has(fsnotify.Remove), ev.Has(fsnotify.Rename):
+		w.vanished(rel)
+	case ev.Has(fsnotify.Write):
+		if p := w.pending[rel]; p != nil {
+			p.last = time.Now()
+		} else if e, ok := w.known[rel]; ok && e.Type == store.FileTypeFile {
+			w.pending[rel] = &pending{last: time.Now()}
+		}
+	}
+	return nil
+}
+
+// appeared takes a path that was created or moved in: a folder is watched
+// and walked at once, a file waits until its writes settle.
+func (w *watcher) appeared(rel string) error {
+	fi, err := os.Lstat(w.abs(rel))
+	if err != nil {
+		return nil // gone already: its removal follows
+	}
+	switch {
+	case fi.IsDir():
+		return w.walk(rel, nil)
+	case fi.Mode().IsRegular():
+		if e, ok := w.known[rel]; ok && e.Type == store.FileTypeDir {
+			w.vanished(rel)
+		}
+		w.pending[rel] = &pending{last: time.Now()}
+	}
+	return nil
+}
+
+// vanished logs the removal of a path and of everything indexed under it,
+// deepest first.
+func (w *watcher) vanished(rel string) {
+	delete(w.pending, rel)
+	prefix := rel + "/"
+	for p := range w.pending {
+		if strings.HasPrefix(p, prefix) {
+			delete(w.pending, p)
+		}
+	}
+	var gone []string
+	if e, ok := w.known[rel]; ok {
+		gone = append(gone, rel)
+		if e.Type == store.FileTypeDir {
+			for p := range w.known {
+				if strings.HasPrefix(p, prefix) {
+					gone = append(gone, p)
+				}
+			}
+		}
+	}
+	for p := range w.watched {
+		if p == rel || strings.HasPrefix(p, prefix) {
+			_ = w.fw.Remove(w.abs(p)) // the kernel may have dropped it already
+			delete(w.watched, p)
+		}
+	}
+	slices.SortFunc(gone, func(a, b string) int { return strings.Compare(b, a) }) // children sort after parents
+	for _, p := range gone {
+		w.remove(w.known[p], true)
+	}
+}
+
+// walk watches and lists the folder rel (the directory itself for ".") and
+// everything under it: folders are logged at once, files wait to settle.
+// With seen set, it records every path it finds there.
+func (w *watcher) walk(rel string, seen map[string]bool) error {
+	return filepath.WalkDir(w.abs(rel), func(name string, d fs.DirEntry, err error) error {
+		r, ok := w.rel(name)
+		if !ok {
+			if d != nil && d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // removed while walking: its removal is reported
+			}
+			if r == "." {
+				return fmt.Errorf("%s: list %s: %w", w.s.where(), name, err)
+			}
+			w.s.log.Warn("cannot read a path; it is left out until it can be", "path", r, "err", err)
+			return nil
+		}
+		if seen != nil {
+			seen[r] = true
+		}
+		if d.IsDir() {
+			// Watch before listing, so that nothing created in between is missed.
+			w.watch(r)
+			if r != "." {
+				fi, err := d.Info()
+				if err != nil {
+					return nil
+				}
+				e, ok := w.known[r]
+				if ok && e.Type == store.FileTypeDir {
+					return nil // known: a folder's own size and time are not worth a write
+				}
+				if ok {
+					w.vanished(r)
+				}
+				w.put(entryOf(r, fi), fi)
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		e, ok := w.known[r]
+		if !ok || e.Type != store.FileTypeFile {
+			if _, waiting := w.pending[r]; !waiting {
+				w.pending[r] = &pending{} // settles at the next tick unless written to
+			}
+			return nil
+		}
+		// A known file: refresh its size and time, which logs nothing.
+		if fi, err := d.Info(); err == nil {
+			if now := entryOf(r, fi); now.Size != e.Size || !now.Modified.Equal(e.Modified) {
+				w.put(now, nil)
+			}
+		}
+		return nil
+	})
+}
+
+// watch adds a kernel watch on the folder rel. When the kernel refuses
+// (the inotify watch limit), the folder is left to periodic rescans.
+func (w *watcher) watch(rel string) {
+	if w.watched[rel] {
+		return
+	}
+	if err := w.fw.Add(w.abs(rel)); err != nil {
+		hint := ""
+		if errors.Is(err, syscall.ENOSPC) {
+			hint = "raise fs.inotify.max_user_watches (see the README)"
+		}
+		w.s.log.Warn("cannot watch a folder; comparing the directory with the index every rescan period instead",
+			"folder", rel, "err", err, "rescan", w.s.opts.Rescan, "hint", hint)
+		w.unwatched = true
+		return
+	}
+	w.watched[rel] = true
+}
+
+// rescan compares the whole directory with the index and logs what differs.
+func (w *watcher) rescan(ctx context.Context, why string) error {
+	began := time.Now()
+	w.unwatched = false
+	seen := make(map[string]bool)
+	if err := w.walk(".", seen); err != nil {
+		return err
+	}
+	var gone []string
+	for p := range w.known {
+		if !seen[p] {
+			gone = append(gone, p)
+		}
+	}
+	slices.SortFunc(gone, func(a, b string) int { return strings.Compare(b, a) })
+	for _, p := range gone {
+		if _, ok := w.known[p]; ok {
+			// A path now ignored leaves the index without an event.
+			w.remove(w.known[p], !w.s.ignored(p))
+		}
+	}
+	for p := range w.pending {
+		if !seen[p] {
+			delete(w.pending, p)
+		}
+	}
+	for p := range w.watched {
+		if !seen[p] {
+			_ = w.fw.Remove(w.abs(p))
+			delete(w.watched, p)
+		}
+	}
+	w.s.log.Info("compared the directory with the index", "why", why, "entries", len(seen)-1,
+		"removed", len(gone), "took", time.Since(began).Round(time.Millisecond))
+	return w.flush(ctx)
+}
+
+// settle logs the pending files whose writes have been quiet for the
+// settle time. A file modified within it (by writes whose events are still
+// queued) waits on.
+func (w *watcher) settle(now time.Time) {
+	quiet := w.s.dir.Settle.Std()
+	for rel, p := range w.pending {
+		if now.Sub(p.last) < quiet {
+			continue
+		}
+		fi, err := os.Lstat(w.abs(rel))
+		if err != nil || !fi.Mode().IsRegular() {
+			delete(w.pending, rel) // its removal or replacement is reported
+			continue
+		}
+		if age := now.Sub(fi.ModTime()); age >= 0 && age < quiet {
+			p.last = fi.ModTime()
+			continue
+		}
+		delete(w.pending, rel)
+		e := entryOf(rel, fi)
+		if k, ok := w.known[rel]; ok && k.Type == store.FileTypeFile {
+			if k.Size != e.Size || !k.Modified.Equal(e.Modified) {
+				w.put(e, nil) // a rewrite: not a create
+			}
+			continue
+		}
+		w.put(e, fi)
+	}
+}
+
+// put logs that rel is in the directory as e. The events of a path the index
+// does not know are attached; the store logs them only if it is news there
+// too. fi, for a new file, gives its content's hash.
+func (w *watcher) put(e store.FileEntry, fi fs.FileInfo) {
+	k, ok := w.known[e.Path]
+	w.known[e.Path] = e
+	fc := dispatch.FileChange{Index: store.FileChange{Entry: e}}
+	if !ok || k.Type != e.Type {
+		w.s.event(&fc, config.TypeFileCreate, e, func() meta { return w.meta(e, fi) })
+	}
+	w.out = append(w.out, fc)
+}
+
+// remove logs that e's path is gone; with announce, as a FILE_DELETE.
+func (w *watcher) remove(e store.FileEntry, announce bool) {
+	delete(w.known, e.Path)
+	fc := dispatch.FileChange{Index: store.FileChange{Entry: e, Removed: true}}
+	if announce {
+		w.s.event(&fc, config.TypeFileDelete, e, func() meta { return w.meta(e, nil) })
+	}
+	w.out = append(w.out, fc)
+}
+
+// meta describes e for an event, with the mode and hash of a file read from
+// disk when fi is set.
+func (w *watcher) meta(e store.FileEntry, fi fs.FileInfo) meta {
+	m := meta{Size: e.Size, Modified: e.Modified.UTC().Format(time.RFC3339Nano)}
+	if fi == nil {
+		return m
+	}
+	m.Mode = fmt.Sprintf("%04o", fi.Mode().Perm())
+	if e.Type == store.FileTypeFile && w.s.dir.HashLimit > 0 && e.Size <= w.s.dir.HashLimit {
+		sum, err := hashFile(w.abs(e.Path), e.Size)
+		if err != nil {
+			w.s.log.Warn("cannot hash a file; its event has no sha256", "path", e.Path, "err", err)
+		} else {
+			m.SHA256 = sum
+		}
+	}
+	return m
+}
+
+// flush logs the queued changes in writes of at most Batch changes.
+func (w *watcher) flush(ctx context.Context) error {
+	for len(w.out) > 0 {
+		n := min(len(w.out), w.s.opts.Batch)
+		if err := w.s.disp.IngestFiles(ctx, w.s.project, w.s.alias, w.out[:n]); err != nil {
+			return fmt.Errorf("%s: %w", w.s.where(), err)
+		}
+		w.out = w.out[n:]
+	}
+	w.out = nil
+	return nil
+}
+
+// entryOf is the index entry of a path as fi describes it.
+func entryOf(rel string, fi fs.FileInfo) store.FileEntry {
+	e := store.FileEntry{Path: path.Clean(rel), Type: store.FileTypeFile, Size: fi.Size(), Modified: fi.ModTime()}
+	if fi.IsDir() {
+		e.Type = store.FileTypeDir
+	}
+	return e
+}
