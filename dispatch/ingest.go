@@ -93,6 +93,9 @@ func (d *Dispatcher) changeRows(changes []Change, live bool) ([]store.Event, []*
 	var claimed []*job
 	for i := range changes {
 		c := &changes[i]
+		if len(c.Triggers) == 0 {
+			continue
+		}
 		p := d.projects[c.Project]
 		if p == nil {
 			unreserve(claimed)
