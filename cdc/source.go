@@ -10,11 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	"github.com/triggerd/triggerd/config"
 	"github.com/triggerd/triggerd/dispatch"
+	"github.com/triggerd/triggerd/dispatch/supervise"
 )
 
 // Options tunes a Source; zero values take the defaults.
@@ -113,26 +113,7 @@ func (s *Source) Check(ctx context.Context) error {
 // the slot's confirmed position after a backoff. Only one node streams a
 // slot at a time: the others wait for its lock.
 func (s *Source) Run(ctx context.Context) {
-	const minBackoff, maxBackoff = 200 * time.Millisecond, 10 * time.Second
-	backoff := minBackoff
-	for {
-		began := time.Now()
-		err := s.session(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		if time.Since(began) > time.Minute {
-			backoff = minBackoff
-		}
-		wait := backoff/2 + rand.N(backoff/2+1)
-		s.log.Warn("change capture stopped; reconnecting", "err", err, "retry_in", wait.Round(time.Millisecond))
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-		backoff = min(2*backoff, maxBackoff)
-	}
+	supervise.Sessions(ctx, s.log, "change capture stopped; reconnecting", s.session)
 }
 
 // errLockLost ends a session whose connection holding the slot's lock broke.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/triggerd/triggerd/config"
 	"github.com/triggerd/triggerd/dispatch"
+	"github.com/triggerd/triggerd/dispatch/supervise"
 )
 
 // item is what the reader hands the consumer: a message at its WAL
@@ -100,28 +101,15 @@ func (s *Source) session(ctx context.Context) error {
 // lock lasts as long as the connection: a dead node's is released with it.
 func (s *Source) lock(ctx context.Context, conn *pgx.Conn) error {
 	key := "triggerd.cdc." + s.db.Slot
-	logged := false
-	for {
-		var got bool
-		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended($1, 0))`, key).Scan(&got); err != nil {
-			return fmt.Errorf("%s: take the slot's lock: %w", s.where(), err)
-		}
-		if got {
-			if logged {
-				s.log.Info("took over the slot")
+	return supervise.Standby(ctx, s.log, s.opts.LockRetry,
+		"another node streams this slot; standing by to take over", "took over the slot",
+		func() (bool, error) {
+			var got bool
+			if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended($1, 0))`, key).Scan(&got); err != nil {
+				return false, fmt.Errorf("%s: take the slot's lock: %w", s.where(), err)
 			}
-			return nil
-		}
-		if !logged {
-			s.log.Info("another node streams this slot; standing by to take over")
-			logged = true
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(s.opts.LockRetry):
-		}
-	}
+			return got, nil
+		})
 }
 
 // heartbeat writes a logical message to the database every period, so that

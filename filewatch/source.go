@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/triggerd/triggerd/config"
 	"github.com/triggerd/triggerd/dispatch"
+	"github.com/triggerd/triggerd/dispatch/supervise"
 	"github.com/triggerd/triggerd/store"
 )
 
@@ -131,53 +131,24 @@ func (s *Source) Check(ctx context.Context) error {
 // directory with the index again, after a backoff. Only one node watches a
 // directory at a time: the others wait for its lock.
 func (s *Source) Run(ctx context.Context) {
-	const minBackoff, maxBackoff = 200 * time.Millisecond, 10 * time.Second
-	backoff := minBackoff
-	for {
-		began := time.Now()
-		err := s.session(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		if time.Since(began) > time.Minute {
-			backoff = minBackoff
-		}
-		wait := backoff/2 + rand.N(backoff/2+1)
-		s.log.Warn("watching stopped; restarting", "err", err, "retry_in", wait.Round(time.Millisecond))
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-		backoff = min(2*backoff, maxBackoff)
-	}
+	supervise.Sessions(ctx, s.log, "watching stopped; restarting", s.session)
 }
 
 // lock waits until this node holds the directory's lock in the store.
 func (s *Source) lock(ctx context.Context) (*store.Lock, error) {
 	key := "triggerd.files." + s.project + "." + s.alias
-	logged := false
-	for {
-		l, err := s.store.TryLock(ctx, key)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", s.where(), err)
-		}
-		if l != nil {
-			if logged {
-				s.log.Info("took over the directory")
+	var held *store.Lock
+	err := supervise.Standby(ctx, s.log, s.opts.LockRetry,
+		"another node watches this directory; standing by to take over", "took over the directory",
+		func() (bool, error) {
+			l, err := s.store.TryLock(ctx, key)
+			if err != nil {
+				return false, fmt.Errorf("%s: %w", s.where(), err)
 			}
-			return l, nil
-		}
-		if !logged {
-			s.log.Info("another node watches this directory; standing by to take over")
-			logged = true
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(s.opts.LockRetry):
-		}
-	}
+			held = l
+			return l != nil, nil
+		})
+	return held, err
 }
 
 // Watching reports whether this node watches the directory now: it holds
