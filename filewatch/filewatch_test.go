@@ -1,12 +1,20 @@
 package filewatch_test
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/triggerd/triggerd/filewatch"
 )
@@ -33,5 +41,323 @@ func TestCreateCarriesTheFilesMeta(t *testing.T) {
 	}
 	if idx := r.indexed(); len(idx) != 1 || idx[0] != "file a.txt 5" {
 		t.Errorf("index %q", idx)
+	}
+}
+
+func TestSlowWriterIsLoggedOnceDone(t *testing.T) {
+	r := newRig(t)
+	r.start(r.config("n1", "", both), filewatch.Options{}, false)
+	f, err := os.Create(r.path("slow.bin"))
+	r.must(err)
+	chunk := make([]byte, 1000)
+	for range 8 { // 1.2 s of writes, each within the 250 ms settle time of the last
+		_, err := f.Write(chunk)
+		r.must(err)
+		time.Sleep(150 * time.Millisecond)
+		if n := r.hook.Count(); n != 0 {
+			t.Fatalf("%d deliveries while the file was still being written", n)
+		}
+	}
+	r.must(f.Close())
+	got := r.expect("created file slow.bin")
+	var d fileData
+	r.must(json.Unmarshal(got[0].Data, &d))
+	if d.Meta.Size != 8000 {
+		t.Errorf("the event describes %d bytes, want the whole file's 8000", d.Meta.Size)
+	}
+
+	// A file created and removed before it settled was never complete:
+	// nothing is logged for it.
+	r.reset()
+	r.write("brief.tmp", "x")
+	r.must(os.Remove(r.path("brief.tmp")))
+	r.expect()
+}
+
+func TestFoldersNestedAndMovedInWithFiles(t *testing.T) {
+	r := newRig(t)
+	r.start(r.config("n1", "", both), filewatch.Options{}, false)
+	r.write("a/b/c/deep.txt", "deep")
+	r.expect("created dir a", "created dir a/b", "created dir a/b/c", "created file a/b/c/deep.txt")
+
+	// A folder made elsewhere with files and a subfolder, moved in at once.
+	r.reset()
+	outside := t.TempDir()
+	r.must(os.MkdirAll(filepath.Join(outside, "batch", "sub"), 0o755))
+	for _, name := range []string{"batch/1.txt", "batch/2.txt", "batch/sub/3.txt"} {
+		r.must(os.WriteFile(filepath.Join(outside, filepath.FromSlash(name)), []byte(name), 0o644))
+	}
+	r.must(os.Rename(filepath.Join(outside, "batch"), r.path("batch")))
+	r.expect("created dir batch", "created dir batch/sub", "created file batch/1.txt", "created file batch/2.txt", "created file batch/sub/3.txt")
+
+	// A file moved in from outside is a create.
+	r.reset()
+	r.must(os.WriteFile(filepath.Join(outside, "in.txt"), []byte("in"), 0o644))
+	r.must(os.Rename(filepath.Join(outside, "in.txt"), r.path("a/in.txt")))
+	r.expect("created file a/in.txt")
+}
+
+func TestRenamesAndMovesOut(t *testing.T) {
+	r := newRig(t)
+	r.start(r.config("n1", "", both), filewatch.Options{}, false)
+	r.write("x.txt", "x")
+	r.write("d/f.txt", "f")
+	r.write("d/e/g.txt", "g")
+	r.expect("created file x.txt", "created dir d", "created file d/f.txt", "created dir d/e", "created file d/e/g.txt")
+
+	r.reset()
+	r.must(os.Rename(r.path("x.txt"), r.path("y.txt")))
+	r.expect("deleted file x.txt", "created file y.txt")
+
+	r.reset()
+	r.must(os.Rename(r.path("d"), r.path("renamed")))
+	r.expect("deleted dir d", "deleted file d/f.txt", "deleted dir d/e", "deleted file d/e/g.txt",
+		"created dir renamed", "created file renamed/f.txt", "created dir renamed/e", "created file renamed/e/g.txt")
+	// The renamed folder is watched under its new name.
+	r.reset()
+	r.write("renamed/e/h.txt", "h")
+	r.expect("created file renamed/e/h.txt")
+
+	// Moves out are deletes; what happens afterwards out there is not ours.
+	r.reset()
+	outside := t.TempDir()
+	r.must(os.Rename(r.path("y.txt"), filepath.Join(outside, "y.txt")))
+	r.must(os.Rename(r.path("renamed"), filepath.Join(outside, "renamed")))
+	r.expect("deleted file y.txt", "deleted dir renamed", "deleted file renamed/f.txt", "deleted dir renamed/e",
+		"deleted file renamed/e/g.txt", "deleted file renamed/e/h.txt")
+	r.reset()
+	r.must(os.WriteFile(filepath.Join(outside, "renamed", "later.txt"), []byte("l"), 0o644))
+	r.expect()
+	if idx := r.indexed(); len(idx) != 0 {
+		t.Errorf("index after everything moved out: %q", idx)
+	}
+}
+
+func TestDeletesOfFilesAndFolders(t *testing.T) {
+	r := newRig(t)
+	r.start(r.config("n1", "", both), filewatch.Options{}, false)
+	r.write("keep.txt", "k")
+	r.write("gone.txt", "g")
+	r.write("tree/a.txt", "a")
+	r.write("tree/sub/b.txt", "b")
+	r.expect("created file keep.txt", "created file gone.txt", "created dir tree", "created file tree/a.txt",
+		"created dir tree/sub", "created file tree/sub/b.txt")
+	r.reset()
+	r.must(os.Remove(r.path("gone.txt")))
+	r.must(os.RemoveAll(r.path("tree")))
+	got := r.expect("deleted file gone.txt", "deleted dir tree", "deleted file tree/a.txt", "deleted dir tree/sub", "deleted file tree/sub/b.txt")
+	for _, rc := range got {
+		var d fileData
+		r.must(json.Unmarshal(rc.Data, &d))
+		if d.Path == "tree/sub/b.txt" && d.Meta.Size != 1 {
+			t.Errorf("a delete carries the size the index knew: %s", rc.Data)
+		}
+	}
+	if idx := r.indexed(); len(idx) != 1 || idx[0] != "file keep.txt 1" {
+		t.Errorf("index %q", idx)
+	}
+}
+
+func TestRewriteIsNotACreate(t *testing.T) {
+	r := newRig(t)
+	r.start(r.config("n1", "", both), filewatch.Options{}, false)
+	r.write("a.txt", "one")
+	r.expect("created file a.txt")
+	r.reset()
+	r.write("a.txt", "three")
+	r.expect()
+	deadline := time.Now().Add(5 * time.Second)
+	for idx := r.indexed(); len(idx) != 1 || idx[0] != "file a.txt 5"; idx = r.indexed() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the index does not follow the rewrite: %q", idx)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestIgnoreGlobs(t *testing.T) {
+	r := newRig(t)
+	r.start(r.config("n1", `ignore: ["*.tmp", ".*", "cache/**"]`, both), filewatch.Options{}, false)
+	r.write("upload.bin.tmp", "partial")
+	r.write(".hidden", "h")
+	r.write(".git/objects/x", "x")
+	r.write("cache/thumbs/y.png", "y")
+	r.write("sub/z.tmp", "z")
+	r.write("sub/ok.txt", "ok")
+	r.expect("created dir sub", "created file sub/ok.txt")
+
+	// A download renamed to its final name is a create.
+	r.reset()
+	r.must(os.Rename(r.path("upload.bin.tmp"), r.path("upload.bin")))
+	r.expect("created file upload.bin")
+	if idx := r.indexed(); len(idx) != 3 {
+		t.Errorf("the index holds ignored paths: %q", idx)
+	}
+}
+
+func TestPathGlobsChooseTriggers(t *testing.T) {
+	r := newRig(t)
+	r.start(r.config("n1", "", `
+- {name: thumb, type: FILE_CREATE, url: "{hook}/thumb", options: {path: "images/**/*.png"}}
+- {name: created, type: FILE_CREATE, url: "{hook}/created", options: {store: up}}
+- {name: docs-gone, type: FILE_DELETE, url: "{hook}/docs-gone", options: {path: "docs/*"}}`), filewatch.Options{}, false)
+	r.write("images/2026/cat.png", "png")
+	r.write("images/notes.txt", "txt")
+	r.write("docs/a.md", "a")
+	r.expect("thumb file images/2026/cat.png",
+		"created dir images", "created dir images/2026", "created file images/2026/cat.png", "created file images/notes.txt",
+		"created dir docs", "created file docs/a.md")
+	r.reset()
+	r.must(os.Remove(r.path("docs/a.md")))
+	r.must(os.Remove(r.path("images/notes.txt")))
+	r.expect("docs-gone file docs/a.md")
+}
+
+func TestChangesWhileStoppedAreLoggedAtStart(t *testing.T) {
+	r := newRig(t)
+	cfg := r.config("n1", "", both)
+	n := r.start(cfg, filewatch.Options{}, false)
+	r.write("stays.txt", "s")
+	r.write("grows.txt", "g")
+	r.write("goes.txt", "x")
+	r.write("old/inner.txt", "i")
+	r.expect("created file stays.txt", "created file grows.txt", "created file goes.txt", "created dir old", "created file old/inner.txt")
+	n.stop()
+
+	r.reset()
+	r.must(os.Remove(r.path("goes.txt")))
+	r.must(os.RemoveAll(r.path("old")))
+	r.write("grows.txt", "grown while stopped") // a change, not a create
+	r.write("new.txt", "n")
+	r.write("fresh/deeper/f.txt", "f")
+	r.must(os.Chtimes(r.path("stays.txt"), time.Now(), time.Now().Add(-time.Hour)))
+	r.start(r.config("n1", "", both), filewatch.Options{}, false)
+	r.expect("deleted file goes.txt", "deleted dir old", "deleted file old/inner.txt",
+		"created file new.txt", "created dir fresh", "created dir fresh/deeper", "created file fresh/deeper/f.txt")
+	idx := r.indexed()
+	if !slices.Contains(idx, "file grows.txt 19") {
+		t.Errorf("the index does not follow a change made while stopped: %q", idx)
+	}
+}
+
+func TestOverflowLeadsToARescan(t *testing.T) {
+	limit, err := os.ReadFile("/proc/sys/fs/inotify/max_queued_events")
+	if err != nil {
+		t.Skipf("no inotify queue limit to overflow: %v", err)
+	}
+	queue, err := strconv.Atoi(strings.TrimSpace(string(limit)))
+	if err != nil || queue > 100_000 {
+		t.Skipf("the inotify queue holds %s events: too many to overflow in a test", limit)
+	}
+	r := newRig(t)
+	r.start(r.config("n1", "settle: 50ms", `- {name: created, type: FILE_CREATE, url: "{hook}/created", concurrency: 64}`), filewatch.Options{}, false)
+
+	// Hold the watcher in its first write, so the kernel's queue fills up.
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, r.storeURL)
+	r.must(err)
+	defer conn.Close(ctx)
+	tx, err := conn.Begin(ctx)
+	r.must(err)
+	defer tx.Rollback(ctx)
+	_, err = tx.Exec(ctx, `LOCK TABLE `+pgx.Identifier{r.schema, "file_index"}.Sanitize()+` IN ACCESS EXCLUSIVE MODE`)
+	r.must(err)
+	r.write("first.txt", "1")
+	waitBlocked(t, conn, r.schema)
+
+	// In a folder already watched: the kernel queues an event for each.
+	n := queue + queue/4
+	for i := range n {
+		f, err := os.Create(r.path(fmt.Sprintf("burst-%06d", i)))
+		r.must(err)
+		r.must(f.Close())
+	}
+	r.must(tx.Rollback(ctx))
+
+	deadline := time.Now().Add(60 * time.Second)
+	want := n + 1 // first.txt too
+	for {
+		var logged, paths int
+		r.must(conn.QueryRow(ctx, `SELECT count(*), count(DISTINCT payload->>'path') FROM `+
+			pgx.Identifier{r.schema, "event_logs"}.Sanitize()).Scan(&logged, &paths))
+		if logged == want && paths == want {
+			break
+		}
+		if logged > want || time.Now().After(deadline) {
+			t.Fatalf("%d events for %d paths logged, want %d", logged, paths, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(r.logs.String(), "overflowed") {
+		t.Errorf("the kernel queue (%d events) did not overflow with %d files; the rescan was not tested:\n%s", queue, n, r.logs.String())
+	}
+}
+
+// waitBlocked waits until a triggerd connection waits for a lock on the
+// schema's file_index.
+func waitBlocked(t *testing.T, conn *pgx.Conn, schema string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var waiting bool
+		err := conn.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted AND relation = $1::regclass)`,
+			pgx.Identifier{schema, "file_index"}.Sanitize()).Scan(&waiting)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if waiting {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the watcher did not try to log within 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestStandbyTakesOverAndCatchesUp(t *testing.T) {
+	r := newRig(t)
+	a := r.start(r.config("a", "", both), filewatch.Options{LockRetry: 100 * time.Millisecond}, false)
+	b := r.start(r.config("b", "", both), filewatch.Options{LockRetry: 100 * time.Millisecond}, true)
+	r.write("one.txt", "1")
+	r.expect("created file one.txt")
+	if b.sources[0].Watching() {
+		t.Fatal("both nodes watch the directory")
+	}
+	a.stop()
+	r.reset()
+	r.write("two.txt", "2")
+	r.must(os.Remove(r.path("one.txt")))
+	b.waitWatching(t)
+	r.expect("created file two.txt", "deleted file one.txt")
+}
+
+func TestFileReplacedByAFolder(t *testing.T) {
+	r := newRig(t)
+	r.start(r.config("n1", "", both), filewatch.Options{}, false)
+	r.write("thing", "a file")
+	r.expect("created file thing")
+	r.reset()
+	r.must(os.Remove(r.path("thing")))
+	r.write("thing/inside.txt", "now a folder")
+	r.expect("deleted file thing", "created dir thing", "created file thing/inside.txt")
+}
+
+func TestCheckExplainsABadPath(t *testing.T) {
+	r := newRig(t)
+	r.write("plain-file", "x")
+	for _, c := range []struct{ path, want string }{
+		{r.path("missing"), "does not exist: create it, or fix storage.up.path"},
+		{r.path("plain-file"), "is not a directory: fix storage.up.path"},
+	} {
+		cfg := r.config("n1", "", both)
+		p := cfg.Projects[0].Storage["up"]
+		p.Path = c.path
+		cfg.Projects[0].Storage["up"] = p
+		srcs, err := filewatch.Sources(cfg, nil, nil, filewatch.Options{})
+		r.must(err)
+		if err := srcs[0].Check(context.Background()); err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), c.path) {
+			t.Errorf("Check of %s: %v, want it to name the path and say %q", c.path, err, c.want)
+		}
 	}
 }

@@ -45,7 +45,7 @@ func (s *Source) session(ctx context.Context) error {
 		s:       s,
 		fw:      fw,
 		known:   known,
-		pending: make(map[string]*pending),
+		pending: make(map[string]time.Time),
 		watched: make(map[string]bool),
 	}
 	if err := w.rescan(ctx, "start-up"); err != nil {
@@ -121,8 +121,11 @@ type watcher struct {
 	fw *fsnotify.Watcher
 	// known is the index as this session has logged it, by relative path.
 	known map[string]store.FileEntry
-	// pending are files new or written to, waiting for their writes to settle.
-	pending map[string]*pending
+	// pending are files new or written to, waiting for their writes to
+	// settle, with the time of their last write; queue holds them in the
+	// order they were last written to (with stale entries left behind).
+	pending map[string]time.Time
+	queue   []queued
 	// watched are the folders with a kernel watch, by relative path.
 	watched map[string]bool
 	// unwatched says a folder could not be watched: rescans stand in for it.
@@ -131,9 +134,16 @@ type watcher struct {
 	out []dispatch.FileChange
 }
 
-// pending is a file whose writes have not settled yet.
-type pending struct {
-	last time.Time // its last write event
+// queued is a file written to at a time.
+type queued struct {
+	rel string
+	at  time.Time
+}
+
+// touch records a write to a new or changed file at a time.
+func (w *watcher) touch(rel string, at time.Time) {
+	w.pending[rel] = at
+	w.queue = append(w.queue, queued{rel, at})
 }
 
 // rel returns the path of an absolute name relative to the directory, and
@@ -170,10 +180,10 @@ func (w *watcher) handle(ev fsnotify.Event) error {
 	case ev.Has(fsnotify.Remove), ev.Has(fsnotify.Rename):
 		w.vanished(rel)
 	case ev.Has(fsnotify.Write):
-		if p := w.pending[rel]; p != nil {
-			p.last = time.Now()
+		if _, waiting := w.pending[rel]; waiting {
+			w.touch(rel, time.Now())
 		} else if e, ok := w.known[rel]; ok && e.Type == store.FileTypeFile {
-			w.pending[rel] = &pending{last: time.Now()}
+			w.touch(rel, time.Now())
 		}
 	}
 	return nil
@@ -193,7 +203,7 @@ func (w *watcher) appeared(rel string) error {
 		if e, ok := w.known[rel]; ok && e.Type == store.FileTypeDir {
 			w.vanished(rel)
 		}
-		w.pending[rel] = &pending{last: time.Now()}
+		w.touch(rel, time.Now())
 	}
 	return nil
 }
@@ -281,7 +291,7 @@ func (w *watcher) walk(rel string, seen map[string]bool) error {
 		e, ok := w.known[r]
 		if !ok || e.Type != store.FileTypeFile {
 			if _, waiting := w.pending[r]; !waiting {
-				w.pending[r] = &pending{} // settles at the next tick unless written to
+				w.touch(r, time.Time{}) // settles at once unless written to
 			}
 			return nil
 		}
@@ -356,17 +366,20 @@ func (w *watcher) rescan(ctx context.Context, why string) error {
 // queued) waits on.
 func (w *watcher) settle(now time.Time) {
 	quiet := w.s.dir.Settle.Std()
-	for rel, p := range w.pending {
-		if now.Sub(p.last) < quiet {
-			continue
+	for len(w.queue) > 0 && now.Sub(w.queue[0].at) >= quiet {
+		q := w.queue[0]
+		w.queue = w.queue[1:]
+		if last, ok := w.pending[q.rel]; !ok || !last.Equal(q.at) {
+			continue // written to since, or gone
 		}
+		rel := q.rel
 		fi, err := os.Lstat(w.abs(rel))
 		if err != nil || !fi.Mode().IsRegular() {
 			delete(w.pending, rel) // its removal or replacement is reported
 			continue
 		}
 		if age := now.Sub(fi.ModTime()); age >= 0 && age < quiet {
-			p.last = fi.ModTime()
+			w.touch(rel, now)
 			continue
 		}
 		delete(w.pending, rel)
@@ -378,6 +391,9 @@ func (w *watcher) settle(now time.Time) {
 			continue
 		}
 		w.put(e, fi)
+	}
+	if len(w.queue) == 0 {
+		w.queue = nil // let the backing array go
 	}
 }
 
