@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/triggerd/triggerd/cdc"
+	"github.com/triggerd/triggerd/dispatch/dispatchtest"
 )
 
 const slot = "triggerd_p_app"
@@ -33,9 +34,9 @@ func data(t *testing.T, raw json.RawMessage) map[string]any {
 
 // byLSN sorts receipts by their change's position: deliveries to
 // different triggers may arrive in any order.
-func byLSN(t *testing.T, got []receipt) []receipt {
+func byLSN(t *testing.T, got []dispatchtest.Receipt) []dispatchtest.Receipt {
 	t.Helper()
-	lsn := func(r receipt) pglogrepl.LSN {
+	lsn := func(r dispatchtest.Receipt) pglogrepl.LSN {
 		var d struct{ LSN string }
 		if err := json.Unmarshal(r.Data, &d); err != nil {
 			t.Fatal(err)
@@ -46,7 +47,7 @@ func byLSN(t *testing.T, got []receipt) []receipt {
 		}
 		return l
 	}
-	slices.SortStableFunc(got, func(a, b receipt) int { return cmp.Compare(lsn(a), lsn(b)) })
+	slices.SortStableFunc(got, func(a, b dispatchtest.Receipt) int { return cmp.Compare(lsn(a), lsn(b)) })
 	return got
 }
 
@@ -62,7 +63,7 @@ func TestInsertUpdateDelete(t *testing.T) {
 	r.exec(`UPDATE users SET name = 'anne' WHERE id = 1`)
 	r.exec(`UPDATE users SET id = 2 WHERE id = 1`)
 	r.exec(`DELETE FROM users WHERE id = 2`)
-	got := byLSN(t, r.hook.wait(t, 4, 10*time.Second))
+	got := byLSN(t, r.hook.Wait(t, 4, 10*time.Second))
 	want := []struct {
 		typ    string
 		doc    any
@@ -118,7 +119,7 @@ line', '2026-11-25 08:00:00.123456+02', '2026-11-25', '{"k": [1, {"x": null}]}',
 	r.exec(`UPDATE things SET t = 'changed' WHERE id = 9007199254740993`)
 	r.exec(`ALTER TABLE things REPLICA IDENTITY FULL`)
 	r.exec(`UPDATE things SET t = 'again' WHERE id = 9007199254740993`)
-	got := byLSN(t, r.hook.wait(t, 3, 10*time.Second))
+	got := byLSN(t, r.hook.Wait(t, 3, 10*time.Second))
 
 	var ins struct{ Doc map[string]json.RawMessage }
 	if err := json.Unmarshal(got[0].Data, &ins); err != nil {
@@ -174,9 +175,9 @@ func TestUpdateColumnFilter(t *testing.T) {
 	r.exec(`UPDATE orders SET total = 12, note = 'z' WHERE id = 1`) // fires
 	r.exec(`UPDATE orders SET total = NULL WHERE id = 1`)           // fires: a value became NULL
 	r.exec(`DELETE FROM orders WHERE id = 1`)                       // the marker: everything before it is in
-	got := byLSN(t, r.hook.wait(t, 4, 10*time.Second))
+	got := byLSN(t, r.hook.Wait(t, 4, 10*time.Second))
 	time.Sleep(200 * time.Millisecond)
-	got = byLSN(t, r.hook.receipts())
+	got = byLSN(t, r.hook.Receipts())
 	var statuses []any
 	for _, g := range got[:len(got)-1] {
 		d := data(t, g.Data)
@@ -199,9 +200,9 @@ func TestTransactions(t *testing.T) {
 	r.exec(`BEGIN; INSERT INTO items VALUES (1, 1), (2, 2); UPDATE items SET n = 3 WHERE id = 1; DELETE FROM items WHERE id = 2; COMMIT`)
 	r.exec(`BEGIN; INSERT INTO items VALUES (7, 7); UPDATE items SET n = 70 WHERE id = 1; ROLLBACK`)
 	r.exec(`INSERT INTO items VALUES (3, 3)`)
-	r.hook.wait(t, 5, 10*time.Second)
+	r.hook.Wait(t, 5, 10*time.Second)
 	time.Sleep(300 * time.Millisecond)
-	got := byLSN(t, r.hook.receipts())
+	got := byLSN(t, r.hook.Receipts())
 	if len(got) != 5 {
 		t.Fatalf("%d events, want 4 from the committed transaction and 1 after the rolled back one", len(got))
 	}
@@ -242,7 +243,7 @@ CREATE TABLE "Sales"."Orders" ("Id" int PRIMARY KEY);`)
 	r.mustStart(r.config("n1", `- {name: ins, type: DB_INSERT, url: "{hook}", options: {col: 'measurements, "Sales"."Orders"'}}`, ""), cdc.Options{})
 	r.waitStreaming(slot)
 	r.exec(`INSERT INTO measurements VALUES (1, '2025-06-01'), (2, '2026-06-01'); INSERT INTO "Sales"."Orders" VALUES (7)`)
-	got := byLSN(t, r.hook.wait(t, 3, 10*time.Second))
+	got := byLSN(t, r.hook.Wait(t, 3, 10*time.Second))
 	var where []string
 	for _, g := range got {
 		d := data(t, g.Data)

@@ -39,7 +39,7 @@ func checkOnce(t *testing.T, r *rig, committed map[int64]bool, within time.Durat
 	t.Helper()
 	ctx := context.Background()
 	deadline := time.Now().Add(within)
-	for r.count(ctx) < len(committed) || r.hook.count() < len(committed) {
+	for r.count(ctx) < len(committed) || r.hook.Count() < len(committed) {
 		if time.Now().After(deadline) {
 			break // report what is missing
 		}
@@ -54,7 +54,7 @@ func checkOnce(t *testing.T, r *rig, committed map[int64]bool, within time.Durat
 	for _, p := range logged {
 		payloads = append(payloads, p)
 	}
-	for _, g := range r.hook.receipts() {
+	for _, g := range r.hook.Receipts() {
 		delivered = append(delivered, g.Data)
 	}
 	inLog, inHook := docIDs(t, payloads), docIDs(t, delivered)
@@ -178,11 +178,11 @@ func TestServerRestartMidStream(t *testing.T) {
 	r.mustStart(r.config("n1", `- {name: ins, type: DB_INSERT, url: "{hook}", options: {col: items}}`, ""), cdc.Options{})
 	r.waitStreaming(slot)
 	w := startWriter(t, r.src, 3, 5)
-	r.hook.wait(t, 200, 20*time.Second)
+	r.hook.Wait(t, 200, 20*time.Second)
 	if err := cluster.Restart(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	r.hook.wait(t, len(r.hook.receipts())+200, 30*time.Second) // flowing again
+	r.hook.Wait(t, len(r.hook.Receipts())+200, 30*time.Second) // flowing again
 	checkOnce(t, r, w.finish(t, r), time.Minute)
 }
 
@@ -193,11 +193,11 @@ func TestStandbyNodeTakesOver(t *testing.T) {
 	r.waitStreaming(slot)
 	r.mustStart(r.config("n2", triggers, ""), cdc.Options{LockRetry: 100 * time.Millisecond})
 	w := startWriter(t, r.src, 2, 3)
-	r.hook.wait(t, 100, 20*time.Second)
+	r.hook.Wait(t, 100, 20*time.Second)
 	stopped := time.Now()
 	n1.stop()
-	before := len(r.hook.receipts())
-	r.hook.wait(t, before+30, 20*time.Second)
+	before := len(r.hook.Receipts())
+	r.hook.Wait(t, before+30, 20*time.Second)
 	t.Logf("the standby delivered new changes %s after the streaming node stopped", time.Since(stopped).Round(time.Millisecond))
 	if took := time.Since(stopped); took > 5*time.Second {
 		t.Errorf("takeover took %s", took)
@@ -207,12 +207,12 @@ func TestStandbyNodeTakesOver(t *testing.T) {
 
 func TestDeadEndpointDoesNotHoldTheSlot(t *testing.T) {
 	r := newRig(t, `CREATE TABLE items (id bigint PRIMARY KEY, note text)`)
-	r.hook.status = http.StatusServiceUnavailable
+	r.hook.SetStatus(http.StatusServiceUnavailable)
 	r.mustStart(r.config("n1", `- {name: ins, type: DB_INSERT, url: "{hook}", options: {col: items}}`, ""), cdc.Options{Status: 100 * time.Millisecond})
 	r.waitStreaming(slot)
 	r.exec(`INSERT INTO items VALUES (1, 'x')`)
 	after := r.walLSN()
-	r.hook.wait(t, 1, 10*time.Second) // attempted, and refused
+	r.hook.Wait(t, 1, 10*time.Second) // attempted, and refused
 	r.exec(`CHECKPOINT`)
 	waitSlot(t, r, after, 10*time.Second)
 }
@@ -231,7 +231,7 @@ func TestQuietDatabaseKeepsTheSlotMoving(t *testing.T) {
 		r.exec(`CHECKPOINT`) // logs the running transactions, from which decoding may restart
 		waitSlot(t, r, after, 10*time.Second)
 	}
-	if n := len(r.hook.receipts()); n != 0 {
+	if n := len(r.hook.Receipts()); n != 0 {
 		t.Errorf("%d events from a table no trigger names", n)
 	}
 
@@ -282,14 +282,14 @@ func TestStoreTablesAreNeverCaptured(t *testing.T) {
 	for i := range 20 {
 		r.exec(`INSERT INTO users VALUES ($1)`, i)
 	}
-	r.hook.wait(t, 20, 10*time.Second)
+	r.hook.Wait(t, 20, 10*time.Second)
 	time.Sleep(500 * time.Millisecond) // the deliveries wrote event_logs and invocation_logs
-	for _, g := range r.hook.receipts() {
+	for _, g := range r.hook.Receipts() {
 		if d := data(t, g.Data); d["col"] != "users" {
 			t.Errorf("captured the store's table %v.%v", d["schema"], d["col"])
 		}
 	}
-	if n := len(r.hook.receipts()); n != 20 {
+	if n := len(r.hook.Receipts()); n != 20 {
 		t.Errorf("%d deliveries, want 20", n)
 	}
 }
@@ -317,9 +317,9 @@ func TestPublicationFollowsTheConfig(t *testing.T) {
 		t.Errorf("after the config changed, published %q", got)
 	}
 	r.exec(`INSERT INTO users VALUES (1); INSERT INTO audit.log VALUES (2)`)
-	got := r.hook.wait(t, 1, 10*time.Second)
+	got := r.hook.Wait(t, 1, 10*time.Second)
 	time.Sleep(300 * time.Millisecond)
-	if got = r.hook.receipts(); len(got) != 1 || data(t, got[0].Data)["col"] != "log" {
+	if got = r.hook.Receipts(); len(got) != 1 || data(t, got[0].Data)["col"] != "log" {
 		t.Errorf("deliveries %v", got)
 	}
 }
@@ -395,7 +395,7 @@ func TestNothingIsConfirmedBeforeItIsLogged(t *testing.T) {
 	r.mustStart(r.config("n1", `- {name: ins, type: DB_INSERT, url: "{hook}", options: {col: items}}`, ""), cdc.Options{Status: 50 * time.Millisecond})
 	r.waitStreaming(slot)
 	r.exec(`INSERT INTO items VALUES (1, 'logged')`)
-	r.hook.wait(t, 1, 10*time.Second)
+	r.hook.Wait(t, 1, 10*time.Second)
 
 	// The store refuses new events for a while.
 	ctx := context.Background()
@@ -449,7 +449,7 @@ func TestRunsAsAReplicationRoleThatIsNotSuperuser(t *testing.T) {
 	}
 	first := sessions()
 	r.exec(`INSERT INTO users VALUES (1, 'a'); UPDATE users SET name = 'b'`)
-	r.hook.wait(t, 2, 10*time.Second)
+	r.hook.Wait(t, 2, 10*time.Second)
 	time.Sleep(500 * time.Millisecond) // heartbeats, which must not fail
 	if last := sessions(); last != first || strings.Count(first, ",") != 1 {
 		t.Errorf("the capture role's sessions went from %s to %s: want the same lock holder and walsender throughout", first, last)

@@ -4,9 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -21,81 +18,19 @@ import (
 	"github.com/triggerd/triggerd/store/pgtest"
 )
 
-// receipt is one CloudEvent a receiver got.
-type receipt struct {
-	ID   string          `json:"id"`
-	Type string          `json:"type"`
-	Time string          `json:"time"`
-	Data json.RawMessage `json:"data"`
-	at   time.Time
-}
-
-// receiver is a real webhook that records what it gets, answering with
-// status (200 when zero).
-type receiver struct {
-	*httptest.Server
-	mu     sync.Mutex
-	got    []receipt
-	status int
-}
-
-func newReceiver(t testing.TB) *receiver {
-	r := &receiver{}
-	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		body, _ := io.ReadAll(req.Body)
-		var ev receipt
-		if err := json.Unmarshal(body, &ev); err != nil {
-			t.Errorf("receiver got a body that is not a CloudEvent: %s", body)
-		}
-		ev.at = time.Now()
-		r.mu.Lock()
-		r.got = append(r.got, ev)
-		status := r.status
-		r.mu.Unlock()
-		if status != 0 {
-			w.WriteHeader(status)
-		}
-	}))
-	t.Cleanup(r.Close)
-	return r
-}
-
-// receipts returns a copy of what arrived.
-func (r *receiver) receipts() []receipt {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]receipt(nil), r.got...)
-}
-
-// wait waits until n receipts arrived, and returns them.
-func (r *receiver) wait(t testing.TB, n int, within time.Duration) []receipt {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		got := r.receipts()
-		if len(got) >= n {
-			return got
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d deliveries within %s, want %d", len(got), within, n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // rig is a source database, a store and a receiver shared by a test's nodes.
 type rig struct {
 	t           testing.TB
 	src         string // the source database's URL
 	storeURL    string
 	storeSchema string
-	hook        *receiver
+	hook        *dispatchtest.Receiver
 	conns       map[string]*pgx.Conn
 }
 
 // newRig creates a source database set up with setupSQL.
 func newRig(t testing.TB, setupSQL string) *rig {
-	r := &rig{t: t, src: pgtest.Database(t), hook: newReceiver(t), conns: make(map[string]*pgx.Conn)}
+	r := &rig{t: t, src: pgtest.Database(t), hook: dispatchtest.NewReceiver(t), conns: make(map[string]*pgx.Conn)}
 	r.storeURL, r.storeSchema = pgtest.Schema(t)
 	if setupSQL != "" {
 		r.exec(setupSQL)
@@ -271,13 +206,6 @@ func (r *rig) waitStreaming(slot string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// count returns the number of receipts.
-func (r *receiver) count() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.got)
 }
 
 // count returns the number of event_logs rows.
