@@ -9,5 +9,8 @@ CREATE TABLE file_index (
     type     text NOT NULL CHECK (type IN ('file', 'dir')),
     size     bigint NOT NULL,
     modified timestamptz NOT NULL,
-    PRIMARY KEY (project, store, path)
+    -- path first: a write looks up its own paths, and with path leading
+    -- the planner cannot read a whole directory's rows instead, whatever
+    -- its statistics say of project and store.
+    PRIMARY KEY (path, project, store)
 );

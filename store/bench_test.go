@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"testing"
 	"time"
@@ -27,4 +28,27 @@ func BenchmarkInsert(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "rows/s")
+}
+
+// BenchmarkApplyFiles measures the file source's writes: each op puts 1,000
+// new paths in the index with one event row each, in one call.
+func BenchmarkApplyFiles(b *testing.B) {
+	st := open(b)
+	ctx := context.Background()
+	const perCall = 1000
+	b.ResetTimer()
+	start := time.Now()
+	for i := range b.N {
+		changes := make([]store.FileChange, perCall)
+		for j := range changes {
+			changes[j] = store.FileChange{
+				Entry:  store.FileEntry{Path: fmt.Sprintf("d%d/f%d", i, j), Type: store.FileTypeFile, Size: 100, Modified: start},
+				Events: []store.Event{staged(time.Now().Add(time.Hour), "")},
+			}
+		}
+		if _, err := st.ApplyFiles(ctx, "p", "up", changes); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*perCall)/time.Since(start).Seconds(), "files/s")
 }

@@ -86,26 +86,28 @@ func (w *fileWrite) size() int {
 // applyFilesSQL applies one round of index changes, each to a distinct path,
 // and inserts the events of those that are news. Every part of the
 // statement sees the index as it was before it, so prev is the old state.
+// The index is read by whole key (path = ANY), so that a write costs the
+// same however large the directory.
 const applyFilesSQL = `
 WITH c AS (
     SELECT * FROM unnest($14::int[], $15::text[], $16::text[], $17::int8[], $18::timestamptz[], $19::bool[])
                   AS c(ord, path, type, size, modified, removed)),
 prev AS (
-    SELECT c.ord, f.type FROM c
-    LEFT JOIN file_index f ON f.project = $12 AND f.store = $13 AND f.path = c.path),
+    SELECT path, type FROM file_index
+    WHERE project = $12 AND store = $13 AND path = ANY($15::text[])),
 gone AS (
-    DELETE FROM file_index f USING c
-    WHERE c.removed AND f.project = $12 AND f.store = $13 AND f.path = c.path
-    RETURNING c.ord),
+    DELETE FROM file_index
+    WHERE project = $12 AND store = $13 AND path = ANY($21::text[])
+    RETURNING path),
 put AS (
     INSERT INTO file_index (project, store, path, type, size, modified)
     SELECT $12, $13, path, type, size, modified FROM c WHERE NOT removed
-    ON CONFLICT (project, store, path)
+    ON CONFLICT (path, project, store)
     DO UPDATE SET type = excluded.type, size = excluded.size, modified = excluded.modified),
 news AS (
-    SELECT ord FROM gone
+    SELECT c.ord FROM c JOIN gone USING (path)
     UNION ALL
-    SELECT c.ord FROM c JOIN prev USING (ord) WHERE NOT c.removed AND prev.type IS DISTINCT FROM c.type)
+    SELECT c.ord FROM c LEFT JOIN prev USING (path) WHERE NOT c.removed AND prev.type IS DISTINCT FROM c.type)
 INSERT INTO event_logs (` + eventColumnList + `)
 ` + eventSelect + `
 FROM unnest(` + eventArrays + `, $20::int[])
@@ -123,6 +125,7 @@ func (w *fileWrite) queue(b *pgx.Batch, collect func(pgx.Rows) error) {
 	var size []int64
 	var modified []time.Time
 	var removed []bool
+	var gone []string
 	seen := make(map[string]bool)
 	send := func() {
 		if len(ord) == 0 {
@@ -130,8 +133,8 @@ func (w *fileWrite) queue(b *pgx.Batch, collect func(pgx.Rows) error) {
 		}
 		b.Queue(applyFilesSQL, ev.id, ev.batchID, ev.project, ev.trigger, ev.typ, ev.payload,
 			ev.eventTime, ev.fireAt, ev.sync, ev.dueAt, ev.claimedBy,
-			w.project, w.alias, ord, path, typ, size, modified, removed, evOrd).Query(collect)
-		ev, evOrd, ord, path, typ, size, modified, removed = eventColumns{}, nil, nil, nil, nil, nil, nil, nil
+			w.project, w.alias, ord, path, typ, size, modified, removed, evOrd, gone).Query(collect)
+		ev, evOrd, ord, path, typ, size, modified, removed, gone = eventColumns{}, nil, nil, nil, nil, nil, nil, nil, nil
 		clear(seen)
 	}
 	for i := range w.changes {
@@ -147,6 +150,9 @@ func (w *fileWrite) queue(b *pgx.Batch, collect func(pgx.Rows) error) {
 		size = append(size, c.Entry.Size)
 		modified = append(modified, c.Entry.Modified)
 		removed = append(removed, c.Removed)
+		if c.Removed {
+			gone = append(gone, c.Entry.Path)
+		}
 		for j := range c.Events {
 			ev.add(&c.Events[j])
 			evOrd = append(evOrd, n)

@@ -188,7 +188,8 @@ WHERE e.id = u.id AND e.claimed_by = u.node AND e.status || '' = 'staged' -- see
 RETURNING e.id`
 
 // customPlanSQL makes the rest of the transaction plan each statement for
-// its parameters. pgx prepares statements and Postgres then settles on a
+// its parameters (file index writes too: with a plan cached while the index
+// was small, each write read every path of its directory). pgx prepares statements and Postgres then settles on a
 // generic plan; for a lookup by id made while event_logs was small, that
 // is a sequential scan, and it stays cached as the table grows (until an
 // ANALYZE): outcome writes took 50-120 ms each and delivery fell by more
@@ -253,18 +254,25 @@ func (s *Store) commit(batch []*writeOp) (map[uuid.UUID]bool, error) {
 		b.Queue(insertEventsOnceSQL, evOnce.id, evOnce.batchID, evOnce.project, evOnce.trigger, evOnce.typ,
 			evOnce.payload, evOnce.eventTime, evOnce.fireAt, evOnce.sync, evOnce.dueAt, evOnce.claimedBy).Query(collect)
 	}
+	if len(inv.id) > 0 {
+		b.Queue(insertInvocationsSQL, inv.id, inv.eventID, inv.attempt, inv.node, inv.startedAt,
+			inv.durationMS, inv.request, inv.status, inv.response, inv.err)
+	}
+	// The statements that read go last, after customPlanSQL: the setting
+	// lasts until the commit.
+	files := false
+	for _, op := range batch {
+		files = files || op.files != nil
+	}
+	if files || len(oc.id) > 0 {
+		b.Queue(customPlanSQL)
+	}
 	for _, op := range batch {
 		if op.files != nil {
 			op.files.queue(b, collect)
 		}
 	}
-	if len(inv.id) > 0 {
-		b.Queue(insertInvocationsSQL, inv.id, inv.eventID, inv.attempt, inv.node, inv.startedAt,
-			inv.durationMS, inv.request, inv.status, inv.response, inv.err)
-	}
 	if len(oc.id) > 0 {
-		// Last in the batch, as the setting lasts until the commit.
-		b.Queue(customPlanSQL)
 		b.Queue(applyOutcomesSQL, oc.id, oc.node, oc.status, oc.attempts, oc.dueAt, oc.claimedBy,
 			oc.remark, oc.response).Query(collect)
 	}
