@@ -184,6 +184,7 @@ func TestIgnoreGlobs(t *testing.T) {
 	r.write("cache/thumbs/y.png", "y")
 	r.write("sub/z.tmp", "z")
 	r.write("sub/ok.txt", "ok")
+	r.write("not-utf8-\xff.txt", "names Postgres cannot hold are left out")
 	r.expect("created dir sub", "created file sub/ok.txt")
 
 	// A download renamed to its final name is a create.

@@ -9,9 +9,11 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/fsnotify/fsnotify"
 
@@ -154,6 +156,11 @@ func (w *watcher) rel(name string) (string, bool) {
 		return "", false
 	}
 	r = filepath.ToSlash(r)
+	if !utf8.ValidString(r) {
+		// Postgres text and JSON strings hold UTF-8 only.
+		w.s.log.Warn("a path is not valid UTF-8; it is left out", "path", strconv.Quote(r))
+		return "", false
+	}
 	return r, r == "." || !w.s.ignored(r)
 }
 
