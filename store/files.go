@@ -84,30 +84,40 @@ func (w *fileWrite) size() int {
 }
 
 // applyFilesSQL applies one round of index changes, each to a distinct path,
-// and inserts the events of those that are news. Every part of the
-// statement sees the index as it was before it, so prev is the old state.
-// The index is read by whole key (path = ANY), so that a write costs the
-// same however large the directory.
+// and inserts the events of those that are news. Whether a change is news
+// is decided by the row it changes, not by a snapshot: of two transactions
+// putting or removing the same path (two nodes for a moment), the second
+// waits for the first and then finds nothing to change. The index is read
+// by whole key (path = ANY), so that a write costs the same however large
+// the directory.
 const applyFilesSQL = `
 WITH c AS (
     SELECT * FROM unnest($14::int[], $15::text[], $16::text[], $17::int8[], $18::timestamptz[], $19::bool[])
                   AS c(ord, path, type, size, modified, removed)),
-prev AS (
-    SELECT path, type FROM file_index
-    WHERE project = $12 AND store = $13 AND path = ANY($15::text[])),
 gone AS (
     DELETE FROM file_index
     WHERE project = $12 AND store = $13 AND path = ANY($21::text[])
     RETURNING path),
-put AS (
+added AS (
     INSERT INTO file_index (project, store, path, type, size, modified)
     SELECT $12, $13, path, type, size, modified FROM c WHERE NOT removed
-    ON CONFLICT (path, project, store)
-    DO UPDATE SET type = excluded.type, size = excluded.size, modified = excluded.modified),
+    ON CONFLICT (path, project, store) DO NOTHING
+    RETURNING path),
+retyped AS (
+    UPDATE file_index f SET type = c.type, size = c.size, modified = c.modified
+    FROM c
+    WHERE f.path = ANY($15::text[]) AND f.project = $12 AND f.store = $13
+      AND f.path = c.path AND NOT c.removed AND f.type <> c.type
+    RETURNING f.path),
+refreshed AS (
+    UPDATE file_index f SET size = c.size, modified = c.modified
+    FROM c
+    WHERE f.path = ANY($15::text[]) AND f.project = $12 AND f.store = $13
+      AND f.path = c.path AND NOT c.removed AND f.type = c.type
+      AND (f.size, f.modified) IS DISTINCT FROM (c.size, c.modified)),
 news AS (
-    SELECT c.ord FROM c JOIN gone USING (path)
-    UNION ALL
-    SELECT c.ord FROM c LEFT JOIN prev USING (path) WHERE NOT c.removed AND prev.type IS DISTINCT FROM c.type)
+    SELECT c.ord FROM c
+    JOIN (SELECT path FROM gone UNION ALL SELECT path FROM added UNION ALL SELECT path FROM retyped) n USING (path))
 INSERT INTO event_logs (` + eventColumnList + `)
 ` + eventSelect + `
 FROM unnest(` + eventArrays + `, $20::int[])

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"testing"
 	"time"
@@ -106,4 +107,64 @@ func TestLockIsHeldByOneSession(t *testing.T) {
 		t.Fatalf("after release: %v %v", second, err)
 	}
 	second.Release()
+}
+
+// TestApplyFilesLogsOnceAcrossNodes: two stores (two nodes, for the moment
+// one of them has not noticed it lost its directory's lock) put and remove
+// the same paths at once; each change is logged by one of them only.
+func TestApplyFilesLogsOnceAcrossNodes(t *testing.T) {
+	a := open(t)
+	ctx := context.Background()
+	b, err := store.Open(ctx, store.Options{URL: a.Pool().Config().ConnString(), Schema: a.Schema()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	const paths = 200
+	round := func(removed bool) {
+		t.Helper()
+		// Hold both writes behind a lock, so that they run together.
+		tx, err := a.Pool().Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, `LOCK TABLE file_index IN ACCESS EXCLUSIVE MODE`); err != nil {
+			t.Fatal(err)
+		}
+		results := make(chan map[uuid.UUID]bool, 2)
+		for _, st := range []*store.Store{a, b} {
+			go func() {
+				var changes []store.FileChange
+				for i := range paths {
+					changes = append(changes, store.FileChange{
+						Entry:   store.FileEntry{Path: fmt.Sprintf("f%03d", i), Type: store.FileTypeFile, Size: 1, Modified: time.Now()},
+						Removed: removed,
+						Events:  []store.Event{staged(time.Now(), "")},
+					})
+				}
+				inserted, err := st.ApplyFiles(ctx, "p", "up", changes)
+				if err != nil {
+					t.Error(err)
+				}
+				results <- inserted
+			}()
+		}
+		time.Sleep(200 * time.Millisecond)
+		if err := tx.Rollback(ctx); err != nil {
+			t.Fatal(err)
+		}
+		logged := 0
+		for range 2 {
+			for _, ok := range <-results {
+				if ok {
+					logged++
+				}
+			}
+		}
+		if logged != paths {
+			t.Errorf("removed=%v: %d events logged for %d paths changed by two nodes at once", removed, logged, paths)
+		}
+	}
+	round(false)
+	round(true)
 }
