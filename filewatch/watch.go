@@ -59,7 +59,7 @@ func (s *Source) session(ctx context.Context) error {
 
 	tick := time.NewTicker(max(s.dir.Settle.Std()/5, 10*time.Millisecond))
 	defer tick.Stop()
-	lockCheck := time.NewTicker(5 * time.Second)
+	lockCheck := time.NewTicker(time.Second)
 	defer lockCheck.Stop()
 	var rescan <-chan time.Time
 	for {
