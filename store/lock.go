@@ -54,3 +54,21 @@ func (l *Lock) Release() {
 	}
 	l.conn.Release()
 }
+
+// heldLockSQL tells whether a session holds the advisory lock TryLock takes
+// for $1: a bigint key shows in pg_locks as its high and low 32 bits, with
+// objsubid 1.
+const heldLockSQL = `SELECT EXISTS (SELECT 1 FROM pg_locks
+	WHERE locktype = 'advisory' AND granted AND objsubid = 1
+	  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+	  AND (classid::int8 << 32 | objid::int8) = hashtextextended($1, 0))`
+
+// LockHeld reports whether some session holds the lock named key, asking
+// the store's database through q.
+func LockHeld(ctx context.Context, q querier, key string) (bool, error) {
+	var held bool
+	if err := q.QueryRow(ctx, heldLockSQL, key).Scan(&held); err != nil {
+		return false, fmt.Errorf("read the state of lock %s: %w", key, err)
+	}
+	return held, nil
+}
