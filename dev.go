@@ -21,13 +21,15 @@ import (
 	"github.com/triggerd/triggerd/auth"
 	"github.com/triggerd/triggerd/cdc"
 	"github.com/triggerd/triggerd/config"
+	"github.com/triggerd/triggerd/filewatch"
 	"github.com/triggerd/triggerd/store/localpg"
 )
 
 // devConfig is the quick-start configuration; the placeholders are filled
 // with the listen address, the throwaway database (the store, and the
-// database whose signups table is captured), a fresh secret and the
-// receiver's url.
+// database whose signups table is captured), a fresh secret, the
+// receiver's url and the absolute path of the watched folder (a relative
+// one would be taken from the config's folder).
 const devConfig = `# Written by "triggerd dev"; removed when it stops.
 listen: %[1]s
 node_id: dev
@@ -43,6 +45,9 @@ projects:
     databases:
       app:
         url: %[2]s
+    storage:
+      uploads:
+        path: %[5]q
     triggers:
       - name: email-sender
         type: sent-email
@@ -53,6 +58,14 @@ projects:
         type: DB_INSERT
         url: %[4]s
         options: {db: app, col: signups}
+      - name: file-created
+        type: FILE_CREATE
+        url: %[4]s
+        options: {store: uploads}
+      - name: file-deleted
+        type: FILE_DELETE
+        url: %[4]s
+        options: {store: uploads}
 `
 
 // devTable is the demo table whose inserts the dev config captures. The
@@ -67,6 +80,10 @@ const devTable = `CREATE TABLE IF NOT EXISTS signups (
 // devSlot is the replication slot of the dev config's database.
 const devSlot = "triggerd_demo_app"
 
+// devStorage is the folder, in the working directory, that the dev config
+// watches as storage uploads.
+const devStorage = "storage"
+
 // devCommand is "triggerd dev": a throwaway Postgres, a demo project with
 // a receiver that prints each delivery, and a node serving them, until Ctrl-C.
 func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -78,6 +95,11 @@ func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	log, err := newLogger(*format, stderr)
+	if err != nil {
+		return err
+	}
+
+	storageDir, created, err := makeDevStorage(devStorage)
 	if err != nil {
 		return err
 	}
@@ -110,7 +132,7 @@ func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	receiverURL := "http://" + rl.Addr().String() + "/deliveries"
 	path := filepath.Join(dir, "triggerd.yaml")
-	text := fmt.Sprintf(devConfig, *listen, storeURL, hex.EncodeToString(secret), receiverURL)
+	text := fmt.Sprintf(devConfig, *listen, storeURL, hex.EncodeToString(secret), receiverURL, storageDir)
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		return fmt.Errorf("write the dev config: %w", err)
 	}
@@ -140,6 +162,17 @@ func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		} else if err != nil {
 			capture = fmt.Sprintf("Change capture is not running yet (%v; see the log above).\nOnce it is, insert a row into the demo table signups; the receiver gets a DB_INSERT event:", err)
 		}
+		// Likewise, say to write a file once a node holds the folder.
+		files := "Write a file into storage, then remove it; the receiver gets a FILE_CREATE event, then a FILE_DELETE:"
+		if err := waitWatched(ctx, storeURL, "demo", "uploads", 15*time.Second); ctx.Err() != nil {
+			return
+		} else if err != nil {
+			files = fmt.Sprintf("The folder storage is not watched yet (%v; see the log above).\nOnce it is, write a file into it, then remove it; the receiver gets a FILE_CREATE event, then a FILE_DELETE:", err)
+		}
+		kept := "made for dev; kept when it stops"
+		if !created {
+			kept = "kept when dev stops; the files already in it are announced as FILE_CREATE at start"
+		}
 		queue := "http://" + addr + "/v1/api/demo/event-triggers/queue"
 		fmt.Fprintf(stdout, `
 triggerd dev is running.
@@ -147,6 +180,7 @@ triggerd dev is running.
   receiver  %s (prints each delivery below)
   store     %s
   config    %s
+  storage   %s (%s)
 
 Queue an event, then a synchronous one that waits for the receiver's response:
   curl -s -X POST %s -d '{"type":"sent-email","data":{"to":"user1@email.com"}}'
@@ -156,12 +190,15 @@ Other types need a token signed with the project's secret (rule authenticated); 
   (no trigger handles user-signed-up, so it is accepted and stored nowhere)
 %s
   psql '%s' -c "INSERT INTO signups (email) VALUES ('ada@example.com')"
+%s
+  echo hello > storage/hello.txt
+  rm storage/hello.txt
 Follow event_logs from another terminal:
   go run . tail --config %s --follow
 
-Ctrl-C stops everything and deletes the throwaway database.
+Ctrl-C stops everything and deletes the throwaway database; the folder storage stays.
 
-`, addr, receiverURL, storeURL, path, queue, queue, queue, token, capture, storeURL, path)
+`, addr, receiverURL, storeURL, path, storageDir, kept, queue, queue, queue, token, capture, storeURL, files, path)
 	})
 }
 
@@ -178,10 +215,44 @@ func createDevTable(ctx context.Context, url string) error {
 	return nil
 }
 
+// makeDevStorage makes the folder dev watches in the working directory,
+// unless it is there, and returns its absolute path and whether it made it.
+func makeDevStorage(name string) (dir string, created bool, err error) {
+	dir, err = filepath.Abs(name)
+	if err != nil {
+		return "", false, fmt.Errorf("find the folder %s: %w", name, err)
+	}
+	err = os.Mkdir(dir, 0o755)
+	if err == nil {
+		return dir, true, nil
+	}
+	if fi, serr := os.Stat(dir); serr == nil && fi.IsDir() {
+		return dir, false, nil
+	}
+	return "", false, fmt.Errorf("make the folder %s that dev watches: %w (run dev where ./%s can be a folder)", dir, err, name)
+}
+
 // waitCapturing waits until a walsender streams the slot: from then on,
 // committed rows are captured. (While the slot is being created it is
 // active too, held by the session creating it.)
 func waitCapturing(ctx context.Context, url, slot string, within time.Duration) error {
+	return waitDevDB(ctx, url, within, "slot "+slot+" not streamed", func(ctx context.Context, conn *pgx.Conn) (bool, error) {
+		return cdc.Streaming(ctx, conn, slot)
+	})
+}
+
+// waitWatched waits until a node holds the lock of a watched folder: it
+// watches the folder, or is comparing it with the index, which finds what
+// is written meanwhile.
+func waitWatched(ctx context.Context, url, project, alias string, within time.Duration) error {
+	return waitDevDB(ctx, url, within, "storage "+alias+" not watched", func(ctx context.Context, conn *pgx.Conn) (bool, error) {
+		return filewatch.Watched(ctx, conn, project, alias)
+	})
+}
+
+// waitDevDB polls the dev database until done says so, and fails saying
+// notYet when it does not within the time given.
+func waitDevDB(ctx context.Context, url string, within time.Duration, notYet string, done func(context.Context, *pgx.Conn) (bool, error)) error {
 	ctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, url)
@@ -190,16 +261,17 @@ func waitCapturing(ctx context.Context, url, slot string, within time.Duration) 
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	for {
-		streaming, err := cdc.Streaming(ctx, conn, slot)
-		if err != nil {
-			return err
-		}
-		if streaming {
+		ok, err := done(ctx, conn)
+		switch {
+		case ok:
 			return nil
+		case ctx.Err() != nil: // the time is up, perhaps mid-query
+			return fmt.Errorf("%s within %s", notYet, within)
+		case err != nil:
+			return err
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("slot %s not streamed within %s", slot, within)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -142,6 +144,21 @@ func (c *child) logText() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.log.String()
+}
+
+// logs reports whether the child logged msg, as a whole message.
+func (c *child) logs(msg string) bool {
+	return strings.Contains(c.logText(), fmt.Sprintf(`"msg":%q`, msg))
+}
+
+// waitLog waits until the child logs msg.
+func waitLog(t *testing.T, c *child, msg string, within time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(within); !c.logs(msg); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the node did not log %q within %s:\n%s", msg, within, c.logText())
+		}
+	}
 }
 
 // kill crashes the child with SIGKILL.
@@ -416,12 +433,18 @@ func TestServeExplainsBadStarts(t *testing.T) {
 	storeURL, schema := pgtest.Schema(t)
 	noTable := writeProjectConfig(t, "no-table", storeURL, schema, fmt.Sprintf("    databases: {app: {url: %q}}\n", src),
 		"      - {name: welcome, type: DB_INSERT, url: 'http://127.0.0.1:1/', options: {col: users}}\n")
+	// A storage directory that does not exist (a relative path is taken
+	// from the config's folder): serve stops before listening, naming it.
+	noDir := writeProjectConfig(t, "no-dir", storeURL, schema, "    storage:\n      uploads: {path: no-such-folder}\n",
+		"      - {name: thumbnail, type: FILE_CREATE, url: 'http://127.0.0.1:1/', options: {path: 'images/**'}}\n")
 	cases := []struct {
 		args []string
 		says string
 	}{
 		{[]string{"serve"}, "pass --config FILE or set TRIGGERD_CONFIG"},
 		{[]string{"serve", "--config", noTable}, "database app of project demo: trigger welcome: table users does not exist: create it, or fix options.col"},
+		{[]string{"serve", "--config", noDir}, "storage uploads of project demo: " + filepath.Join(filepath.Dir(noDir), "no-such-folder") +
+			" does not exist: create it, or fix storage.uploads.path"},
 		{[]string{"serve", "--config", filepath.Join(dir, "missing.yaml")}, "missing.yaml: no such file"},
 		{[]string{"serve", "--config", bad}, `bad.yaml: line 2: projects[0].triggers[0]: unknown key "retrys"`},
 		{[]string{"serve", "--config", unreachable}, "unreachable"},
@@ -430,9 +453,13 @@ func TestServeExplainsBadStarts(t *testing.T) {
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
 	}
 	for _, c := range cases {
-		err := run(context.Background(), c.args, io.Discard, io.Discard)
+		var log bytes.Buffer
+		err := run(context.Background(), c.args, io.Discard, &log)
 		if err == nil || !strings.Contains(err.Error(), c.says) {
 			t.Errorf("%v: got %v, want an error saying %q", c.args, err, c.says)
+		}
+		if strings.Contains(log.String(), "triggerd is serving") {
+			t.Errorf("%v: listened before failing:\n%s", c.args, log.String())
 		}
 	}
 	var out bytes.Buffer
@@ -515,9 +542,11 @@ func TestTailPrintsAndFollows(t *testing.T) {
 	}
 }
 
-// TestDevQuickStart runs "triggerd dev" as a newcomer would, sends the
-// events it suggests and inserts the row it suggests.
+// TestDevQuickStart runs "triggerd dev" as a newcomer would, in a folder
+// of its own, sends the events it suggests, inserts the row it suggests
+// and runs the shell lines it suggests for its storage folder.
 func TestDevQuickStart(t *testing.T) {
+	t.Chdir(t.TempDir())
 	ctx, cancel := context.WithCancel(context.Background())
 	var out syncBuffer
 	done := make(chan error, 1)
@@ -557,18 +586,43 @@ func TestDevQuickStart(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the suggested insert: %v", err)
 	}
-	m = waitFor(t, &out, `receiver: DB_INSERT \S+ \(X-SC-Token verified\)\n  data: (.*)\n`, 10*time.Second)
 	var change struct {
 		DB, Schema, Col string
 		Find            map[string]any
 		Doc             map[string]any
 	}
-	if err := json.Unmarshal([]byte(m[1]), &change); err != nil {
-		t.Fatalf("DB_INSERT data %s: %v", m[1], err)
-	}
+	printed(t, &out, "DB_INSERT", &change)
 	if change.DB != "app" || change.Schema != "public" || change.Col != "signups" ||
 		change.Find["id"] != float64(id) || change.Doc["id"] != float64(id) || change.Doc["email"] != "ada@example.com" || change.Doc["created_at"] == nil {
-		t.Errorf("DB_INSERT of signups row %d printed with data %s", id, m[1])
+		t.Errorf("DB_INSERT of signups row %d printed with data %+v", id, change)
+	}
+	// The folder storage was made in the working directory, and the
+	// suggested shell lines write a file into it and remove it: the
+	// receiver prints their FILE_CREATE and FILE_DELETE deliveries.
+	storageDir, err := filepath.Abs("storage")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, &out, `\n  storage   `+regexp.QuoteMeta(storageDir)+` \(made for dev; kept when it stops\)\n`, time.Second)
+	m = waitFor(t, &out, `\nWrite a file into storage, then remove it;.*\n  (echo hello > (storage/\S+))\n  (rm \S+)\n`, time.Second)
+	shell(t, m[1])
+	var file struct {
+		Store, Path, Type string
+		Meta              struct {
+			Size   int64
+			SHA256 string
+		}
+	}
+	printed(t, &out, "FILE_CREATE", &file)
+	sum := sha256.Sum256([]byte("hello\n"))
+	if "storage/"+file.Path != m[2] || file.Store != "uploads" || file.Type != "file" || file.Meta.Size != 6 || file.Meta.SHA256 != hex.EncodeToString(sum[:]) {
+		t.Errorf("FILE_CREATE of %s printed with data %+v", m[2], file)
+	}
+	shell(t, m[3])
+	file.Path = ""
+	printed(t, &out, "FILE_DELETE", &file)
+	if "storage/"+file.Path != m[2] {
+		t.Errorf("FILE_DELETE of %s printed with data %+v", m[2], file)
 	}
 	dir := waitFor(t, &out, `store\s+postgres://\S+host=(%2F\S+?)&`, time.Second)[1]
 	cancel()
@@ -583,5 +637,26 @@ func TestDevQuickStart(t *testing.T) {
 	clusterDir := strings.ReplaceAll(dir, "%2F", "/")
 	if _, err := os.Stat(clusterDir); !os.IsNotExist(err) {
 		t.Errorf("the throwaway cluster %s was not removed: %v", clusterDir, err)
+	}
+	if fi, err := os.Stat(storageDir); err != nil || !fi.IsDir() {
+		t.Errorf("the folder storage was not left in place: %v", err)
+	}
+}
+
+// printed waits until the dev receiver prints a delivery of type typ and
+// decodes its data into v.
+func printed(t *testing.T, out *syncBuffer, typ string, v any) {
+	t.Helper()
+	m := waitFor(t, out, `receiver: `+typ+` \S+ \(X-SC-Token verified\)\n  data: (.*)\n`, 10*time.Second)
+	if err := json.Unmarshal([]byte(m[1]), v); err != nil {
+		t.Fatalf("%s data %s: %v", typ, m[1], err)
+	}
+}
+
+// shell runs a command line that dev suggests, as a user would.
+func shell(t *testing.T, line string) {
+	t.Helper()
+	if out, err := exec.Command("sh", "-c", line).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", line, err, out)
 	}
 }
