@@ -362,3 +362,19 @@ func TestCheckExplainsABadPath(t *testing.T) {
 		}
 	}
 }
+
+func TestDirectoryRemovedAndBack(t *testing.T) {
+	r := newRig(t)
+	r.start(r.config("n1", "", both), filewatch.Options{}, false)
+	r.write("old.txt", "o")
+	r.expect("created file old.txt")
+	r.reset()
+	r.must(os.RemoveAll(r.dir))
+	time.Sleep(300 * time.Millisecond) // a session or two finds it missing
+	r.must(os.Mkdir(r.dir, 0o755))
+	r.write("new.txt", "n")
+	r.expect("deleted file old.txt", "created file new.txt")
+	if !strings.Contains(r.logs.String(), "does not exist") {
+		t.Errorf("the missing directory was not reported:\n%s", r.logs.String())
+	}
+}
