@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -69,31 +67,8 @@ func (r *rig) exec(sql string, args ...any) {
 // receiver's URL.
 func (r *rig) config(nodeID, triggers, dbExtra string) *config.Config {
 	r.t.Helper()
-	text := fmt.Sprintf(`
-node_id: %s
-store: {url: %q, schema: %s}
-shutdown_grace: 2s
-lease: 2s
-projects:
-  - id: p
-    secrets: [{kid: k1, alg: HS256, secret: cdc-test-secret-0123456789abcdef}]
-    databases:
-      app: {url: %q%s}
-    triggers:
-%s`, nodeID, r.storeURL, r.storeSchema, r.src, dbExtra, indent(strings.ReplaceAll(triggers, "{hook}", r.hook.URL)))
-	cfg, err := config.Parse("test.yaml", []byte(text), func(string) (string, bool) { return "", false })
-	if err != nil {
-		r.t.Fatalf("config: %v\n%s", err, text)
-	}
-	return cfg
-}
-
-func indent(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	for i, l := range lines {
-		lines[i] = "      " + strings.TrimSpace(l)
-	}
-	return strings.Join(lines, "\n") + "\n"
+	return dispatchtest.Config(r.t, nodeID, r.storeURL, r.storeSchema,
+		fmt.Sprintf("    databases:\n      app: {url: %q%s}", r.src, dbExtra), triggers, r.hook.URL)
 }
 
 // node is a running dispatcher with its sources; stop stops them.
@@ -104,37 +79,21 @@ type node struct {
 // start checks and runs a node; its error from Check, if any, is returned
 // and no source runs.
 func (r *rig) start(cfg *config.Config, opts cdc.Options) (*node, error) {
-	t := r.t
-	ctx := context.Background()
-	run := dispatchtest.Start(t, cfg, dispatch.Options{Poll: 200 * time.Millisecond})
+	run := dispatchtest.Start(r.t, cfg, dispatch.Options{Poll: 200 * time.Millisecond})
 	opts.StoreSchema = cfg.Store.Schema
 	sources, err := cdc.Sources(cfg, run.Dispatcher, opts)
 	if err != nil {
-		t.Fatal(err)
+		r.t.Fatal(err)
 	}
+	var all []dispatchtest.Source
 	for _, s := range sources {
-		if err := s.Check(ctx); err != nil {
-			return nil, err
-		}
+		all = append(all, s)
 	}
-	sctx, stopSources := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	for _, s := range sources {
-		wg.Go(func() { s.Run(sctx) })
+	stop, err := run.RunSources(r.t, all...)
+	if err != nil {
+		return nil, err
 	}
-	n := &node{}
-	var once sync.Once
-	n.stop = func() { // sources first: they feed the dispatcher
-		once.Do(func() {
-			stopSources()
-			wg.Wait()
-			if err := run.Stop(); err != nil {
-				t.Errorf("dispatcher: %v", err)
-			}
-		})
-	}
-	t.Cleanup(n.stop)
-	return n, nil
+	return &node{stop: stop}, nil
 }
 
 // mustStart starts a node that must pass its checks.

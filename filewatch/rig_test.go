@@ -50,37 +50,14 @@ func (r *rig) config(nodeID, storage, triggers string) *config.Config {
 	if storage != "" {
 		storage = ", " + storage
 	}
-	text := fmt.Sprintf(`
-node_id: %s
-store: {url: %q, schema: %s}
-shutdown_grace: 2s
-lease: 2s
-projects:
-  - id: p
-    secrets: [{kid: k1, alg: HS256, secret: file-test-secret-0123456789abcdef}]
-    storage:
-      up: {path: %q%s}
-    triggers:
-%s`, nodeID, r.storeURL, r.schema, r.dir, storage, indent(strings.ReplaceAll(triggers, "{hook}", r.hook.URL)))
-	cfg, err := config.Parse("test.yaml", []byte(text), func(string) (string, bool) { return "", false })
-	if err != nil {
-		r.t.Fatalf("config: %v\n%s", err, text)
-	}
-	return cfg
+	return dispatchtest.Config(r.t, nodeID, r.storeURL, r.schema,
+		fmt.Sprintf("    storage:\n      up: {path: %q%s}", r.dir, storage), triggers, r.hook.URL)
 }
 
 // both is the usual pair of triggers: every create and every delete.
 const both = `
 - {name: created, type: FILE_CREATE, url: "{hook}/created"}
 - {name: deleted, type: FILE_DELETE, url: "{hook}/deleted"}`
-
-func indent(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	for i, l := range lines {
-		lines[i] = "      " + strings.TrimSpace(l)
-	}
-	return strings.Join(lines, "\n") + "\n"
-}
 
 // node is a running dispatcher with its file sources.
 type node struct {
@@ -92,7 +69,6 @@ type node struct {
 func (r *rig) start(cfg *config.Config, opts filewatch.Options, standby bool) *node {
 	t := r.t
 	t.Helper()
-	ctx := context.Background()
 	run := dispatchtest.Start(t, cfg, dispatch.Options{Poll: 200 * time.Millisecond})
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(r.logs, nil)).With("node", cfg.NodeID)
@@ -101,28 +77,15 @@ func (r *rig) start(cfg *config.Config, opts filewatch.Options, standby bool) *n
 	if err != nil {
 		t.Fatal(err)
 	}
+	var all []dispatchtest.Source
 	for _, s := range sources {
-		if err := s.Check(ctx); err != nil {
-			t.Fatal(err)
-		}
+		all = append(all, s)
 	}
-	sctx, stopSources := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	for _, s := range sources {
-		wg.Go(func() { s.Run(sctx) })
+	stop, err := run.RunSources(t, all...)
+	if err != nil {
+		t.Fatal(err)
 	}
-	n := &node{sources: sources}
-	var once sync.Once
-	n.stop = func() { // sources first: they feed the dispatcher
-		once.Do(func() {
-			stopSources()
-			wg.Wait()
-			if err := run.Stop(); err != nil {
-				t.Errorf("dispatcher: %v", err)
-			}
-		})
-	}
-	t.Cleanup(n.stop)
+	n := &node{sources: sources, stop: stop}
 	if !standby {
 		n.waitWatching(t)
 	}
