@@ -147,9 +147,12 @@ func openMigrated(t *testing.T) *Store {
 }
 
 // maxRows is the largest "Actual Rows" of a JSON plan.
-func maxRows(plan string) int {
+func maxRows(plan string) int { return maxOf(plan, "Actual Rows") }
+
+// maxOf is the largest value of a numeric field in a JSON plan.
+func maxOf(plan, field string) int {
 	most := 0
-	for _, m := range regexp.MustCompile(`"Actual Rows": (\d+)`).FindAllStringSubmatch(plan, -1) {
+	for _, m := range regexp.MustCompile(`"`+field+`": (\d+)`).FindAllStringSubmatch(plan, -1) {
 		n, _ := strconv.Atoi(m[1])
 		most = max(most, n)
 	}

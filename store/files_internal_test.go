@@ -3,8 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -85,19 +83,9 @@ func TestFileChangesLookUpTheirPaths(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := strings.Join(plan, "\n")
-	if read := maxRows(text) + maxFiltered(text); read > 100 {
+	if read := maxRows(text) + maxOf(text, "Rows Removed by Filter") + maxOf(text, "Rows Removed by Join Filter"); read > 100 {
 		t.Errorf("a write of 10 changes reads %d rows:\n%s", read, text)
 	}
-}
-
-// maxFiltered is the most rows a node of a JSON plan read and dropped.
-func maxFiltered(plan string) int {
-	most := 0
-	for _, m := range regexp.MustCompile(`"Rows Removed by (Filter|Join Filter)": (\d+)`).FindAllStringSubmatch(plan, -1) {
-		n, _ := strconv.Atoi(m[2])
-		most = max(most, n)
-	}
-	return most
 }
 
 // errRollback ends a transaction that must leave nothing behind.
