@@ -164,7 +164,7 @@ func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		// Likewise, say to write a file once a node holds the folder.
 		files := "Write a file into storage, then remove it; the receiver gets a FILE_CREATE event, then a FILE_DELETE:"
-		if err := waitWatched(ctx, storeURL, "demo", "uploads", 15*time.Second); ctx.Err() != nil {
+		if err := waitWatched(ctx, storeURL, cfg.Store.Schema, "demo", "uploads", 15*time.Second); ctx.Err() != nil {
 			return
 		} else if err != nil {
 			files = fmt.Sprintf("The folder storage is not watched yet (%v; see the log above).\nOnce it is, write a file into it, then remove it; the receiver gets a FILE_CREATE event, then a FILE_DELETE:", err)
@@ -244,9 +244,9 @@ func waitCapturing(ctx context.Context, url, slot string, within time.Duration) 
 // waitWatched waits until a node holds the lock of a watched folder: it
 // watches the folder, or is comparing it with the index, which finds what
 // is written meanwhile.
-func waitWatched(ctx context.Context, url, project, alias string, within time.Duration) error {
+func waitWatched(ctx context.Context, url, schema, project, alias string, within time.Duration) error {
 	return waitDevDB(ctx, url, within, "storage "+alias+" not watched", func(ctx context.Context, conn *pgx.Conn) (bool, error) {
-		return filewatch.Watched(ctx, conn, project, alias)
+		return filewatch.Watched(ctx, conn, schema, project, alias)
 	})
 }
 

@@ -1,7 +1,6 @@
 package filewatch_test
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -117,32 +117,48 @@ func TestWatchLimitChild(t *testing.T) {
 }
 
 // tcpToUnix forwards connections to a local TCP port to a Unix socket until
-// the test ends, and returns the port's address.
+// the test ends, and returns the port's address. A connection ends on both
+// sides when either side closes it, so that a killed child's session (and
+// the locks it holds) ends with it.
 func tcpToUnix(t *testing.T, socket string) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(func() { cancel(); ln.Close() })
-	go func() {
+	var mu sync.Mutex
+	var open []net.Conn
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range open {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				var d net.Dialer
-				s, err := d.DialContext(ctx, "unix", socket)
-				if err != nil {
-					return
-				}
-				defer s.Close()
-				go func() { _, _ = io.Copy(s, c) }()
-				_, _ = io.Copy(c, s)
-			}()
+			s, err := net.Dial("unix", socket)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			open = append(open, c, s)
+			mu.Unlock()
+			pipe := func(dst, src net.Conn) {
+				_, _ = io.Copy(dst, src)
+				dst.Close()
+				src.Close()
+			}
+			wg.Go(func() { pipe(s, c) })
+			wg.Go(func() { pipe(c, s) })
 		}
-	}()
+	})
 	return ln.Addr().String()
 }

@@ -138,7 +138,7 @@ func (s *Source) Run(ctx context.Context) {
 
 // lock waits until this node holds the directory's lock in the store.
 func (s *Source) lock(ctx context.Context) (*store.Lock, error) {
-	key := lockKey(s.project, s.alias)
+	key := lockKey(s.store.Schema(), s.project, s.alias)
 	var held *store.Lock
 	err := supervise.Standby(ctx, s.log, s.opts.LockRetry,
 		"another node watches this directory; standing by to take over", "took over the directory",
@@ -153,14 +153,19 @@ func (s *Source) lock(ctx context.Context) (*store.Lock, error) {
 	return held, err
 }
 
-// lockKey names the store lock of a project's storage directory.
-func lockKey(project, alias string) string { return "triggerd.files." + project + "." + alias }
+// lockKey names the lock of a project's storage directory in a store
+// schema: deployments with their own schemas in one database do not share
+// their locks.
+func lockKey(schema, project, alias string) string {
+	return "triggerd.files." + schema + "." + project + "." + alias
+}
 
 // Watched reports whether some node holds the lock of the storage alias of
-// project, asking the store through conn: it watches the directory, or is
-// comparing it with the index, which finds what is written meanwhile.
-func Watched(ctx context.Context, conn *pgx.Conn, project, alias string) (bool, error) {
-	return store.LockHeld(ctx, conn, lockKey(project, alias))
+// project in the store schema, asking the store through conn: it watches
+// the directory, or is comparing it with the index, which finds what is
+// written meanwhile.
+func Watched(ctx context.Context, conn *pgx.Conn, schema, project, alias string) (bool, error) {
+	return store.LockHeld(ctx, conn, lockKey(schema, project, alias))
 }
 
 // Watching reports whether this node watches the directory now: it holds
