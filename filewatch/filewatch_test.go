@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -64,6 +65,28 @@ func TestSlowWriterIsLoggedOnceDone(t *testing.T) {
 	r.must(json.Unmarshal(got[0].Data, &d))
 	if d.Meta.Size != 8000 {
 		t.Errorf("the event describes %d bytes, want the whole file's 8000", d.Meta.Size)
+	}
+
+	// A writer that pauses for longer than the settle time, with the file
+	// still open: Linux tells that it is open for writing.
+	if runtime.GOOS == "linux" {
+		r.reset()
+		f, err := os.Create(r.path("paused.bin"))
+		r.must(err)
+		_, err = f.Write(chunk)
+		r.must(err)
+		time.Sleep(800 * time.Millisecond)
+		if n := r.hook.Count(); n != 0 {
+			t.Fatalf("%d deliveries while the file was still open for writing", n)
+		}
+		_, err = f.Write(chunk)
+		r.must(err)
+		r.must(f.Close())
+		got := r.expect("created file paused.bin")
+		r.must(json.Unmarshal(got[0].Data, &d))
+		if d.Meta.Size != 2000 {
+			t.Errorf("the event describes %d bytes, want the whole file's 2000", d.Meta.Size)
+		}
 	}
 
 	// A file created and removed before it settled was never complete:

@@ -370,7 +370,8 @@ func (w *watcher) rescan(ctx context.Context, why string) error {
 
 // settle logs the pending files whose writes have been quiet for the
 // settle time. A file modified within it (by writes whose events are still
-// queued) waits on.
+// queued) waits on, and so does one that a process still has open for
+// writing, where the platform tells.
 func (w *watcher) settle(now time.Time) {
 	quiet := w.s.dir.Settle.Std()
 	for len(w.queue) > 0 && now.Sub(w.queue[0].at) >= quiet {
@@ -387,6 +388,10 @@ func (w *watcher) settle(now time.Time) {
 		}
 		if age := now.Sub(fi.ModTime()); age >= 0 && age < quiet {
 			w.touch(rel, now)
+			continue
+		}
+		if open, _ := openForWriting(w.abs(rel)); open {
+			w.touch(rel, now) // its writer may only be pausing: wait for the close
 			continue
 		}
 		delete(w.pending, rel)
