@@ -245,7 +245,9 @@ func TestChangesWhileStoppedAreLoggedAtStart(t *testing.T) {
 	r.write("grows.txt", "g")
 	r.write("goes.txt", "x")
 	r.write("old/inner.txt", "i")
-	r.expect("created file stays.txt", "created file grows.txt", "created file goes.txt", "created dir old", "created file old/inner.txt")
+	r.write("was-dir/inner.txt", "w")
+	r.expect("created file stays.txt", "created file grows.txt", "created file goes.txt", "created dir old", "created file old/inner.txt",
+		"created dir was-dir", "created file was-dir/inner.txt")
 	n.stop()
 
 	r.reset()
@@ -254,10 +256,13 @@ func TestChangesWhileStoppedAreLoggedAtStart(t *testing.T) {
 	r.write("grows.txt", "grown while stopped") // a change, not a create
 	r.write("new.txt", "n")
 	r.write("fresh/deeper/f.txt", "f")
+	r.must(os.RemoveAll(r.path("was-dir")))
+	r.write("was-dir", "now a file")
 	r.must(os.Chtimes(r.path("stays.txt"), time.Now(), time.Now().Add(-time.Hour)))
 	r.start(r.config("n1", "", both), filewatch.Options{}, false)
 	r.expect("deleted file goes.txt", "deleted dir old", "deleted file old/inner.txt",
-		"created file new.txt", "created dir fresh", "created dir fresh/deeper", "created file fresh/deeper/f.txt")
+		"created file new.txt", "created dir fresh", "created dir fresh/deeper", "created file fresh/deeper/f.txt",
+		"deleted dir was-dir", "deleted file was-dir/inner.txt", "created file was-dir")
 	idx := r.indexed()
 	if !slices.Contains(idx, "file grows.txt 19") {
 		t.Errorf("the index does not follow a change made while stopped: %q", idx)

@@ -53,7 +53,7 @@ func (s *Source) session(ctx context.Context) error {
 	if err := w.rescan(ctx, "start-up"); err != nil {
 		return err
 	}
-	s.log.Info("watching", "entries", len(w.known), "folders", len(w.watched))
+	s.log.Info("watching", "indexed", len(w.known), "settling", len(w.pending), "folders", len(w.watched))
 	s.watching.Store(true)
 	defer s.watching.Store(false)
 
@@ -296,7 +296,11 @@ func (w *watcher) walk(rel string, seen map[string]bool) error {
 			return nil
 		}
 		e, ok := w.known[r]
-		if !ok || e.Type != store.FileTypeFile {
+		if ok && e.Type != store.FileTypeFile {
+			w.vanished(r) // a folder that became a file
+			ok = false
+		}
+		if !ok {
 			if _, waiting := w.pending[r]; !waiting {
 				w.touch(r, time.Time{}) // settles at once unless written to
 			}
@@ -347,10 +351,8 @@ func (w *watcher) rescan(ctx context.Context, why string) error {
 	}
 	slices.SortFunc(gone, func(a, b string) int { return strings.Compare(b, a) })
 	for _, p := range gone {
-		if _, ok := w.known[p]; ok {
-			// A path now ignored leaves the index without an event.
-			w.remove(w.known[p], !w.s.ignored(p))
-		}
+		// A path now ignored leaves the index without an event.
+		w.remove(w.known[p], !w.s.ignored(p))
 	}
 	for p := range w.pending {
 		if !seen[p] {
