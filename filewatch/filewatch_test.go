@@ -406,3 +406,18 @@ func TestDirectoryRemovedAndBack(t *testing.T) {
 		t.Errorf("the missing directory was not reported:\n%s", r.logs.String())
 	}
 }
+
+func TestHashLimit(t *testing.T) {
+	r := newRig(t)
+	r.start(r.config("n1", "hash_limit: 4", `- {name: created, type: FILE_CREATE, url: "{hook}/created"}`), filewatch.Options{}, false)
+	r.write("small.txt", "hey")
+	r.write("large.txt", "hello")
+	got := r.expect("created file small.txt", "created file large.txt")
+	for _, rc := range got {
+		var d fileData
+		r.must(json.Unmarshal(rc.Data, &d))
+		if hashed := d.Meta.SHA256 != ""; hashed != (d.Path == "small.txt") {
+			t.Errorf("with hash_limit 4, %s (%d bytes) has sha256 %q", d.Path, d.Meta.Size, d.Meta.SHA256)
+		}
+	}
+}
