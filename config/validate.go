@@ -16,7 +16,7 @@ var (
 	schemaName  = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
 	projectID   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
 	triggerName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
-	dbAlias     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
+	aliasName   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
 	slotName    = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
 	headerName  = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 )
@@ -169,7 +169,7 @@ func (w *walker) validateDatabases(p *Project, path string) error {
 	for _, alias := range slices.Sorted(maps.Keys(p.Databases)) {
 		d := p.Databases[alias]
 		dp := path + ".databases." + alias
-		if !dbAlias.MatchString(alias) {
+		if !aliasName.MatchString(alias) {
 			return w.fail(dp, "%q is not a valid database alias: use letters, digits, _ and -", alias)
 		}
 		if strings.TrimSpace(d.URL) == "" {
@@ -203,7 +203,7 @@ func (w *walker) validateStorage(p *Project, path string) error {
 	for _, alias := range slices.Sorted(maps.Keys(p.Storage)) {
 		s := p.Storage[alias]
 		sp := path + ".storage." + alias
-		if !dbAlias.MatchString(alias) {
+		if !aliasName.MatchString(alias) {
 			return w.fail(sp, "%q is not a valid storage alias: use letters, digits, _ and -", alias)
 		}
 		if strings.TrimSpace(s.Path) == "" {
