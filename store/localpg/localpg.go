@@ -161,7 +161,7 @@ func (c *Cluster) Kill() error {
 	if cmd == nil {
 		return nil
 	}
-	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); err != nil {
+	if err := killAll(cmd.Process.Pid); err != nil {
 		return fmt.Errorf("kill postgres: %w", err)
 	}
 	<-exited

@@ -9,3 +9,9 @@ import "syscall"
 func sysProcAttr(cred *syscall.Credential) *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Credential: cred}
 }
+
+// killAll kills the postmaster's process group. Backends lead groups of
+// their own and exit once they notice the postmaster's death.
+func killAll(pid int) error {
+	return syscall.Kill(-pid, syscall.SIGKILL)
+}
