@@ -632,6 +632,9 @@ func TestStoreCrashLosesNothing(t *testing.T) {
 			<-release
 		}
 	})
+	var releaseOnce sync.Once
+	let := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(let) // before the hook closes, should the test end early
 	n := e.start("a", trigger("t", "x", h.URL, "timeout: 30000"), dispatch.Options{Poll: 100 * time.Millisecond})
 	ctx := context.Background()
 	inFlight, _, err := n.d.Enqueue(ctx, dispatch.Event{Project: "p", Type: "x", Data: json.RawMessage(`"in flight"`)})
@@ -652,7 +655,7 @@ func TestStoreCrashLosesNothing(t *testing.T) {
 	if _, _, err := n.d.Enqueue(ctx, dispatch.Event{Project: "p", Type: "x", Data: json.RawMessage(`"refused"`)}); err == nil {
 		t.Fatal("an event was accepted while the store was down")
 	}
-	close(release) // the attempt succeeds while its outcome cannot be written
+	let() // the attempt succeeds while its outcome cannot be written
 	time.Sleep(300 * time.Millisecond)
 	if err := cluster.StartAgain(ctx); err != nil {
 		t.Fatal(err)
