@@ -334,7 +334,7 @@ func (c *outcomeColumns) add(node string, o *Outcome) {
 	}
 	c.dueAt = append(c.dueAt, timeOrNull(dueAt))
 	c.claimedBy = append(c.claimedBy, textOrNull(claimedBy))
-	c.remark = append(c.remark, textOrNull(o.Remark))
+	c.remark = append(c.remark, textOrNull(Text(o.Remark)))
 	c.response = append(c.response, rawText(o.Response))
 }
 
@@ -359,8 +359,8 @@ func (c *invocationColumns) add(in *Invocation) {
 	c.durationMS = append(c.durationMS, float64(in.Duration)/float64(time.Millisecond))
 	c.request = append(c.request, string(in.RequestBody))
 	c.status = append(c.status, pgtype.Int4{Int32: int32(in.ResponseStatus), Valid: in.ResponseStatus != 0})
-	c.response = append(c.response, textOrNull(in.ResponseBody))
-	c.err = append(c.err, textOrNull(in.Error))
+	c.response = append(c.response, textOrNull(Text(in.ResponseBody)))
+	c.err = append(c.err, textOrNull(Text(in.Error)))
 }
 
 // rawText is JSON text, NULL when absent.
