@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -70,6 +71,23 @@ type attemptResult struct {
 	aborted    bool            // shutdown cut the attempt short: it does not count
 }
 
+// notRecorded stands for a webhook's answer that the store refused.
+const notRecorded = "[not recorded: the store refused the answer; triggerd's log says why]"
+
+// withoutAnswer is the result with nothing of the webhook's answer in it
+// but its status, for a store that refused the answer.
+func (r attemptResult) withoutAnswer() attemptResult {
+	r.body, r.response = notRecorded, nil
+	switch {
+	case r.err == "":
+	case r.status != 0:
+		r.err = fmt.Sprintf("webhook answered %d %s %s", r.status, http.StatusText(r.status), notRecorded)
+	default:
+		r.err = "the attempt failed " + notRecorded
+	}
+	return r
+}
+
 // attempt POSTs j's CloudEvent to its trigger's webhook once.
 func (d *Dispatcher) attempt(ctx context.Context, j *job) attemptResult {
 	t := j.lane.trig
@@ -94,7 +112,7 @@ func (d *Dispatcher) attempt(ctx context.Context, j *job) attemptResult {
 	defer cancel()
 	req, err := http.NewRequestWithContext(actx, http.MethodPost, t.URL, bytes.NewReader(j.body))
 	if err != nil {
-		return fail("build request: %v", err)
+		return fail("build request: %s", describeError(err))
 	}
 	for k, v := range t.Headers {
 		req.Header.Set(k, v)
@@ -119,7 +137,7 @@ func (d *Dispatcher) attempt(ctx context.Context, j *job) attemptResult {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, readLimit+1))
 	res.status = resp.StatusCode
-	res.body = keep(body)
+	res.body = keep(body, resp.ContentLength)
 	if err != nil {
 		if ctx.Err() != nil {
 			res.aborted = true
@@ -141,7 +159,9 @@ func (d *Dispatcher) attempt(ctx context.Context, j *job) attemptResult {
 	return res
 }
 
-// responseField returns the "response" member of a JSON object body, or nil.
+// responseField returns the "response" member of a JSON object body, or
+// nil. Bytes that are not UTF-8 (which can only sit inside its strings)
+// become U+FFFD, so that the store's json column takes it.
 func responseField(body []byte) json.RawMessage {
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	if len(trimmed) == 0 || trimmed[0] != '{' || len(body) > readLimit {
@@ -153,44 +173,79 @@ func responseField(body []byte) json.RawMessage {
 	if json.Unmarshal(body, &v) != nil || v.Response == nil {
 		return nil
 	}
+	if !utf8.Valid(v.Response) {
+		return json.RawMessage(bytes.ToValidUTF8(v.Response, []byte("\uFFFD")))
+	}
 	return v.Response
 }
 
-// keep caps an answer for invocation_logs, on a UTF-8 boundary.
-func keep(body []byte) string {
+// keep renders an answer for invocation_logs as text (see store.Text),
+// capped at keepLimit bytes on a character boundary. A cut answer ends
+// with a note of its size: declared is its Content-Length (-1 when
+// unknown); body holds up to readLimit+1 bytes of it.
+func keep(body []byte, declared int64) string {
 	if len(body) <= keepLimit {
-		return strings.ToValidUTF8(string(body), "\uFFFD")
+		return store.Text(string(body))
 	}
 	cut := keepLimit
 	for cut > 0 && !utf8.RuneStart(body[cut]) {
 		cut--
 	}
-	return strings.ToValidUTF8(string(body[:cut]), "\uFFFD") + fmt.Sprintf("…[%d more bytes not kept]", len(body)-cut)
+	size := fmt.Sprintf("%d", len(body))
+	switch {
+	case declared >= 0 && len(body) > readLimit:
+		size = fmt.Sprintf("%d", declared)
+	case len(body) > readLimit:
+		size = fmt.Sprintf("more than %d", readLimit)
+	}
+	return store.Text(string(body[:cut])) + fmt.Sprintf("…[%d of %s bytes kept]", cut, size)
 }
 
 // quoteBody quotes the start of an answer for an error message.
 func quoteBody(body []byte) string {
-	s := strings.TrimSpace(strings.ToValidUTF8(string(body), "?"))
+	cut := min(len(body), errorBodyLimit)
+	for cut > 0 && cut < len(body) && !utf8.RuneStart(body[cut]) {
+		cut--
+	}
+	s := strings.TrimSpace(store.Text(string(body[:cut])))
 	if s == "" {
 		return ""
 	}
-	if len(s) > errorBodyLimit {
-		cut := errorBodyLimit
-		for cut > 0 && !utf8.RuneStart(s[cut]) {
-			cut--
-		}
-		s = s[:cut] + "…"
+	if cut < len(body) {
+		s += "…"
 	}
 	return ": " + s
 }
 
-// describeError says what a failed request ran into.
+// describeError says what a failed request ran into, with the webhook's
+// url redacted (see redactURL).
 func describeError(err error) string {
+	var urlErr *url.Error
+	if errors.As(err, &urlErr) {
+		urlErr.URL = redactURL(urlErr.URL)
+	}
 	var netErr net.Error
 	if errors.As(err, &netErr) && netErr.Timeout() {
 		return "timed out: " + err.Error()
 	}
 	return err.Error()
+}
+
+// redactURL hides what a url may carry as a secret: the password of its
+// user info and the values of its query (as in ?token=...).
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(the trigger's url)"
+	}
+	if u.RawQuery != "" {
+		q := u.Query()
+		for k := range q {
+			q[k] = []string{"xxxxx"}
+		}
+		u.RawQuery = q.Encode()
+	}
+	return u.Redacted()
 }
 
 // parseRetryAfter reads a Retry-After header: seconds, or an HTTP date.

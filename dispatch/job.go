@@ -76,17 +76,17 @@ func (d *Dispatcher) work(j *job) bool {
 			<-l.slots
 			return false
 		}
-		out := d.decide(j, res)
-		if j.wait != nil && out.Status != store.StatusStaged {
-			j.wait.finish(j.index, out)
-		}
 		d.held.setRecording(j, true)
-		applied := d.record(j, out)
+		out, applied := d.record(j, res)
 		d.held.setRecording(j, false)
 		<-l.slots
 		if !applied {
 			d.log.Warn("another node took this row over; its outcome here was not recorded", l.rowRef(&j.row)...)
 			return true
+		}
+		// A synchronous caller hears of an outcome once it is recorded.
+		if j.wait != nil && out.Status != store.StatusStaged {
+			j.wait.finish(j.index, out)
 		}
 		j.row.Attempts = out.Attempts
 		if out.Status != store.StatusStaged {
@@ -140,19 +140,35 @@ func (d *Dispatcher) decide(j *job, res attemptResult) store.Outcome {
 // recordRetry is how long record waits between tries while the store is down.
 const recordRetry = time.Second
 
-// record writes an outcome, trying again while the store is unreachable so
-// that an outage does not lose it. It reports whether the row was still ours.
-func (d *Dispatcher) record(j *job, out store.Outcome) bool {
+// record decides an attempt's outcome and writes it, trying again while
+// the store is unreachable so that an outage does not lose it. It returns
+// the outcome written and whether the row was still ours. When the store
+// refuses the outcome for a reason that retrying cannot change (its data),
+// the outcome is written once more without the webhook's answer; if even
+// that is refused, the row is given up here and its lease lapses.
+func (d *Dispatcher) record(j *job, res attemptResult) (store.Outcome, bool) {
+	out := d.decide(j, res)
+	stripped := false
 	for {
 		applied, err := d.store.Record(context.WithoutCancel(d.hard), d.opts.NodeID, []store.Outcome{out})
-		if err == nil {
-			return applied[out.EventID]
+		switch {
+		case err == nil:
+			return out, applied[out.EventID]
+		case store.IsPermanent(err) && !stripped:
+			d.log.Error("the store refused an attempt's outcome; recording it without the webhook's answer",
+				append(j.lane.rowRef(&j.row), "err", err)...)
+			out, stripped = d.decide(j, res.withoutAnswer()), true
+			continue
+		case store.IsPermanent(err):
+			d.log.Error("the store refused an attempt's outcome, even without the webhook's answer; the row will be attempted again once its lease lapses",
+				append(j.lane.rowRef(&j.row), "err", err)...)
+			return out, true
 		}
 		d.log.Error("recording an attempt failed; trying again", append(j.lane.rowRef(&j.row), "err", err)...)
 		select {
 		case <-time.After(recordRetry):
 		case <-d.hard.Done():
-			return true // the lease lapses and the row is attempted again
+			return out, true // the lease lapses and the row is attempted again
 		}
 	}
 }

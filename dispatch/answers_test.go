@@ -1,0 +1,223 @@
+package dispatch_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/triggerd/triggerd/dispatch"
+	"github.com/triggerd/triggerd/store"
+)
+
+// TestAnyWebhookAnswerIsRecorded has webhooks answer bytes that Postgres
+// text cannot hold (NUL, bytes that are not UTF-8), a "response" field
+// with such bytes, and an answer larger than what is read: each attempt is
+// recorded once, with the answer kept as text, and a synchronous caller is
+// answered only once the outcome is recorded.
+func TestAnyWebhookAnswerIsRecorded(t *testing.T) {
+	e := newEnv(t)
+	big := bytes.Repeat([]byte("ab\x00\xff"), 3<<20/4) // 3 MiB
+	answers := map[string]struct {
+		status int
+		body   []byte
+	}{
+		"nul-200":       {200, []byte("\xff\xfe\x00\x01a\x00")},
+		"nul-500":       {500, []byte("err\x00or")},
+		"bad-response":  {200, []byte(`{"response": "a` + "\xff" + `b"}`)},
+		"escaped-nul":   {200, []byte(`{"response": "x\u0000y"}`)},
+		"big":           {200, big},
+		"big-no-length": {200, big},
+	}
+	h := newHook(t, func(_ int, w http.ResponseWriter, r *http.Request) {
+		typ := r.Header.Get("X-Type")
+		a := answers[typ]
+		if typ == "big-no-length" {
+			w.Header().Set("Transfer-Encoding", "chunked")
+		} else {
+			w.Header().Set("Content-Length", fmt.Sprint(len(a.body)))
+		}
+		w.WriteHeader(a.status)
+		w.Write(a.body)
+	})
+	var triggers strings.Builder
+	for typ := range answers {
+		triggers.WriteString(trigger(typ, typ, h.URL, "retries: 0, headers: {X-Type: "+typ+"}"))
+	}
+	n := e.start("a", triggers.String(), dispatch.Options{})
+	ctx := context.Background()
+
+	// Synchronous: the caller hears of the attempt once it is recorded.
+	res, err := n.d.Call(ctx, dispatch.Event{Project: "p", Type: "nul-200"})
+	if err != nil || res.Response != nil {
+		t.Fatalf("sync call to a webhook answering NUL bytes: %s %v", res.Response, err)
+	}
+	if rows := n.rows(t, res.ID); len(rows) != 1 || rows[0].Status != store.StatusProcessed || rows[0].Attempts != 1 {
+		t.Fatalf("the sync caller was answered before its attempt was recorded: %+v", rows)
+	}
+
+	want := map[string]struct {
+		status   store.Status
+		response string // the row's "response"
+		body     string // invocation_logs.response_body
+		remark   string // a part of the row's remark
+	}{
+		"nul-200":      {store.StatusProcessed, "", `\xff\xfe\x00` + "\x01a" + `\x00`, ""},
+		"nul-500":      {store.StatusFailed, "", `err\x00or`, `500 Internal Server Error: err\x00or`},
+		"bad-response": {store.StatusProcessed, `"a` + "\uFFFD" + `b"`, `{"response": "a\xffb"}`, ""},
+		"escaped-nul":  {store.StatusProcessed, `"x\u0000y"`, `{"response": "x\u0000y"}`, ""},
+	}
+	for typ, w := range want {
+		id, _, err := n.d.Enqueue(ctx, dispatch.Event{Project: "p", Type: typ})
+		if err != nil {
+			t.Fatal(err)
+		}
+		row := n.waitStatus(t, id, w.status, 5*time.Second)[0]
+		if row.Attempts != 1 || string(row.Response) != w.response || !strings.Contains(row.Remark, w.remark) {
+			t.Errorf("%s: row attempts %d, response %q, remark %q; want 1, %q, containing %q",
+				typ, row.Attempts, row.Response, row.Remark, w.response, w.remark)
+		}
+		invs, err := n.st.Invocations(ctx, row.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(invs) != 1 || invs[0].ResponseBody != w.body {
+			t.Errorf("%s: invocations %+v, want one with response_body %q", typ, invs, w.body)
+		}
+	}
+
+	// Answers larger than what is read: the first 64 KiB are kept, and the
+	// note says how large the answer was (or that it was larger than what
+	// was read, when it did not say).
+	for typ, note := range map[string]string{
+		"big":           "…[65536 of 3145728 bytes kept]",
+		"big-no-length": "…[65536 of more than 1048576 bytes kept]",
+	} {
+		id, _, err := n.d.Enqueue(ctx, dispatch.Event{Project: "p", Type: typ})
+		if err != nil {
+			t.Fatal(err)
+		}
+		row := n.waitStatus(t, id, store.StatusProcessed, 5*time.Second)[0]
+		invs, err := n.st.Invocations(ctx, row.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept := strings.Repeat(`ab\x00\xff`, 64<<10/4)
+		if len(invs) != 1 || invs[0].ResponseBody != kept+note {
+			got := ""
+			if len(invs) > 0 {
+				got = invs[0].ResponseBody[max(0, len(invs[0].ResponseBody)-60):]
+			}
+			t.Errorf("%s: %d invocations, response_body ending %q, want it to end %q", typ, len(invs), got, note)
+		}
+	}
+	if got := len(h.deliveries()); got != len(want)+3 {
+		t.Errorf("the webhooks got %d deliveries, want %d: one each", got, len(want)+3)
+	}
+}
+
+// TestRefusedOutcomeIsRecordedWithoutTheAnswer has the store refuse the
+// outcome of an attempt for a reason that retrying cannot change (here a
+// check constraint on the webhook's answer): the outcome is recorded
+// without the answer rather than retried forever, and the row is neither
+// left staged nor delivered again.
+func TestRefusedOutcomeIsRecordedWithoutTheAnswer(t *testing.T) {
+	e := newEnv(t)
+	h := newHook(t, func(_ int, w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Fail") != "" {
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+		w.Write([]byte(`{"response": "poison"}`))
+	})
+	n := e.start("a", trigger("ok", "ok", h.URL, "retries: 0")+
+		trigger("fails", "fails", h.URL, "retries: 0, headers: {X-Fail: yes}"), dispatch.Options{})
+	ctx := context.Background()
+	if _, err := n.st.Pool().Exec(ctx, `ALTER TABLE invocation_logs
+		ADD CONSTRAINT no_poison CHECK (response_body NOT LIKE '%poison%')`); err != nil {
+		t.Fatal(err)
+	}
+	res, err := n.d.Call(ctx, dispatch.Event{Project: "p", Type: "ok"})
+	if err != nil || res.Response != nil {
+		t.Fatalf("sync call: response %s, err %v; want no response (it could not be recorded)", res.Response, err)
+	}
+	for typ, status := range map[string]store.Status{"ok": store.StatusProcessed, "fails": store.StatusFailed} {
+		id, _, err := n.d.Enqueue(ctx, dispatch.Event{Project: "p", Type: typ})
+		if err != nil {
+			t.Fatal(err)
+		}
+		row := n.waitStatus(t, id, status, 5*time.Second)[0]
+		invs, err := n.st.Invocations(ctx, row.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if row.Attempts != 1 || row.Response != nil || len(invs) != 1 || !strings.Contains(invs[0].ResponseBody, "not recorded") {
+			t.Fatalf("%s: row %+v, invocations %+v; want 1 attempt, no response, the answer noted as not recorded", typ, row, invs)
+		}
+		if status == store.StatusFailed && (!strings.Contains(row.Remark, "500") || strings.Contains(row.Remark, "poison") ||
+			!strings.Contains(invs[0].Error, "500") || strings.Contains(invs[0].Error, "poison")) {
+			t.Errorf("%s: remark %q, error %q: want the status without the answer", typ, row.Remark, invs[0].Error)
+		}
+	}
+	if got := len(h.deliveries()); got != 3 {
+		t.Errorf("%d deliveries, want 3: one per event", got)
+	}
+}
+
+// TestWebhookURLSecretsAreRedacted sends to a trigger url with a password
+// and a token in its query, where nothing listens: the remark, the
+// attempt's error and the log say what failed without either secret.
+func TestWebhookURLSecretsAreRedacted(t *testing.T) {
+	e := newEnv(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	var logs syncBuffer
+	target := "http://user:pw-s3cret@" + addr + "/hook?token=q-s3cret&plain=1"
+	n := e.start("a", trigger("t", "x", target, "retries: 0"),
+		dispatch.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	ctx := context.Background()
+	id, _, err := n.d.Enqueue(ctx, dispatch.Event{Project: "p", Type: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := n.waitStatus(t, id, store.StatusFailed, 5*time.Second)[0]
+	invs, err := n.st.Invocations(ctx, row.ID)
+	if err != nil || len(invs) != 1 {
+		t.Fatalf("invocations %+v, %v", invs, err)
+	}
+	for what, text := range map[string]string{"remark": row.Remark, "error": invs[0].Error, "log": logs.String()} {
+		if strings.Contains(text, "s3cret") {
+			t.Errorf("the %s shows a secret of the url: %s", what, text)
+		}
+	}
+	if !strings.Contains(row.Remark, "token=xxxxx") || !strings.Contains(row.Remark, addr+"/hook") {
+		t.Errorf("remark %q does not say which url failed", row.Remark)
+	}
+}
+
+// syncBuffer is a bytes.Buffer that logs may write from several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
