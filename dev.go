@@ -322,7 +322,7 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // verify checks a delivery's X-SC-Token the way any receiver would: signed
 // with the project's secret, not expired, and naming the sending node.
 func (rc *receiver) verify(token string) error {
-	claims, err := rc.keys.Verify(token)
+	claims, err := rc.keys.VerifyDelivery(token)
 	if err != nil {
 		return err
 	}

@@ -171,7 +171,7 @@ func (s *Server) authorize(r *http.Request, p *config.Project, eventType string)
 	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
 		return http.StatusUnauthorized, "the Authorization header must be Bearer <JWT>"
 	}
-	if _, err := s.keys[p.ID].Verify(strings.TrimSpace(token)); err != nil {
+	if _, err := s.keys[p.ID].VerifyClient(strings.TrimSpace(token)); err != nil {
 		return http.StatusUnauthorized, fmt.Sprintf("bad token: %v", err)
 	}
 	return 0, ""

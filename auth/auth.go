@@ -26,6 +26,18 @@ var (
 	ErrTokenExpired = errors.New("token expired")
 	// ErrUnknownKey: the token's kid names no secret of the project.
 	ErrUnknownKey = errors.New("unknown key id")
+	// ErrWrongUse: the token is of the other kind (see UseClaim).
+	ErrWrongUse = errors.New("wrong kind of token")
+)
+
+// UseClaim is the claim that marks the X-SC-Token of a delivery, with the
+// value DeliveryUse. Both kinds of token are signed with the project's
+// secrets; the mark keeps a token that a webhook receiver was sent from
+// being replayed to the API, and a client's token from passing for a
+// delivery. Verifiers that do not know the claim ignore it.
+const (
+	UseClaim    = "token_use"
+	DeliveryUse = "delivery"
 )
 
 const (
@@ -163,13 +175,40 @@ func parsePublic(b *pem.Block) (*rsa.PublicKey, error) {
 	return rk, nil
 }
 
-// Verify checks a token against the project's secrets and returns its
+// VerifyClient checks a bearer token of an API client (see verify); the
+// X-SC-Token of a delivery is refused.
+func (k *Keyring) VerifyClient(token string) (jwt.MapClaims, error) {
+	claims, err := k.verify(token)
+	if err != nil {
+		return nil, err
+	}
+	if claims[UseClaim] == DeliveryUse {
+		return nil, fmt.Errorf("%w: this is the X-SC-Token of a delivery (%s: %s), which triggerd signs for webhooks and the API does not take: sign a client token with the project's secret",
+			ErrWrongUse, UseClaim, DeliveryUse)
+	}
+	return claims, nil
+}
+
+// VerifyDelivery checks the X-SC-Token of a delivery, as a webhook
+// receiver written in Go would (see verify): a client's token is refused.
+func (k *Keyring) VerifyDelivery(token string) (jwt.MapClaims, error) {
+	claims, err := k.verify(token)
+	if err != nil {
+		return nil, err
+	}
+	if claims[UseClaim] != DeliveryUse {
+		return nil, fmt.Errorf("%w: not the X-SC-Token of a delivery (it lacks %s: %s)", ErrWrongUse, UseClaim, DeliveryUse)
+	}
+	return claims, nil
+}
+
+// verify checks a token against the project's secrets and returns its
 // claims. The token's kid picks the secret; without a kid, every secret of
 // the token's alg is tried. The alg must be the secret's own, so an HS256
 // token is never checked against an RSA public key, and "none" never
 // passes. exp, nbf and iat are checked when present (a token without exp
 // does not expire), with a few seconds of leeway for clock skew.
-func (k *Keyring) Verify(token string) (jwt.MapClaims, error) {
+func (k *Keyring) verify(token string) (jwt.MapClaims, error) {
 	parser := jwt.NewParser(jwt.WithLeeway(leeway), jwt.WithIssuedAt())
 	unverified, _, err := parser.ParseUnverified(token, jwt.MapClaims{})
 	if err != nil {
@@ -237,8 +276,8 @@ func (k *Keyring) Sign(claims jwt.Claims) (string, error) {
 }
 
 // NodeToken returns the X-SC-Token for deliveries from node: claims id (the
-// node), iat and exp two minutes later. A token is reused for a minute, so
-// deliveries do not sign one each.
+// node), token_use "delivery" (see UseClaim), iat, and exp two minutes
+// later. A token is reused for a minute, so deliveries do not sign one each.
 func (k *Keyring) NodeToken(node string, now time.Time) (string, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -246,9 +285,10 @@ func (k *Keyring) NodeToken(node string, now time.Time) (string, error) {
 		return k.token, nil
 	}
 	tok, err := k.Sign(jwt.MapClaims{
-		"id":  node,
-		"iat": now.Unix(),
-		"exp": now.Add(nodeTokenTTL).Unix(),
+		"id":     node,
+		UseClaim: DeliveryUse,
+		"iat":    now.Unix(),
+		"exp":    now.Add(nodeTokenTTL).Unix(),
 	})
 	if err != nil {
 		return "", err

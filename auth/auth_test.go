@@ -68,12 +68,12 @@ func TestHS256RoundTripAndRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if claims, err := k.Verify(tok); err != nil || claims["sub"] != "a" {
+	if claims, err := k.VerifyClient(tok); err != nil || claims["sub"] != "a" {
 		t.Fatalf("own token: %v %v", claims, err)
 	}
 	// A token signed with the second (rotated-out) secret still verifies, by kid or without one.
 	for _, kid := range []string{"h0", ""} {
-		if _, err := k.Verify(signed(t, jwt.SigningMethodHS256, []byte(old.Secret), kid, jwt.MapClaims{"sub": "b"})); err != nil {
+		if _, err := k.VerifyClient(signed(t, jwt.SigningMethodHS256, []byte(old.Secret), kid, jwt.MapClaims{"sub": "b"})); err != nil {
 			t.Errorf("second secret, kid %q: %v", kid, err)
 		}
 	}
@@ -102,14 +102,14 @@ func TestVerifyRejects(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := k.Verify(c.token)
+			_, err := k.VerifyClient(c.token)
 			if !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.says) {
 				t.Fatalf("got %v, want %v saying %q", err, c.want, c.says)
 			}
 		})
 	}
 	// The RSA secret verifies a token signed with its private key.
-	if _, err := k.Verify(signed(t, jwt.SigningMethodRS256, key, "r1", jwt.MapClaims{})); err != nil {
+	if _, err := k.VerifyClient(signed(t, jwt.SigningMethodRS256, key, "r1", jwt.MapClaims{})); err != nil {
 		t.Fatalf("RS256 token: %v", err)
 	}
 }
@@ -133,7 +133,7 @@ func TestRS256SignsWithPrivateKeyOnly(t *testing.T) {
 	if err != nil || parsed.Header["kid"] != "r1" {
 		t.Fatalf("a receiver with the public key: %v %v", parsed, err)
 	}
-	if _, err := k.Verify(tok); err != nil {
+	if _, err := k.VerifyDelivery(tok); err != nil {
 		t.Fatalf("the private key's public half verifies: %v", err)
 	}
 }
@@ -168,7 +168,7 @@ func TestNodeTokenIsReusedForAMinute(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	claims, err := k.Verify(first)
+	claims, err := k.VerifyDelivery(first)
 	if err != nil || claims["id"] != "node-1" {
 		t.Fatalf("claims %v %v", claims, err)
 	}
@@ -195,4 +195,36 @@ func TestNodeTokenIsReusedForAMinute(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestTokensOfOneKindDoNotPassForTheOther: the X-SC-Token of a delivery
+// and a client's bearer token are signed with the same secret, and each
+// verifier takes only its own kind.
+func TestTokensOfOneKindDoNotPassForTheOther(t *testing.T) {
+	k := keyring(t, hs)
+	delivery, err := k.NodeToken("node-1", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := k.Sign(jwt.MapClaims{"sub": "app", "exp": time.Now().Add(time.Minute).Unix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.VerifyClient(delivery); !errors.Is(err, auth.ErrWrongUse) || !strings.Contains(err.Error(), "X-SC-Token") {
+		t.Errorf("a delivery token as a client token: %v", err)
+	}
+	if _, err := k.VerifyDelivery(client); !errors.Is(err, auth.ErrWrongUse) {
+		t.Errorf("a client token as a delivery token: %v", err)
+	}
+	if _, err := k.VerifyClient(client); err != nil {
+		t.Errorf("a client token: %v", err)
+	}
+	if claims, err := k.VerifyDelivery(delivery); err != nil || claims[auth.UseClaim] != auth.DeliveryUse {
+		t.Errorf("a delivery token: %v %v", claims, err)
+	}
+	// A receiver that knows nothing of the mark verifies it as before.
+	if _, err := jwt.Parse(delivery, func(*jwt.Token) (any, error) { return []byte(hs.Secret), nil },
+		jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired()); err != nil {
+		t.Errorf("a plain receiver: %v", err)
+	}
 }
