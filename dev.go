@@ -140,7 +140,7 @@ func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	keys, err := auth.Keyrings(cfg)
+	keys, err := auth.Keyrings(cfg, log)
 	if err != nil {
 		return err
 	}

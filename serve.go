@@ -50,7 +50,7 @@ func serveCommand(ctx context.Context, args []string, stderr io.Writer) error {
 // started, when set, is called with the API's address once it listens. On
 // shutdown, intake stops and attempts in flight get the grace period.
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, started func(addr string)) error {
-	keys, err := auth.Keyrings(cfg)
+	keys, err := auth.Keyrings(cfg, log)
 	if err != nil {
 		return err
 	}

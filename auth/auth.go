@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"sync"
 	"time"
@@ -67,11 +68,16 @@ type Keyring struct {
 	tokenTime time.Time
 }
 
-// NewKeyring loads a project's secrets, reading RS256 key files.
-func NewKeyring(secrets []config.Secret) (*Keyring, error) {
+// NewKeyring loads a project's secrets, reading RS256 key files; log
+// (slog.Default() when nil) is warned of a private key file that every
+// user of the machine may read.
+func NewKeyring(secrets []config.Secret, log *slog.Logger) (*Keyring, error) {
+	if log == nil {
+		log = slog.Default()
+	}
 	k := &Keyring{}
 	for i, s := range secrets {
-		kk, err := loadKey(s)
+		kk, err := loadKey(s, log)
 		if err != nil {
 			return nil, fmt.Errorf("secrets[%d] (kid %s): %w", i, s.KID, err)
 		}
@@ -83,11 +89,15 @@ func NewKeyring(secrets []config.Secret) (*Keyring, error) {
 	return k, nil
 }
 
-// Keyrings builds the keyring of every project of cfg, by project id.
-func Keyrings(cfg *config.Config) (map[string]*Keyring, error) {
+// Keyrings builds the keyring of every project of cfg, by project id (see
+// NewKeyring for log).
+func Keyrings(cfg *config.Config, log *slog.Logger) (map[string]*Keyring, error) {
+	if log == nil {
+		log = slog.Default()
+	}
 	keys := make(map[string]*Keyring, len(cfg.Projects))
 	for _, p := range cfg.Projects {
-		k, err := NewKeyring(p.Secrets)
+		k, err := NewKeyring(p.Secrets, log.With("project", p.ID))
 		if err != nil {
 			return nil, fmt.Errorf("project %s: %w", p.ID, err)
 		}
@@ -96,7 +106,7 @@ func Keyrings(cfg *config.Config) (map[string]*Keyring, error) {
 	return keys, nil
 }
 
-func loadKey(s config.Secret) (key, error) {
+func loadKey(s config.Secret, log *slog.Logger) (key, error) {
 	switch s.Alg {
 	case "HS256":
 		return key{kid: s.KID, method: jwt.SigningMethodHS256, sign: []byte(s.Secret), verify: []byte(s.Secret)}, nil
@@ -107,6 +117,7 @@ func loadKey(s config.Secret) (key, error) {
 			if err != nil {
 				return key{}, fmt.Errorf("private_key_file %s: %w", s.PrivateKeyFile, err)
 			}
+			warnIfReadable(s, log)
 			k.sign, k.verify = priv, &priv.PublicKey
 		}
 		if s.PublicKeyFile != "" {
@@ -119,6 +130,17 @@ func loadKey(s config.Secret) (key, error) {
 		return k, nil
 	}
 	return key{}, fmt.Errorf("alg %q is not supported: use HS256 or RS256", s.Alg)
+}
+
+// warnIfReadable warns when every user of the machine may read a
+// secret's private key file.
+func warnIfReadable(s config.Secret, log *slog.Logger) {
+	fi, err := os.Stat(s.PrivateKeyFile)
+	if err != nil || fi.Mode().Perm()&0o004 == 0 {
+		return
+	}
+	log.Warn("a private key file is readable by every user of this machine: anyone who reads it can sign X-SC-Token and client tokens; run chmod 600 on it",
+		"kid", s.KID, "file", s.PrivateKeyFile, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
 }
 
 // readPEM reads a file's first PEM block and parses it.

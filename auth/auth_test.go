@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,7 +39,7 @@ func rsaFiles(t *testing.T) (privPath, pubPath string, key *rsa.PrivateKey) {
 
 func keyring(t *testing.T, secrets ...config.Secret) *auth.Keyring {
 	t.Helper()
-	k, err := auth.NewKeyring(secrets)
+	k, err := auth.NewKeyring(secrets, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +155,7 @@ func TestBadKeyFiles(t *testing.T) {
 		{config.Secret{KID: "d", Alg: "RS256", PrivateKeyFile: cert}, "not a PKCS#1 or PKCS#8 private key"},
 	}
 	for _, c := range cases {
-		_, err := auth.NewKeyring([]config.Secret{c.secret})
+		_, err := auth.NewKeyring([]config.Secret{c.secret}, nil)
 		if err == nil || !strings.Contains(err.Error(), c.says) {
 			t.Errorf("%s: got %v, want %q", c.secret.KID, err, c.says)
 		}
@@ -226,5 +227,27 @@ func TestTokensOfOneKindDoNotPassForTheOther(t *testing.T) {
 	if _, err := jwt.Parse(delivery, func(*jwt.Token) (any, error) { return []byte(hs.Secret), nil },
 		jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired()); err != nil {
 		t.Errorf("a plain receiver: %v", err)
+	}
+}
+
+// TestWarnsOfAPrivateKeyEveryoneCanRead: a private key file that every user
+// may read is used, with a warning that says how to fix it; one only its
+// owner reads brings no warning.
+func TestWarnsOfAPrivateKeyEveryoneCanRead(t *testing.T) {
+	priv, _, _ := rsaFiles(t)
+	for mode, warned := range map[os.FileMode]bool{0o600: false, 0o640: false, 0o644: true} {
+		if err := os.Chmod(priv, mode); err != nil {
+			t.Fatal(err)
+		}
+		var logs strings.Builder
+		_, err := auth.NewKeyring([]config.Secret{{KID: "r1", Alg: "RS256", PrivateKeyFile: priv}},
+			slog.New(slog.NewTextHandler(&logs, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		said := strings.Contains(logs.String(), "readable by every user") && strings.Contains(logs.String(), "chmod 600")
+		if said != warned {
+			t.Errorf("mode %04o: log %q, want a warning: %v", mode, logs.String(), warned)
+		}
 	}
 }

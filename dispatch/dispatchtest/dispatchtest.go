@@ -40,7 +40,7 @@ func Start(tb testing.TB, cfg *config.Config, opts dispatch.Options) *Node {
 		st.Close()
 		tb.Fatal(err)
 	}
-	keys, err := auth.Keyrings(cfg)
+	keys, err := auth.Keyrings(cfg, nil)
 	if err != nil {
 		st.Close()
 		tb.Fatal(err)
