@@ -66,7 +66,8 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := s.ready(ctx); err != nil {
-		writeError(w, http.StatusServiceUnavailable, err.Error())
+		s.log.Warn("not ready", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "not ready: the event store cannot take events; the node's log says why")
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
@@ -118,11 +119,15 @@ func (s *Server) queue(w http.ResponseWriter, r *http.Request) {
 	id, _, err := s.disp.Enqueue(r.Context(), ev)
 	if err != nil && !errors.Is(err, dispatch.ErrStopping) {
 		s.log.Error("staging an event failed", "project", p.ID, "type", req.Type, "err", err)
-		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("the event was not stored: %v; try again", err))
+		writeError(w, http.StatusServiceUnavailable, notStored)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"id": id})
 }
+
+// notStored answers a store failure. The error, which names the store and
+// carries its SQL error, goes to the log only.
+const notStored = "the event was not stored: the event store did not take it; try again"
 
 // call delivers a synchronous event and answers with its result.
 func (s *Server) call(w http.ResponseWriter, r *http.Request, ev dispatch.Event) {
@@ -151,7 +156,7 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request, ev dispatch.Event)
 			"error": "triggerd is shutting down; the event is stored and will be delivered by another node or after a restart"})
 	default:
 		s.log.Error("staging a synchronous event failed", "project", ev.Project, "type", ev.Type, "err", err)
-		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("the event was not stored: %v; try again", err))
+		writeError(w, http.StatusServiceUnavailable, notStored)
 	}
 }
 

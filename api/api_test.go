@@ -1,13 +1,17 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -30,7 +34,9 @@ const secret = "api-test-secret-0123456789abcdef"
 // fixture is a running node behind a real HTTP server.
 type fixture struct {
 	url   string
+	dbURL string // the store's URL, which no answer may name
 	st    *store.Store
+	log   *syncBuffer  // the node's log
 	hooks atomic.Int64 // requests the webhook received
 }
 
@@ -76,21 +82,23 @@ projects:
       - {name: broken, type: broken, url: %q, retries: 1, retry_backoff: {initial: 10ms}}
       - {name: slow, type: slow, url: %q}
 `, url, schema, extra, secret, hook.URL, hook.URL, hook.URL, hook.URL, hook.URL)
-	f.url, f.st = startNode(t, text)
+	f.dbURL = url
+	f.log = new(syncBuffer)
+	f.url, f.st = startNode(t, text, slog.New(slog.NewTextHandler(f.log, nil)))
 	return f
 }
 
 // startNode runs a node with the config text (whose one project is "demo")
 // behind a real HTTP server, stopped at cleanup, and returns the server's
-// URL and the node's store.
-func startNode(tb testing.TB, text string) (string, *store.Store) {
+// URL and the node's store. The API logs to log (slog.Default when nil).
+func startNode(tb testing.TB, text string, log *slog.Logger) (string, *store.Store) {
 	tb.Helper()
 	cfg, err := config.Parse("api-test.yaml", []byte(text), func(string) (string, bool) { return "", false })
 	if err != nil {
 		tb.Fatal(err)
 	}
 	n := dispatchtest.Start(tb, cfg, dispatch.Options{})
-	srv := httptest.NewServer(api.New(cfg, n.Dispatcher, n.Keys, n.Store.Ready, nil))
+	srv := httptest.NewServer(api.New(cfg, n.Dispatcher, n.Keys, n.Store.Ready, log))
 	tb.Cleanup(srv.Close)
 	return srv.URL, n.Store
 }
@@ -99,23 +107,76 @@ func startNode(tb testing.TB, text string) (string, *store.Store) {
 // empty) and decodes the JSON answer.
 func (f *fixture) post(t *testing.T, path, body, authorization string) (int, map[string]any) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, f.url+path, strings.NewReader(body))
+	return f.do(t, http.MethodPost, path, body, authorization)
+}
+
+// noRedirects is a client that hands back redirects instead of following
+// them: the API answers every request itself.
+var noRedirects = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+// do sends a request and decodes its answer, failing the test unless the
+// answer is a JSON object that names nothing of the store.
+func (f *fixture) do(t *testing.T, method, path, body, authorization string) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(method, f.url+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if authorization != "" {
 		req.Header.Set("Authorization", authorization)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := noRedirects.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
-		t.Errorf("%s answered Content-Type %q", path, ct)
+		t.Errorf("%s %s answered Content-Type %q", method, path, ct)
+	}
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
 	}
 	var out map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		t.Fatalf("%s answered %d with a body that is not JSON: %v", path, resp.StatusCode, err)
+	if err := json.Unmarshal(raw, &out); err != nil {
+		t.Fatalf("%s %s answered %d with a body that is not a JSON object: %v: %q", method, path, resp.StatusCode, err, raw)
+	}
+	msg, _ := out["error"].(string)
+	if leak := storeNamed(t, f.dbURL, string(raw), msg); leak != "" {
+		t.Errorf("%s %s answered %d naming the store's %s: %s", method, path, resp.StatusCode, leak, raw)
 	}
 	return resp.StatusCode, out
+}
+
+// storeNamed tells which part of the store's URL an answer names, if any:
+// the URL or its host anywhere in the body; its port, user or database in
+// the error message (the body's ids could hold the port's digits by chance).
+func storeNamed(t *testing.T, dbURL, body, msg string) string {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	host, port := u.Hostname(), u.Port()
+	if host == "" {
+		host, port = q.Get("host"), q.Get("port")
+	}
+	if port == "" {
+		port = "5432"
+	}
+	for _, c := range []struct{ part, value, in string }{
+		{"URL", dbURL, body},
+		{"host", host, body},
+		{"port", port, msg},
+		{"user", u.User.Username(), msg},
+		{"database", strings.TrimPrefix(u.Path, "/"), msg},
+	} {
+		if c.value != "" && strings.Contains(c.in, c.value) {
+			return fmt.Sprintf("%s (%s)", c.part, c.value)
+		}
+	}
+	return ""
 }
 
 // count is how many event_logs rows there are.
@@ -146,6 +207,24 @@ func bearer(t *testing.T, key, kid string, exp time.Time) string {
 }
 
 const queue = "/v1/api/demo/event-triggers/queue"
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
 
 func TestBadRequestsAreExplainedAndStoreNothing(t *testing.T) {
 	f := setup(t, "")
@@ -290,33 +369,46 @@ func TestSynchronousQueue(t *testing.T) {
 func TestProbes(t *testing.T) {
 	f := setup(t, "")
 	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/nope": 404} {
-		resp, err := http.Get(f.url + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != want {
-			t.Errorf("GET %s: %d, want %d", path, resp.StatusCode, want)
+		if status, out := f.do(t, http.MethodGet, path, "", ""); status != want {
+			t.Errorf("GET %s: %d %v, want %d", path, status, out, want)
 		}
 	}
-	resp, err := http.Get(f.url + queue)
-	if err != nil {
-		t.Fatal(err)
+	if status, out := f.do(t, http.MethodGet, queue, "", ""); status != http.StatusMethodNotAllowed {
+		t.Errorf("GET on the queue: %d %v, want 405", status, out)
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusMethodNotAllowed {
-		t.Errorf("GET on the queue: %d, want 405", resp.StatusCode)
-	}
-	// Readiness follows the store: drop the schema's tables and it fails.
+	// Readiness follows the store: drop the schema's tables and it fails,
+	// saying so without naming the store; the log has the detail.
 	if _, err := f.st.Pool().Exec(context.Background(), `DROP TABLE schema_migrations`); err != nil {
 		t.Fatal(err)
 	}
-	resp, err = http.Get(f.url + "/readyz")
-	if err != nil {
+	status, out := f.do(t, http.MethodGet, "/readyz", "", "")
+	if msg, _ := out["error"].(string); status != http.StatusServiceUnavailable || !strings.Contains(msg, "not ready") {
+		t.Errorf("readyz without migrations: %d %v, want 503 saying not ready", status, out)
+	}
+	if !strings.Contains(f.log.String(), "schema is at version 0") {
+		t.Errorf("the log does not say why the node is not ready:\n%s", f.log.String())
+	}
+}
+
+// TestStoreFailureNamesNoStore makes the store refuse events: the answer
+// is 503 "try again" without the store's URL or SQL error, which go to
+// the log.
+func TestStoreFailureNamesNoStore(t *testing.T) {
+	f := setup(t, "")
+	if _, err := f.st.Pool().Exec(context.Background(), `ALTER TABLE event_logs RENAME TO event_logs_away`); err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable {
-		t.Errorf("readyz without migrations: %d, want 503", resp.StatusCode)
+	for _, body := range []string{`{"type":"open"}`, `{"type":"open","isSynchronous":true}`} {
+		status, out := f.post(t, queue, body, "")
+		msg, _ := out["error"].(string)
+		if status != http.StatusServiceUnavailable || !strings.Contains(msg, "try again") {
+			t.Errorf("%s with the store failing: %d %v, want 503 saying try again", body, status, out)
+		}
+		if strings.Contains(msg, "event_logs") || strings.Contains(msg, "SQLSTATE") {
+			t.Errorf("%s: the answer carries the SQL error: %s", body, msg)
+		}
+	}
+	if !strings.Contains(f.log.String(), "event_logs") {
+		t.Errorf("the log does not have the store's error:\n%s", f.log.String())
 	}
 }
