@@ -279,6 +279,52 @@ func TestBadRequestsAreExplainedAndStoreNothing(t *testing.T) {
 	}
 }
 
+// TestUnstorableBodiesAreExplained sends bodies the store could never
+// keep and types that are not text: each is a 400 saying what is wrong and
+// where, and nothing is stored.
+func TestUnstorableBodiesAreExplained(t *testing.T) {
+	f := setup(t, "")
+	cases := []struct{ name, body, says string }{
+		{"bad byte in a data string", "{\"type\":\"open\",\"data\":{\"s\":\"a\xffb\"}}", "not valid UTF-8 at byte offset 29 (0xff)"},
+		{"bad byte in a data key", "{\"type\":\"open\",\"data\":{\"k\xfe\":1}}", "not valid UTF-8 at byte offset 25 (0xfe)"},
+		{"cut character in payload", "{\"type\":\"open\",\"payload\":\"\xe2\x82\"}", "not valid UTF-8 at byte offset 26 (0xe2)"},
+		{"overlong NUL in data", "{\"type\":\"open\",\"data\":\"\xc0\x80\"}", "not valid UTF-8 at byte offset 23 (0xc0)"},
+		{"encoded surrogate in data", "{\"type\":\"open\",\"data\":[\"\xed\xa0\x80\"]}", "not valid UTF-8 at byte offset 24 (0xed)"},
+		{"bad byte in type", "{\"type\":\"op\xc3en\"}", "not valid UTF-8 at byte offset 11 (0xc3)"},
+		{"bad byte in a key", "{\"type\":\"open\",\"\xff\":1}", "not valid UTF-8 at byte offset 16 (0xff)"},
+		{"bad byte in timestamp", "{\"type\":\"open\",\"timestamp\":\"2026\xff\"}", "not valid UTF-8 at byte offset 32 (0xff)"},
+		{"escaped NUL in type", `{"type":"a\u0000b"}`, "type contains a control character (U+0000)"},
+		{"escaped unit separator in type", `{"type":"a\u001fb"}`, "type contains a control character (U+001F)"},
+		{"escaped tab in type", `{"type":"a\tb"}`, "type contains a control character (U+0009)"},
+		{"escaped DEL in type", `{"type":"a\u007f"}`, "type contains a control character (U+007F)"},
+		{"C1 control in type", "{\"type\":\"a\xc2\x85\"}", "type contains a control character (U+0085)"},
+		{"lone surrogate in type", `{"type":"a\ud800"}`, "type contains U+FFFD"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			status, out := f.post(t, queue, c.body, "")
+			msg, _ := out["error"].(string)
+			if status != 400 || !strings.Contains(msg, c.says) {
+				t.Fatalf("got %d %q, want 400 saying %q", status, msg, c.says)
+			}
+		})
+	}
+	if n := f.count(t); n != 0 {
+		t.Fatalf("unstorable bodies left %d event_logs rows", n)
+	}
+	// Escapes are JSON text, which the store keeps: data holding an escaped
+	// NUL or lone surrogate is stored byte for byte.
+	data := `{"nul":"a\u0000b","lone":"\ud800","k\u0000":[1,"\udfff"]}`
+	status, out := f.post(t, queue, `{"type":"open","data":`+data+`}`, "")
+	if status != 200 {
+		t.Fatalf("escapes in data: %d %v", status, out)
+	}
+	rows, err := f.st.Recent(context.Background(), store.Filter{}, 10)
+	if err != nil || len(rows) != 1 || string(rows[0].Payload) != data {
+		t.Fatalf("rows after data with escapes: %+v %v", rows, err)
+	}
+}
+
 func TestAsyncQueueCommitsBeforeReplying(t *testing.T) {
 	f := setup(t, "")
 	status, out := f.post(t, queue, `{"type":"open","data":{"to":"user1@email.com"}}`, "")

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // queueRequest is a validated queue body.
@@ -33,6 +35,11 @@ func parseQueueRequest(body []byte, now time.Time) (queueRequest, error) {
 	var req queueRequest
 	if len(bytes.TrimSpace(body)) == 0 {
 		return req, errors.New(`the body is empty: send a JSON object such as {"type": "sent-email", "data": {...}}`)
+	}
+	// encoding/json lets invalid UTF-8 through inside strings (into data
+	// untouched, elsewhere as U+FFFD), and the store refuses it.
+	if i := invalidUTF8(body); i >= 0 {
+		return req, fmt.Errorf("the body is not valid UTF-8 at byte offset %d (%#x): JSON text must be UTF-8; send binary data encoded, as base64 for example", i, body[i])
 	}
 	var fields map[string]json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -60,6 +67,9 @@ func parseQueueRequest(body []byte, now time.Time) (queueRequest, error) {
 	}
 	if err := json.Unmarshal(raw, &req.Type); err != nil || strings.TrimSpace(req.Type) == "" {
 		return req, errors.New(`type must be a non-empty string, as in "type": "sent-email"`)
+	}
+	if err := checkType(req.Type); err != nil {
+		return req, err
 	}
 
 	data, hasData := fields["data"]
@@ -106,6 +116,37 @@ func parseQueueRequest(body []byte, now time.Time) (queueRequest, error) {
 		}
 	}
 	return req, nil
+}
+
+// invalidUTF8 returns the offset of b's first byte that is not part of a
+// valid UTF-8 character, or -1 when b is valid UTF-8.
+func invalidUTF8(b []byte) int {
+	if utf8.Valid(b) {
+		return -1
+	}
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n == 1 {
+			return i
+		}
+		i += n
+	}
+	return -1
+}
+
+// checkType refuses a type that is not printable text: control characters
+// (a JSON escape can carry a NUL, which the store cannot keep), and U+FFFD,
+// which is what encoding/json makes of an escaped lone surrogate.
+func checkType(t string) error {
+	for i, r := range t {
+		switch {
+		case unicode.IsControl(r):
+			return fmt.Errorf("type contains a control character (U+%04X) at byte %d: use printable text, as in \"type\": \"sent-email\"", r, i)
+		case r == utf8.RuneError:
+			return fmt.Errorf("type contains U+FFFD at byte %d, the replacement character (an escaped lone surrogate such as \\ud800 decodes to it): use printable text, as in \"type\": \"sent-email\"", i)
+		}
+	}
+	return nil
 }
 
 // timestampHint says what a timestamp may be.
