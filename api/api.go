@@ -109,7 +109,7 @@ func (s *Server) queue(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status, msg)
 		return
 	}
-	ev := dispatch.Event{Project: p.ID, Type: req.Type, Data: req.Data, Time: req.Time, FireAt: req.Time.Add(req.Delay)}
+	ev := dispatch.Event{Project: p.ID, Type: req.Type, Data: req.Data, Time: req.Time, FireAt: req.FireAt}
 	if req.Synchronous {
 		s.call(w, r, ev)
 		return

@@ -325,6 +325,59 @@ func TestUnstorableBodiesAreExplained(t *testing.T) {
 	}
 }
 
+// TestTimesStayInRange sends event times and delivery times at and past
+// both ends of the range epoch milliseconds cover, in UTC: past them is a
+// 400 that says so, at them the event is stored with those times.
+func TestTimesStayInRange(t *testing.T) {
+	f := setup(t, "")
+	for _, c := range []struct{ body, says string }{
+		{`{"type":"open","timestamp":253402300799999,"delay":0.001}`, "timestamp plus delay falls after 9999-12-31T23:59:59.999Z"},
+		{`{"type":"open","timestamp":"9999-12-31T23:00:00Z","delay":3600}`, "timestamp plus delay falls after 9999-12-31T23:59:59.999Z"},
+		{`{"type":"open","timestamp":"9999-12-31T23:00:00-05:00"}`, `timestamp "9999-12-31T23:00:00-05:00" is out of range`},
+		{`{"type":"open","timestamp":"9999-12-31T23:59:59.9999Z"}`, "out of range"},
+		{`{"type":"open","timestamp":253402300800000}`, "out of range"},
+		{`{"type":"open","timestamp":"1969-12-31T23:59:59.999Z"}`, "out of range"},
+		{`{"type":"open","timestamp":"1970-01-01T00:30:00+01:00"}`, "out of range"},
+		{`{"type":"open","timestamp":"0001-01-01T00:00:00Z"}`, "out of range"},
+		{`{"type":"open","timestamp":-1}`, "out of range"},
+	} {
+		status, out := f.post(t, queue, c.body, "")
+		msg, _ := out["error"].(string)
+		if status != 400 || !strings.Contains(msg, c.says) || !strings.Contains(msg, "1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z") {
+			t.Errorf("%s: got %d %q, want 400 saying %q and the range", c.body, status, msg, c.says)
+		}
+	}
+	if n := f.count(t); n != 0 {
+		t.Fatalf("times out of range left %d event_logs rows", n)
+	}
+	last := time.UnixMilli(253402300799999)
+	want := map[string][2]time.Time{ // body: event time, fire time
+		`{"type":"open","timestamp":"9999-12-31T23:59:59.999Z"}`:               {last, last},
+		`{"type":"open","timestamp":"9999-12-31T18:59:59.999-05:00","delay":0}`: {last, last},
+		`{"type":"open","timestamp":253402300799000,"delay":0.999}`:             {last.Add(-999 * time.Millisecond), last},
+		`{"type":"open","timestamp":"1970-01-01T01:00:00+01:00"}`:               {time.UnixMilli(0), time.UnixMilli(0)},
+	}
+	for body, times := range want {
+		status, out := f.post(t, queue, body, "")
+		if status != 200 {
+			t.Fatalf("%s: %d %v", body, status, out)
+		}
+		rows, err := f.st.Recent(context.Background(), store.Filter{}, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got *store.Event
+		for i := range rows {
+			if rows[i].BatchID.String() == out["id"] {
+				got = &rows[i]
+			}
+		}
+		if got == nil || !got.EventTime.Equal(times[0]) || !got.FireAt.Equal(times[1]) {
+			t.Errorf("%s: stored %+v, want event time %s and fire time %s", body, got, times[0], times[1])
+		}
+	}
+}
+
 func TestAsyncQueueCommitsBeforeReplying(t *testing.T) {
 	f := setup(t, "")
 	status, out := f.post(t, queue, `{"type":"open","data":{"to":"user1@email.com"}}`, "")

@@ -19,7 +19,7 @@ type queueRequest struct {
 	Type        string
 	Data        json.RawMessage // nil is null
 	Time        time.Time       // when the event occurred
-	Delay       time.Duration   // after Time, when to deliver it
+	FireAt      time.Time       // when to deliver it: Time plus the delay
 	Synchronous bool
 }
 
@@ -92,6 +92,7 @@ func parseQueueRequest(body []byte, now time.Time) (queueRequest, error) {
 		}
 		req.Time = t
 	}
+	req.FireAt = req.Time
 
 	if raw, ok := fields["delay"]; ok && !isNull(raw) {
 		var n json.Number
@@ -107,7 +108,10 @@ func parseQueueRequest(body []byte, now time.Time) (queueRequest, error) {
 		case secs > maxDelay.Seconds():
 			return req, fmt.Errorf("delay of %s seconds is too long: the limit is %d seconds (100 years)", n, int64(maxDelay.Seconds()))
 		}
-		req.Delay = time.Duration(secs * float64(time.Second))
+		req.FireAt = req.Time.Add(time.Duration(secs * float64(time.Second)))
+	}
+	if !inRange(req.FireAt) {
+		return req, fmt.Errorf("timestamp plus delay falls after %s: delivery times run from %s, in UTC; send an earlier timestamp or a shorter delay", lastTime, timeRange)
 	}
 
 	if raw, ok := fields["isSynchronous"]; ok && !isNull(raw) {
@@ -170,14 +174,30 @@ func parseTimestamp(raw json.RawMessage) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, fmt.Errorf("%s; %q is neither", timestampHint, s)
 	}
+	if !inRange(t) {
+		return time.Time{}, fmt.Errorf("timestamp %q is out of range: event times run from %s, in UTC", s, timeRange)
+	}
 	return t, nil
 }
 
-// fromMillis converts epoch milliseconds, within years 1970 to 9999.
+// Event and delivery times run over what epoch milliseconds cover from
+// 1970 to year 9999, the last year Go's time encoding writes.
+const (
+	maxMillis = 253402300799999
+	lastTime  = "9999-12-31T23:59:59.999Z"
+	timeRange = "1970-01-01T00:00:00Z to " + lastTime
+)
+
+// inRange reports whether t is within timeRange.
+func inRange(t time.Time) bool {
+	return !t.Before(time.UnixMilli(0)) && !t.After(time.UnixMilli(maxMillis))
+}
+
+// fromMillis converts epoch milliseconds within timeRange.
 func fromMillis(n json.Number) (time.Time, error) {
 	ms, err := n.Float64()
-	if err != nil || ms < 0 || ms > 253402300799999 {
-		return time.Time{}, fmt.Errorf("%s; %s is out of range", timestampHint, n)
+	if err != nil || ms < 0 || ms > maxMillis {
+		return time.Time{}, fmt.Errorf("timestamp %s is out of range: epoch milliseconds run from 0 to %d (%s)", n, maxMillis, timeRange)
 	}
 	return time.UnixMilli(int64(ms)), nil
 }
