@@ -352,7 +352,7 @@ func TestTimesStayInRange(t *testing.T) {
 	}
 	last := time.UnixMilli(253402300799999)
 	want := map[string][2]time.Time{ // body: event time, fire time
-		`{"type":"open","timestamp":"9999-12-31T23:59:59.999Z"}`:               {last, last},
+		`{"type":"open","timestamp":"9999-12-31T23:59:59.999Z"}`:                {last, last},
 		`{"type":"open","timestamp":"9999-12-31T18:59:59.999-05:00","delay":0}`: {last, last},
 		`{"type":"open","timestamp":253402300799000,"delay":0.999}`:             {last.Add(-999 * time.Millisecond), last},
 		`{"type":"open","timestamp":"1970-01-01T01:00:00+01:00"}`:               {time.UnixMilli(0), time.UnixMilli(0)},
