@@ -10,8 +10,11 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/mux"
 
@@ -39,16 +42,23 @@ func New(cfg *config.Config, disp *dispatch.Dispatcher, keys map[string]*auth.Ke
 		log = slog.Default()
 	}
 	s := &Server{cfg: cfg, disp: disp, keys: keys, ready: ready, log: log, router: mux.NewRouter()}
-	for _, path := range []string{"/v1/api/{project}/event-triggers/queue", "/v1/api/{project}/eventing/queue"} {
-		s.router.HandleFunc(path, s.queue).Methods(http.MethodPost)
+	for _, route := range []string{"/v1/api/{project}/event-triggers/queue", "/v1/api/{project}/eventing/queue"} {
+		s.router.HandleFunc(route, s.queue).Methods(http.MethodPost)
 	}
 	s.router.HandleFunc("/healthz", s.healthz).Methods(http.MethodGet, http.MethodHead)
 	s.router.HandleFunc("/readyz", s.readyz).Methods(http.MethodGet, http.MethodHead)
+	// mux would answer a path with "..", "." or "//" with a redirect to the
+	// path cleaned, and no body; such a path is no endpoint of the API.
+	s.router.SkipClean(true)
 	s.router.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s (events are queued with POST /v1/api/{project}/event-triggers/queue)", r.Method, r.URL.Path))
+		hint := "events are queued with POST /v1/api/{project}/event-triggers/queue"
+		if p := r.URL.Path; path.Clean(p) != p {
+			hint = `paths are taken as sent: ".", "..", "//" and a trailing slash are not resolved; ` + hint
+		}
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s (%s)", clip(r.Method), quote(r.URL.EscapedPath()), hint))
 	})
 	s.router.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s", r.Method, r.URL.Path))
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s", clip(r.Method), quote(r.URL.EscapedPath())))
 	})
 	return s
 }
@@ -180,6 +190,37 @@ func (s *Server) authorize(r *http.Request, p *config.Project, eventType string)
 		return http.StatusUnauthorized, fmt.Sprintf("bad token: %v", err)
 	}
 	return 0, ""
+}
+
+// maxQuoted bounds how much of a client's text an error message repeats.
+const maxQuoted = 100
+
+// clip cuts a client's text to maxQuoted bytes for an error message,
+// marking the cut with "...".
+func clip(s string) string {
+	if len(s) <= maxQuoted {
+		return s
+	}
+	return s[:cutAt(s)] + "..."
+}
+
+// quote quotes a client's text for an error message, as %q does, cut to
+// maxQuoted bytes.
+func quote(s string) string {
+	if len(s) <= maxQuoted {
+		return strconv.Quote(s)
+	}
+	return strconv.Quote(s[:cutAt(s)]) + "..."
+}
+
+// cutAt is where clip and quote cut a text longer than maxQuoted: at most
+// maxQuoted bytes, at the start of a character.
+func cutAt(s string) int {
+	cut := maxQuoted
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return cut
 }
 
 // writeJSON answers with v as JSON.

@@ -378,6 +378,51 @@ func TestTimesStayInRange(t *testing.T) {
 	}
 }
 
+// TestPathsAreTakenAsSent sends requests to paths with "..", ".", "//" or
+// a trailing slash: each is answered, not redirected, with a JSON error
+// naming the path as sent; the routes themselves still work.
+func TestPathsAreTakenAsSent(t *testing.T) {
+	f := setup(t, "")
+	for _, c := range []struct{ method, path, says string }{
+		{"POST", "/v1/api/demo/../demo/event-triggers/queue", `no such endpoint: POST "/v1/api/demo/../demo/event-triggers/queue"`},
+		{"POST", "/v1/api/demo/%2e%2e/x", `no such endpoint: POST "/v1/api/demo/%2e%2e/x"`},
+		{"POST", "/v1/api/demo/%2E%2E/demo/event-triggers/queue", `"/v1/api/demo/%2E%2E/demo/event-triggers/queue"`},
+		{"POST", "//v1/api/demo/event-triggers/queue", `no such endpoint: POST "//v1/api/demo/event-triggers/queue"`},
+		{"POST", "/v1/api//demo/event-triggers/queue", `"/v1/api//demo/event-triggers/queue"`},
+		{"POST", "/v1/api/demo/./event-triggers/queue", `"/v1/api/demo/./event-triggers/queue"`},
+		{"POST", "/v1/api/demo/event-triggers/queue/", `"/v1/api/demo/event-triggers/queue/"`},
+		{"POST", "/v1/api/demo/event-triggers/queue/..", `"/v1/api/demo/event-triggers/queue/.."`},
+		{"GET", "//healthz", `no such endpoint: GET "//healthz"`},
+		{"GET", "/healthz/", `no such endpoint: GET "/healthz/"`},
+		{"GET", "/x/../readyz", `no such endpoint: GET "/x/../readyz"`},
+	} {
+		t.Run(c.method+" "+c.path, func(t *testing.T) {
+			status, out := f.do(t, c.method, c.path, `{"type":"open"}`, "")
+			msg, _ := out["error"].(string)
+			if status != 404 || !strings.Contains(msg, c.says) || !strings.Contains(msg, "paths are taken as sent") {
+				t.Errorf("got %d %q, want 404 saying %q and how paths are taken", status, msg, c.says)
+			}
+		})
+	}
+	// ".." as a project is a project name like any other.
+	if status, out := f.post(t, "/v1/api/%2e%2e/event-triggers/queue", `{"type":"open"}`, ""); status != 404 || out["error"] != `unknown project ".."` {
+		t.Errorf("project ..: %d %v", status, out)
+	}
+	if f.count(t) != 0 || f.hooks.Load() != 0 {
+		t.Fatalf("requests to other paths stored %d rows and made %d deliveries", f.count(t), f.hooks.Load())
+	}
+	for _, path := range []string{queue, "/v1/api/demo/eventing/queue"} {
+		if status, out := f.post(t, path, `{"type":"open"}`, ""); status != 200 {
+			t.Errorf("POST %s: %d %v", path, status, out)
+		}
+	}
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if status, out := f.do(t, http.MethodGet, path, "", ""); status != 200 {
+			t.Errorf("GET %s: %d %v", path, status, out)
+		}
+	}
+}
+
 func TestAsyncQueueCommitsBeforeReplying(t *testing.T) {
 	f := setup(t, "")
 	status, out := f.post(t, queue, `{"type":"open","data":{"to":"user1@email.com"}}`, "")
