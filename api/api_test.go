@@ -423,6 +423,40 @@ func TestPathsAreTakenAsSent(t *testing.T) {
 	}
 }
 
+// TestOneReadingOfTheBody sends bodies that parsers could read in more
+// than one way: a top-level field given twice (one parser takes the first,
+// another the last) and a stray bracket after the object are refused;
+// data, which triggerd passes on byte for byte, keeps its duplicate keys.
+func TestOneReadingOfTheBody(t *testing.T) {
+	f := setup(t, "")
+	for _, c := range []struct{ body, says string }{
+		{`{"type":"closed","type":"open"}`, `field "type" appears twice`},
+		{`{"type":"open","typ\u0065":"closed"}`, `field "type" appears twice`},
+		{`{"type":"open","data":1,"data":2}`, `field "data" appears twice`},
+		{`{"type":"open","payload":1,"payload":2}`, `field "payload" appears twice`},
+		{`{"type":"open","delay":1,"delay":1}`, `field "delay" appears twice`},
+		{`{"type":"open"}]`, "data after its JSON object"},
+		{`{"type":"open"}}`, "data after its JSON object"},
+		{`{"type":"open"} null`, "data after its JSON object"},
+	} {
+		status, out := f.post(t, queue, c.body, "")
+		if msg, _ := out["error"].(string); status != 400 || !strings.Contains(msg, c.says) {
+			t.Errorf("%s: got %d %q, want 400 saying %q", c.body, status, msg, c.says)
+		}
+	}
+	if n := f.count(t); n != 0 {
+		t.Fatalf("refused bodies left %d event_logs rows", n)
+	}
+	data := `{"k":1,"k":2,"n":{"k":[],"k":{}}}`
+	if status, out := f.post(t, queue, `{"type":"open","data":`+data+`}`, ""); status != 200 {
+		t.Fatalf("duplicate keys in data: %d %v", status, out)
+	}
+	rows, err := f.st.Recent(context.Background(), store.Filter{}, 10)
+	if err != nil || len(rows) != 1 || string(rows[0].Payload) != data {
+		t.Fatalf("rows after data with duplicate keys: %+v %v", rows, err)
+	}
+}
+
 func TestAsyncQueueCommitsBeforeReplying(t *testing.T) {
 	f := setup(t, "")
 	status, out := f.post(t, queue, `{"type":"open","data":{"to":"user1@email.com"}}`, "")

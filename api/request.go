@@ -33,7 +33,7 @@ const bodyFields = "type, data (or payload), timestamp, delay, isSynchronous"
 // a bad one. now is the default timestamp.
 func parseQueueRequest(body []byte, now time.Time) (queueRequest, error) {
 	var req queueRequest
-	if len(bytes.TrimSpace(body)) == 0 {
+	if len(trimJSONSpace(body)) == 0 {
 		return req, errors.New(`the body is empty: send a JSON object such as {"type": "sent-email", "data": {...}}`)
 	}
 	// encoding/json lets invalid UTF-8 through inside strings (into data
@@ -41,24 +41,9 @@ func parseQueueRequest(body []byte, now time.Time) (queueRequest, error) {
 	if i := invalidUTF8(body); i >= 0 {
 		return req, fmt.Errorf("the body is not valid UTF-8 at byte offset %d (%#x): JSON text must be UTF-8; send binary data encoded, as base64 for example", i, body[i])
 	}
-	var fields map[string]json.RawMessage
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	if err := dec.Decode(&fields); err != nil {
-		return req, fmt.Errorf("the body is not a JSON object: %s", describeJSONError(err))
-	}
-	if dec.More() {
-		return req, errors.New("the body has data after its JSON object: send one object")
-	}
-	if fields == nil {
-		return req, errors.New(`the body is null: send a JSON object such as {"type": "sent-email"}`)
-	}
-	for k := range fields {
-		switch k {
-		case "type", "data", "payload", "timestamp", "delay", "isSynchronous":
-		default:
-			return req, fmt.Errorf("unknown field %q: the body takes %s", k, bodyFields)
-		}
+	fields, err := decodeFields(body)
+	if err != nil {
+		return req, err
 	}
 
 	raw, ok := fields["type"]
@@ -120,6 +105,65 @@ func parseQueueRequest(body []byte, now time.Time) (queueRequest, error) {
 		}
 	}
 	return req, nil
+}
+
+// decodeFields reads a body that is one JSON object into its fields,
+// refusing a field the body does not take. A field given twice is refused: parsers differ on which of the two counts
+// (encoding/json takes the last), and a proxy checking the first would see
+// another type than triggerd.
+func decodeFields(body []byte) (map[string]json.RawMessage, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, fmt.Errorf("the body is not a JSON object: %s", describeJSONError(err))
+	}
+	switch tok.(type) {
+	case nil:
+		return nil, errors.New(`the body is null: send a JSON object such as {"type": "sent-email"}`)
+	case string:
+		return nil, errors.New("the body is not a JSON object: found a JSON string where an object belongs")
+	case json.Number:
+		return nil, errors.New("the body is not a JSON object: found a JSON number where an object belongs")
+	case bool:
+		return nil, errors.New("the body is not a JSON object: found a JSON boolean where an object belongs")
+	}
+	if tok != json.Delim('{') { // a closing bracket is a syntax error
+		return nil, errors.New("the body is not a JSON object: found a JSON array where an object belongs")
+	}
+	fields := make(map[string]json.RawMessage)
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, fmt.Errorf("the body is not a JSON object: %s", describeJSONError(err))
+		}
+		key := tok.(string) // the decoder takes nothing else where a key belongs
+		switch key {
+		case "type", "data", "payload", "timestamp", "delay", "isSynchronous":
+		default:
+			return nil, fmt.Errorf("unknown field %s: the body takes %s", quote(key), bodyFields)
+		}
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			return nil, fmt.Errorf("the body is not a JSON object: %s", describeJSONError(err))
+		}
+		if _, ok := fields[key]; ok {
+			return nil, fmt.Errorf("field %s appears twice: give each field once", quote(key))
+		}
+		fields[key] = value
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return nil, fmt.Errorf("the body is not a JSON object: %s", describeJSONError(err))
+	}
+	if len(trimJSONSpace(body[dec.InputOffset():])) > 0 {
+		return nil, errors.New("the body has data after its JSON object: send one object")
+	}
+	return fields, nil
+}
+
+// trimJSONSpace trims the whitespace JSON allows around values.
+func trimJSONSpace(b []byte) []byte {
+	return bytes.Trim(b, " \t\r\n")
 }
 
 // invalidUTF8 returns the offset of b's first byte that is not part of a
@@ -207,16 +251,14 @@ func isNull(raw json.RawMessage) bool {
 	return len(raw) == 0 || string(bytes.TrimSpace(raw)) == "null"
 }
 
-// describeJSONError turns a decoding error into a sentence with its offset.
+// describeJSONError turns a decoding error into a sentence: where the
+// syntax breaks, or that the body ends too early.
 func describeJSONError(err error) string {
 	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &syn):
-		return fmt.Sprintf("%v (at byte %d)", syn, syn.Offset)
-	case errors.As(err, &typ):
-		return fmt.Sprintf("found a JSON %s where an object belongs", typ.Value)
-	case errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Sprintf("%v (at byte offset %d)", syn, syn.Offset)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF): // the body is not empty
 		return "it ends too early"
 	}
 	return err.Error()
