@@ -90,7 +90,7 @@ func (s *Server) queue(w http.ResponseWriter, r *http.Request) {
 	projectID := mux.Vars(r)["project"]
 	p := s.cfg.Project(projectID)
 	if p == nil {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown project %q", projectID))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown project %s", quote(projectID)))
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.BodyLimit))
@@ -109,7 +109,7 @@ func (s *Server) queue(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if config.IsReservedType(req.Type) {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("type %q is reserved for database and file events, which triggerd raises itself; queue custom events with another type", req.Type))
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("type %s is reserved for database and file events, which triggerd raises itself; queue custom events with another type", quote(req.Type)))
 		return
 	}
 	if status, msg := s.authorize(r, p, req.Type); status != 0 {
@@ -153,7 +153,7 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request, ev dispatch.Event)
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"id": res.ID, "result": result})
 	case errors.Is(err, dispatch.ErrNoTrigger):
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no trigger of project %s handles events of type %q", ev.Project, ev.Type))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no trigger of project %s handles events of type %s", ev.Project, quote(ev.Type)))
 	case errors.As(err, &failed):
 		writeJSON(w, http.StatusBadGateway, map[string]any{"id": res.ID, "error": failed.Remark})
 	case errors.Is(err, context.DeadlineExceeded):

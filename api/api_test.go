@@ -251,6 +251,10 @@ func TestBadRequestsAreExplainedAndStoreNothing(t *testing.T) {
 		{"delay not a number", queue, `{"type":"open","delay":"soon"}`, "", 400, "delay must be a number"},
 		{"huge delay", queue, `{"type":"open","delay":1e300}`, "", 400, "too long"},
 		{"sync not a bool", queue, `{"type":"open","isSynchronous":"yes"}`, "", 400, "isSynchronous must be true or false"},
+		{"long unknown field", queue, `{"type":"open","` + strings.Repeat("k", 3000) + `":1}`, "", 400, `unknown field "kkkk`},
+		{"delay of 400 digits", queue, `{"type":"open","delay":` + strings.Repeat("9", 400) + `}`, "", 400, "too long"},
+		{"long unknown project", "/v1/api/" + strings.Repeat("p", 3000) + "/event-triggers/queue", `{"type":"open"}`, "", 404, `unknown project "pppp`},
+		{"long reserved type", queue, `{"type":"DB_` + strings.Repeat("x", 3000) + `"}`, "", 400, "reserved"},
 		{"reserved DB type", queue, `{"type":"DB_INSERT"}`, "", 400, "reserved"},
 		{"reserved FILE type", queue, `{"type":"FILE_CREATE"}`, good, 400, "reserved"},
 		{"too large", queue, `{"type":"open","data":"` + strings.Repeat("x", 5000) + `"}`, "", 413, "4096-byte limit"},
@@ -268,6 +272,9 @@ func TestBadRequestsAreExplainedAndStoreNothing(t *testing.T) {
 			msg, _ := out["error"].(string)
 			if status != c.status || !strings.Contains(msg, c.says) {
 				t.Fatalf("got %d %q, want %d saying %q", status, msg, c.status, c.says)
+			}
+			if len(msg) > 500 {
+				t.Fatalf("a message of %d bytes: %q", len(msg), msg)
 			}
 		})
 	}

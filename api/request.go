@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -84,14 +83,16 @@ func parseQueueRequest(body []byte, now time.Time) (queueRequest, error) {
 		if err := json.Unmarshal(raw, &n); err != nil {
 			return req, errors.New("delay must be a number of seconds, as in \"delay\": 30")
 		}
+		// A number too large for a float64 is ±Inf with ErrRange: too long,
+		// or negative.
 		secs, err := n.Float64()
 		switch {
-		case err != nil || math.IsNaN(secs):
+		case err != nil && !errors.Is(err, strconv.ErrRange):
 			return req, errors.New("delay must be a number of seconds, as in \"delay\": 30")
 		case secs < 0:
-			return req, fmt.Errorf("delay must be 0 or more seconds, got %s", n)
+			return req, fmt.Errorf("delay must be 0 or more seconds, got %s", clip(n.String()))
 		case secs > maxDelay.Seconds():
-			return req, fmt.Errorf("delay of %s seconds is too long: the limit is %d seconds (100 years)", n, int64(maxDelay.Seconds()))
+			return req, fmt.Errorf("delay of %s seconds is too long: the limit is %d seconds (100 years)", clip(n.String()), int64(maxDelay.Seconds()))
 		}
 		req.FireAt = req.Time.Add(time.Duration(secs * float64(time.Second)))
 	}
@@ -216,10 +217,10 @@ func parseTimestamp(raw json.RawMessage) (time.Time, error) {
 	}
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("%s; %q is neither", timestampHint, s)
+		return time.Time{}, fmt.Errorf("%s; %s is neither", timestampHint, quote(s))
 	}
 	if !inRange(t) {
-		return time.Time{}, fmt.Errorf("timestamp %q is out of range: event times run from %s, in UTC", s, timeRange)
+		return time.Time{}, fmt.Errorf("timestamp %s is out of range: event times run from %s, in UTC", quote(s), timeRange)
 	}
 	return t, nil
 }
@@ -241,7 +242,7 @@ func inRange(t time.Time) bool {
 func fromMillis(n json.Number) (time.Time, error) {
 	ms, err := n.Float64()
 	if err != nil || ms < 0 || ms > maxMillis {
-		return time.Time{}, fmt.Errorf("timestamp %s is out of range: epoch milliseconds run from 0 to %d (%s)", n, maxMillis, timeRange)
+		return time.Time{}, fmt.Errorf("timestamp %s is out of range: epoch milliseconds run from 0 to %d (%s)", clip(n.String()), maxMillis, timeRange)
 	}
 	return time.UnixMilli(int64(ms)), nil
 }
