@@ -109,9 +109,10 @@ func parseQueueRequest(body []byte, now time.Time) (queueRequest, error) {
 }
 
 // decodeFields reads a body that is one JSON object into its fields,
-// refusing a field the body does not take. A field given twice is refused: parsers differ on which of the two counts
-// (encoding/json takes the last), and a proxy checking the first would see
-// another type than triggerd.
+// refusing a field the body does not take. A field given twice is refused
+// too: parsers differ on which of the two counts (encoding/json takes the
+// last), and a proxy checking the first would see another type than
+// triggerd.
 func decodeFields(body []byte) (map[string]json.RawMessage, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
