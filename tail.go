@@ -70,8 +70,8 @@ func tailCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return explainMissingTables(err, cfg.Store.Schema)
 	}
-	for i := range rows {
-		p.print(&rows[i])
+	if err := p.printAll(rows); err != nil {
+		return err
 	}
 	if l == nil {
 		return nil
@@ -91,8 +91,8 @@ func tailCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if err != nil {
 			return err
 		}
-		for i := range rows {
-			p.print(&rows[i])
+		if err := p.printAll(rows); err != nil {
+			return err
 		}
 	}
 }
@@ -123,31 +123,57 @@ type rowPrinter struct {
 // seenLimit bounds the memory of printed rows in a long --follow.
 const seenLimit = 100000
 
-func (p *rowPrinter) print(r *store.Event) {
+// printAll prints rows in order, stopping at the first that fails.
+func (p *rowPrinter) printAll(rows []store.Event) error {
+	for i := range rows {
+		if err := p.print(&rows[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// print writes a row as a line, unless it is the row's last line again.
+func (p *rowPrinter) print(r *store.Event) error {
 	state := rowState{r.Status, r.Attempts}
 	if last, ok := p.seen[r.ID]; ok && last == state {
-		return
+		return nil
 	}
 	if len(p.seen) >= seenLimit {
 		clear(p.seen)
 	}
-	p.seen[r.ID] = state
+	var line []byte
 	if p.json {
-		line, _ := json.Marshal(tailRow{
-			Time: r.UpdatedAt.UTC(), ID: r.ID, BatchID: r.BatchID, Project: r.Project, Type: r.Type,
+		var err error
+		line, err = json.Marshal(tailRow{
+			Time: formatTime(r.UpdatedAt), ID: r.ID, BatchID: r.BatchID, Project: r.Project, Type: r.Type,
 			Trigger: r.Trigger, Status: r.Status, Attempts: r.Attempts, Remark: r.Remark,
-			FireAt: r.FireAt.UTC(), Data: r.Payload, Response: r.Response,
+			FireAt: formatTime(r.FireAt), Data: r.Payload, Response: r.Response,
 		})
-		fmt.Fprintf(p.w, "%s\n", line)
-		return
+		if err != nil {
+			return fmt.Errorf("row %s as JSON: %w", r.ID, err)
+		}
+	} else {
+		line = fmt.Appendf(nil, "%s  %s  %-16s %-16s %-9s %d  %s", r.UpdatedAt.UTC().Format("2006-01-02T15:04:05.000Z"),
+			r.ID, r.Type, r.Trigger, r.Status, r.Attempts, r.Remark)
 	}
-	fmt.Fprintf(p.w, "%s  %s  %-16s %-16s %-9s %d  %s\n", r.UpdatedAt.UTC().Format("2006-01-02T15:04:05.000Z"),
-		r.ID, r.Type, r.Trigger, r.Status, r.Attempts, r.Remark)
+	if _, err := p.w.Write(append(line, '\n')); err != nil {
+		return fmt.Errorf("writing to stdout: %w", err)
+	}
+	p.seen[r.ID] = state
+	return nil
+}
+
+// formatTime writes t in UTC as RFC 3339 with as many fractional digits
+// as it needs. Unlike time.Time's JSON encoding it writes any year the
+// store can hold (past 9999 with more digits, before 1 with a sign).
+func formatTime(t time.Time) string {
+	return t.UTC().Format(time.RFC3339Nano)
 }
 
 // tailRow is a row as --json prints it.
 type tailRow struct {
-	Time     time.Time       `json:"time"`
+	Time     string          `json:"time"`
 	ID       uuid.UUID       `json:"id"`
 	BatchID  uuid.UUID       `json:"batch_id"`
 	Project  string          `json:"project"`
@@ -156,7 +182,7 @@ type tailRow struct {
 	Status   store.Status    `json:"status"`
 	Attempts int             `json:"attempts"`
 	Remark   string          `json:"remark,omitempty"`
-	FireAt   time.Time       `json:"fire_at"`
+	FireAt   string          `json:"fire_at"`
 	Data     json.RawMessage `json:"data,omitempty"`
 	Response json.RawMessage `json:"response,omitempty"`
 }

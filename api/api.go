@@ -10,8 +10,11 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/mux"
 
@@ -39,16 +42,23 @@ func New(cfg *config.Config, disp *dispatch.Dispatcher, keys map[string]*auth.Ke
 		log = slog.Default()
 	}
 	s := &Server{cfg: cfg, disp: disp, keys: keys, ready: ready, log: log, router: mux.NewRouter()}
-	for _, path := range []string{"/v1/api/{project}/event-triggers/queue", "/v1/api/{project}/eventing/queue"} {
-		s.router.HandleFunc(path, s.queue).Methods(http.MethodPost)
+	for _, route := range []string{"/v1/api/{project}/event-triggers/queue", "/v1/api/{project}/eventing/queue"} {
+		s.router.HandleFunc(route, s.queue).Methods(http.MethodPost)
 	}
 	s.router.HandleFunc("/healthz", s.healthz).Methods(http.MethodGet, http.MethodHead)
 	s.router.HandleFunc("/readyz", s.readyz).Methods(http.MethodGet, http.MethodHead)
+	// mux would answer a path with "..", "." or "//" with a redirect to the
+	// path cleaned, and no body; such a path is no endpoint of the API.
+	s.router.SkipClean(true)
 	s.router.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s (events are queued with POST /v1/api/{project}/event-triggers/queue)", r.Method, r.URL.Path))
+		hint := "events are queued with POST /v1/api/{project}/event-triggers/queue"
+		if p := r.URL.Path; path.Clean(p) != p {
+			hint = `paths are taken as sent: ".", "..", "//" and a trailing slash are not resolved; ` + hint
+		}
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s (%s)", clip(r.Method), quote(r.URL.EscapedPath()), hint))
 	})
 	s.router.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s", r.Method, r.URL.Path))
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s", clip(r.Method), quote(r.URL.EscapedPath())))
 	})
 	return s
 }
@@ -66,7 +76,8 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := s.ready(ctx); err != nil {
-		writeError(w, http.StatusServiceUnavailable, err.Error())
+		s.log.Warn("not ready", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "not ready: the event store cannot take events; the node's log says why")
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
@@ -79,7 +90,7 @@ func (s *Server) queue(w http.ResponseWriter, r *http.Request) {
 	projectID := mux.Vars(r)["project"]
 	p := s.cfg.Project(projectID)
 	if p == nil {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown project %q", projectID))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown project %s", quote(projectID)))
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.BodyLimit))
@@ -98,7 +109,7 @@ func (s *Server) queue(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if config.IsReservedType(req.Type) {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("type %q is reserved for database and file events, which triggerd raises itself; queue custom events with another type", req.Type))
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("type %s is reserved for database and file events, which triggerd raises itself; queue custom events with another type", quote(req.Type)))
 		return
 	}
 	if status, msg := s.authorize(r, p, req.Type); status != 0 {
@@ -108,7 +119,7 @@ func (s *Server) queue(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status, msg)
 		return
 	}
-	ev := dispatch.Event{Project: p.ID, Type: req.Type, Data: req.Data, Time: req.Time, FireAt: req.Time.Add(req.Delay)}
+	ev := dispatch.Event{Project: p.ID, Type: req.Type, Data: req.Data, Time: req.Time, FireAt: req.FireAt}
 	if req.Synchronous {
 		s.call(w, r, ev)
 		return
@@ -118,11 +129,15 @@ func (s *Server) queue(w http.ResponseWriter, r *http.Request) {
 	id, _, err := s.disp.Enqueue(r.Context(), ev)
 	if err != nil && !errors.Is(err, dispatch.ErrStopping) {
 		s.log.Error("staging an event failed", "project", p.ID, "type", req.Type, "err", err)
-		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("the event was not stored: %v; try again", err))
+		writeError(w, http.StatusServiceUnavailable, notStored)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"id": id})
 }
+
+// notStored answers a store failure. The error, which names the store and
+// carries its SQL error, goes to the log only.
+const notStored = "the event was not stored: the event store did not take it; try again"
 
 // call delivers a synchronous event and answers with its result.
 func (s *Server) call(w http.ResponseWriter, r *http.Request, ev dispatch.Event) {
@@ -138,7 +153,7 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request, ev dispatch.Event)
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"id": res.ID, "result": result})
 	case errors.Is(err, dispatch.ErrNoTrigger):
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no trigger of project %s handles events of type %q", ev.Project, ev.Type))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no trigger of project %s handles events of type %s", ev.Project, quote(ev.Type)))
 	case errors.As(err, &failed):
 		writeJSON(w, http.StatusBadGateway, map[string]any{"id": res.ID, "error": failed.Remark})
 	case errors.Is(err, context.DeadlineExceeded):
@@ -151,7 +166,7 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request, ev dispatch.Event)
 			"error": "triggerd is shutting down; the event is stored and will be delivered by another node or after a restart"})
 	default:
 		s.log.Error("staging a synchronous event failed", "project", ev.Project, "type", ev.Type, "err", err)
-		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("the event was not stored: %v; try again", err))
+		writeError(w, http.StatusServiceUnavailable, notStored)
 	}
 }
 
@@ -175,6 +190,37 @@ func (s *Server) authorize(r *http.Request, p *config.Project, eventType string)
 		return http.StatusUnauthorized, fmt.Sprintf("bad token: %v", err)
 	}
 	return 0, ""
+}
+
+// maxQuoted bounds how much of a client's text an error message repeats.
+const maxQuoted = 100
+
+// clip cuts a client's text to maxQuoted bytes for an error message,
+// marking the cut with "...".
+func clip(s string) string {
+	if len(s) <= maxQuoted {
+		return s
+	}
+	return s[:cutAt(s)] + "..."
+}
+
+// quote quotes a client's text for an error message, as %q does, cut to
+// maxQuoted bytes.
+func quote(s string) string {
+	if len(s) <= maxQuoted {
+		return strconv.Quote(s)
+	}
+	return strconv.Quote(s[:cutAt(s)]) + "..."
+}
+
+// cutAt is where clip and quote cut a text longer than maxQuoted: at most
+// maxQuoted bytes, at the start of a character.
+func cutAt(s string) int {
+	cut := maxQuoted
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return cut
 }
 
 // writeJSON answers with v as JSON.

@@ -38,7 +38,7 @@ projects:
     triggers:
       - {name: bench, type: bench, url: %q, concurrency: 64}
 `, url, schema, recv.URL)
-	apiURL, _ = startNode(b, text)
+	apiURL, _ = startNode(b, text, nil)
 	return apiURL + "/v1/api/demo/event-triggers/queue", recv.URL, received
 }
 

@@ -6,10 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // queueRequest is a validated queue body.
@@ -17,7 +18,7 @@ type queueRequest struct {
 	Type        string
 	Data        json.RawMessage // nil is null
 	Time        time.Time       // when the event occurred
-	Delay       time.Duration   // after Time, when to deliver it
+	FireAt      time.Time       // when to deliver it: Time plus the delay
 	Synchronous bool
 }
 
@@ -31,27 +32,17 @@ const bodyFields = "type, data (or payload), timestamp, delay, isSynchronous"
 // a bad one. now is the default timestamp.
 func parseQueueRequest(body []byte, now time.Time) (queueRequest, error) {
 	var req queueRequest
-	if len(bytes.TrimSpace(body)) == 0 {
+	if len(trimJSONSpace(body)) == 0 {
 		return req, errors.New(`the body is empty: send a JSON object such as {"type": "sent-email", "data": {...}}`)
 	}
-	var fields map[string]json.RawMessage
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	if err := dec.Decode(&fields); err != nil {
-		return req, fmt.Errorf("the body is not a JSON object: %s", describeJSONError(err))
+	// encoding/json lets invalid UTF-8 through inside strings (into data
+	// untouched, elsewhere as U+FFFD), and the store refuses it.
+	if i := invalidUTF8(body); i >= 0 {
+		return req, fmt.Errorf("the body is not valid UTF-8 at byte offset %d (%#x): JSON text must be UTF-8; send binary data encoded, as base64 for example", i, body[i])
 	}
-	if dec.More() {
-		return req, errors.New("the body has data after its JSON object: send one object")
-	}
-	if fields == nil {
-		return req, errors.New(`the body is null: send a JSON object such as {"type": "sent-email"}`)
-	}
-	for k := range fields {
-		switch k {
-		case "type", "data", "payload", "timestamp", "delay", "isSynchronous":
-		default:
-			return req, fmt.Errorf("unknown field %q: the body takes %s", k, bodyFields)
-		}
+	fields, err := decodeFields(body)
+	if err != nil {
+		return req, err
 	}
 
 	raw, ok := fields["type"]
@@ -60,6 +51,9 @@ func parseQueueRequest(body []byte, now time.Time) (queueRequest, error) {
 	}
 	if err := json.Unmarshal(raw, &req.Type); err != nil || strings.TrimSpace(req.Type) == "" {
 		return req, errors.New(`type must be a non-empty string, as in "type": "sent-email"`)
+	}
+	if err := checkType(req.Type); err != nil {
+		return req, err
 	}
 
 	data, hasData := fields["data"]
@@ -82,22 +76,28 @@ func parseQueueRequest(body []byte, now time.Time) (queueRequest, error) {
 		}
 		req.Time = t
 	}
+	req.FireAt = req.Time
 
 	if raw, ok := fields["delay"]; ok && !isNull(raw) {
 		var n json.Number
 		if err := json.Unmarshal(raw, &n); err != nil {
 			return req, errors.New("delay must be a number of seconds, as in \"delay\": 30")
 		}
+		// A number too large for a float64 is ±Inf with ErrRange: too long,
+		// or negative.
 		secs, err := n.Float64()
 		switch {
-		case err != nil || math.IsNaN(secs):
+		case err != nil && !errors.Is(err, strconv.ErrRange):
 			return req, errors.New("delay must be a number of seconds, as in \"delay\": 30")
 		case secs < 0:
-			return req, fmt.Errorf("delay must be 0 or more seconds, got %s", n)
+			return req, fmt.Errorf("delay must be 0 or more seconds, got %s", clip(n.String()))
 		case secs > maxDelay.Seconds():
-			return req, fmt.Errorf("delay of %s seconds is too long: the limit is %d seconds (100 years)", n, int64(maxDelay.Seconds()))
+			return req, fmt.Errorf("delay of %s seconds is too long: the limit is %d seconds (100 years)", clip(n.String()), int64(maxDelay.Seconds()))
 		}
-		req.Delay = time.Duration(secs * float64(time.Second))
+		req.FireAt = req.Time.Add(time.Duration(secs * float64(time.Second)))
+	}
+	if !inRange(req.FireAt) {
+		return req, fmt.Errorf("timestamp plus delay falls after %s: delivery times run from %s, in UTC; send an earlier timestamp or a shorter delay", lastTime, timeRange)
 	}
 
 	if raw, ok := fields["isSynchronous"]; ok && !isNull(raw) {
@@ -106,6 +106,97 @@ func parseQueueRequest(body []byte, now time.Time) (queueRequest, error) {
 		}
 	}
 	return req, nil
+}
+
+// decodeFields reads a body that is one JSON object into its fields,
+// refusing a field the body does not take. A field given twice is refused
+// too: parsers differ on which of the two counts (encoding/json takes the
+// last), and a proxy checking the first would see another type than
+// triggerd.
+func decodeFields(body []byte) (map[string]json.RawMessage, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, fmt.Errorf("the body is not a JSON object: %s", describeJSONError(err))
+	}
+	switch tok.(type) {
+	case nil:
+		return nil, errors.New(`the body is null: send a JSON object such as {"type": "sent-email"}`)
+	case string:
+		return nil, errors.New("the body is not a JSON object: found a JSON string where an object belongs")
+	case json.Number:
+		return nil, errors.New("the body is not a JSON object: found a JSON number where an object belongs")
+	case bool:
+		return nil, errors.New("the body is not a JSON object: found a JSON boolean where an object belongs")
+	}
+	if tok != json.Delim('{') { // a closing bracket is a syntax error
+		return nil, errors.New("the body is not a JSON object: found a JSON array where an object belongs")
+	}
+	fields := make(map[string]json.RawMessage)
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, fmt.Errorf("the body is not a JSON object: %s", describeJSONError(err))
+		}
+		key := tok.(string) // the decoder takes nothing else where a key belongs
+		switch key {
+		case "type", "data", "payload", "timestamp", "delay", "isSynchronous":
+		default:
+			return nil, fmt.Errorf("unknown field %s: the body takes %s", quote(key), bodyFields)
+		}
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			return nil, fmt.Errorf("the body is not a JSON object: %s", describeJSONError(err))
+		}
+		if _, ok := fields[key]; ok {
+			return nil, fmt.Errorf("field %s appears twice: give each field once", quote(key))
+		}
+		fields[key] = value
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return nil, fmt.Errorf("the body is not a JSON object: %s", describeJSONError(err))
+	}
+	if len(trimJSONSpace(body[dec.InputOffset():])) > 0 {
+		return nil, errors.New("the body has data after its JSON object: send one object")
+	}
+	return fields, nil
+}
+
+// trimJSONSpace trims the whitespace JSON allows around values.
+func trimJSONSpace(b []byte) []byte {
+	return bytes.Trim(b, " \t\r\n")
+}
+
+// invalidUTF8 returns the offset of b's first byte that is not part of a
+// valid UTF-8 character, or -1 when b is valid UTF-8.
+func invalidUTF8(b []byte) int {
+	if utf8.Valid(b) {
+		return -1
+	}
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n == 1 {
+			return i
+		}
+		i += n
+	}
+	return -1
+}
+
+// checkType refuses a type that is not printable text: control characters
+// (a JSON escape can carry a NUL, which the store cannot keep), and U+FFFD,
+// which is what encoding/json makes of an escaped lone surrogate.
+func checkType(t string) error {
+	for i, r := range t {
+		switch {
+		case unicode.IsControl(r):
+			return fmt.Errorf("type contains a control character (U+%04X) at byte %d: use printable text, as in \"type\": \"sent-email\"", r, i)
+		case r == utf8.RuneError:
+			return fmt.Errorf("type contains U+FFFD at byte %d, the replacement character (an escaped lone surrogate such as \\ud800 decodes to it): use printable text, as in \"type\": \"sent-email\"", i)
+		}
+	}
+	return nil
 }
 
 // timestampHint says what a timestamp may be.
@@ -127,16 +218,32 @@ func parseTimestamp(raw json.RawMessage) (time.Time, error) {
 	}
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("%s; %q is neither", timestampHint, s)
+		return time.Time{}, fmt.Errorf("%s; %s is neither", timestampHint, quote(s))
+	}
+	if !inRange(t) {
+		return time.Time{}, fmt.Errorf("timestamp %s is out of range: event times run from %s, in UTC", quote(s), timeRange)
 	}
 	return t, nil
 }
 
-// fromMillis converts epoch milliseconds, within years 1970 to 9999.
+// Event and delivery times run over what epoch milliseconds cover from
+// 1970 to year 9999, the last year Go's time encoding writes.
+const (
+	maxMillis = 253402300799999
+	lastTime  = "9999-12-31T23:59:59.999Z"
+	timeRange = "1970-01-01T00:00:00Z to " + lastTime
+)
+
+// inRange reports whether t is within timeRange.
+func inRange(t time.Time) bool {
+	return !t.Before(time.UnixMilli(0)) && !t.After(time.UnixMilli(maxMillis))
+}
+
+// fromMillis converts epoch milliseconds within timeRange.
 func fromMillis(n json.Number) (time.Time, error) {
 	ms, err := n.Float64()
-	if err != nil || ms < 0 || ms > 253402300799999 {
-		return time.Time{}, fmt.Errorf("%s; %s is out of range", timestampHint, n)
+	if err != nil || ms < 0 || ms > maxMillis {
+		return time.Time{}, fmt.Errorf("timestamp %s is out of range: epoch milliseconds run from 0 to %d (%s)", clip(n.String()), maxMillis, timeRange)
 	}
 	return time.UnixMilli(int64(ms)), nil
 }
@@ -146,16 +253,14 @@ func isNull(raw json.RawMessage) bool {
 	return len(raw) == 0 || string(bytes.TrimSpace(raw)) == "null"
 }
 
-// describeJSONError turns a decoding error into a sentence with its offset.
+// describeJSONError turns a decoding error into a sentence: where the
+// syntax breaks, or that the body ends too early.
 func describeJSONError(err error) string {
 	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &syn):
-		return fmt.Sprintf("%v (at byte %d)", syn, syn.Offset)
-	case errors.As(err, &typ):
-		return fmt.Sprintf("found a JSON %s where an object belongs", typ.Value)
-	case errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Sprintf("%v (at byte offset %d)", syn, syn.Offset)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF): // the body is not empty
 		return "it ends too early"
 	}
 	return err.Error()

@@ -38,7 +38,7 @@ projects:
     triggers:
       - {name: open, type: open, url: %q}
       - {name: authed, type: authed, url: %q}
-`, url, schema, secret, hook.URL, hook.URL))
+`, url, schema, secret, hook.URL, hook.URL), nil)
 
 	if status, out := f.post(t, queue, `{"type":"open"}`, ""); status != 200 {
 		t.Fatalf("queue: %d %v", status, out)
