@@ -128,16 +128,24 @@ func (s *Server) queue(w http.ResponseWriter, r *http.Request) {
 	// restart to deliver: that is a success for the caller.
 	id, _, err := s.disp.Enqueue(r.Context(), ev)
 	if err != nil && !errors.Is(err, dispatch.ErrStopping) {
-		s.log.Error("staging an event failed", "project", p.ID, "type", req.Type, "err", err)
-		writeError(w, http.StatusServiceUnavailable, notStored)
+		s.notStored(w, ev, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"id": id})
 }
 
-// notStored answers a store failure. The error, which names the store and
-// carries its SQL error, goes to the log only.
-const notStored = "the event was not stored: the event store did not take it; try again"
+// notStored answers an event the store did not take: 400 when it refused
+// the event's content, which no retry changes, else 503 (an outage). The
+// error, which names the store and carries its SQL error, goes to the log
+// only.
+func (s *Server) notStored(w http.ResponseWriter, ev dispatch.Event, err error) {
+	s.log.Error("staging an event failed", "project", ev.Project, "type", ev.Type, "err", err)
+	if errors.Is(err, dispatch.ErrUnstorable) {
+		writeError(w, http.StatusBadRequest, "the event cannot be stored: the event store refused its type or data as sent, so sending it again will not help (the node's log has the store's reason)")
+		return
+	}
+	writeError(w, http.StatusServiceUnavailable, "the event was not stored: the event store did not take it; try again")
+}
 
 // call delivers a synchronous event and answers with its result.
 func (s *Server) call(w http.ResponseWriter, r *http.Request, ev dispatch.Event) {
@@ -155,7 +163,7 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request, ev dispatch.Event)
 	case errors.Is(err, dispatch.ErrNoTrigger):
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no trigger of project %s handles events of type %s", ev.Project, quote(ev.Type)))
 	case errors.As(err, &failed):
-		writeJSON(w, http.StatusBadGateway, map[string]any{"id": res.ID, "error": failed.Remark})
+		writeJSON(w, http.StatusBadGateway, map[string]any{"id": res.ID, "error": failed.Reason})
 	case errors.Is(err, context.DeadlineExceeded):
 		writeJSON(w, http.StatusGatewayTimeout, map[string]any{"id": res.ID,
 			"error": fmt.Sprintf("no result within %s (sync_timeout); delivery goes on in the background", s.cfg.SyncTimeout.Std())})
@@ -165,8 +173,7 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request, ev dispatch.Event)
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"id": res.ID,
 			"error": "triggerd is shutting down; the event is stored and will be delivered by another node or after a restart"})
 	default:
-		s.log.Error("staging a synchronous event failed", "project", ev.Project, "type", ev.Type, "err", err)
-		writeError(w, http.StatusServiceUnavailable, notStored)
+		s.notStored(w, ev, err)
 	}
 }
 
@@ -176,11 +183,11 @@ func (s *Server) authorize(r *http.Request, p *config.Project, eventType string)
 	case config.RuleAllow:
 		return 0, ""
 	case config.RuleDeny:
-		return http.StatusForbidden, fmt.Sprintf("events of type %q may not be queued in project %s (its rule is deny)", eventType, p.ID)
+		return http.StatusForbidden, fmt.Sprintf("events of type %s may not be queued in project %s (its rule is deny)", quote(eventType), p.ID)
 	}
 	h := r.Header.Get("Authorization")
 	if h == "" {
-		return http.StatusUnauthorized, fmt.Sprintf("events of type %q need a token: send Authorization: Bearer <JWT signed with a secret of project %s>", eventType, p.ID)
+		return http.StatusUnauthorized, fmt.Sprintf("events of type %s need a token: send Authorization: Bearer <JWT signed with a secret of project %s>", quote(eventType), p.ID)
 	}
 	scheme, token, ok := strings.Cut(h, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {

@@ -71,6 +71,9 @@ type attemptResult struct {
 	aborted    bool            // shutdown cut the attempt short: it does not count
 }
 
+// noAnswer begins the error of an attempt that timed out.
+const noAnswer = "no answer within the trigger's timeout"
+
 // notRecorded stands for a webhook's answer that the store refused.
 const notRecorded = "[not recorded: the store refused the answer; triggerd's log says why]"
 
@@ -129,7 +132,7 @@ func (d *Dispatcher) attempt(ctx context.Context, j *job) attemptResult {
 			res.aborted = true
 			return fail("shutdown interrupted the attempt")
 		case errors.Is(err, context.DeadlineExceeded):
-			return fail("no answer within the trigger's timeout (%s)", t.Timeout())
+			return fail("%s (%s)", noAnswer, t.Timeout())
 		default:
 			return fail("%s", describeError(err))
 		}

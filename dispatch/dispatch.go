@@ -62,12 +62,18 @@ var (
 	// ErrStopping: the dispatcher is shutting down; the event is stored and
 	// will be delivered by another node or after a restart.
 	ErrStopping = errors.New("triggerd is shutting down")
+	// ErrUnstorable: the store refused the event's content (see
+	// store.IsPermanent); queueing it again fails the same way.
+	ErrUnstorable = errors.New("the store refused the event as it is")
 )
 
 // FailedError is a synchronous call whose every attempt failed.
 type FailedError struct {
-	// Remark is the last attempt's error.
+	// Remark is the last attempt's error, as the row's remark has it.
 	Remark string
+	// Reason is what a caller may be told of it: how the webhook answered,
+	// without its url or the network's details.
+	Reason string
 }
 
 // Error returns the last attempt's error.
@@ -290,6 +296,9 @@ func (d *Dispatcher) submit(ctx context.Context, ev Event, w *waiter) (uuid.UUID
 	// queued they may commit, and this node must then deliver what it claimed.
 	if err := d.store.Insert(context.WithoutCancel(ctx), rows); err != nil {
 		unreserve(claimed)
+		if store.IsPermanent(err) {
+			return id, 0, fmt.Errorf("stage event: %w: %w", ErrUnstorable, err)
+		}
 		return id, 0, fmt.Errorf("stage event: %w", err)
 	}
 	if w != nil {

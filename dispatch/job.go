@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -182,13 +184,30 @@ func newID() uuid.UUID {
 	return uuid.New()
 }
 
+// callerReason says what a failed outcome came to, for a synchronous
+// caller: the webhook's status and the start of its answer, or that it did
+// not answer, without the webhook's url or the network's details.
+func callerReason(out store.Outcome) string {
+	what := "the webhook could not be reached"
+	if in := out.Invocation; in != nil {
+		switch {
+		case in.ResponseStatus != 0:
+			what = fmt.Sprintf("the webhook answered %d %s%s", in.ResponseStatus, http.StatusText(in.ResponseStatus),
+				quoteBody([]byte(in.ResponseBody)))
+		case strings.HasPrefix(in.Error, noAnswer):
+			what = in.Error
+		}
+	}
+	return fmt.Sprintf("failed after %d attempt(s): %s", out.Attempts, what)
+}
+
 // waiter collects the outcomes of a synchronous event's rows.
 type waiter struct {
 	mu      sync.Mutex
 	n       int // rows of the event
 	pending int
 	rows    map[int]store.Outcome
-	last    string // the remark of the last row that failed
+	last    store.Outcome // the outcome of the last row that failed
 	stopped bool   // shutdown left a row unfinished
 	done    chan struct{}
 }
@@ -213,7 +232,7 @@ func (w *waiter) finish(index int, out store.Outcome) {
 	defer w.mu.Unlock()
 	w.rows[index] = out
 	if out.Status != store.StatusProcessed {
-		w.last = out.Remark
+		w.last = out
 	}
 	w.settle()
 }
@@ -255,7 +274,7 @@ func (w *waiter) result(id uuid.UUID) (Result, error) {
 	case w.stopped:
 		return res, ErrStopping
 	default:
-		return res, &FailedError{Remark: w.last}
+		return res, &FailedError{Remark: w.last.Remark, Reason: callerReason(w.last)}
 	}
 	return res, nil
 }
