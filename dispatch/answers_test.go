@@ -3,6 +3,7 @@ package dispatch_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -220,4 +221,66 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestKeptRetriesAreNotClaimedTwice sends synchronous and async events to
+// a webhook that always fails: a synchronous row retried in-process is
+// never claimed meanwhile by a poll (this node's own included), so each
+// attempt number is sent and recorded once, and each caller hears that
+// the row failed rather than timing out.
+func TestKeptRetriesAreNotClaimedTwice(t *testing.T) {
+	e := newEnv(t)
+	var logs syncBuffer
+	h := newHook(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusInternalServerError) })
+	n := e.start("a", trigger("t", "x", h.URL, "retries: 3, retry_backoff: {initial: 100ms, max: 100ms}"),
+		dispatch.Options{Poll: 20 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 3)
+	for range 3 {
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			_, err := n.d.Call(cctx, dispatch.Event{Project: "p", Type: "x"})
+			errs <- err
+		})
+		if _, _, err := n.d.Enqueue(ctx, dispatch.Event{Project: "p", Type: "x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		var failed *dispatch.FailedError
+		if !errors.As(err, &failed) {
+			t.Errorf("a synchronous caller got %v, want the row's failure", err)
+		}
+	}
+	rows, err := n.st.Recent(ctx, store.Filter{}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rows {
+		r = n.waitStatus(t, r.BatchID, store.StatusFailed, 5*time.Second)[0]
+		invs, err := n.st.Invocations(ctx, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := make(map[int]bool)
+		for _, in := range invs {
+			if seen[in.Attempt] {
+				t.Errorf("row %s (sync %v): attempt %d recorded twice", r.ID, r.Synchronous, in.Attempt)
+			}
+			seen[in.Attempt] = true
+		}
+		if r.Attempts != 4 || len(invs) != 4 {
+			t.Errorf("row %s (sync %v): %d attempts, %d recorded; want 4", r.ID, r.Synchronous, r.Attempts, len(invs))
+		}
+	}
+	if got := len(h.deliveries()); got != 24 {
+		t.Errorf("%d deliveries, want 6 rows × 4 attempts", got)
+	}
+	if strings.Contains(logs.String(), "took this row over") || strings.Contains(logs.String(), "claimed again") {
+		t.Errorf("one node claimed its own rows:\n%s", logs.String())
+	}
 }

@@ -29,9 +29,14 @@ type job struct {
 	lost       bool // the lease went to another node: attempt no more
 }
 
-// start holds j and runs it in its own goroutine.
+// start holds j and runs it in its own goroutine, unless this node holds
+// its row already: a row is never worked on twice at once by one node.
 func (d *Dispatcher) start(j *job) {
-	d.held.add(j, j.row.DueAt)
+	if !d.held.add(j, j.row.DueAt) {
+		d.log.Warn("a row this node holds was claimed again; it stays with the work already on it", j.lane.rowRef(&j.row)...)
+		j.lane.unreserve(1)
+		return
+	}
 	d.jobs.Add(1)
 	go func() {
 		defer d.jobs.Done()
@@ -98,7 +103,7 @@ func (d *Dispatcher) work(j *job) bool {
 			l.schedule(out.DueAt)
 			return true
 		}
-		j.next = out.DueAt
+		j.next = out.DueAt.Add(-d.opts.Lease) // the retry (see decide)
 		d.held.setLease(j, out.DueAt)
 	}
 }
@@ -133,8 +138,13 @@ func (d *Dispatcher) decide(j *job, res attemptResult) store.Outcome {
 	default:
 		out.Status = store.StatusStaged
 		out.DueAt = time.Now().Add(retryDelay(t.RetryBackoff, attempts, res.retryAfter))
-		out.Keep = j.wait != nil
 		out.Remark = fmt.Sprintf("attempt %d failed: %s", attempts, res.err)
+		if j.wait != nil {
+			// Retried here, for the waiting caller: the row stays this
+			// node's until a lease after the retry, so that no poll (this
+			// node's included) claims it in between.
+			out.Keep, out.DueAt = true, out.DueAt.Add(d.opts.Lease)
+		}
 	}
 	return out
 }

@@ -16,11 +16,17 @@ type heldRows struct {
 	jobs map[uuid.UUID]*job
 }
 
-func (h *heldRows) add(j *job, leaseUntil time.Time) {
+// add holds j's row until leaseUntil, and reports false, holding nothing,
+// when the row is held already.
+func (h *heldRows) add(j *job, leaseUntil time.Time) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if _, held := h.jobs[j.row.ID]; held {
+		return false
+	}
 	j.leaseUntil = leaseUntil
 	h.jobs[j.row.ID] = j
+	return true
 }
 
 func (h *heldRows) remove(j *job) {
