@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -374,5 +375,58 @@ func TestReferenceConfig(t *testing.T) {
 		create.Options.Store != "uploads" || create.Options.Path != "images/**" ||
 		del.Type != config.TypeFileDelete || del.Options.Store != "uploads" || del.Options.Path != "" {
 		t.Fatalf("file triggers read as %+v and %+v", create, del)
+	}
+}
+
+// longSecret is an HS256 secret long enough to be accepted.
+const longSecret = "config-test-secret-0123456789abcdef"
+
+// TestAliasBomb checks that a small file whose aliases expand to a huge
+// tree fails at once, naming the file and line, instead of expanding it.
+func TestAliasBomb(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("store: {url: postgres://x}\nprojects:\n  - &p\n    id: p\n")
+	b.WriteString("    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n")
+	b.WriteString("    triggers:\n      - &t {name: t, type: x, url: 'http://h/', retry_backoff: {initial: 1s, max: 1m},\n")
+	b.WriteString("          headers: {A: a, B: b, C: c, D: d, E: e, F: f, G: g, H: h}}\n")
+	b.WriteString(strings.Repeat("      - *t\n", 399))
+	b.WriteString(strings.Repeat("  - *p\n", 399))
+	if b.Len() > 8000 {
+		t.Fatalf("the bomb is %d bytes, want under 8 KB", b.Len())
+	}
+	start := time.Now()
+	_, err := config.Parse("t.yaml", []byte(b.String()), env(nil))
+	took := time.Since(start)
+	if err == nil || !strings.Contains(err.Error(), "t.yaml: line ") || !strings.Contains(err.Error(), "fewer or smaller aliases") {
+		t.Fatalf("want an error naming the file and line and saying to use fewer or smaller aliases, got %v", err)
+	}
+	if took > 2*time.Second {
+		t.Fatalf("refusing the bomb took %s", took)
+	}
+}
+
+// TestManyAliasesLoad checks that a large real config reusing anchors
+// loads: hundreds of triggers sharing headers, backoff and options.
+func TestManyAliasesLoad(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("store: {url: postgres://x}\nprojects:\n  - id: p\n")
+	b.WriteString("    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n")
+	b.WriteString("    databases: {app: {url: 'postgres://a'}}\n    triggers:\n")
+	b.WriteString("      - name: t0\n        type: DB_UPDATE\n        url: &u http://hooks.example.com/x\n")
+	b.WriteString("        retry_backoff: &b {initial: 2s, max: 1m}\n        options: &o {db: app, col: 'users, orders', columns: 'a, b'}\n")
+	b.WriteString("        headers: &h\n")
+	for i := range 20 {
+		fmt.Fprintf(&b, "          X-Header-%d: value-%d\n", i, i)
+	}
+	for i := 1; i < 1000; i++ {
+		fmt.Fprintf(&b, "      - {name: t%d, type: DB_UPDATE, url: *u, retry_backoff: *b, options: *o, headers: *h}\n", i)
+	}
+	cfg, err := config.Parse("t.yaml", []byte(b.String()), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := cfg.Projects[0].Triggers
+	if len(tr) != 1000 || len(tr[999].Headers) != 20 || tr[999].RetryBackoff.Max.Std() != time.Minute || tr[999].Options.DB != "app" {
+		t.Fatalf("read %d triggers, the last %+v", len(tr), tr[len(tr)-1])
 	}
 }

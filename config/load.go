@@ -166,7 +166,17 @@ type walker struct {
 	name      string
 	lookupEnv func(string) (string, bool)
 	lines     map[string]int
+	// aliasDepth counts the aliases being followed, aliasLine is the line
+	// of the outermost one, and aliased counts the values reached through
+	// aliases: an alias of an alias of a list multiplies, so a small file
+	// can stand for a huge tree.
+	aliasDepth, aliasLine, aliased int
 }
+
+// maxAliased bounds the values reached through aliases. A thousand
+// triggers sharing a URL, twenty headers, a backoff and options through
+// anchors reach about 29,000.
+const maxAliased = 100_000
 
 // errAt formats an error for a key path.
 func (w *walker) errAt(line int, path, format string, args ...any) error {
@@ -180,7 +190,17 @@ func (w *walker) errAt(line int, path, format string, args ...any) error {
 // walk checks node n, which is to decode into a value of type t at path.
 func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) error {
 	if n.Kind == yaml.AliasNode {
+		if w.aliasDepth == 0 {
+			w.aliasLine = n.Line
+		}
+		w.aliasDepth++
+		defer func() { w.aliasDepth-- }()
 		n = n.Alias
+	}
+	if w.aliasDepth > 0 {
+		if w.aliased++; w.aliased > maxAliased {
+			return w.errAt(w.aliasLine, path, "the aliases up to here expand to more than %d values (an alias repeats its anchor's whole value): use fewer or smaller aliases", maxAliased)
+		}
 	}
 	w.lines[path] = n.Line
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
