@@ -430,3 +430,22 @@ func TestManyAliasesLoad(t *testing.T) {
 		t.Fatalf("read %d triggers, the last %+v", len(tr), tr[len(tr)-1])
 	}
 }
+
+// TestAliasedValueExpandsOnce checks that a value behind an anchor is
+// expanded once, however many aliases reach it: $$ stays a literal $.
+func TestAliasedValueExpandsOnce(t *testing.T) {
+	text := "store: {url: postgres://x}\nprojects:\n  - id: p\n" +
+		"    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n    triggers:\n" +
+		"      - {name: a, type: x, url: 'http://h/', headers: {X-A: &v \"$${HOME}\"}}\n" +
+		"      - {name: b, type: x, url: 'http://h/', headers: {X-A: *v}}\n" +
+		"      - {name: c, type: x, url: 'http://h/', headers: {X-A: *v}}\n"
+	cfg, err := config.Parse("t.yaml", []byte(text), env(map[string]string{"HOME": "/root"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tr := range cfg.Projects[0].Triggers {
+		if got := tr.Headers["X-A"]; got != "${HOME}" {
+			t.Errorf("trigger %s: header %q, want ${HOME}", tr.Name, got)
+		}
+	}
+}

@@ -46,7 +46,7 @@ func Parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 		return nil, fmt.Errorf("%s: the file holds more than one YAML document: keep one", name)
 	}
 	root := doc.Content[0]
-	w := &walker{name: name, lookupEnv: lookupEnv, lines: make(map[string]int)}
+	w := &walker{name: name, lookupEnv: lookupEnv, lines: make(map[string]int), expanded: make(map[*yaml.Node]bool)}
 	if err := w.walk(root, reflect.TypeFor[Config](), ""); err != nil {
 		return nil, err
 	}
@@ -171,6 +171,9 @@ type walker struct {
 	// aliases: an alias of an alias of a list multiplies, so a small file
 	// can stand for a huge tree.
 	aliasDepth, aliasLine, aliased int
+	// expanded holds the values whose ${VAR}s are replaced: aliases reach
+	// a node more than once, and it must be expanded only the first time.
+	expanded map[*yaml.Node]bool
 }
 
 // maxAliased bounds the values reached through aliases. A thousand
@@ -264,12 +267,13 @@ func (w *walker) scalar(n *yaml.Node, t reflect.Type, path string) error {
 	if n.Kind != yaml.ScalarNode {
 		return w.errAt(n.Line, path, "want a single value, not a list or mapping")
 	}
-	if strings.Contains(n.Value, "$") {
+	if !w.expanded[n] && strings.Contains(n.Value, "$") {
 		v, err := expand(n.Value, w.lookupEnv)
 		if err != nil {
 			return w.errAt(n.Line, path, "%v", err)
 		}
 		n.Value = v
+		w.expanded[n] = true
 		if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle|yaml.LiteralStyle|yaml.FoldedStyle) == 0 {
 			n.Tag = "" // resolve the expanded text afresh: retries: ${N} is a number
 		}
