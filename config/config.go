@@ -1,4 +1,8 @@
 // Package config loads and validates triggerd's YAML configuration.
+//
+// Error messages show no value that can hold a secret: nothing of the
+// values of fields tagged config:"secret", and for other values that came
+// from ${VAR}s, the text as the file writes it.
 package config
 
 import (
@@ -30,7 +34,7 @@ type Config struct {
 // Store locates the Postgres database that holds event_logs and invocation_logs.
 type Store struct {
 	// URL is a Postgres connection string (URL or key=value form).
-	URL string `yaml:"url"`
+	URL string `yaml:"url" config:"secret"`
 	// Schema holds triggerd's tables.
 	Schema string `yaml:"schema"`
 	// MaxConns caps the connection pool.
@@ -60,7 +64,7 @@ type Project struct {
 type Database struct {
 	// URL is a connection string; the server needs wal_level=logical and the
 	// role needs REPLICATION.
-	URL string `yaml:"url"`
+	URL string `yaml:"url" config:"secret"`
 	// Slot is the replication slot triggerd creates and streams from
 	// (default triggerd_<project>_<alias>).
 	Slot string `yaml:"slot"`
@@ -100,7 +104,7 @@ type Secret struct {
 	// Alg is HS256 or RS256.
 	Alg string `yaml:"alg"`
 	// Secret is the shared key of an HS256 secret.
-	Secret string `yaml:"secret"`
+	Secret string `yaml:"secret" config:"secret"`
 	// PrivateKeyFile is the PEM private key of an RS256 secret (needed to sign).
 	PrivateKeyFile string `yaml:"private_key_file"`
 	// PublicKeyFile is the PEM public key of an RS256 secret (enough to verify).
@@ -124,7 +128,7 @@ type Trigger struct {
 	// Type is the event type the trigger handles.
 	Type string `yaml:"type"`
 	// URL is the webhook, http or https.
-	URL string `yaml:"url"`
+	URL string `yaml:"url" config:"secret"`
 	// Retries is how many times a failed attempt is retried; attempts = Retries + 1.
 	Retries int `yaml:"retries"`
 	// TimeoutMS bounds one attempt, in milliseconds.
@@ -132,7 +136,7 @@ type Trigger struct {
 	// RetryBackoff shapes the waits between attempts.
 	RetryBackoff Backoff `yaml:"retry_backoff"`
 	// Headers are extra request headers sent with every attempt.
-	Headers map[string]string `yaml:"headers"`
+	Headers map[string]string `yaml:"headers" config:"secret"`
 	// Concurrency caps this trigger's attempts in flight on one node.
 	Concurrency int `yaml:"concurrency"`
 	// Options select the row changes a DB_* trigger takes, or the files a

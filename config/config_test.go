@@ -109,8 +109,8 @@ func TestExpansion(t *testing.T) {
 		{url: "'a$$b'", want: "a$b"},
 		{url: "$HOME", want: "$HOME"},
 		{url: "${MISSING}", err: "line 2: store.url: environment variable MISSING is not set"},
-		{url: "'${U'", err: "unclosed ${"},
-		{url: "'${1X}'", err: "not a valid variable reference"},
+		{url: "'${U'", err: "store.url: the ${ at character 1 is not closed: write ${VAR} or ${VAR:-default}, or $$ for a literal $"},
+		{url: "'${1X}'", err: "store.url: the ${...} at character 1 does not name a variable"},
 	}
 	for _, c := range cases {
 		cfg, err := config.Parse("t.yaml", []byte(strings.Replace(base, "%s", c.url, 1)), env(c.vars))
@@ -146,7 +146,7 @@ func TestErrors(t *testing.T) {
 		{"wrong kind int", trig + "        retries: many\n", `line 8: projects[0].triggers[0].retries: want a whole number, got "many"`},
 		{"wrong kind list", head + "projects: {id: p}\n", "projects: want a list"},
 		{"wrong kind mapping", "store: postgres://x\n" + proj, "store: want keys and values"},
-		{"duration without unit", head + proj + "sync_timeout: 10\n", "sync_timeout: write a duration with a unit, like 10s"},
+		{"duration without unit", head + proj + "sync_timeout: 10\n", `sync_timeout: "10" has no unit: write it like 10s or 500ms`},
 		{"bad duration", head + proj + "sync_timeout: soon\n", `sync_timeout: "soon" is not a duration`},
 		{"missing store url", proj, "store.url: is required"},
 		{"bad listen", head + proj + "listen: 4122\n", "listen: \"4122\" is not host:port"},
@@ -168,9 +168,9 @@ func TestErrors(t *testing.T) {
 		{"db trigger without databases", head + proj + "    triggers: [{name: t, type: DB_INSERT, url: 'http://h/'}]\n", "options.db: is required: name one of the project's databases (the project has none"},
 		{"db trigger naming no database", head + dbs + "    triggers: [{name: t, type: DB_INSERT, url: 'http://h/', options: {db: b}}]\n", `options.db: "b" is not one of the project's databases (a)`},
 		{"db trigger among several", head + dbs + "      c: {url: 'postgres://c'}\n    triggers: [{name: t, type: DB_INSERT, url: 'http://h/'}]\n", "options.db: is required: name one of the project's databases (a, c)"},
-		{"unknown db type", head + dbs + "    triggers: [{name: t, type: DB_UPSERT, url: 'http://h/'}]\n", "DB_UPSERT is not a database event type"},
+		{"unknown db type", head + dbs + "    triggers: [{name: t, type: DB_UPSERT, url: 'http://h/'}]\n", `"DB_UPSERT" is not a database event type`},
 		{"columns on insert", head + dbs + "    triggers: [{name: t, type: DB_INSERT, url: 'http://h/', options: {columns: a}}]\n", "options.columns: only DB_UPDATE triggers take columns"},
-		{"options on custom", head + proj + "    triggers: [{name: t, type: x, url: 'http://h/', options: {col: a}}]\n", "line 5: projects[0].triggers[0].options: options belong to DB_* and FILE_* triggers (DB_* triggers take db, col and columns; FILE_* triggers take store and path), not to x"},
+		{"options on custom", head + proj + "    triggers: [{name: t, type: x, url: 'http://h/', options: {col: a}}]\n", "line 5: projects[0].triggers[0].options: options belong to DB_* and FILE_* triggers (DB_* triggers take db, col and columns; FILE_* triggers take store and path), not to \"x\""},
 		{"file options on custom", head + proj + "    triggers: [{name: t, type: x, url: 'http://h/', options: {path: a}}]\n", "options: options belong to DB_* and FILE_* triggers"},
 		{"bad col", head + dbs + "    triggers: [{name: t, type: DB_INSERT, url: 'http://h/', options: {col: 'a.b.c'}}]\n", `options.col: "a.b.c" is not a table name`},
 		{"empty col", head + dbs + "    triggers: [{name: t, type: DB_INSERT, url: 'http://h/', options: {col: ' , '}}]\n", "options.col: names no table"},
@@ -190,18 +190,18 @@ func TestErrors(t *testing.T) {
 		{"hash limit not a number", head + proj + "    storage: {a: {path: x, hash_limit: 8MiB}}\n", `storage.a.hash_limit: want a whole number, got "8MiB"`},
 		{"ignore not a list", head + proj + "    storage: {a: {path: x, ignore: '*.tmp'}}\n", "storage.a.ignore: want a list"},
 		{"bad ignore glob", head + proj + "    storage:\n      a:\n        path: x\n        ignore:\n          - '*.tmp'\n          - '[a'\n", `line 10: projects[0].storage.a.ignore[1]: "[a" is not a valid glob: look for an unclosed [ or {`},
-		{"absolute ignore glob", head + proj + "    storage: {a: {path: x, ignore: ['/tmp/*']}}\n", `storage.a.ignore[0]: "/tmp/*" starts with /, so it matches nothing: paths are relative to the storage directory (write "tmp/*")`},
+		{"absolute ignore glob", head + proj + "    storage: {a: {path: x, ignore: ['/tmp/*']}}\n", `storage.a.ignore[0]: "/tmp/*" starts with /, so it matches nothing: paths are relative to the storage directory (leave out the leading /)`},
 		{"file trigger without storage", head + proj + "    triggers: [{name: t, type: FILE_CREATE, url: 'http://h/'}]\n", "line 5: projects[0].triggers[0].options.store: is required: name one of the project's storage directories (the project has none: add storage: {alias: {path: ...}})"},
 		{"file trigger naming no storage", head + stores + "    triggers: [{name: t, type: FILE_DELETE, url: 'http://h/', options: {store: b}}]\n", `line 7: projects[0].triggers[0].options.store: "b" is not one of the project's storage directories (a)`},
 		{"file trigger among several", head + stores + "      c: {path: ./other}\n    triggers: [{name: t, type: FILE_CREATE, url: 'http://h/'}]\n", "options.store: is required: name one of the project's storage directories (a, c)"},
-		{"unknown file type", head + stores + "    triggers: [{name: t, type: FILE_MODIFY, url: 'http://h/'}]\n", "triggers[0].type: FILE_MODIFY is not a file event type: use FILE_CREATE or FILE_DELETE"},
+		{"unknown file type", head + stores + "    triggers: [{name: t, type: FILE_MODIFY, url: 'http://h/'}]\n", `triggers[0].type: "FILE_MODIFY" is not a file event type: use FILE_CREATE or FILE_DELETE`},
 		{"col on file trigger", head + stores + "    triggers:\n      - name: t\n        type: FILE_CREATE\n        url: http://h/\n        options: {col: users}\n", "line 11: projects[0].triggers[0].options.col: is an option of DB_* triggers: FILE_* triggers take store and path"},
 		{"db on file trigger", head + stores + "    triggers: [{name: t, type: FILE_CREATE, url: 'http://h/', options: {db: a}}]\n", "options.db: is an option of DB_* triggers: FILE_* triggers take store and path"},
 		{"store on db trigger", head + dbs + "    triggers: [{name: t, type: DB_INSERT, url: 'http://h/', options: {store: a}}]\n", "options.store: is an option of FILE_* triggers: DB_* triggers take db, col and columns"},
 		{"path on db trigger", head + dbs + "    triggers: [{name: t, type: DB_DELETE, url: 'http://h/', options: {path: 'x/**'}}]\n", "options.path: is an option of FILE_* triggers: DB_* triggers take db, col and columns"},
 		{"bad path glob", head + stores + "    triggers:\n      - name: t\n        type: FILE_CREATE\n        url: http://h/\n        options:\n          path: 'images/{a'\n", `line 12: projects[0].triggers[0].options.path: "images/{a" is not a valid glob`},
 		{"absolute path glob", head + stores + "    triggers: [{name: t, type: FILE_CREATE, url: 'http://h/', options: {path: '/images/**'}}]\n", `options.path: "/images/**" starts with /, so it matches nothing`},
-		{"bad url", head + proj + "    triggers: [{name: t, type: x, url: 'ftp://h/'}]\n", `url: "ftp://h/" is not an http or https URL`},
+		{"bad url", head + proj + "    triggers: [{name: t, type: x, url: 'ftp://h/'}]\n", "url: is not an http or https URL: write http://host/path or https://host/path"},
 		{"negative retries", head + trig + "        retries: -1\n", "retries: must be 0 to 100, got -1"},
 		{"zero timeout", head + trig + "        timeout: 0\n", "timeout: must be more than 0"},
 		{"max below initial", head + trig + "        retry_backoff: {initial: 5s, max: 1s}\n", "retry_backoff.max: must be at least initial (5s)"},
@@ -447,5 +447,47 @@ func TestAliasedValueExpandsOnce(t *testing.T) {
 		if got := tr.Headers["X-A"]; got != "${HOME}" {
 			t.Errorf("trigger %s: header %q, want ${HOME}", tr.Name, got)
 		}
+	}
+}
+
+// TestErrorsHideSecrets checks that no error quotes a value that can hold
+// a secret: secrets, URLs and header values are never shown, and a value
+// that came from the environment is shown as the file writes it.
+func TestErrorsHideSecrets(t *testing.T) {
+	const hidden = "hunter2"
+	const proj = "projects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n"
+	const head = "store: {url: postgres://x}\n"
+	trig := func(keys string) string {
+		return head + proj + "    triggers:\n      - {name: t, type: x, url: 'http://h/', " + keys + "}\n"
+	}
+	fromEnv := map[string]string{"V": hidden, "PORT": hidden}
+	cases := []struct{ name, text, want string }{
+		{"unclosed ${ in a secret", head + "projects: [{id: p, secrets: [{kid: k, alg: HS256, secret: '" + hidden + "-${oops'}]}]\n", "secret: the ${ at character 9 is not closed"},
+		{"unclosed ${ in a url", "store: {url: 'postgres://u:" + hidden + "@h/${DB'}\n" + proj, "store.url: the ${ at character"},
+		{"bad reference in a secret", head + "projects: [{id: p, secrets: [{kid: k, alg: HS256, secret: 'x${" + hidden + "!}'}]}]\n", "secret: the ${...} at character 2 does not name a variable"},
+		{"bad reference in a header", trig("headers: {X-Key: '${" + hidden + " x}'}"), "headers.X-Key: the ${...} at character 1 does not name a variable"},
+		{"wrong tag on a secret", head + "projects: [{id: p, secrets: [{kid: k, alg: HS256, secret: !!int " + hidden + "}]}]\n", "secret: want a string, got a value that is not shown (it can hold a secret)"},
+		{"number from the environment", trig("retries: '${V}'"), `retries: want a whole number, got the value of "${V}"`},
+		{"duration from the environment", head + proj + "sync_timeout: ${V}\n", `sync_timeout: the value of "${V}" is not a duration`},
+		{"listen from the environment", head + proj + "listen: ${PORT}\n", `listen: the value of "${PORT}" is not host:port`},
+		{"project id from the environment", head + "projects: [{id: '${V}x y', secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]}]\n", `projects[0].id: the value of "${V}x y" is not a valid project id`},
+		{"type from the environment", head + proj + "    triggers: [{name: t, type: 'FILE_${V}', url: 'http://h/'}]\n", `type: the value of "FILE_${V}" is not a file event type`},
+		{"ftp url with user info", head + proj + "    triggers: [{name: t, type: x, url: 'ftp://u:" + hidden + "@h/?token=" + hidden + "'}]\n", "url: is not an http or https URL"},
+		{"url without a host", head + proj + "    triggers: [{name: t, type: x, url: 'http://u:" + hidden + "@/x'}]\n", "url: has no host"},
+		{"url that does not parse", head + proj + "    triggers: [{name: t, type: x, url: 'http://u:" + hidden + "@h:port/'}]\n", "url: does not parse as a URL"},
+		{"url from the environment", head + proj + "    triggers: [{name: t, type: x, url: '${V}'}]\n", "url: is not an http or https URL"},
+		{"header with no colon", trig("headers: {Authorization Bearer " + hidden + "}"), "headers: a key with a space or : in it has no value"},
+		{"header with no space after the colon", trig("headers: {Authorization:" + hidden + "}"), "headers: a key with a space or : in it has no value"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := config.Parse("t.yaml", []byte(c.text), env(fromEnv))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("want an error containing %q, got %v\n%s", c.want, err, c.text)
+			}
+			if strings.Contains(err.Error(), hidden) {
+				t.Fatalf("the error shows the secret: %v", err)
+			}
+		})
 	}
 }

@@ -8,8 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -46,8 +48,9 @@ func Parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 		return nil, fmt.Errorf("%s: the file holds more than one YAML document: keep one", name)
 	}
 	root := doc.Content[0]
-	w := &walker{name: name, lookupEnv: lookupEnv, lines: make(map[string]int), expanded: make(map[*yaml.Node]bool)}
-	if err := w.walk(root, reflect.TypeFor[Config](), ""); err != nil {
+	w := &walker{name: name, lookupEnv: lookupEnv, lines: make(map[string]int),
+		expanded: make(map[*yaml.Node]string), shown: make(map[string]string)}
+	if err := w.walk(root, reflect.TypeFor[Config](), "", false); err != nil {
 		return nil, err
 	}
 	cfg := &Config{
@@ -134,6 +137,12 @@ func (s *Storage) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// valueError says what is wrong with a value without repeating it; the
+// walker puts the value, or what stands for it, in front.
+type valueError string
+
+func (e valueError) Error() string { return string(e) }
+
 // UnmarshalYAML reads a Go duration string such as "1s" or "10m".
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := parseDuration(n.Value)
@@ -149,9 +158,9 @@ func parseDuration(s string) (time.Duration, error) {
 	v, err := time.ParseDuration(s)
 	if err != nil {
 		if _, numErr := time.ParseDuration(s + "s"); numErr == nil {
-			return 0, fmt.Errorf("write a duration with a unit, like %ss or %sms", s, s)
+			return 0, valueError("has no unit: write it like 10s or 500ms")
 		}
-		return 0, fmt.Errorf("%q is not a duration: write one like 10s, 500ms or 2m", s)
+		return 0, valueError("is not a duration: write one like 10s, 500ms or 2m")
 	}
 	return v, nil
 }
@@ -171,10 +180,18 @@ type walker struct {
 	// aliases: an alias of an alias of a list multiplies, so a small file
 	// can stand for a huge tree.
 	aliasDepth, aliasLine, aliased int
-	// expanded holds the values whose ${VAR}s are replaced: aliases reach
-	// a node more than once, and it must be expanded only the first time.
-	expanded map[*yaml.Node]bool
+	// expanded holds the text as written of the values whose ${VAR}s are
+	// replaced: aliases reach a node more than once, and it must be
+	// expanded only the first time.
+	expanded map[*yaml.Node]string
+	// shown is what error messages show instead of the value at a key
+	// path: the text as written when it came from the environment, or
+	// nothing of it when it can hold a secret.
+	shown map[string]string
 }
+
+// notShown stands for a value that can hold a secret in error messages.
+const notShown = "a value that is not shown (it can hold a secret)"
 
 // maxAliased bounds the values reached through aliases. A thousand
 // triggers sharing a URL, twenty headers, a backoff and options through
@@ -190,8 +207,10 @@ func (w *walker) errAt(line int, path, format string, args ...any) error {
 	return fmt.Errorf("%s: line %d: %s: %s", w.name, line, where, fmt.Sprintf(format, args...))
 }
 
-// walk checks node n, which is to decode into a value of type t at path.
-func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) error {
+// walk checks node n, which is to decode into a value of type t at path;
+// hide is set under a field tagged config:"secret", whose values error
+// messages never show.
+func (w *walker) walk(n *yaml.Node, t reflect.Type, path string, hide bool) error {
 	if n.Kind == yaml.AliasNode {
 		if w.aliasDepth == 0 {
 			w.aliasLine = n.Line
@@ -210,7 +229,7 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) error {
 		return nil // an empty value leaves the default
 	}
 	if reflect.PointerTo(t).Implements(reflect.TypeFor[yaml.Unmarshaler]()) && t.Kind() != reflect.Struct {
-		return w.scalar(n, t, path)
+		return w.scalar(n, t, path, hide)
 	}
 	switch t.Kind() {
 	case reflect.Struct:
@@ -219,24 +238,24 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) error {
 			if !ok {
 				return w.errAt(v.Line, path, "unknown key %q (known keys: %s)", key, strings.Join(tags(t), ", "))
 			}
-			return w.walk(v, f.Type, kpath)
+			return w.walk(v, f.Type, kpath, hide || f.Tag.Get("config") == "secret")
 		})
 	case reflect.Map:
 		return w.mapping(n, path, func(_ string, v *yaml.Node, kpath string) error {
-			return w.walk(v, t.Elem(), kpath)
+			return w.walk(v, t.Elem(), kpath, hide)
 		})
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
 			return w.errAt(n.Line, path, "want a list")
 		}
 		for i, item := range n.Content {
-			if err := w.walk(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+			if err := w.walk(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), hide); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	return w.scalar(n, t, path)
+	return w.scalar(n, t, path, hide)
 }
 
 // mapping checks a mapping node's keys and hands each value to each.
@@ -247,6 +266,10 @@ func (w *walker) mapping(n *yaml.Node, path string, each func(key string, v *yam
 	seen := make(map[string]int)
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
+		if v.Tag == "!!null" && v.Value == "" && strings.ContainsAny(k.Value, " \t:") {
+			// {Authorization Bearer xyz}: the key may hold a value.
+			return w.errAt(k.Line, path, `a key with a space or : in it has no value: put ": " between a key and its value (the key is not shown: it may hold a secret)`)
+		}
 		if first, dup := seen[k.Value]; dup {
 			return w.errAt(k.Line, path, "key %q appears twice (first on line %d)", k.Value, first)
 		}
@@ -263,33 +286,51 @@ func (w *walker) mapping(n *yaml.Node, path string, each func(key string, v *yam
 }
 
 // scalar expands a value's ${VAR}s and checks that it decodes into t.
-func (w *walker) scalar(n *yaml.Node, t reflect.Type, path string) error {
+func (w *walker) scalar(n *yaml.Node, t reflect.Type, path string, hide bool) error {
 	if n.Kind != yaml.ScalarNode {
 		return w.errAt(n.Line, path, "want a single value, not a list or mapping")
 	}
-	if !w.expanded[n] && strings.Contains(n.Value, "$") {
+	if hide {
+		w.shown[path] = notShown
+	}
+	written, done := w.expanded[n]
+	if !done && strings.Contains(n.Value, "$") {
 		v, err := expand(n.Value, w.lookupEnv)
 		if err != nil {
 			return w.errAt(n.Line, path, "%v", err)
 		}
+		written, done = n.Value, true
+		w.expanded[n] = written
 		n.Value = v
-		w.expanded[n] = true
 		if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle|yaml.LiteralStyle|yaml.FoldedStyle) == 0 {
 			n.Tag = "" // resolve the expanded text afresh: retries: ${N} is a number
 		}
 	}
+	if done && !hide {
+		w.shown[path] = fmt.Sprintf("the value of %q", written)
+	}
 	if err := n.Decode(reflect.New(t).Interface()); err != nil {
+		var verr valueError
+		if errors.As(err, &verr) {
+			return w.errAt(n.Line, path, "%s %v", w.quote(path, n.Value), verr)
+		}
 		want := map[reflect.Kind]string{
 			reflect.Int: "a whole number", reflect.Int32: "a whole number", reflect.Int64: "a whole number",
 			reflect.Bool: "true or false", reflect.String: "a string",
 		}[t.Kind()]
-		var typeErr *yaml.TypeError
-		if want != "" && errors.As(err, &typeErr) {
-			return w.errAt(n.Line, path, "want %s, got %q", want, n.Value)
-		}
-		return w.errAt(n.Line, path, "%v", err)
+		return w.errAt(n.Line, path, "want %s, got %s", want, w.quote(path, n.Value))
 	}
 	return nil
+}
+
+// quote shows the value at a key path in an error message: quoted, or
+// what stands for it when it came from the environment or can hold a
+// secret.
+func (w *walker) quote(path, value string) string {
+	if s, ok := w.shown[path]; ok {
+		return s
+	}
+	return strconv.Quote(value)
 }
 
 // fieldByTag finds the struct field with yaml tag key.
@@ -334,14 +375,16 @@ func expand(s string, lookupEnv func(string) (string, bool)) (string, error) {
 			b.WriteByte(c)
 			continue
 		}
+		// The value may be a secret: errors say where, not what.
+		at := utf8.RuneCountInString(s[:i]) + 1
 		end := strings.IndexByte(s[i:], '}')
 		if end < 0 {
-			return "", fmt.Errorf("%q has an unclosed ${: write ${VAR} or ${VAR:-default}", s)
+			return "", fmt.Errorf("the ${ at character %d is not closed: write ${VAR} or ${VAR:-default}, or $$ for a literal $", at)
 		}
 		ref := s[i+2 : i+end]
 		name, def, hasDef := strings.Cut(ref, ":-")
 		if !validEnvName(name) {
-			return "", fmt.Errorf("${%s} is not a valid variable reference: write ${VAR} or ${VAR:-default}", ref)
+			return "", fmt.Errorf("the ${...} at character %d does not name a variable: write ${VAR} or ${VAR:-default} (letters, digits and _, not starting with a digit), or $$ for a literal $", at)
 		}
 		v, ok := lookupEnv(name)
 		switch {

@@ -24,7 +24,7 @@ var (
 // validate checks a decoded config; errors carry the line of the key.
 func (w *walker) validate(c *Config) error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		return w.fail("listen", "%q is not host:port (for example 127.0.0.1:4122)", c.Listen)
+		return w.fail("listen", "%s is not host:port (for example 127.0.0.1:4122)", w.quote("listen", c.Listen))
 	}
 	for key, d := range map[string]Duration{"sync_timeout": c.SyncTimeout, "shutdown_grace": c.ShutdownGrace, "lease": c.Lease} {
 		if d <= 0 {
@@ -38,7 +38,7 @@ func (w *walker) validate(c *Config) error {
 		return w.fail("store.url", "is required: the Postgres database for event_logs, e.g. url: ${TRIGGERD_STORE_URL}")
 	}
 	if !schemaName.MatchString(c.Store.Schema) || len(c.Store.Schema) > 63 {
-		return w.fail("store.schema", "%q is not a valid schema name: use lowercase letters, digits and _ (at most 63)", c.Store.Schema)
+		return w.fail("store.schema", "%s is not a valid schema name: use lowercase letters, digits and _ (at most 63)", w.quote("store.schema", c.Store.Schema))
 	}
 	if c.Store.MaxConns < 2 {
 		return w.fail("store.max_conns", "must be 2 or more")
@@ -51,10 +51,10 @@ func (w *walker) validate(c *Config) error {
 		p := &c.Projects[i]
 		path := fmt.Sprintf("projects[%d]", i)
 		if !projectID.MatchString(p.ID) {
-			return w.fail(path+".id", "%q is not a valid project id: use letters, digits, _ and - (it appears in URLs)", p.ID)
+			return w.fail(path+".id", "%s is not a valid project id: use letters, digits, _ and - (it appears in URLs)", w.quote(path+".id", p.ID))
 		}
 		if ids[p.ID] {
-			return w.fail(path+".id", "project %q is defined twice", p.ID)
+			return w.fail(path+".id", "project %s is defined twice", w.quote(path+".id", p.ID))
 		}
 		ids[p.ID] = true
 		if err := w.validateSecrets(p, path); err != nil {
@@ -62,7 +62,7 @@ func (w *walker) validate(c *Config) error {
 		}
 		for typ, r := range p.Rules {
 			if r != RuleAllow && r != RuleDeny && r != RuleAuthenticated {
-				return w.fail(path+".rules."+typ, "%q is not a rule: use allow, deny or authenticated", r)
+				return w.fail(path+".rules."+typ, "%s is not a rule: use allow, deny or authenticated", w.quote(path+".rules."+typ, string(r)))
 			}
 		}
 		if err := w.validateDatabases(p, path); err != nil {
@@ -89,7 +89,7 @@ func (w *walker) validateSecrets(p *Project, path string) error {
 		case s.KID == "":
 			return w.fail(sp+".kid", "is required: it names the key in token headers")
 		case kids[s.KID]:
-			return w.fail(sp+".kid", "%q is used twice in this project", s.KID)
+			return w.fail(sp+".kid", "%s is used twice in this project", w.quote(sp+".kid", s.KID))
 		}
 		kids[s.KID] = true
 		switch s.Alg {
@@ -111,7 +111,7 @@ func (w *walker) validateSecrets(p *Project, path string) error {
 				return w.fail(sp+".private_key_file", "is required on the first secret, which signs X-SC-Token")
 			}
 		default:
-			return w.fail(sp+".alg", "%q is not supported: use HS256 or RS256", s.Alg)
+			return w.fail(sp+".alg", "%s is not supported: use HS256 or RS256", w.quote(sp+".alg", s.Alg))
 		}
 	}
 	return nil
@@ -124,9 +124,9 @@ func (w *walker) validateTriggers(p *Project, path string) error {
 		tp := fmt.Sprintf("%s.triggers[%d]", path, j)
 		switch {
 		case !triggerName.MatchString(t.Name):
-			return w.fail(tp+".name", "%q is not a valid trigger name: use letters, digits, _, . and -", t.Name)
+			return w.fail(tp+".name", "%s is not a valid trigger name: use letters, digits, _, . and -", w.quote(tp+".name", t.Name))
 		case names[t.Name]:
-			return w.fail(tp+".name", "trigger %q is defined twice in project %s", t.Name, p.ID)
+			return w.fail(tp+".name", "trigger %s is defined twice in this project", w.quote(tp+".name", t.Name))
 		case strings.TrimSpace(t.Type) == "":
 			return w.fail(tp+".type", "is required: the event type this trigger handles")
 		}
@@ -134,9 +134,15 @@ func (w *walker) validateTriggers(p *Project, path string) error {
 		if err := w.validateOptions(p, t, tp); err != nil {
 			return err
 		}
+		// The URL is not shown: its user info, path or query can hold a secret.
 		u, err := url.Parse(t.URL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return w.fail(tp+".url", "%q is not an http or https URL", t.URL)
+		switch {
+		case err != nil:
+			return w.fail(tp+".url", "does not parse as a URL: look for spaces, a %% not followed by two hex digits, or a port that is not a number")
+		case u.Scheme != "http" && u.Scheme != "https":
+			return w.fail(tp+".url", "is not an http or https URL: write http://host/path or https://host/path")
+		case u.Hostname() == "":
+			return w.fail(tp+".url", "has no host: write http://host/path or https://host/path")
 		}
 		switch {
 		case t.Retries < 0 || t.Retries > 100:
@@ -186,11 +192,11 @@ func (w *walker) validateDatabases(p *Project, path string) error {
 		}
 		for _, f := range []struct{ key, name string }{{"slot", d.Slot}, {"publication", d.Publication}} {
 			if !slotName.MatchString(f.name) {
-				return w.fail(dp+"."+f.key, "%q is not a valid %s name: use at most 63 lowercase letters, digits and _ (set %s to fix it)", f.name, f.key, f.key)
+				return w.fail(dp+"."+f.key, "%s is not a valid %s name: use at most 63 lowercase letters, digits and _ (set %s to fix it)", w.quote(dp+"."+f.key, f.name), f.key, f.key)
 			}
 		}
 		if other, dup := slots[d.Slot]; dup {
-			return w.fail(dp+".slot", "slot %q is also the slot of database %s: give each database its own", d.Slot, other)
+			return w.fail(dp+".slot", "slot %s is also the slot of database %s: give each database its own", w.quote(dp+".slot", d.Slot), other)
 		}
 		slots[d.Slot] = alias
 		p.Databases[alias] = d
@@ -242,7 +248,7 @@ func (w *walker) validateOptions(p *Project, t *Trigger, tp string) error {
 		return w.validateFileOptions(p, t, tp)
 	}
 	if *o != (TriggerOptions{}) {
-		return w.fail(tp+".options", "options belong to DB_* and FILE_* triggers (%s; %s), not to %s", dbOptions, fileOptions, t.Type)
+		return w.fail(tp+".options", "options belong to DB_* and FILE_* triggers (%s; %s), not to %s", dbOptions, fileOptions, w.quote(tp+".type", t.Type))
 	}
 	return nil
 }
@@ -251,7 +257,7 @@ func (w *walker) validateOptions(p *Project, t *Trigger, tp string) error {
 func (w *walker) validateFileOptions(p *Project, t *Trigger, tp string) error {
 	o := &t.Options
 	if !IsFileType(t.Type) {
-		return w.fail(tp+".type", "%s is not a file event type: use FILE_CREATE or FILE_DELETE", t.Type)
+		return w.fail(tp+".type", "%s is not a file event type: use FILE_CREATE or FILE_DELETE", w.quote(tp+".type", t.Type))
 	}
 	for _, f := range []struct{ key, value string }{{"db", o.DB}, {"col", o.Col}, {"columns", o.Columns}} {
 		if f.value != "" {
@@ -271,7 +277,7 @@ func (w *walker) validateFileOptions(p *Project, t *Trigger, tp string) error {
 func (w *walker) validateDBOptions(p *Project, t *Trigger, tp string) error {
 	o := &t.Options
 	if !IsChangeType(t.Type) {
-		return w.fail(tp+".type", "%s is not a database event type: use DB_INSERT, DB_UPDATE or DB_DELETE", t.Type)
+		return w.fail(tp+".type", "%s is not a database event type: use DB_INSERT, DB_UPDATE or DB_DELETE", w.quote(tp+".type", t.Type))
 	}
 	for _, f := range []struct{ key, value string }{{"store", o.Store}, {"path", o.Path}} {
 		if f.value != "" {
@@ -286,7 +292,7 @@ func (w *walker) validateDBOptions(p *Project, t *Trigger, tp string) error {
 	}
 	for _, tab := range o.Tables() {
 		if strings.Count(tab, ".") > 1 {
-			return w.fail(tp+".options.col", "%q is not a table name: write table or schema.table", tab)
+			return w.fail(tp+".options.col", "%s is not a table name: write table or schema.table", w.quote(tp+".options.col", tab))
 		}
 	}
 	if o.Columns != "" && t.Type != TypeUpdate {
@@ -298,10 +304,10 @@ func (w *walker) validateDBOptions(p *Project, t *Trigger, tp string) error {
 // checkGlob checks a doublestar pattern on a slash-separated relative path.
 func (w *walker) checkGlob(path, pattern string) error {
 	if !doublestar.ValidatePattern(pattern) {
-		return w.fail(path, `%q is not a valid glob: look for an unclosed [ or {, an empty [], or a trailing \`, pattern)
+		return w.fail(path, `%s is not a valid glob: look for an unclosed [ or {, an empty [], or a trailing \`, w.quote(path, pattern))
 	}
 	if strings.HasPrefix(pattern, "/") {
-		return w.fail(path, "%q starts with /, so it matches nothing: paths are relative to the storage directory (write %q)", pattern, strings.TrimLeft(pattern, "/"))
+		return w.fail(path, "%s starts with /, so it matches nothing: paths are relative to the storage directory (leave out the leading /)", w.quote(path, pattern))
 	}
 	return nil
 }
@@ -319,7 +325,7 @@ func pickAlias[V any](w *walker, path string, alias *string, m map[string]V, kin
 		}
 	}
 	if _, ok := m[*alias]; !ok {
-		return w.fail(path, "%q is not one of the project's %s (%s)", *alias, kind, aliases(m, declare))
+		return w.fail(path, "%s is not one of the project's %s (%s)", w.quote(path, *alias), kind, aliases(m, declare))
 	}
 	return nil
 }
