@@ -137,7 +137,7 @@ func TestErrors(t *testing.T) {
 	const trig = proj + "    triggers:\n      - name: t\n        type: x\n        url: http://h/\n"
 	cases := []struct{ name, text, want string }{
 		{"empty file", "", "the file is empty"},
-		{"not yaml", "store: [", "t.yaml: yaml:"},
+		{"not yaml", "store: [", "t.yaml: line 1: YAML syntax: did not find expected node content: check the indentation"},
 		{"two documents", head + proj + "---\nx: 1\n", "more than one YAML document"},
 		{"unknown top key", head + proj + "listn: x\n", `t.yaml: line 5: top level: unknown key "listn" (known keys: listen, node_id`},
 		{"unknown trigger key", trig + "        retrys: 3\n", `line 8: projects[0].triggers[0]: unknown key "retrys" (known keys: name, type, url, retries`},
@@ -487,6 +487,34 @@ func TestErrorsHideSecrets(t *testing.T) {
 			}
 			if strings.Contains(err.Error(), hidden) {
 				t.Fatalf("the error shows the secret: %v", err)
+			}
+		})
+	}
+}
+
+// TestSyntaxErrors checks that a YAML syntax error names the file and the
+// line and says what to check, instead of yaml.v3's bare message.
+func TestSyntaxErrors(t *testing.T) {
+	const hint = `check the indentation of this line and the lines above it (spaces, not tabs; list items start with "- " at one indent), ` +
+		"close every quote, [ and {, and quote values that contain \": \" or start with *, &, !, {, [, %, @ or `"
+	head := "store: {url: postgres://x}\nprojects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n"
+	cases := []struct{ name, text, want string }{
+		{"key out of line", head + "    triggers:\n    - name: t\n      type: x\n     url: http://h/\n", "t.yaml: line 8: YAML syntax: did not find expected key (in the block from line 2): " + hint},
+		{"item out of line", head + "    triggers:\n      - name: a\n        type: x\n       - name: b\n", "t.yaml: line 8: YAML syntax: did not find expected '-' indicator (in the block from line 5): " + hint},
+		{"key without colon below", head + "    rules:\n      default\n      x: allow\n", "t.yaml: line 7: YAML syntax: mapping values are not allowed in this context: " + hint},
+		{"key without colon", "store:\n  url: postgres://x\n  schema\n  max_conns: 3\n", "t.yaml: line 3: YAML syntax: could not find expected ':': " + hint},
+		{"colon in a value", head + "    rules: {a: allow}\nlisten: a: b\n", "t.yaml: line 6: YAML syntax: mapping values are not allowed in this context: " + hint},
+		{"value starting with @", head + "node_id: @home\n", "t.yaml: line 5: YAML syntax: found character that cannot start any token: " + hint},
+		{"tab indent", head + "\tlisten: x\n", "t.yaml: line 5: YAML syntax: found character that cannot start any token: " + hint},
+		{"unclosed flow", "store: [\n", "t.yaml: line 1: YAML syntax: did not find expected node content: " + hint},
+		{"unclosed quote", head + "node_id: 'a\n", "t.yaml: line 5: YAML syntax: found unexpected end of stream: " + hint},
+		{"value starting with *", head + "node_id: *home\n", `t.yaml: line 5: YAML syntax: unknown anchor 'home' referenced: an alias (*name) needs an anchor (&name) on a value above it; quote a value that starts with *`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := config.Parse("t.yaml", []byte(c.text), env(nil))
+			if err == nil || err.Error() != c.want {
+				t.Fatalf("want the error\n%s\ngot\n%v\nfor\n%s", c.want, err, c.text)
 			}
 		})
 	}

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -41,7 +43,7 @@ func Parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%s: the file is empty: it needs at least store and projects", name)
 		}
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return nil, syntaxError(name, data, err)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
@@ -75,6 +77,41 @@ func Parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// syntaxHint is what to check when the YAML does not parse.
+const syntaxHint = `check the indentation of this line and the lines above it (spaces, not tabs; list items start with "- " at one indent), ` +
+	"close every quote, [ and {, and quote values that contain \": \" or start with *, &, !, {, [, %, @ or `"
+
+// yamlLine splits a yaml.v3 error into its line and its message.
+var yamlLine = regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`)
+
+// syntaxError explains err, the error of parsing data, with the line that
+// breaks the YAML and what to check. yaml.v3 reports an error in a block
+// at the line where the block starts, or at no line at all for an unknown
+// anchor; the line that breaks it is the first one whose part of the file
+// up to there fails the same way.
+func syntaxError(name string, data []byte, err error) error {
+	m := yamlLine.FindStringSubmatch(err.Error())
+	if m == nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	from, _ := strconv.Atoi(m[1])
+	from = max(from, 1)
+	broken := from + sort.Search(len(lines)-from, func(i int) bool {
+		var n yaml.Node
+		perr := yaml.NewDecoder(bytes.NewReader(bytes.Join(lines[:from+i], nil))).Decode(&n)
+		return perr != nil && perr.Error() == err.Error()
+	})
+	msg, hint := m[2], syntaxHint
+	if strings.HasPrefix(msg, "unknown anchor") {
+		hint = "an alias (*name) needs an anchor (&name) on a value above it; quote a value that starts with *"
+	}
+	if m[1] != "" && broken != from {
+		msg += fmt.Sprintf(" (in the block from line %d)", from)
+	}
+	return fmt.Errorf("%s: line %d: YAML syntax: %s: %s", name, broken, msg, hint)
 }
 
 // resolvePaths makes relative key file and storage paths relative to dir.
