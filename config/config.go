@@ -131,8 +131,8 @@ type Trigger struct {
 	URL string `yaml:"url" config:"secret"`
 	// Retries is how many times a failed attempt is retried; attempts = Retries + 1.
 	Retries int `yaml:"retries"`
-	// TimeoutMS bounds one attempt, in milliseconds.
-	TimeoutMS int `yaml:"timeout"`
+	// AttemptTimeout bounds one attempt.
+	AttemptTimeout Millis `yaml:"timeout"`
 	// RetryBackoff shapes the waits between attempts.
 	RetryBackoff Backoff `yaml:"retry_backoff"`
 	// Headers are extra request headers sent with every attempt.
@@ -206,9 +206,13 @@ type Backoff struct {
 // Duration is a time.Duration written in YAML as a Go duration string ("1s", "10m").
 type Duration time.Duration
 
+// Millis is a time.Duration written in YAML as a Go duration string
+// ("5s"), or as a bare number of milliseconds (5000).
+type Millis time.Duration
+
 // Timeout returns the trigger's per-attempt timeout.
 func (t *Trigger) Timeout() time.Duration {
-	return time.Duration(t.TimeoutMS) * time.Millisecond
+	return time.Duration(t.AttemptTimeout)
 }
 
 // Project returns the project with the id, or nil.

@@ -79,7 +79,7 @@ func TestParseFullConfig(t *testing.T) {
 		t.Errorf("trigger: %+v", tr)
 	}
 	m := p.Triggers[1]
-	if m.Retries != 0 || m.TimeoutMS != 5000 || m.RetryBackoff.Initial.Std() != time.Second || m.RetryBackoff.Max.Std() != 10*time.Minute {
+	if m.Retries != 0 || m.Timeout() != 5*time.Second || m.RetryBackoff.Initial.Std() != time.Second || m.RetryBackoff.Max.Std() != 10*time.Minute {
 		t.Errorf("explicit retries: 0 and defaults: %+v", m)
 	}
 }
@@ -359,7 +359,7 @@ func TestReferenceConfig(t *testing.T) {
 		p.Rule("internal-audit") != config.RuleDeny || p.Rule("sent-email") != config.RuleAllow {
 		t.Fatalf("reference config read as %+v", cfg)
 	}
-	if tr := p.Triggers[0]; tr.Headers["X-Api-Key"] != "dev-key" || tr.Retries != 3 || tr.Concurrency != 16 {
+	if tr := p.Triggers[0]; tr.Headers["X-Api-Key"] != "dev-key" || tr.Retries != 3 || tr.Concurrency != 16 || tr.Timeout() != 5*time.Second {
 		t.Fatalf("trigger read as %+v", tr)
 	}
 	if db, tr := p.Databases["app"], p.Triggers[2]; db.URL != "postgres://app@localhost:5432/app" || db.Slot != "triggerd_demo_app" ||
@@ -517,5 +517,43 @@ func TestSyntaxErrors(t *testing.T) {
 				t.Fatalf("want the error\n%s\ngot\n%v\nfor\n%s", c.want, err, c.text)
 			}
 		})
+	}
+}
+
+// TestTriggerTimeout checks that a trigger's timeout takes a duration like
+// every other duration key, and a bare number as milliseconds.
+func TestTriggerTimeout(t *testing.T) {
+	text := func(timeout string) string {
+		return "store: {url: postgres://x}\nprojects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n" +
+			"    triggers:\n      - name: t\n        type: x\n        url: http://h/\n        timeout: " + timeout + "\n"
+	}
+	for timeout, want := range map[string]time.Duration{
+		"5s": 5 * time.Second, "1500ms": 1500 * time.Millisecond, "1m30s": 90 * time.Second,
+		"2500": 2500 * time.Millisecond, "'2500'": 2500 * time.Millisecond, "${T}": 3 * time.Second, "~": 5 * time.Second,
+	} {
+		cfg, err := config.Parse("t.yaml", []byte(text(timeout)), env(map[string]string{"T": "3s"}))
+		if err != nil {
+			t.Errorf("timeout: %s: %v", timeout, err)
+			continue
+		}
+		if got := cfg.Projects[0].Triggers[0].Timeout(); got != want {
+			t.Errorf("timeout: %s read as %s, want %s", timeout, got, want)
+		}
+	}
+	for timeout, want := range map[string]string{
+		"0":                    "line 9: projects[0].triggers[0].timeout: must be more than 0",
+		"0s":                   "timeout: must be more than 0",
+		"-5s":                  "timeout: must be more than 0",
+		"-1":                   "timeout: must be more than 0",
+		"soon":                 `timeout: "soon" is not a duration: write one like 10s, 500ms or 2m, or a whole number of milliseconds`,
+		"2.5":                  `timeout: "2.5" has no unit: write it like 10s or 500ms, or a whole number of milliseconds`,
+		"99999999999999999999": `timeout: "99999999999999999999" is out of range: write a duration like 5s or 1500ms`,
+		"9999999999999999":     `timeout: "9999999999999999" is out of range`,
+		"[5]":                  "timeout: want a single value",
+	} {
+		_, err := config.Parse("t.yaml", []byte(text(timeout)), env(nil))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("timeout: %s: want an error containing %q, got %v", timeout, want, err)
+		}
 	}
 }

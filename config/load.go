@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -139,10 +140,10 @@ func (c *Config) resolvePaths(dir string) {
 func (t *Trigger) UnmarshalYAML(n *yaml.Node) error {
 	type plain Trigger
 	p := plain{
-		Retries:      3,
-		TimeoutMS:    5000,
-		Concurrency:  16,
-		RetryBackoff: Backoff{Initial: Duration(time.Second), Max: Duration(10 * time.Minute)},
+		Retries:        3,
+		AttemptTimeout: Millis(5 * time.Second),
+		Concurrency:    16,
+		RetryBackoff:   Backoff{Initial: Duration(time.Second), Max: Duration(10 * time.Minute)},
 	}
 	if err := n.Decode(&p); err != nil {
 		return err
@@ -189,6 +190,28 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	*d = Duration(v)
 	return nil
 }
+
+// UnmarshalYAML reads a Go duration string such as "5s", or a whole
+// number of milliseconds.
+func (m *Millis) UnmarshalYAML(n *yaml.Node) error {
+	ms, err := strconv.ParseInt(n.Value, 10, 64)
+	switch {
+	case errors.Is(err, strconv.ErrRange) || ms > maxMillis || ms < -maxMillis:
+		return valueError("is out of range: write a duration like 5s or 1500ms")
+	case err == nil:
+		*m = Millis(time.Duration(ms) * time.Millisecond)
+		return nil
+	}
+	v, err := parseDuration(n.Value)
+	if err != nil {
+		return valueError(err.Error() + ", or a whole number of milliseconds")
+	}
+	*m = Millis(v)
+	return nil
+}
+
+// maxMillis is the most milliseconds a time.Duration holds.
+const maxMillis = math.MaxInt64 / int64(time.Millisecond)
 
 // parseDuration reads a duration, insisting on a unit.
 func parseDuration(s string) (time.Duration, error) {

@@ -147,8 +147,8 @@ func (w *walker) validateTriggers(p *Project, path string) error {
 		switch {
 		case t.Retries < 0 || t.Retries > 100:
 			return w.fail(tp+".retries", "must be 0 to 100, got %d", t.Retries)
-		case t.TimeoutMS <= 0:
-			return w.fail(tp+".timeout", "must be more than 0 (milliseconds)")
+		case t.AttemptTimeout <= 0:
+			return w.fail(tp+".timeout", "must be more than 0")
 		case t.RetryBackoff.Initial <= 0:
 			return w.fail(tp+".retry_backoff.initial", "must be more than 0")
 		case t.RetryBackoff.Max < t.RetryBackoff.Initial:
