@@ -49,7 +49,7 @@ projects:
 func TestParseFullConfig(t *testing.T) {
 	cfg, err := config.Parse("t.yaml", []byte(full), env(map[string]string{
 		"TRIGGERD_STORE_URL": "postgres://u:p@db/events",
-		"DEMO_SECRET":        "a: b # not a comment",
+		"DEMO_SECRET":        "a: b # not a comment, 0123456789abcdef",
 		"RETRIES":            "5",
 	}))
 	if err != nil {
@@ -67,7 +67,7 @@ func TestParseFullConfig(t *testing.T) {
 	if p == nil || cfg.Project("nope") != nil {
 		t.Fatal("Project lookup")
 	}
-	if p.Secrets[0].Secret != "a: b # not a comment" {
+	if p.Secrets[0].Secret != "a: b # not a comment, 0123456789abcdef" {
 		t.Errorf("an expanded secret must stay one string, got %q", p.Secrets[0].Secret)
 	}
 	if p.Rule("sent-email") != config.RuleAllow || p.Rule("anything") != config.RuleAuthenticated {
@@ -86,7 +86,7 @@ func TestParseFullConfig(t *testing.T) {
 
 func TestRulesDefaultToAuthenticated(t *testing.T) {
 	cfg, err := config.Parse("t.yaml", []byte(`store: {url: x}
-projects: [{id: p, secrets: [{kid: k, alg: HS256, secret: s}]}]`), env(nil))
+projects: [{id: p, secrets: [{kid: k, alg: HS256, secret: `+longSecret+`}]}]`), env(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ projects: [{id: p, secrets: [{kid: k, alg: HS256, secret: s}]}]`), env(nil))
 }
 
 func TestExpansion(t *testing.T) {
-	base := "store:\n  url: %s\nprojects: [{id: p, secrets: [{kid: k, alg: HS256, secret: s}]}]\n"
+	base := "store:\n  url: %s\nprojects: [{id: p, secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]}]\n"
 	cases := []struct {
 		url, want, err string
 		vars           map[string]string
@@ -131,7 +131,7 @@ func TestExpansion(t *testing.T) {
 // and what to do.
 func TestErrors(t *testing.T) {
 	const head = "store: {url: postgres://x}\n"
-	const proj = "projects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: s}]\n"
+	const proj = "projects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n"
 	const dbs = proj + "    databases:\n      a: {url: 'postgres://a'}\n"
 	const stores = proj + "    storage:\n      a: {path: ./files}\n"
 	const trig = proj + "    triggers:\n      - name: t\n        type: x\n        url: http://h/\n"
@@ -152,12 +152,12 @@ func TestErrors(t *testing.T) {
 		{"bad listen", head + proj + "listen: 4122\n", "listen: \"4122\" is not host:port"},
 		{"bad schema", "store: {url: x, schema: Bad-Name}\n" + proj, "store.schema: \"Bad-Name\" is not a valid schema name"},
 		{"no projects", head, "projects: at least one project is required"},
-		{"bad project id", head + "projects: [{id: 'a b', secrets: [{kid: k, alg: HS256, secret: s}]}]\n", "projects[0].id: \"a b\" is not a valid project id"},
-		{"duplicate project", head + proj + "  - id: p\n    secrets: [{kid: k, alg: HS256, secret: s}]\n", `line 5: projects[1].id: project "p" is defined twice`},
+		{"bad project id", head + "projects: [{id: 'a b', secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]}]\n", "projects[0].id: \"a b\" is not a valid project id"},
+		{"duplicate project", head + proj + "  - id: p\n    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n", `line 5: projects[1].id: project "p" is defined twice`},
 		{"no secrets", head + "projects: [{id: p}]\n", "projects[0].secrets: at least one secret is required"},
-		{"no kid", head + "projects: [{id: p, secrets: [{alg: HS256, secret: s}]}]\n", "secrets[0].kid: is required"},
-		{"duplicate kid", head + "projects: [{id: p, secrets: [{kid: k, alg: HS256, secret: s}, {kid: k, alg: HS256, secret: t}]}]\n", `secrets[1].kid: "k" is used twice`},
-		{"bad alg", head + "projects: [{id: p, secrets: [{kid: k, alg: ES256, secret: s}]}]\n", `alg: "ES256" is not supported: use HS256 or RS256`},
+		{"no kid", head + "projects: [{id: p, secrets: [{alg: HS256, secret: " + longSecret + "}]}]\n", "secrets[0].kid: is required"},
+		{"duplicate kid", head + "projects: [{id: p, secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}, {kid: k, alg: HS256, secret: " + longSecret + "}]}]\n", `secrets[1].kid: "k" is used twice`},
+		{"bad alg", head + "projects: [{id: p, secrets: [{kid: k, alg: ES256, secret: " + longSecret + "}]}]\n", `alg: "ES256" is not supported: use HS256 or RS256`},
 		{"hs without secret", head + "projects: [{id: p, secrets: [{kid: k, alg: HS256}]}]\n", "secrets[0].secret: is required for HS256"},
 		{"rs without files", head + "projects: [{id: p, secrets: [{kid: k, alg: RS256}]}]\n", "needs private_key_file"},
 		{"rs first without private", head + "projects: [{id: p, secrets: [{kid: k, alg: RS256, public_key_file: k.pub}]}]\n", "private_key_file: is required on the first secret"},
@@ -220,7 +220,7 @@ func TestErrors(t *testing.T) {
 }
 
 func TestDatabaseDefaults(t *testing.T) {
-	text := "store: {url: x}\nprojects:\n  - id: My-App\n    secrets: [{kid: k, alg: HS256, secret: s}]\n" +
+	text := "store: {url: x}\nprojects:\n  - id: My-App\n    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n" +
 		"    databases:\n      main-db: {url: 'postgres://a'}\n      other: {url: 'postgres://b', slot: s1, publication: p1, heartbeat: 2s}\n" +
 		"    triggers:\n      - {name: t, type: DB_UPDATE, url: 'http://h/', options: {db: main-db, col: 'users, audit.orders', columns: 'status,total'}}\n"
 	cfg, err := config.Parse("t.yaml", []byte(text), env(nil))
@@ -238,7 +238,7 @@ func TestDatabaseDefaults(t *testing.T) {
 	if !slices.Equal(o.Tables(), []string{"users", "audit.orders"}) || !slices.Equal(o.ColumnList(), []string{"status", "total"}) {
 		t.Fatalf("options: %q %q", o.Tables(), o.ColumnList())
 	}
-	one := "store: {url: x}\nprojects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: s}]\n" +
+	one := "store: {url: x}\nprojects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n" +
 		"    databases: {only: {url: 'postgres://a'}}\n    triggers: [{name: t, type: DB_INSERT, url: 'http://h/'}]\n"
 	if cfg, err = config.Parse("t.yaml", []byte(one), env(nil)); err != nil || cfg.Projects[0].Triggers[0].Options.DB != "only" {
 		t.Fatalf("the only database is the default: %v", err)
@@ -246,7 +246,7 @@ func TestDatabaseDefaults(t *testing.T) {
 }
 
 func TestStorageDefaults(t *testing.T) {
-	text := "store: {url: x}\nprojects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: s}]\n" +
+	text := "store: {url: x}\nprojects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n" +
 		"    storage:\n      uploads: {path: ./uploads}\n      block:\n        path: /srv/block\n" +
 		"      other:\n        path: /srv/other\n        ignore: ['*.tmp', 'cache/**']\n        settle: 2s\n        hash_limit: 0\n" +
 		"    triggers:\n      - {name: t, type: FILE_CREATE, url: 'http://h/', options: {store: other, path: 'images/**'}}\n"
@@ -270,7 +270,7 @@ func TestStorageDefaults(t *testing.T) {
 	if o := p.Triggers[0].Options; o.Store != "other" || o.Path != "images/**" {
 		t.Fatalf("options: %+v", o)
 	}
-	one := "store: {url: x}\nprojects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: s}]\n" +
+	one := "store: {url: x}\nprojects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n" +
 		"    storage: {only: {path: x}}\n    triggers:\n      - {name: c, type: FILE_CREATE, url: 'http://h/'}\n" +
 		"      - {name: d, type: FILE_DELETE, url: 'http://h/', options: {path: '*.jpg'}}\n"
 	cfg, err = config.Parse("t.yaml", []byte(one), env(nil))
@@ -290,7 +290,7 @@ func TestStorageDefaults(t *testing.T) {
 func TestLoadResolvesStorageNextToTheConfig(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "triggerd.yaml")
-	text := "store: {url: x}\nprojects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: s}]\n" +
+	text := "store: {url: x}\nprojects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n" +
 		"    storage: {rel: {path: ./files/up}, abs: {path: /srv/files}, missing: {path: not/there}}\n"
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
@@ -348,14 +348,14 @@ func TestIsReservedType(t *testing.T) {
 // config, so that the documented example stays valid.
 func TestReferenceConfig(t *testing.T) {
 	t.Setenv("TRIGGERD_STORE_URL", "postgres://triggerd@localhost:5432/events")
-	t.Setenv("DEMO_SECRET", "reference-secret")
+	t.Setenv("DEMO_SECRET", "reference-secret-0123456789abcdef")
 	t.Setenv("APP_DATABASE_URL", "postgres://app@localhost:5432/app")
 	cfg, err := config.Load(filepath.Join("..", "testdata", "triggerd.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := cfg.Project("demo")
-	if cfg.Store.URL != "postgres://triggerd@localhost:5432/events" || p == nil || p.Secrets[0].Secret != "reference-secret" ||
+	if cfg.Store.URL != "postgres://triggerd@localhost:5432/events" || p == nil || p.Secrets[0].Secret != "reference-secret-0123456789abcdef" ||
 		p.Rule("internal-audit") != config.RuleDeny || p.Rule("sent-email") != config.RuleAllow {
 		t.Fatalf("reference config read as %+v", cfg)
 	}
@@ -554,6 +554,27 @@ func TestTriggerTimeout(t *testing.T) {
 		_, err := config.Parse("t.yaml", []byte(text(timeout)), env(nil))
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("timeout: %s: want an error containing %q, got %v", timeout, want, err)
+		}
+	}
+}
+
+// TestShortHS256Secret checks that an HS256 secret shorter than 32 bytes,
+// which can be guessed offline from one signed token, is refused.
+func TestShortHS256Secret(t *testing.T) {
+	text := func(secret string) string {
+		return "store: {url: postgres://x}\nprojects:\n  - id: p\n    secrets:\n      - {kid: k, alg: RS256, private_key_file: k.pem}\n" +
+			"      - {kid: h, alg: HS256, secret: '" + secret + "'}\n"
+	}
+	for _, secret := range []string{"s", strings.Repeat("x", 31), "${SHORT}"} {
+		_, err := config.Parse("t.yaml", []byte(text(secret)), env(map[string]string{"SHORT": "hunter2"}))
+		want := "line 6: projects[0].secrets[1].secret: is too short: an HS256 secret needs at least 32 random bytes (generate one with openssl rand -hex 32)"
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("secret %q: want an error containing %q, got %v", secret, want, err)
+		}
+	}
+	for _, secret := range []string{strings.Repeat("x", 32), strings.Repeat("é", 16), "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"} {
+		if _, err := config.Parse("t.yaml", []byte(text(secret)), env(nil)); err != nil {
+			t.Errorf("secret of %d bytes: %v", len(secret), err)
 		}
 	}
 }

@@ -78,6 +78,11 @@ func (w *walker) validate(c *Config) error {
 	return nil
 }
 
+// minHS256Secret is the shortest HS256 secret accepted, in bytes: a key
+// as long as the hash (RFC 7518, 3.2). A shorter one can be guessed
+// offline from a single signed token.
+const minHS256Secret = 32
+
 func (w *walker) validateSecrets(p *Project, path string) error {
 	if len(p.Secrets) == 0 {
 		return w.fail(path+".secrets", "at least one secret is required: the first signs the X-SC-Token of every delivery")
@@ -96,6 +101,9 @@ func (w *walker) validateSecrets(p *Project, path string) error {
 		case "HS256":
 			if s.Secret == "" {
 				return w.fail(sp+".secret", "is required for HS256 (a long random string)")
+			}
+			if len(s.Secret) < minHS256Secret {
+				return w.fail(sp+".secret", "is too short: an HS256 secret needs at least %d random bytes (generate one with openssl rand -hex 32)", minHS256Secret)
 			}
 			if s.PrivateKeyFile != "" || s.PublicKeyFile != "" {
 				return w.fail(sp, "an HS256 secret takes secret, not key files")
