@@ -25,10 +25,31 @@ type Config struct {
 	// Lease is how long a node's claim on a row lasts unless it renews it;
 	// a dead node's rows come back to the others within about this long.
 	Lease Duration `yaml:"lease"`
+	// HTTP bounds the API server's connections.
+	HTTP HTTP `yaml:"http"`
 	// Store is the eventing database.
 	Store Store `yaml:"store"`
 	// Projects are the event namespaces this node serves.
 	Projects []Project `yaml:"projects"`
+}
+
+// HTTP bounds the connections of the API server, so that slow or idle
+// clients cannot hold them forever.
+type HTTP struct {
+	// ReadHeaderTimeout bounds reading a request's headers.
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
+	// ReadTimeout bounds reading a whole request, body included.
+	ReadTimeout Duration `yaml:"read_timeout"`
+	// WriteTimeout bounds a request from the end of its headers to the end
+	// of its answer; it is more than SyncTimeout, which a synchronous
+	// request may wait before it is answered.
+	WriteTimeout Duration `yaml:"write_timeout"`
+	// IdleTimeout is how long a kept-alive connection waits for its next
+	// request before it is closed.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// MaxHeaderBytes caps the size of a request's headers (Go's server
+	// allows 4 KiB more); larger ones are answered 431.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
 }
 
 // Store locates the Postgres database that holds event_logs and invocation_logs.

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -366,6 +368,10 @@ func TestReferenceConfig(t *testing.T) {
 		tr.Options.DB != "app" || !slices.Equal(tr.Options.ColumnList(), []string{"status", "total"}) {
 		t.Fatalf("database %+v and trigger %+v", db, tr)
 	}
+	if h := cfg.HTTP; h.ReadHeaderTimeout.Std() != 10*time.Second || h.ReadTimeout.Std() != 30*time.Second || h.WriteTimeout.Std() != 30*time.Second ||
+		h.IdleTimeout.Std() != time.Minute || h.MaxHeaderBytes != 65536 {
+		t.Fatalf("http read as %+v", h)
+	}
 	st := p.Storage["uploads"]
 	if want := filepath.Join("..", "testdata", "storage"); st.Path != want || st.Settle.Std() != 250*time.Millisecond || st.HashLimit != 8388608 ||
 		!slices.Equal(st.Ignore, []string{"*.tmp", ".*", "cache/**"}) {
@@ -577,4 +583,90 @@ func TestShortHS256Secret(t *testing.T) {
 			t.Errorf("secret of %d bytes: %v", len(secret), err)
 		}
 	}
+}
+
+// TestHTTP checks the API server's limits: their defaults, write_timeout
+// following sync_timeout, and the values refused.
+func TestHTTP(t *testing.T) {
+	base := "store: {url: postgres://x}\nprojects: [{id: p, secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]}]\n"
+	cfg, err := config.Parse("t.yaml", []byte(base), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := config.HTTP{ReadHeaderTimeout: config.Duration(10 * time.Second), ReadTimeout: config.Duration(30 * time.Second),
+		WriteTimeout: config.Duration(30 * time.Second), IdleTimeout: config.Duration(time.Minute), MaxHeaderBytes: 65536}
+	if cfg.HTTP != want {
+		t.Fatalf("defaults %+v, want %+v", cfg.HTTP, want)
+	}
+	for text, write := range map[string]time.Duration{
+		"sync_timeout: 5s\n":                               30 * time.Second,
+		"sync_timeout: 20s\n":                              40 * time.Second,
+		"sync_timeout: 20s\nhttp: {write_timeout: 21s}\n":  21 * time.Second,
+		"sync_timeout: 20s\nhttp: {write_timeout: ~}\n":    40 * time.Second,
+		"sync_timeout: 1m\nhttp:\n  read_timeout: 5s\n":    80 * time.Second,
+		"http: {write_timeout: 11s, idle_timeout: 1s}\n":   11 * time.Second,
+		"http: {write_timeout: 2m, max_header_bytes: 1}\n": 2 * time.Minute,
+	} {
+		cfg, err := config.Parse("t.yaml", []byte(base+text), env(nil))
+		if err != nil {
+			t.Errorf("%s: %v", text, err)
+		} else if cfg.HTTP.WriteTimeout.Std() != write {
+			t.Errorf("%s: write_timeout %s, want %s", text, cfg.HTTP.WriteTimeout.Std(), write)
+		}
+	}
+	for text, header := range map[string]time.Duration{
+		"http: {read_timeout: 5s}\n":                          5 * time.Second,
+		"http: {read_timeout: 5s, read_header_timeout: 2s}\n": 2 * time.Second,
+		"http: {read_timeout: 1m}\n":                          10 * time.Second,
+	} {
+		cfg, err := config.Parse("t.yaml", []byte(base+text), env(nil))
+		if err != nil {
+			t.Errorf("%s: %v", text, err)
+		} else if cfg.HTTP.ReadHeaderTimeout.Std() != header {
+			t.Errorf("%s: read_header_timeout %s, want %s", text, cfg.HTTP.ReadHeaderTimeout.Std(), header)
+		}
+	}
+	for text, want := range map[string]string{
+		"http: {write_timeout: 10s}\n":                   "line 3: http.write_timeout: must be more than sync_timeout (10s): a synchronous request waits up to sync_timeout before it is answered (leave write_timeout out for the larger of 30s and sync_timeout + 20s)",
+		"sync_timeout: 1m\nhttp: {write_timeout: 30s}\n": "http.write_timeout: must be more than sync_timeout (1m0s)",
+		"http: {write_timeout: 0s}\n":                    "http.write_timeout: must be more than 0",
+		"http: {read_timeout: 0s}\n":                     "http.read_timeout: must be more than 0",
+		"http: {read_header_timeout: -1s}\n":             "http.read_header_timeout: must be more than 0",
+		"http: {idle_timeout: 0s}\n":                     "http.idle_timeout: must be more than 0",
+		"http: {read_header_timeout: 1m}\n":              "http.read_header_timeout: must be at most read_timeout (30s), which bounds the whole request",
+		"http: {max_header_bytes: 0}\n":                  "http.max_header_bytes: must be more than 0",
+		"http: {max_header_bytes: 64KiB}\n":              `http.max_header_bytes: want a whole number, got "64KiB"`,
+		"http: {read_timeout: 30}\n":                     `http.read_timeout: "30" has no unit`,
+		"http: {idle: 1s}\n":                             `http: unknown key "idle" (known keys: read_header_timeout, read_timeout, write_timeout, idle_timeout, max_header_bytes)`,
+	} {
+		_, err := config.Parse("t.yaml", []byte(base+text), env(nil))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: want an error containing %q, got %v", text, want, err)
+		}
+	}
+}
+
+// TestReferenceConfigShowsEveryKey checks that testdata/triggerd.yaml, the
+// README's reference config, writes every key the config takes.
+func TestReferenceConfigShowsEveryKey(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "testdata", "triggerd.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys func(reflect.Type, string)
+	keys = func(typ reflect.Type, path string) {
+		switch typ.Kind() {
+		case reflect.Slice, reflect.Map:
+			keys(typ.Elem(), path+"[]")
+		case reflect.Struct:
+			for i := range typ.NumField() {
+				tag, _, _ := strings.Cut(typ.Field(i).Tag.Get("yaml"), ",")
+				if !regexp.MustCompile(`(^|[\s{,])` + regexp.QuoteMeta(tag) + `:(\s|$)`).Match(data) {
+					t.Errorf("the reference config does not show %s.%s", path, tag)
+				}
+				keys(typ.Field(i).Type, path+"."+tag)
+			}
+		}
+	}
+	keys(reflect.TypeFor[config.Config](), "")
 }

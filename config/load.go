@@ -52,7 +52,7 @@ func Parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 	}
 	root := doc.Content[0]
 	w := &walker{name: name, lookupEnv: lookupEnv, lines: make(map[string]int),
-		expanded: make(map[*yaml.Node]string), shown: make(map[string]string)}
+		expanded: make(map[*yaml.Node]string), given: make(map[string]bool), shown: make(map[string]string)}
 	if err := w.walk(root, reflect.TypeFor[Config](), "", false); err != nil {
 		return nil, err
 	}
@@ -62,10 +62,25 @@ func Parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 		BodyLimit:     1 << 20,
 		ShutdownGrace: Duration(10 * time.Second),
 		Lease:         Duration(10 * time.Second),
-		Store:         Store{Schema: "triggerd", MaxConns: 16},
+		HTTP: HTTP{
+			ReadHeaderTimeout: Duration(10 * time.Second),
+			ReadTimeout:       Duration(30 * time.Second),
+			IdleTimeout:       Duration(time.Minute),
+			MaxHeaderBytes:    64 << 10,
+		},
+		Store: Store{Schema: "triggerd", MaxConns: 16},
 	}
 	if err := root.Decode(cfg); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	// Defaults that follow other keys.
+	if !w.given["http.read_header_timeout"] {
+		cfg.HTTP.ReadHeaderTimeout = min(cfg.HTTP.ReadHeaderTimeout, cfg.HTTP.ReadTimeout)
+	}
+	if !w.given["http.write_timeout"] {
+		// Room for a synchronous request's wait, and for reading the
+		// request and writing the answer.
+		cfg.HTTP.WriteTimeout = max(Duration(30*time.Second), cfg.SyncTimeout+Duration(20*time.Second))
 	}
 	if cfg.NodeID == "" {
 		host, err := os.Hostname()
@@ -244,6 +259,8 @@ type walker struct {
 	// replaced: aliases reach a node more than once, and it must be
 	// expanded only the first time.
 	expanded map[*yaml.Node]string
+	// given holds the key paths that have a value, not empty or null.
+	given map[string]bool
 	// shown is what error messages show instead of the value at a key
 	// path: the text as written when it came from the environment, or
 	// nothing of it when it can hold a secret.
@@ -288,6 +305,7 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string, hide bool) erro
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return nil // an empty value leaves the default
 	}
+	w.given[path] = true
 	if reflect.PointerTo(t).Implements(reflect.TypeFor[yaml.Unmarshaler]()) && t.Kind() != reflect.Struct {
 		return w.scalar(n, t, path, hide)
 	}

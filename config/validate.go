@@ -34,6 +34,9 @@ func (w *walker) validate(c *Config) error {
 	if c.BodyLimit <= 0 {
 		return w.fail("body_limit", "must be more than 0 bytes")
 	}
+	if err := w.validateHTTP(c); err != nil {
+		return err
+	}
 	if strings.TrimSpace(c.Store.URL) == "" {
 		return w.fail("store.url", "is required: the Postgres database for event_logs, e.g. url: ${TRIGGERD_STORE_URL}")
 	}
@@ -82,6 +85,29 @@ func (w *walker) validate(c *Config) error {
 // as long as the hash (RFC 7518, 3.2). A shorter one can be guessed
 // offline from a single signed token.
 const minHS256Secret = 32
+
+// validateHTTP checks the API server's limits.
+func (w *walker) validateHTTP(c *Config) error {
+	h := c.HTTP
+	for _, d := range []struct {
+		key string
+		d   Duration
+	}{{"read_timeout", h.ReadTimeout}, {"read_header_timeout", h.ReadHeaderTimeout}, {"write_timeout", h.WriteTimeout}, {"idle_timeout", h.IdleTimeout}} {
+		if d.d <= 0 {
+			return w.fail("http."+d.key, "must be more than 0")
+		}
+	}
+	switch {
+	case h.ReadHeaderTimeout > h.ReadTimeout:
+		return w.fail("http.read_header_timeout", "must be at most read_timeout (%s), which bounds the whole request", h.ReadTimeout.Std())
+	case h.WriteTimeout <= c.SyncTimeout:
+		return w.fail("http.write_timeout", "must be more than sync_timeout (%s): a synchronous request waits up to sync_timeout before it is answered "+
+			"(leave write_timeout out for the larger of 30s and sync_timeout + 20s)", c.SyncTimeout.Std())
+	case h.MaxHeaderBytes <= 0:
+		return w.fail("http.max_header_bytes", "must be more than 0 bytes")
+	}
+	return nil
+}
 
 func (w *walker) validateSecrets(p *Project, path string) error {
 	if len(p.Secrets) == 0 {
