@@ -670,3 +670,21 @@ func TestReferenceConfigShowsEveryKey(t *testing.T) {
 	}
 	keys(reflect.TypeFor[config.Config](), "")
 }
+
+// TestErrorsInAStableOrder checks that a file with several bad values in
+// maps gives the same error every time, whatever the order of the maps.
+func TestErrorsInAStableOrder(t *testing.T) {
+	const proj = "store: {url: x}\nprojects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n"
+	for text, want := range map[string]string{
+		proj + "    rules: {c: never, a: maybe, b: perhaps}\n":                                                          `projects[0].rules.a: "maybe" is not a rule`,
+		proj + "    triggers: [{name: t, type: x, url: 'http://h/', headers: {'c d': y, Content-Type: z, 'a b': x}}]\n": `headers.Content-Type: triggerd sets Content-Type itself`,
+		proj + "lease: 0s\nsync_timeout: 0s\nshutdown_grace: 0s\n":                                                      "sync_timeout: must be more than 0",
+	} {
+		for range 20 {
+			_, err := config.Parse("t.yaml", []byte(text), env(nil))
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("want an error containing %q, got %v\n%s", want, err, text)
+			}
+		}
+	}
+}

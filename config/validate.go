@@ -26,10 +26,8 @@ func (w *walker) validate(c *Config) error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return w.fail("listen", "%s is not host:port (for example 127.0.0.1:4122)", w.quote("listen", c.Listen))
 	}
-	for key, d := range map[string]Duration{"sync_timeout": c.SyncTimeout, "shutdown_grace": c.ShutdownGrace, "lease": c.Lease} {
-		if d <= 0 {
-			return w.fail(key, "must be more than 0")
-		}
+	if err := w.positive(keyDuration{"sync_timeout", c.SyncTimeout}, keyDuration{"shutdown_grace", c.ShutdownGrace}, keyDuration{"lease", c.Lease}); err != nil {
+		return err
 	}
 	if c.BodyLimit <= 0 {
 		return w.fail("body_limit", "must be more than 0 bytes")
@@ -63,8 +61,8 @@ func (w *walker) validate(c *Config) error {
 		if err := w.validateSecrets(p, path); err != nil {
 			return err
 		}
-		for typ, r := range p.Rules {
-			if r != RuleAllow && r != RuleDeny && r != RuleAuthenticated {
+		for _, typ := range slices.Sorted(maps.Keys(p.Rules)) {
+			if r := p.Rules[typ]; r != RuleAllow && r != RuleDeny && r != RuleAuthenticated {
 				return w.fail(path+".rules."+typ, "%s is not a rule: use allow, deny or authenticated", w.quote(path+".rules."+typ, string(r)))
 			}
 		}
@@ -86,16 +84,28 @@ func (w *walker) validate(c *Config) error {
 // offline from a single signed token.
 const minHS256Secret = 32
 
+// keyDuration is a duration and its key path.
+type keyDuration struct {
+	key string
+	d   Duration
+}
+
+// positive checks, in order, that durations are more than 0.
+func (w *walker) positive(ds ...keyDuration) error {
+	for _, d := range ds {
+		if d.d <= 0 {
+			return w.fail(d.key, "must be more than 0")
+		}
+	}
+	return nil
+}
+
 // validateHTTP checks the API server's limits.
 func (w *walker) validateHTTP(c *Config) error {
 	h := c.HTTP
-	for _, d := range []struct {
-		key string
-		d   Duration
-	}{{"read_timeout", h.ReadTimeout}, {"read_header_timeout", h.ReadHeaderTimeout}, {"write_timeout", h.WriteTimeout}, {"idle_timeout", h.IdleTimeout}} {
-		if d.d <= 0 {
-			return w.fail("http."+d.key, "must be more than 0")
-		}
+	if err := w.positive(keyDuration{"http.read_timeout", h.ReadTimeout}, keyDuration{"http.read_header_timeout", h.ReadHeaderTimeout},
+		keyDuration{"http.write_timeout", h.WriteTimeout}, keyDuration{"http.idle_timeout", h.IdleTimeout}); err != nil {
+		return err
 	}
 	switch {
 	case h.ReadHeaderTimeout > h.ReadTimeout:
@@ -190,7 +200,7 @@ func (w *walker) validateTriggers(p *Project, path string) error {
 		case t.Concurrency < 1:
 			return w.fail(tp+".concurrency", "must be 1 or more")
 		}
-		for h := range t.Headers {
+		for _, h := range slices.Sorted(maps.Keys(t.Headers)) {
 			switch {
 			case !headerName.MatchString(h):
 				return w.fail(tp+".headers."+h, "%q is not a valid header name", h)
