@@ -52,7 +52,7 @@ func Parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 	}
 	root := doc.Content[0]
 	w := &walker{name: name, lookupEnv: lookupEnv, lines: make(map[string]int),
-		expanded: make(map[*yaml.Node]string), given: make(map[string]bool), shown: make(map[string]string)}
+		expanded: make(map[*yaml.Node]string), empty: make(map[string]bool), shown: make(map[string]string)}
 	if err := w.walk(root, reflect.TypeFor[Config](), "", false); err != nil {
 		return nil, err
 	}
@@ -74,10 +74,10 @@ func Parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	// Defaults that follow other keys.
-	if !w.given["http.read_header_timeout"] {
+	if !w.given("http.read_header_timeout") {
 		cfg.HTTP.ReadHeaderTimeout = min(cfg.HTTP.ReadHeaderTimeout, cfg.HTTP.ReadTimeout)
 	}
-	if !w.given["http.write_timeout"] {
+	if !w.given("http.write_timeout") {
 		// Room for a synchronous request's wait, and for reading the
 		// request and writing the answer.
 		cfg.HTTP.WriteTimeout = max(Duration(30*time.Second), cfg.SyncTimeout+Duration(20*time.Second))
@@ -259,11 +259,10 @@ type walker struct {
 	// replaced: aliases reach a node more than once, and it must be
 	// expanded only the first time.
 	expanded map[*yaml.Node]string
-	// given holds the key paths that have a value, not empty or null.
-	given map[string]bool
+	// empty holds the key paths whose value is empty or null.
+	empty map[string]bool
 	// shown is what error messages show instead of the value at a key
-	// path: the text as written when it came from the environment, or
-	// nothing of it when it can hold a secret.
+	// path that came from the environment: the text as written.
 	shown map[string]string
 }
 
@@ -303,9 +302,9 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string, hide bool) erro
 	}
 	w.lines[path] = n.Line
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		w.empty[path] = true
 		return nil // an empty value leaves the default
 	}
-	w.given[path] = true
 	if reflect.PointerTo(t).Implements(reflect.TypeFor[yaml.Unmarshaler]()) && t.Kind() != reflect.Struct {
 		return w.scalar(n, t, path, hide)
 	}
@@ -368,9 +367,6 @@ func (w *walker) scalar(n *yaml.Node, t reflect.Type, path string, hide bool) er
 	if n.Kind != yaml.ScalarNode {
 		return w.errAt(n.Line, path, "want a single value, not a list or mapping")
 	}
-	if hide {
-		w.shown[path] = notShown
-	}
 	written, done := w.expanded[n]
 	if !done && strings.Contains(n.Value, "$") {
 		v, err := expand(n.Value, w.lookupEnv)
@@ -388,22 +384,32 @@ func (w *walker) scalar(n *yaml.Node, t reflect.Type, path string, hide bool) er
 		w.shown[path] = fmt.Sprintf("the value of %q", written)
 	}
 	if err := n.Decode(reflect.New(t).Interface()); err != nil {
+		shown := w.quote(path, n.Value)
+		if hide {
+			shown = notShown
+		}
 		var verr valueError
 		if errors.As(err, &verr) {
-			return w.errAt(n.Line, path, "%s %v", w.quote(path, n.Value), verr)
+			return w.errAt(n.Line, path, "%s %v", shown, verr)
 		}
 		want := map[reflect.Kind]string{
 			reflect.Int: "a whole number", reflect.Int32: "a whole number", reflect.Int64: "a whole number",
 			reflect.Bool: "true or false", reflect.String: "a string",
 		}[t.Kind()]
-		return w.errAt(n.Line, path, "want %s, got %s", want, w.quote(path, n.Value))
+		return w.errAt(n.Line, path, "want %s, got %s", want, shown)
 	}
 	return nil
 }
 
+// given reports whether the file gives a value at a key path.
+func (w *walker) given(path string) bool {
+	_, ok := w.lines[path]
+	return ok && !w.empty[path]
+}
+
 // quote shows the value at a key path in an error message: quoted, or
-// what stands for it when it came from the environment or can hold a
-// secret.
+// as the file writes it when it came from the environment. Values that
+// can hold a secret are never quoted.
 func (w *walker) quote(path, value string) string {
 	if s, ok := w.shown[path]; ok {
 		return s
