@@ -390,6 +390,17 @@ const longSecret = "config-test-secret-0123456789abcdef"
 // TestAliasBomb checks that a small file whose aliases expand to a huge
 // tree fails at once, naming the file and line, instead of expanding it.
 func TestAliasBomb(t *testing.T) {
+	// A smaller one, that yaml.v3 refuses before validation does.
+	var small strings.Builder
+	small.WriteString("store: {url: postgres://x}\nprojects:\n  - &p\n    id: p\n")
+	small.WriteString("    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n")
+	small.WriteString("    triggers:\n      - &t {name: t, type: x, url: 'http://h/'}\n")
+	small.WriteString(strings.Repeat("      - *t\n", 120) + strings.Repeat("  - *p\n", 120))
+	_, err := config.Parse("t.yaml", []byte(small.String()), env(nil))
+	if want := "t.yaml: the aliases expand to nearly all of the file's values: use fewer or smaller aliases"; err == nil || err.Error() != want {
+		t.Fatalf("want the error %q, got %v", want, err)
+	}
+
 	var b strings.Builder
 	b.WriteString("store: {url: postgres://x}\nprojects:\n  - &p\n    id: p\n")
 	b.WriteString("    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n")
@@ -401,7 +412,7 @@ func TestAliasBomb(t *testing.T) {
 		t.Fatalf("the bomb is %d bytes, want under 8 KB", b.Len())
 	}
 	start := time.Now()
-	_, err := config.Parse("t.yaml", []byte(b.String()), env(nil))
+	_, err = config.Parse("t.yaml", []byte(b.String()), env(nil))
 	took := time.Since(start)
 	if err == nil || !strings.Contains(err.Error(), "t.yaml: line ") || !strings.Contains(err.Error(), "fewer or smaller aliases") {
 		t.Fatalf("want an error naming the file and line and saying to use fewer or smaller aliases, got %v", err)
@@ -486,6 +497,9 @@ func TestErrorsHideSecrets(t *testing.T) {
 		{"url from the environment", head + proj + "    triggers: [{name: t, type: x, url: '${V}'}]\n", "url: is not an http or https URL"},
 		{"header with no colon", trig("headers: {Authorization Bearer " + hidden + "}"), "headers: a key with a space or : in it has no value"},
 		{"header with no space after the colon", trig("headers: {Authorization:" + hidden + "}"), "headers: a key with a space or : in it has no value"},
+		{"merge key in databases", head + proj + "    databases: {<<: {url: '" + hidden + "'}}\n", "line 5: projects[0].databases: merge keys (<<) are not supported"},
+		{"merge key in storage", head + proj + "    storage:\n      <<: {path: " + hidden + "}\n", "line 6: projects[0].storage: merge keys (<<) are not supported"},
+		{"merge key in a trigger", trig("<<: {headers: {X-Key: " + hidden + "}}"), "projects[0].triggers[0]: merge keys (<<) are not supported: alias a whole value (key: *name) or write the keys out"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -52,10 +52,15 @@ func fuzzSeeds(t testing.TB) []string {
 	var bomb strings.Builder
 	bomb.WriteString("store: {url: x}\nprojects:\n  - &p\n    id: p\n    secrets: [{kid: k, alg: HS256, secret: " + secret + "}]\n")
 	bomb.WriteString("    triggers:\n      - &t {name: t, type: x, url: 'http://h/', headers: {A: a, B: b, C: c, D: d}}\n")
+	small := bomb.String() + strings.Repeat("      - *t\n", 120) + strings.Repeat("  - *p\n", 120)
 	bomb.WriteString(strings.Repeat("      - *t\n", 399) + strings.Repeat("  - *p\n", 399))
 	return []string{
 		string(ref),
 		bomb.String(),
+		small,
+		// Merge keys, which the walker refuses.
+		head + "    databases: {<<: {url: 'postgres://u:" + fileMarker + "@db/app'}}\n",
+		trig + "        <<: {headers: {X-Key: " + fileMarker + "}}\n",
 		// Nested anchors, and $$ behind one.
 		head + "    triggers:\n      - &t {name: a, type: x, url: &u 'http://h/', headers: &h {X-A: &v \"$${HOME}\", X-B: *v}}\n" +
 			"      - {name: b, type: x, url: *u, headers: *h, retry_backoff: &b {initial: 1s, max: 1m}}\n      - {name: c, type: x, url: *u, retry_backoff: *b}\n",

@@ -71,7 +71,13 @@ func Parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 		Store: Store{Schema: "triggerd", MaxConns: 16},
 	}
 	if err := root.Decode(cfg); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		// The walker has checked every value: what is left for yaml.v3 to
+		// refuse is aliasing it finds excessive. Its messages can quote
+		// values.
+		if strings.Contains(err.Error(), "excessive aliasing") {
+			return nil, fmt.Errorf("%s: the aliases expand to nearly all of the file's values: use fewer or smaller aliases", name)
+		}
+		return nil, fmt.Errorf("%s: the file does not decode (yaml.v3's message is not shown: it can quote a secret)", name)
 	}
 	// Defaults that follow other keys.
 	if !w.given("http.read_header_timeout") {
@@ -343,6 +349,10 @@ func (w *walker) mapping(n *yaml.Node, path string, each func(key string, v *yam
 	seen := make(map[string]int)
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
+		if k.ShortTag() == "!!merge" {
+			// yaml.v3 would merge the keys behind the walker's back.
+			return w.errAt(k.Line, path, "merge keys (<<) are not supported: alias a whole value (key: *name) or write the keys out")
+		}
 		if v.Tag == "!!null" && v.Value == "" && strings.ContainsAny(k.Value, " \t:") {
 			// {Authorization Bearer xyz}: the key may hold a value.
 			return w.errAt(k.Line, path, `a key with a space or : in it has no value: put ": " between a key and its value (the key is not shown: it may hold a secret)`)
