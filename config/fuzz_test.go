@@ -61,6 +61,9 @@ func fuzzSeeds(t testing.TB) []string {
 		// Merge keys, which the walker refuses.
 		head + "    databases: {<<: {url: 'postgres://u:" + fileMarker + "@db/app'}}\n",
 		trig + "        <<: {headers: {X-Key: " + fileMarker + "}}\n",
+		// Keys that are not names.
+		head + "    rules: {x: &k deny, *k : allow, ~: allow}\n",
+		head + "    rules: {? [a]: allow}\n",
 		// Nested anchors, and $$ behind one.
 		head + "    triggers:\n      - &t {name: a, type: x, url: &u 'http://h/', headers: &h {X-A: &v \"$${HOME}\", X-B: *v}}\n" +
 			"      - {name: b, type: x, url: *u, headers: *h, retry_backoff: &b {initial: 1s, max: 1m}}\n      - {name: c, type: x, url: *u, retry_backoff: *b}\n",

@@ -349,8 +349,16 @@ func (w *walker) mapping(n *yaml.Node, path string, each func(key string, v *yam
 	seen := make(map[string]int)
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
-		if k.ShortTag() == "!!merge" {
-			// yaml.v3 would merge the keys behind the walker's back.
+		// Keys are names written out: yaml.v3 would merge <<, drop null
+		// keys and decode the others differently from what the walker sees.
+		switch {
+		case k.Kind == yaml.AliasNode:
+			return w.errAt(k.Line, path, "a key cannot be an alias (*%s): write it out", k.Value)
+		case k.Kind != yaml.ScalarNode:
+			return w.errAt(k.Line, path, "a key must be a single value, not a list or mapping")
+		case k.ShortTag() == "!!null":
+			return w.errAt(k.Line, path, "a key is empty (~ or null): write a name")
+		case k.ShortTag() == "!!merge":
 			return w.errAt(k.Line, path, "merge keys (<<) are not supported: alias a whole value (key: *name) or write the keys out")
 		}
 		if v.Tag == "!!null" && v.Value == "" && strings.ContainsAny(k.Value, " \t:") {
