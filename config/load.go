@@ -118,9 +118,10 @@ func syntaxError(name string, data []byte, err error) error {
 	if m == nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
-	lines := bytes.SplitAfter(data, []byte("\n"))
+	lines := bytes.SplitAfter(bytes.TrimSuffix(data, []byte("\n")), []byte("\n"))
 	from, _ := strconv.Atoi(m[1])
 	from = max(from, 1)
+	// The whole file, all its lines, fails the same way.
 	broken := from + sort.Search(len(lines)-from, func(i int) bool {
 		var n yaml.Node
 		perr := yaml.NewDecoder(bytes.NewReader(bytes.Join(lines[:from+i], nil))).Decode(&n)
@@ -478,15 +479,15 @@ func expand(s string, lookupEnv func(string) (string, bool)) (string, error) {
 			continue
 		}
 		// The value may be a secret: errors say where, not what.
-		at := utf8.RuneCountInString(s[:i]) + 1
+		at := func() int { return utf8.RuneCountInString(s[:i]) + 1 }
 		end := strings.IndexByte(s[i:], '}')
 		if end < 0 {
-			return "", fmt.Errorf("the ${ at character %d is not closed: write ${VAR} or ${VAR:-default}, or $$ for a literal $", at)
+			return "", fmt.Errorf("the ${ at character %d is not closed: write ${VAR} or ${VAR:-default}, or $$ for a literal $", at())
 		}
 		ref := s[i+2 : i+end]
 		name, def, hasDef := strings.Cut(ref, ":-")
 		if !validEnvName(name) {
-			return "", fmt.Errorf("the ${...} at character %d does not name a variable: write ${VAR} or ${VAR:-default} (letters, digits and _, not starting with a digit), or $$ for a literal $", at)
+			return "", fmt.Errorf("the ${...} at character %d does not name a variable: write ${VAR} or ${VAR:-default} (letters, digits and _, not starting with a digit), or $$ for a literal $", at())
 		}
 		v, ok := lookupEnv(name)
 		switch {
