@@ -424,9 +424,9 @@ func TestSIGTERMLetsAttemptsFinish(t *testing.T) {
 func TestServeExplainsBadStarts(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
-	os.WriteFile(bad, []byte("store: {url: x}\nprojects: [{id: p, secrets: [{kid: k, alg: HS256, secret: s}], triggers: [{name: t, type: x, url: 'http://h/', retrys: 1}]}]\n"), 0o600)
+	os.WriteFile(bad, []byte("store: {url: x}\nprojects: [{id: p, secrets: [{kid: k, alg: HS256, secret: "+testSecret+"}], triggers: [{name: t, type: x, url: 'http://h/', retrys: 1}]}]\n"), 0o600)
 	unreachable := filepath.Join(dir, "unreachable.yaml")
-	os.WriteFile(unreachable, []byte("store: {url: 'postgres://u@127.0.0.1:1/db?connect_timeout=2'}\nprojects: [{id: p, secrets: [{kid: k, alg: HS256, secret: s}]}]\n"), 0o600)
+	os.WriteFile(unreachable, []byte("store: {url: 'postgres://u@127.0.0.1:1/db?connect_timeout=2'}\nprojects: [{id: p, secrets: [{kid: k, alg: HS256, secret: "+testSecret+"}]}]\n"), 0o600)
 	// A change capture source whose table does not exist: serve stops
 	// before listening, saying which table and how to fix it.
 	src := pgtest.Database(t)

@@ -1,4 +1,8 @@
 // Package config loads and validates triggerd's YAML configuration.
+//
+// Error messages show no value that can hold a secret: nothing of the
+// values of fields tagged config:"secret", and for other values that came
+// from ${VAR}s, the text as the file writes it.
 package config
 
 import (
@@ -21,16 +25,37 @@ type Config struct {
 	// Lease is how long a node's claim on a row lasts unless it renews it;
 	// a dead node's rows come back to the others within about this long.
 	Lease Duration `yaml:"lease"`
+	// HTTP bounds the API server's connections.
+	HTTP HTTP `yaml:"http"`
 	// Store is the eventing database.
 	Store Store `yaml:"store"`
 	// Projects are the event namespaces this node serves.
 	Projects []Project `yaml:"projects"`
 }
 
+// HTTP bounds the connections of the API server, so that slow or idle
+// clients cannot hold them forever.
+type HTTP struct {
+	// ReadHeaderTimeout bounds reading a request's headers.
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
+	// ReadTimeout bounds reading a whole request, body included.
+	ReadTimeout Duration `yaml:"read_timeout"`
+	// WriteTimeout bounds a request from the end of its headers to the end
+	// of its answer; it is more than SyncTimeout, which a synchronous
+	// request may wait before it is answered.
+	WriteTimeout Duration `yaml:"write_timeout"`
+	// IdleTimeout is how long a kept-alive connection waits for its next
+	// request before it is closed.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// MaxHeaderBytes caps the size of a request's headers (Go's server
+	// allows 4 KiB more); larger ones are answered 431.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+}
+
 // Store locates the Postgres database that holds event_logs and invocation_logs.
 type Store struct {
 	// URL is a Postgres connection string (URL or key=value form).
-	URL string `yaml:"url"`
+	URL string `yaml:"url" config:"secret"`
 	// Schema holds triggerd's tables.
 	Schema string `yaml:"schema"`
 	// MaxConns caps the connection pool.
@@ -60,7 +85,7 @@ type Project struct {
 type Database struct {
 	// URL is a connection string; the server needs wal_level=logical and the
 	// role needs REPLICATION.
-	URL string `yaml:"url"`
+	URL string `yaml:"url" config:"secret"`
 	// Slot is the replication slot triggerd creates and streams from
 	// (default triggerd_<project>_<alias>).
 	Slot string `yaml:"slot"`
@@ -100,7 +125,7 @@ type Secret struct {
 	// Alg is HS256 or RS256.
 	Alg string `yaml:"alg"`
 	// Secret is the shared key of an HS256 secret.
-	Secret string `yaml:"secret"`
+	Secret string `yaml:"secret" config:"secret"`
 	// PrivateKeyFile is the PEM private key of an RS256 secret (needed to sign).
 	PrivateKeyFile string `yaml:"private_key_file"`
 	// PublicKeyFile is the PEM public key of an RS256 secret (enough to verify).
@@ -124,15 +149,15 @@ type Trigger struct {
 	// Type is the event type the trigger handles.
 	Type string `yaml:"type"`
 	// URL is the webhook, http or https.
-	URL string `yaml:"url"`
+	URL string `yaml:"url" config:"secret"`
 	// Retries is how many times a failed attempt is retried; attempts = Retries + 1.
 	Retries int `yaml:"retries"`
-	// TimeoutMS bounds one attempt, in milliseconds.
-	TimeoutMS int `yaml:"timeout"`
+	// AttemptTimeout bounds one attempt.
+	AttemptTimeout Millis `yaml:"timeout"`
 	// RetryBackoff shapes the waits between attempts.
 	RetryBackoff Backoff `yaml:"retry_backoff"`
 	// Headers are extra request headers sent with every attempt.
-	Headers map[string]string `yaml:"headers"`
+	Headers map[string]string `yaml:"headers" config:"secret"`
 	// Concurrency caps this trigger's attempts in flight on one node.
 	Concurrency int `yaml:"concurrency"`
 	// Options select the row changes a DB_* trigger takes, or the files a
@@ -202,9 +227,13 @@ type Backoff struct {
 // Duration is a time.Duration written in YAML as a Go duration string ("1s", "10m").
 type Duration time.Duration
 
+// Millis is a time.Duration written in YAML as a Go duration string
+// ("5s"), or as a bare number of milliseconds (5000).
+type Millis time.Duration
+
 // Timeout returns the trigger's per-attempt timeout.
 func (t *Trigger) Timeout() time.Duration {
-	return time.Duration(t.TimeoutMS) * time.Millisecond
+	return time.Duration(t.AttemptTimeout)
 }
 
 // Project returns the project with the id, or nil.

@@ -1,8 +1,11 @@
 package config_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -48,7 +51,7 @@ projects:
 func TestParseFullConfig(t *testing.T) {
 	cfg, err := config.Parse("t.yaml", []byte(full), env(map[string]string{
 		"TRIGGERD_STORE_URL": "postgres://u:p@db/events",
-		"DEMO_SECRET":        "a: b # not a comment",
+		"DEMO_SECRET":        "a: b # not a comment, 0123456789abcdef",
 		"RETRIES":            "5",
 	}))
 	if err != nil {
@@ -66,7 +69,7 @@ func TestParseFullConfig(t *testing.T) {
 	if p == nil || cfg.Project("nope") != nil {
 		t.Fatal("Project lookup")
 	}
-	if p.Secrets[0].Secret != "a: b # not a comment" {
+	if p.Secrets[0].Secret != "a: b # not a comment, 0123456789abcdef" {
 		t.Errorf("an expanded secret must stay one string, got %q", p.Secrets[0].Secret)
 	}
 	if p.Rule("sent-email") != config.RuleAllow || p.Rule("anything") != config.RuleAuthenticated {
@@ -78,14 +81,14 @@ func TestParseFullConfig(t *testing.T) {
 		t.Errorf("trigger: %+v", tr)
 	}
 	m := p.Triggers[1]
-	if m.Retries != 0 || m.TimeoutMS != 5000 || m.RetryBackoff.Initial.Std() != time.Second || m.RetryBackoff.Max.Std() != 10*time.Minute {
+	if m.Retries != 0 || m.Timeout() != 5*time.Second || m.RetryBackoff.Initial.Std() != time.Second || m.RetryBackoff.Max.Std() != 10*time.Minute {
 		t.Errorf("explicit retries: 0 and defaults: %+v", m)
 	}
 }
 
 func TestRulesDefaultToAuthenticated(t *testing.T) {
 	cfg, err := config.Parse("t.yaml", []byte(`store: {url: x}
-projects: [{id: p, secrets: [{kid: k, alg: HS256, secret: s}]}]`), env(nil))
+projects: [{id: p, secrets: [{kid: k, alg: HS256, secret: `+longSecret+`}]}]`), env(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +99,7 @@ projects: [{id: p, secrets: [{kid: k, alg: HS256, secret: s}]}]`), env(nil))
 }
 
 func TestExpansion(t *testing.T) {
-	base := "store:\n  url: %s\nprojects: [{id: p, secrets: [{kid: k, alg: HS256, secret: s}]}]\n"
+	base := "store:\n  url: %s\nprojects: [{id: p, secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]}]\n"
 	cases := []struct {
 		url, want, err string
 		vars           map[string]string
@@ -108,8 +111,8 @@ func TestExpansion(t *testing.T) {
 		{url: "'a$$b'", want: "a$b"},
 		{url: "$HOME", want: "$HOME"},
 		{url: "${MISSING}", err: "line 2: store.url: environment variable MISSING is not set"},
-		{url: "'${U'", err: "unclosed ${"},
-		{url: "'${1X}'", err: "not a valid variable reference"},
+		{url: "'${U'", err: "store.url: the ${ at character 1 is not closed: write ${VAR} or ${VAR:-default}, or $$ for a literal $"},
+		{url: "'${1X}'", err: "store.url: the ${...} at character 1 does not name a variable"},
 	}
 	for _, c := range cases {
 		cfg, err := config.Parse("t.yaml", []byte(strings.Replace(base, "%s", c.url, 1)), env(c.vars))
@@ -130,33 +133,36 @@ func TestExpansion(t *testing.T) {
 // and what to do.
 func TestErrors(t *testing.T) {
 	const head = "store: {url: postgres://x}\n"
-	const proj = "projects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: s}]\n"
+	const proj = "projects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n"
 	const dbs = proj + "    databases:\n      a: {url: 'postgres://a'}\n"
 	const stores = proj + "    storage:\n      a: {path: ./files}\n"
 	const trig = proj + "    triggers:\n      - name: t\n        type: x\n        url: http://h/\n"
 	cases := []struct{ name, text, want string }{
 		{"empty file", "", "the file is empty"},
-		{"not yaml", "store: [", "t.yaml: yaml:"},
+		{"not yaml", "store: [", "t.yaml: line 1: YAML syntax: did not find expected node content: check the indentation"},
 		{"two documents", head + proj + "---\nx: 1\n", "more than one YAML document"},
 		{"unknown top key", head + proj + "listn: x\n", `t.yaml: line 5: top level: unknown key "listn" (known keys: listen, node_id`},
 		{"unknown trigger key", trig + "        retrys: 3\n", `line 8: projects[0].triggers[0]: unknown key "retrys" (known keys: name, type, url, retries`},
 		{"unknown secret key", head + "projects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secrt: s}]\n", `projects[0].secrets[0]: unknown key "secrt"`},
+		{"list as key", head + proj + "    rules: {? [a]: allow}\n", "line 5: projects[0].rules: a key must be a single value, not a list or mapping"},
+		{"alias as key", head + proj + "    rules: {x: &k deny, *k : allow}\n", "line 5: projects[0].rules: a key cannot be an alias (*k): write it out"},
+		{"null key", head + proj + "    storage: {a: {path: x}, ~: {path: y}}\n", "line 5: projects[0].storage: a key is empty (~ or null): write a name"},
 		{"duplicate key", head + head + proj, `line 2: top level: key "store" appears twice (first on line 1)`},
 		{"wrong kind int", trig + "        retries: many\n", `line 8: projects[0].triggers[0].retries: want a whole number, got "many"`},
 		{"wrong kind list", head + "projects: {id: p}\n", "projects: want a list"},
 		{"wrong kind mapping", "store: postgres://x\n" + proj, "store: want keys and values"},
-		{"duration without unit", head + proj + "sync_timeout: 10\n", "sync_timeout: write a duration with a unit, like 10s"},
+		{"duration without unit", head + proj + "sync_timeout: 10\n", `sync_timeout: "10" has no unit: write it like 10s or 500ms`},
 		{"bad duration", head + proj + "sync_timeout: soon\n", `sync_timeout: "soon" is not a duration`},
 		{"missing store url", proj, "store.url: is required"},
 		{"bad listen", head + proj + "listen: 4122\n", "listen: \"4122\" is not host:port"},
 		{"bad schema", "store: {url: x, schema: Bad-Name}\n" + proj, "store.schema: \"Bad-Name\" is not a valid schema name"},
 		{"no projects", head, "projects: at least one project is required"},
-		{"bad project id", head + "projects: [{id: 'a b', secrets: [{kid: k, alg: HS256, secret: s}]}]\n", "projects[0].id: \"a b\" is not a valid project id"},
-		{"duplicate project", head + proj + "  - id: p\n    secrets: [{kid: k, alg: HS256, secret: s}]\n", `line 5: projects[1].id: project "p" is defined twice`},
+		{"bad project id", head + "projects: [{id: 'a b', secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]}]\n", "projects[0].id: \"a b\" is not a valid project id"},
+		{"duplicate project", head + proj + "  - id: p\n    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n", `line 5: projects[1].id: project "p" is defined twice`},
 		{"no secrets", head + "projects: [{id: p}]\n", "projects[0].secrets: at least one secret is required"},
-		{"no kid", head + "projects: [{id: p, secrets: [{alg: HS256, secret: s}]}]\n", "secrets[0].kid: is required"},
-		{"duplicate kid", head + "projects: [{id: p, secrets: [{kid: k, alg: HS256, secret: s}, {kid: k, alg: HS256, secret: t}]}]\n", `secrets[1].kid: "k" is used twice`},
-		{"bad alg", head + "projects: [{id: p, secrets: [{kid: k, alg: ES256, secret: s}]}]\n", `alg: "ES256" is not supported: use HS256 or RS256`},
+		{"no kid", head + "projects: [{id: p, secrets: [{alg: HS256, secret: " + longSecret + "}]}]\n", "secrets[0].kid: is required"},
+		{"duplicate kid", head + "projects: [{id: p, secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}, {kid: k, alg: HS256, secret: " + longSecret + "}]}]\n", `secrets[1].kid: "k" is used twice`},
+		{"bad alg", head + "projects: [{id: p, secrets: [{kid: k, alg: ES256, secret: " + longSecret + "}]}]\n", `alg: "ES256" is not supported: use HS256 or RS256`},
 		{"hs without secret", head + "projects: [{id: p, secrets: [{kid: k, alg: HS256}]}]\n", "secrets[0].secret: is required for HS256"},
 		{"rs without files", head + "projects: [{id: p, secrets: [{kid: k, alg: RS256}]}]\n", "needs private_key_file"},
 		{"rs first without private", head + "projects: [{id: p, secrets: [{kid: k, alg: RS256, public_key_file: k.pub}]}]\n", "private_key_file: is required on the first secret"},
@@ -167,9 +173,9 @@ func TestErrors(t *testing.T) {
 		{"db trigger without databases", head + proj + "    triggers: [{name: t, type: DB_INSERT, url: 'http://h/'}]\n", "options.db: is required: name one of the project's databases (the project has none"},
 		{"db trigger naming no database", head + dbs + "    triggers: [{name: t, type: DB_INSERT, url: 'http://h/', options: {db: b}}]\n", `options.db: "b" is not one of the project's databases (a)`},
 		{"db trigger among several", head + dbs + "      c: {url: 'postgres://c'}\n    triggers: [{name: t, type: DB_INSERT, url: 'http://h/'}]\n", "options.db: is required: name one of the project's databases (a, c)"},
-		{"unknown db type", head + dbs + "    triggers: [{name: t, type: DB_UPSERT, url: 'http://h/'}]\n", "DB_UPSERT is not a database event type"},
+		{"unknown db type", head + dbs + "    triggers: [{name: t, type: DB_UPSERT, url: 'http://h/'}]\n", `"DB_UPSERT" is not a database event type`},
 		{"columns on insert", head + dbs + "    triggers: [{name: t, type: DB_INSERT, url: 'http://h/', options: {columns: a}}]\n", "options.columns: only DB_UPDATE triggers take columns"},
-		{"options on custom", head + proj + "    triggers: [{name: t, type: x, url: 'http://h/', options: {col: a}}]\n", "line 5: projects[0].triggers[0].options: options belong to DB_* and FILE_* triggers (DB_* triggers take db, col and columns; FILE_* triggers take store and path), not to x"},
+		{"options on custom", head + proj + "    triggers: [{name: t, type: x, url: 'http://h/', options: {col: a}}]\n", "line 5: projects[0].triggers[0].options: options belong to DB_* and FILE_* triggers (DB_* triggers take db, col and columns; FILE_* triggers take store and path), not to \"x\""},
 		{"file options on custom", head + proj + "    triggers: [{name: t, type: x, url: 'http://h/', options: {path: a}}]\n", "options: options belong to DB_* and FILE_* triggers"},
 		{"bad col", head + dbs + "    triggers: [{name: t, type: DB_INSERT, url: 'http://h/', options: {col: 'a.b.c'}}]\n", `options.col: "a.b.c" is not a table name`},
 		{"empty col", head + dbs + "    triggers: [{name: t, type: DB_INSERT, url: 'http://h/', options: {col: ' , '}}]\n", "options.col: names no table"},
@@ -189,18 +195,18 @@ func TestErrors(t *testing.T) {
 		{"hash limit not a number", head + proj + "    storage: {a: {path: x, hash_limit: 8MiB}}\n", `storage.a.hash_limit: want a whole number, got "8MiB"`},
 		{"ignore not a list", head + proj + "    storage: {a: {path: x, ignore: '*.tmp'}}\n", "storage.a.ignore: want a list"},
 		{"bad ignore glob", head + proj + "    storage:\n      a:\n        path: x\n        ignore:\n          - '*.tmp'\n          - '[a'\n", `line 10: projects[0].storage.a.ignore[1]: "[a" is not a valid glob: look for an unclosed [ or {`},
-		{"absolute ignore glob", head + proj + "    storage: {a: {path: x, ignore: ['/tmp/*']}}\n", `storage.a.ignore[0]: "/tmp/*" starts with /, so it matches nothing: paths are relative to the storage directory (write "tmp/*")`},
+		{"absolute ignore glob", head + proj + "    storage: {a: {path: x, ignore: ['/tmp/*']}}\n", `storage.a.ignore[0]: "/tmp/*" starts with /, so it matches nothing: paths are relative to the storage directory (leave out the leading /)`},
 		{"file trigger without storage", head + proj + "    triggers: [{name: t, type: FILE_CREATE, url: 'http://h/'}]\n", "line 5: projects[0].triggers[0].options.store: is required: name one of the project's storage directories (the project has none: add storage: {alias: {path: ...}})"},
 		{"file trigger naming no storage", head + stores + "    triggers: [{name: t, type: FILE_DELETE, url: 'http://h/', options: {store: b}}]\n", `line 7: projects[0].triggers[0].options.store: "b" is not one of the project's storage directories (a)`},
 		{"file trigger among several", head + stores + "      c: {path: ./other}\n    triggers: [{name: t, type: FILE_CREATE, url: 'http://h/'}]\n", "options.store: is required: name one of the project's storage directories (a, c)"},
-		{"unknown file type", head + stores + "    triggers: [{name: t, type: FILE_MODIFY, url: 'http://h/'}]\n", "triggers[0].type: FILE_MODIFY is not a file event type: use FILE_CREATE or FILE_DELETE"},
+		{"unknown file type", head + stores + "    triggers: [{name: t, type: FILE_MODIFY, url: 'http://h/'}]\n", `triggers[0].type: "FILE_MODIFY" is not a file event type: use FILE_CREATE or FILE_DELETE`},
 		{"col on file trigger", head + stores + "    triggers:\n      - name: t\n        type: FILE_CREATE\n        url: http://h/\n        options: {col: users}\n", "line 11: projects[0].triggers[0].options.col: is an option of DB_* triggers: FILE_* triggers take store and path"},
 		{"db on file trigger", head + stores + "    triggers: [{name: t, type: FILE_CREATE, url: 'http://h/', options: {db: a}}]\n", "options.db: is an option of DB_* triggers: FILE_* triggers take store and path"},
 		{"store on db trigger", head + dbs + "    triggers: [{name: t, type: DB_INSERT, url: 'http://h/', options: {store: a}}]\n", "options.store: is an option of FILE_* triggers: DB_* triggers take db, col and columns"},
 		{"path on db trigger", head + dbs + "    triggers: [{name: t, type: DB_DELETE, url: 'http://h/', options: {path: 'x/**'}}]\n", "options.path: is an option of FILE_* triggers: DB_* triggers take db, col and columns"},
 		{"bad path glob", head + stores + "    triggers:\n      - name: t\n        type: FILE_CREATE\n        url: http://h/\n        options:\n          path: 'images/{a'\n", `line 12: projects[0].triggers[0].options.path: "images/{a" is not a valid glob`},
 		{"absolute path glob", head + stores + "    triggers: [{name: t, type: FILE_CREATE, url: 'http://h/', options: {path: '/images/**'}}]\n", `options.path: "/images/**" starts with /, so it matches nothing`},
-		{"bad url", head + proj + "    triggers: [{name: t, type: x, url: 'ftp://h/'}]\n", `url: "ftp://h/" is not an http or https URL`},
+		{"bad url", head + proj + "    triggers: [{name: t, type: x, url: 'ftp://h/'}]\n", "url: is not an http or https URL: write http://host/path or https://host/path"},
 		{"negative retries", head + trig + "        retries: -1\n", "retries: must be 0 to 100, got -1"},
 		{"zero timeout", head + trig + "        timeout: 0\n", "timeout: must be more than 0"},
 		{"max below initial", head + trig + "        retry_backoff: {initial: 5s, max: 1s}\n", "retry_backoff.max: must be at least initial (5s)"},
@@ -219,7 +225,7 @@ func TestErrors(t *testing.T) {
 }
 
 func TestDatabaseDefaults(t *testing.T) {
-	text := "store: {url: x}\nprojects:\n  - id: My-App\n    secrets: [{kid: k, alg: HS256, secret: s}]\n" +
+	text := "store: {url: x}\nprojects:\n  - id: My-App\n    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n" +
 		"    databases:\n      main-db: {url: 'postgres://a'}\n      other: {url: 'postgres://b', slot: s1, publication: p1, heartbeat: 2s}\n" +
 		"    triggers:\n      - {name: t, type: DB_UPDATE, url: 'http://h/', options: {db: main-db, col: 'users, audit.orders', columns: 'status,total'}}\n"
 	cfg, err := config.Parse("t.yaml", []byte(text), env(nil))
@@ -237,7 +243,7 @@ func TestDatabaseDefaults(t *testing.T) {
 	if !slices.Equal(o.Tables(), []string{"users", "audit.orders"}) || !slices.Equal(o.ColumnList(), []string{"status", "total"}) {
 		t.Fatalf("options: %q %q", o.Tables(), o.ColumnList())
 	}
-	one := "store: {url: x}\nprojects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: s}]\n" +
+	one := "store: {url: x}\nprojects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n" +
 		"    databases: {only: {url: 'postgres://a'}}\n    triggers: [{name: t, type: DB_INSERT, url: 'http://h/'}]\n"
 	if cfg, err = config.Parse("t.yaml", []byte(one), env(nil)); err != nil || cfg.Projects[0].Triggers[0].Options.DB != "only" {
 		t.Fatalf("the only database is the default: %v", err)
@@ -245,7 +251,7 @@ func TestDatabaseDefaults(t *testing.T) {
 }
 
 func TestStorageDefaults(t *testing.T) {
-	text := "store: {url: x}\nprojects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: s}]\n" +
+	text := "store: {url: x}\nprojects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n" +
 		"    storage:\n      uploads: {path: ./uploads}\n      block:\n        path: /srv/block\n" +
 		"      other:\n        path: /srv/other\n        ignore: ['*.tmp', 'cache/**']\n        settle: 2s\n        hash_limit: 0\n" +
 		"    triggers:\n      - {name: t, type: FILE_CREATE, url: 'http://h/', options: {store: other, path: 'images/**'}}\n"
@@ -269,7 +275,7 @@ func TestStorageDefaults(t *testing.T) {
 	if o := p.Triggers[0].Options; o.Store != "other" || o.Path != "images/**" {
 		t.Fatalf("options: %+v", o)
 	}
-	one := "store: {url: x}\nprojects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: s}]\n" +
+	one := "store: {url: x}\nprojects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n" +
 		"    storage: {only: {path: x}}\n    triggers:\n      - {name: c, type: FILE_CREATE, url: 'http://h/'}\n" +
 		"      - {name: d, type: FILE_DELETE, url: 'http://h/', options: {path: '*.jpg'}}\n"
 	cfg, err = config.Parse("t.yaml", []byte(one), env(nil))
@@ -289,7 +295,7 @@ func TestStorageDefaults(t *testing.T) {
 func TestLoadResolvesStorageNextToTheConfig(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "triggerd.yaml")
-	text := "store: {url: x}\nprojects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: s}]\n" +
+	text := "store: {url: x}\nprojects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n" +
 		"    storage: {rel: {path: ./files/up}, abs: {path: /srv/files}, missing: {path: not/there}}\n"
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
@@ -347,23 +353,27 @@ func TestIsReservedType(t *testing.T) {
 // config, so that the documented example stays valid.
 func TestReferenceConfig(t *testing.T) {
 	t.Setenv("TRIGGERD_STORE_URL", "postgres://triggerd@localhost:5432/events")
-	t.Setenv("DEMO_SECRET", "reference-secret")
+	t.Setenv("DEMO_SECRET", "reference-secret-0123456789abcdef")
 	t.Setenv("APP_DATABASE_URL", "postgres://app@localhost:5432/app")
 	cfg, err := config.Load(filepath.Join("..", "testdata", "triggerd.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := cfg.Project("demo")
-	if cfg.Store.URL != "postgres://triggerd@localhost:5432/events" || p == nil || p.Secrets[0].Secret != "reference-secret" ||
+	if cfg.Store.URL != "postgres://triggerd@localhost:5432/events" || p == nil || p.Secrets[0].Secret != "reference-secret-0123456789abcdef" ||
 		p.Rule("internal-audit") != config.RuleDeny || p.Rule("sent-email") != config.RuleAllow {
 		t.Fatalf("reference config read as %+v", cfg)
 	}
-	if tr := p.Triggers[0]; tr.Headers["X-Api-Key"] != "dev-key" || tr.Retries != 3 || tr.Concurrency != 16 {
+	if tr := p.Triggers[0]; tr.Headers["X-Api-Key"] != "dev-key" || tr.Retries != 3 || tr.Concurrency != 16 || tr.Timeout() != 5*time.Second {
 		t.Fatalf("trigger read as %+v", tr)
 	}
 	if db, tr := p.Databases["app"], p.Triggers[2]; db.URL != "postgres://app@localhost:5432/app" || db.Slot != "triggerd_demo_app" ||
 		tr.Options.DB != "app" || !slices.Equal(tr.Options.ColumnList(), []string{"status", "total"}) {
 		t.Fatalf("database %+v and trigger %+v", db, tr)
+	}
+	if h := cfg.HTTP; h.ReadHeaderTimeout.Std() != 10*time.Second || h.ReadTimeout.Std() != 30*time.Second || h.WriteTimeout.Std() != 30*time.Second ||
+		h.IdleTimeout.Std() != time.Minute || h.MaxHeaderBytes != 65536 {
+		t.Fatalf("http read as %+v", h)
 	}
 	st := p.Storage["uploads"]
 	if want := filepath.Join("..", "testdata", "storage"); st.Path != want || st.Settle.Std() != 250*time.Millisecond || st.HashLimit != 8388608 ||
@@ -374,5 +384,326 @@ func TestReferenceConfig(t *testing.T) {
 		create.Options.Store != "uploads" || create.Options.Path != "images/**" ||
 		del.Type != config.TypeFileDelete || del.Options.Store != "uploads" || del.Options.Path != "" {
 		t.Fatalf("file triggers read as %+v and %+v", create, del)
+	}
+}
+
+// longSecret is an HS256 secret long enough to be accepted.
+const longSecret = "config-test-secret-0123456789abcdef"
+
+// TestAliasBomb checks that a small file whose aliases expand to a huge
+// tree fails at once, naming the file and line, instead of expanding it.
+func TestAliasBomb(t *testing.T) {
+	// A smaller one, that yaml.v3 refuses before validation does.
+	var small strings.Builder
+	small.WriteString("store: {url: postgres://x}\nprojects:\n  - &p\n    id: p\n")
+	small.WriteString("    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n")
+	small.WriteString("    triggers:\n      - &t {name: t, type: x, url: 'http://h/'}\n")
+	small.WriteString(strings.Repeat("      - *t\n", 120) + strings.Repeat("  - *p\n", 120))
+	_, err := config.Parse("t.yaml", []byte(small.String()), env(nil))
+	if want := "t.yaml: the aliases expand to nearly all of the file's values: use fewer or smaller aliases"; err == nil || err.Error() != want {
+		t.Fatalf("want the error %q, got %v", want, err)
+	}
+
+	var b strings.Builder
+	b.WriteString("store: {url: postgres://x}\nprojects:\n  - &p\n    id: p\n")
+	b.WriteString("    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n")
+	b.WriteString("    triggers:\n      - &t {name: t, type: x, url: 'http://h/', retry_backoff: {initial: 1s, max: 1m},\n")
+	b.WriteString("          headers: {A: a, B: b, C: c, D: d, E: e, F: f, G: g, H: h}}\n")
+	b.WriteString(strings.Repeat("      - *t\n", 399))
+	b.WriteString(strings.Repeat("  - *p\n", 399))
+	if b.Len() > 8000 {
+		t.Fatalf("the bomb is %d bytes, want under 8 KB", b.Len())
+	}
+	start := time.Now()
+	_, err = config.Parse("t.yaml", []byte(b.String()), env(nil))
+	took := time.Since(start)
+	if err == nil || !strings.Contains(err.Error(), "t.yaml: line ") || !strings.Contains(err.Error(), "fewer or smaller aliases") {
+		t.Fatalf("want an error naming the file and line and saying to use fewer or smaller aliases, got %v", err)
+	}
+	// Expanding it all took 5.7 s without the race detector; refusing it
+	// takes about 0.2 s, and a few times that with -race on a busy machine.
+	if took > 5*time.Second {
+		t.Fatalf("refusing the bomb took %s", took)
+	}
+}
+
+// TestManyAliasesLoad checks that a large real config reusing anchors
+// loads: hundreds of triggers sharing headers, backoff and options.
+func TestManyAliasesLoad(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("store: {url: postgres://x}\nprojects:\n  - id: p\n")
+	b.WriteString("    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n")
+	b.WriteString("    databases: {app: {url: 'postgres://a'}}\n    triggers:\n")
+	b.WriteString("      - name: t0\n        type: DB_UPDATE\n        url: &u http://hooks.example.com/x\n")
+	b.WriteString("        retry_backoff: &b {initial: 2s, max: 1m}\n        options: &o {db: app, col: 'users, orders', columns: 'a, b'}\n")
+	b.WriteString("        headers: &h\n")
+	for i := range 20 {
+		fmt.Fprintf(&b, "          X-Header-%d: value-%d\n", i, i)
+	}
+	for i := 1; i < 1000; i++ {
+		fmt.Fprintf(&b, "      - {name: t%d, type: DB_UPDATE, url: *u, retry_backoff: *b, options: *o, headers: *h}\n", i)
+	}
+	cfg, err := config.Parse("t.yaml", []byte(b.String()), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := cfg.Projects[0].Triggers
+	if len(tr) != 1000 || len(tr[999].Headers) != 20 || tr[999].RetryBackoff.Max.Std() != time.Minute || tr[999].Options.DB != "app" {
+		t.Fatalf("read %d triggers, the last %+v", len(tr), tr[len(tr)-1])
+	}
+}
+
+// TestAliasedValueExpandsOnce checks that a value behind an anchor is
+// expanded once, however many aliases reach it: $$ stays a literal $.
+func TestAliasedValueExpandsOnce(t *testing.T) {
+	text := "store: {url: postgres://x}\nprojects:\n  - id: p\n" +
+		"    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n    triggers:\n" +
+		"      - {name: a, type: x, url: 'http://h/', headers: {X-A: &v \"$${HOME}\"}}\n" +
+		"      - {name: b, type: x, url: 'http://h/', headers: {X-A: *v}}\n" +
+		"      - {name: c, type: x, url: 'http://h/', headers: {X-A: *v}}\n"
+	cfg, err := config.Parse("t.yaml", []byte(text), env(map[string]string{"HOME": "/root"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tr := range cfg.Projects[0].Triggers {
+		if got := tr.Headers["X-A"]; got != "${HOME}" {
+			t.Errorf("trigger %s: header %q, want ${HOME}", tr.Name, got)
+		}
+	}
+}
+
+// TestErrorsHideSecrets checks that no error quotes a value that can hold
+// a secret: secrets, URLs and header values are never shown, and a value
+// that came from the environment is shown as the file writes it.
+func TestErrorsHideSecrets(t *testing.T) {
+	const hidden = "hunter2"
+	const proj = "projects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n"
+	const head = "store: {url: postgres://x}\n"
+	trig := func(keys string) string {
+		return head + proj + "    triggers:\n      - {name: t, type: x, url: 'http://h/', " + keys + "}\n"
+	}
+	fromEnv := map[string]string{"V": hidden, "PORT": hidden}
+	cases := []struct{ name, text, want string }{
+		{"unclosed ${ in a secret", head + "projects: [{id: p, secrets: [{kid: k, alg: HS256, secret: '" + hidden + "-${oops'}]}]\n", "secret: the ${ at character 9 is not closed"},
+		{"unclosed ${ in a url", "store: {url: 'postgres://u:" + hidden + "@h/${DB'}\n" + proj, "store.url: the ${ at character"},
+		{"bad reference in a secret", head + "projects: [{id: p, secrets: [{kid: k, alg: HS256, secret: 'x${" + hidden + "!}'}]}]\n", "secret: the ${...} at character 2 does not name a variable"},
+		{"bad reference in a header", trig("headers: {X-Key: '${" + hidden + " x}'}"), "headers.X-Key: the ${...} at character 1 does not name a variable"},
+		{"wrong tag on a secret", head + "projects: [{id: p, secrets: [{kid: k, alg: HS256, secret: !!int " + hidden + "}]}]\n", "secret: want a string, got a value that is not shown (it can hold a secret)"},
+		{"number from the environment", trig("retries: '${V}'"), `retries: want a whole number, got the value of "${V}"`},
+		{"duration from the environment", head + proj + "sync_timeout: ${V}\n", `sync_timeout: the value of "${V}" is not a duration`},
+		{"listen from the environment", head + proj + "listen: ${PORT}\n", `listen: the value of "${PORT}" is not host:port`},
+		{"project id from the environment", head + "projects: [{id: '${V}x y', secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]}]\n", `projects[0].id: the value of "${V}x y" is not a valid project id`},
+		{"type from the environment", head + proj + "    triggers: [{name: t, type: 'FILE_${V}', url: 'http://h/'}]\n", `type: the value of "FILE_${V}" is not a file event type`},
+		{"ftp url with user info", head + proj + "    triggers: [{name: t, type: x, url: 'ftp://u:" + hidden + "@h/?token=" + hidden + "'}]\n", "url: is not an http or https URL"},
+		{"url without a host", head + proj + "    triggers: [{name: t, type: x, url: 'http://u:" + hidden + "@/x'}]\n", "url: has no host"},
+		{"url that does not parse", head + proj + "    triggers: [{name: t, type: x, url: 'http://u:" + hidden + "@h:port/'}]\n", "url: does not parse as a URL"},
+		{"url from the environment", head + proj + "    triggers: [{name: t, type: x, url: '${V}'}]\n", "url: is not an http or https URL"},
+		{"header with no colon", trig("headers: {Authorization Bearer " + hidden + "}"), "headers: a key with a space or : in it has no value"},
+		{"header with no space after the colon", trig("headers: {Authorization:" + hidden + "}"), "headers: a key with a space or : in it has no value"},
+		{"merge key in databases", head + proj + "    databases: {<<: {url: '" + hidden + "'}}\n", "line 5: projects[0].databases: merge keys (<<) are not supported"},
+		{"merge key in storage", head + proj + "    storage:\n      <<: {path: " + hidden + "}\n", "line 6: projects[0].storage: merge keys (<<) are not supported"},
+		{"merge key in a trigger", trig("<<: {headers: {X-Key: " + hidden + "}}"), "projects[0].triggers[0]: merge keys (<<) are not supported: alias a whole value (key: *name) or write the keys out"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := config.Parse("t.yaml", []byte(c.text), env(fromEnv))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("want an error containing %q, got %v\n%s", c.want, err, c.text)
+			}
+			if strings.Contains(err.Error(), hidden) {
+				t.Fatalf("the error shows the secret: %v", err)
+			}
+		})
+	}
+}
+
+// TestSyntaxErrors checks that a YAML syntax error names the file and the
+// line and says what to check, instead of yaml.v3's bare message.
+func TestSyntaxErrors(t *testing.T) {
+	const hint = `check the indentation of this line and the lines above it (spaces, not tabs; list items start with "- " at one indent), ` +
+		"close every quote, [ and {, and quote values that contain \": \" or start with *, &, !, {, [, %, @ or `"
+	head := "store: {url: postgres://x}\nprojects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n"
+	cases := []struct{ name, text, want string }{
+		{"key out of line", head + "    triggers:\n    - name: t\n      type: x\n     url: http://h/\n", "t.yaml: line 8: YAML syntax: did not find expected key (in the block from line 2): " + hint},
+		{"item out of line", head + "    triggers:\n      - name: a\n        type: x\n       - name: b\n", "t.yaml: line 8: YAML syntax: did not find expected '-' indicator (in the block from line 5): " + hint},
+		{"key without colon below", head + "    rules:\n      default\n      x: allow\n", "t.yaml: line 7: YAML syntax: mapping values are not allowed in this context: " + hint},
+		{"key without colon", "store:\n  url: postgres://x\n  schema\n  max_conns: 3\n", "t.yaml: line 3: YAML syntax: could not find expected ':': " + hint},
+		{"colon in a value", head + "    rules: {a: allow}\nlisten: a: b\n", "t.yaml: line 6: YAML syntax: mapping values are not allowed in this context: " + hint},
+		{"value starting with @", head + "node_id: @home\n", "t.yaml: line 5: YAML syntax: found character that cannot start any token: " + hint},
+		{"tab indent", head + "\tlisten: x\n", "t.yaml: line 5: YAML syntax: found character that cannot start any token: " + hint},
+		{"unclosed flow", "store: [\n", "t.yaml: line 1: YAML syntax: did not find expected node content: " + hint},
+		{"unclosed quote", head + "node_id: 'a\n", "t.yaml: line 5: YAML syntax: found unexpected end of stream: " + hint},
+		{"value starting with *", head + "node_id: *home\n", `t.yaml: line 5: YAML syntax: unknown anchor 'home' referenced: an alias (*name) needs an anchor (&name) on a value above it; quote a value that starts with *`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := config.Parse("t.yaml", []byte(c.text), env(nil))
+			if err == nil || err.Error() != c.want {
+				t.Fatalf("want the error\n%s\ngot\n%v\nfor\n%s", c.want, err, c.text)
+			}
+		})
+	}
+}
+
+// TestTriggerTimeout checks that a trigger's timeout takes a duration like
+// every other duration key, and a bare number as milliseconds.
+func TestTriggerTimeout(t *testing.T) {
+	text := func(timeout string) string {
+		return "store: {url: postgres://x}\nprojects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n" +
+			"    triggers:\n      - name: t\n        type: x\n        url: http://h/\n        timeout: " + timeout + "\n"
+	}
+	for timeout, want := range map[string]time.Duration{
+		"5s": 5 * time.Second, "1500ms": 1500 * time.Millisecond, "1m30s": 90 * time.Second,
+		"2500": 2500 * time.Millisecond, "'2500'": 2500 * time.Millisecond, "${T}": 3 * time.Second, "~": 5 * time.Second,
+	} {
+		cfg, err := config.Parse("t.yaml", []byte(text(timeout)), env(map[string]string{"T": "3s"}))
+		if err != nil {
+			t.Errorf("timeout: %s: %v", timeout, err)
+			continue
+		}
+		if got := cfg.Projects[0].Triggers[0].Timeout(); got != want {
+			t.Errorf("timeout: %s read as %s, want %s", timeout, got, want)
+		}
+	}
+	for timeout, want := range map[string]string{
+		"0":                    "line 9: projects[0].triggers[0].timeout: must be more than 0",
+		"0s":                   "timeout: must be more than 0",
+		"-5s":                  "timeout: must be more than 0",
+		"-1":                   "timeout: must be more than 0",
+		"soon":                 `timeout: "soon" is not a duration: write one like 10s, 500ms or 2m, or a whole number of milliseconds`,
+		"2.5":                  `timeout: "2.5" has no unit: write it like 10s or 500ms, or a whole number of milliseconds`,
+		"99999999999999999999": `timeout: "99999999999999999999" is out of range: write a duration like 5s or 1500ms`,
+		"9999999999999999":     `timeout: "9999999999999999" is out of range`,
+		"[5]":                  "timeout: want a single value",
+	} {
+		_, err := config.Parse("t.yaml", []byte(text(timeout)), env(nil))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("timeout: %s: want an error containing %q, got %v", timeout, want, err)
+		}
+	}
+}
+
+// TestShortHS256Secret checks that an HS256 secret shorter than 32 bytes,
+// which can be guessed offline from one signed token, is refused.
+func TestShortHS256Secret(t *testing.T) {
+	text := func(secret string) string {
+		return "store: {url: postgres://x}\nprojects:\n  - id: p\n    secrets:\n      - {kid: k, alg: RS256, private_key_file: k.pem}\n" +
+			"      - {kid: h, alg: HS256, secret: '" + secret + "'}\n"
+	}
+	for _, secret := range []string{"s", strings.Repeat("x", 31), "${SHORT}"} {
+		_, err := config.Parse("t.yaml", []byte(text(secret)), env(map[string]string{"SHORT": "hunter2"}))
+		want := "line 6: projects[0].secrets[1].secret: is too short: an HS256 secret needs at least 32 random bytes (generate one with openssl rand -hex 32)"
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("secret %q: want an error containing %q, got %v", secret, want, err)
+		}
+	}
+	for _, secret := range []string{strings.Repeat("x", 32), strings.Repeat("é", 16), "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"} {
+		if _, err := config.Parse("t.yaml", []byte(text(secret)), env(nil)); err != nil {
+			t.Errorf("secret of %d bytes: %v", len(secret), err)
+		}
+	}
+}
+
+// TestHTTP checks the API server's limits: their defaults, write_timeout
+// following sync_timeout, and the values refused.
+func TestHTTP(t *testing.T) {
+	base := "store: {url: postgres://x}\nprojects: [{id: p, secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]}]\n"
+	cfg, err := config.Parse("t.yaml", []byte(base), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := config.HTTP{ReadHeaderTimeout: config.Duration(10 * time.Second), ReadTimeout: config.Duration(30 * time.Second),
+		WriteTimeout: config.Duration(30 * time.Second), IdleTimeout: config.Duration(time.Minute), MaxHeaderBytes: 65536}
+	if cfg.HTTP != want {
+		t.Fatalf("defaults %+v, want %+v", cfg.HTTP, want)
+	}
+	for text, write := range map[string]time.Duration{
+		"sync_timeout: 5s\n":                               30 * time.Second,
+		"sync_timeout: 20s\n":                              40 * time.Second,
+		"sync_timeout: 20s\nhttp: {write_timeout: 21s}\n":  21 * time.Second,
+		"sync_timeout: 20s\nhttp: {write_timeout: ~}\n":    40 * time.Second,
+		"sync_timeout: 1m\nhttp:\n  read_timeout: 5s\n":    80 * time.Second,
+		"http: {write_timeout: 11s, idle_timeout: 1s}\n":   11 * time.Second,
+		"http: {write_timeout: 2m, max_header_bytes: 1}\n": 2 * time.Minute,
+	} {
+		cfg, err := config.Parse("t.yaml", []byte(base+text), env(nil))
+		if err != nil {
+			t.Errorf("%s: %v", text, err)
+		} else if cfg.HTTP.WriteTimeout.Std() != write {
+			t.Errorf("%s: write_timeout %s, want %s", text, cfg.HTTP.WriteTimeout.Std(), write)
+		}
+	}
+	for text, header := range map[string]time.Duration{
+		"http: {read_timeout: 5s}\n":                          5 * time.Second,
+		"http: {read_timeout: 5s, read_header_timeout: 2s}\n": 2 * time.Second,
+		"http: {read_timeout: 1m}\n":                          10 * time.Second,
+	} {
+		cfg, err := config.Parse("t.yaml", []byte(base+text), env(nil))
+		if err != nil {
+			t.Errorf("%s: %v", text, err)
+		} else if cfg.HTTP.ReadHeaderTimeout.Std() != header {
+			t.Errorf("%s: read_header_timeout %s, want %s", text, cfg.HTTP.ReadHeaderTimeout.Std(), header)
+		}
+	}
+	for text, want := range map[string]string{
+		"http: {write_timeout: 10s}\n":                   "line 3: http.write_timeout: must be more than sync_timeout (10s): a synchronous request waits up to sync_timeout before it is answered (leave write_timeout out for the larger of 30s and sync_timeout + 20s)",
+		"sync_timeout: 1m\nhttp: {write_timeout: 30s}\n": "http.write_timeout: must be more than sync_timeout (1m0s)",
+		"http: {write_timeout: 0s}\n":                    "http.write_timeout: must be more than 0",
+		"http: {read_timeout: 0s}\n":                     "http.read_timeout: must be more than 0",
+		"http: {read_header_timeout: -1s}\n":             "http.read_header_timeout: must be more than 0",
+		"http: {idle_timeout: 0s}\n":                     "http.idle_timeout: must be more than 0",
+		"http: {read_header_timeout: 1m}\n":              "http.read_header_timeout: must be at most read_timeout (30s), which bounds the whole request",
+		"http: {max_header_bytes: 0}\n":                  "http.max_header_bytes: must be more than 0",
+		"http: {max_header_bytes: 64KiB}\n":              `http.max_header_bytes: want a whole number, got "64KiB"`,
+		"http: {read_timeout: 30}\n":                     `http.read_timeout: "30" has no unit`,
+		"http: {idle: 1s}\n":                             `http: unknown key "idle" (known keys: read_header_timeout, read_timeout, write_timeout, idle_timeout, max_header_bytes)`,
+	} {
+		_, err := config.Parse("t.yaml", []byte(base+text), env(nil))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: want an error containing %q, got %v", text, want, err)
+		}
+	}
+}
+
+// TestReferenceConfigShowsEveryKey checks that testdata/triggerd.yaml, the
+// README's reference config, writes every key the config takes.
+func TestReferenceConfigShowsEveryKey(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "testdata", "triggerd.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys func(reflect.Type, string)
+	keys = func(typ reflect.Type, path string) {
+		switch typ.Kind() {
+		case reflect.Slice, reflect.Map:
+			keys(typ.Elem(), path+"[]")
+		case reflect.Struct:
+			for i := range typ.NumField() {
+				tag, _, _ := strings.Cut(typ.Field(i).Tag.Get("yaml"), ",")
+				if !regexp.MustCompile(`(^|[\s{,])` + regexp.QuoteMeta(tag) + `:(\s|$)`).Match(data) {
+					t.Errorf("the reference config does not show %s.%s", path, tag)
+				}
+				keys(typ.Field(i).Type, path+"."+tag)
+			}
+		}
+	}
+	keys(reflect.TypeFor[config.Config](), "")
+}
+
+// TestErrorsInAStableOrder checks that a file with several bad values in
+// maps gives the same error every time, whatever the order of the maps.
+func TestErrorsInAStableOrder(t *testing.T) {
+	const proj = "store: {url: x}\nprojects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n"
+	for text, want := range map[string]string{
+		proj + "    rules: {c: never, a: maybe, b: perhaps}\n":                                                          `projects[0].rules.a: "maybe" is not a rule`,
+		proj + "    triggers: [{name: t, type: x, url: 'http://h/', headers: {'c d': y, Content-Type: z, 'a b': x}}]\n": `headers.Content-Type: triggerd sets Content-Type itself`,
+		proj + "lease: 0s\nsync_timeout: 0s\nshutdown_grace: 0s\n":                                                      "sync_timeout: must be more than 0",
+	} {
+		for range 20 {
+			_, err := config.Parse("t.yaml", []byte(text), env(nil))
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("want an error containing %q, got %v\n%s", want, err, text)
+			}
+		}
 	}
 }

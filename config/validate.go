@@ -24,21 +24,22 @@ var (
 // validate checks a decoded config; errors carry the line of the key.
 func (w *walker) validate(c *Config) error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		return w.fail("listen", "%q is not host:port (for example 127.0.0.1:4122)", c.Listen)
+		return w.fail("listen", "%s is not host:port (for example 127.0.0.1:4122)", w.quote("listen", c.Listen))
 	}
-	for key, d := range map[string]Duration{"sync_timeout": c.SyncTimeout, "shutdown_grace": c.ShutdownGrace, "lease": c.Lease} {
-		if d <= 0 {
-			return w.fail(key, "must be more than 0")
-		}
+	if err := w.positive(keyDuration{"sync_timeout", c.SyncTimeout}, keyDuration{"shutdown_grace", c.ShutdownGrace}, keyDuration{"lease", c.Lease}); err != nil {
+		return err
 	}
 	if c.BodyLimit <= 0 {
 		return w.fail("body_limit", "must be more than 0 bytes")
+	}
+	if err := w.validateHTTP(c); err != nil {
+		return err
 	}
 	if strings.TrimSpace(c.Store.URL) == "" {
 		return w.fail("store.url", "is required: the Postgres database for event_logs, e.g. url: ${TRIGGERD_STORE_URL}")
 	}
 	if !schemaName.MatchString(c.Store.Schema) || len(c.Store.Schema) > 63 {
-		return w.fail("store.schema", "%q is not a valid schema name: use lowercase letters, digits and _ (at most 63)", c.Store.Schema)
+		return w.fail("store.schema", "%s is not a valid schema name: use lowercase letters, digits and _ (at most 63)", w.quote("store.schema", c.Store.Schema))
 	}
 	if c.Store.MaxConns < 2 {
 		return w.fail("store.max_conns", "must be 2 or more")
@@ -51,18 +52,18 @@ func (w *walker) validate(c *Config) error {
 		p := &c.Projects[i]
 		path := fmt.Sprintf("projects[%d]", i)
 		if !projectID.MatchString(p.ID) {
-			return w.fail(path+".id", "%q is not a valid project id: use letters, digits, _ and - (it appears in URLs)", p.ID)
+			return w.fail(path+".id", "%s is not a valid project id: use letters, digits, _ and - (it appears in URLs)", w.quote(path+".id", p.ID))
 		}
 		if ids[p.ID] {
-			return w.fail(path+".id", "project %q is defined twice", p.ID)
+			return w.fail(path+".id", "project %s is defined twice", w.quote(path+".id", p.ID))
 		}
 		ids[p.ID] = true
 		if err := w.validateSecrets(p, path); err != nil {
 			return err
 		}
-		for typ, r := range p.Rules {
-			if r != RuleAllow && r != RuleDeny && r != RuleAuthenticated {
-				return w.fail(path+".rules."+typ, "%q is not a rule: use allow, deny or authenticated", r)
+		for _, typ := range slices.Sorted(maps.Keys(p.Rules)) {
+			if r := p.Rules[typ]; r != RuleAllow && r != RuleDeny && r != RuleAuthenticated {
+				return w.fail(path+".rules."+typ, "%s is not a rule: use allow, deny or authenticated", w.quote(path+".rules."+typ, string(r)))
 			}
 		}
 		if err := w.validateDatabases(p, path); err != nil {
@@ -78,6 +79,46 @@ func (w *walker) validate(c *Config) error {
 	return nil
 }
 
+// minHS256Secret is the shortest HS256 secret accepted, in bytes: a key
+// as long as the hash (RFC 7518, 3.2). A shorter one can be guessed
+// offline from a single signed token.
+const minHS256Secret = 32
+
+// keyDuration is a duration and its key path.
+type keyDuration struct {
+	key string
+	d   Duration
+}
+
+// positive checks, in order, that durations are more than 0.
+func (w *walker) positive(ds ...keyDuration) error {
+	for _, d := range ds {
+		if d.d <= 0 {
+			return w.fail(d.key, "must be more than 0")
+		}
+	}
+	return nil
+}
+
+// validateHTTP checks the API server's limits.
+func (w *walker) validateHTTP(c *Config) error {
+	h := c.HTTP
+	if err := w.positive(keyDuration{"http.read_timeout", h.ReadTimeout}, keyDuration{"http.read_header_timeout", h.ReadHeaderTimeout},
+		keyDuration{"http.write_timeout", h.WriteTimeout}, keyDuration{"http.idle_timeout", h.IdleTimeout}); err != nil {
+		return err
+	}
+	switch {
+	case h.ReadHeaderTimeout > h.ReadTimeout:
+		return w.fail("http.read_header_timeout", "must be at most read_timeout (%s), which bounds the whole request", h.ReadTimeout.Std())
+	case h.WriteTimeout <= c.SyncTimeout:
+		return w.fail("http.write_timeout", "must be more than sync_timeout (%s): a synchronous request waits up to sync_timeout before it is answered "+
+			"(leave write_timeout out for the larger of 30s and sync_timeout + 20s)", c.SyncTimeout.Std())
+	case h.MaxHeaderBytes <= 0:
+		return w.fail("http.max_header_bytes", "must be more than 0 bytes")
+	}
+	return nil
+}
+
 func (w *walker) validateSecrets(p *Project, path string) error {
 	if len(p.Secrets) == 0 {
 		return w.fail(path+".secrets", "at least one secret is required: the first signs the X-SC-Token of every delivery")
@@ -89,13 +130,16 @@ func (w *walker) validateSecrets(p *Project, path string) error {
 		case s.KID == "":
 			return w.fail(sp+".kid", "is required: it names the key in token headers")
 		case kids[s.KID]:
-			return w.fail(sp+".kid", "%q is used twice in this project", s.KID)
+			return w.fail(sp+".kid", "%s is used twice in this project", w.quote(sp+".kid", s.KID))
 		}
 		kids[s.KID] = true
 		switch s.Alg {
 		case "HS256":
 			if s.Secret == "" {
 				return w.fail(sp+".secret", "is required for HS256 (a long random string)")
+			}
+			if len(s.Secret) < minHS256Secret {
+				return w.fail(sp+".secret", "is too short: an HS256 secret needs at least %d random bytes (generate one with openssl rand -hex 32)", minHS256Secret)
 			}
 			if s.PrivateKeyFile != "" || s.PublicKeyFile != "" {
 				return w.fail(sp, "an HS256 secret takes secret, not key files")
@@ -111,7 +155,7 @@ func (w *walker) validateSecrets(p *Project, path string) error {
 				return w.fail(sp+".private_key_file", "is required on the first secret, which signs X-SC-Token")
 			}
 		default:
-			return w.fail(sp+".alg", "%q is not supported: use HS256 or RS256", s.Alg)
+			return w.fail(sp+".alg", "%s is not supported: use HS256 or RS256", w.quote(sp+".alg", s.Alg))
 		}
 	}
 	return nil
@@ -124,9 +168,9 @@ func (w *walker) validateTriggers(p *Project, path string) error {
 		tp := fmt.Sprintf("%s.triggers[%d]", path, j)
 		switch {
 		case !triggerName.MatchString(t.Name):
-			return w.fail(tp+".name", "%q is not a valid trigger name: use letters, digits, _, . and -", t.Name)
+			return w.fail(tp+".name", "%s is not a valid trigger name: use letters, digits, _, . and -", w.quote(tp+".name", t.Name))
 		case names[t.Name]:
-			return w.fail(tp+".name", "trigger %q is defined twice in project %s", t.Name, p.ID)
+			return w.fail(tp+".name", "trigger %s is defined twice in this project", w.quote(tp+".name", t.Name))
 		case strings.TrimSpace(t.Type) == "":
 			return w.fail(tp+".type", "is required: the event type this trigger handles")
 		}
@@ -134,15 +178,21 @@ func (w *walker) validateTriggers(p *Project, path string) error {
 		if err := w.validateOptions(p, t, tp); err != nil {
 			return err
 		}
+		// The URL is not shown: its user info, path or query can hold a secret.
 		u, err := url.Parse(t.URL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return w.fail(tp+".url", "%q is not an http or https URL", t.URL)
+		switch {
+		case err != nil:
+			return w.fail(tp+".url", "does not parse as a URL: look for spaces, a %% not followed by two hex digits, or a port that is not a number")
+		case u.Scheme != "http" && u.Scheme != "https":
+			return w.fail(tp+".url", "is not an http or https URL: write http://host/path or https://host/path")
+		case u.Hostname() == "":
+			return w.fail(tp+".url", "has no host: write http://host/path or https://host/path")
 		}
 		switch {
 		case t.Retries < 0 || t.Retries > 100:
 			return w.fail(tp+".retries", "must be 0 to 100, got %d", t.Retries)
-		case t.TimeoutMS <= 0:
-			return w.fail(tp+".timeout", "must be more than 0 (milliseconds)")
+		case t.AttemptTimeout <= 0:
+			return w.fail(tp+".timeout", "must be more than 0")
 		case t.RetryBackoff.Initial <= 0:
 			return w.fail(tp+".retry_backoff.initial", "must be more than 0")
 		case t.RetryBackoff.Max < t.RetryBackoff.Initial:
@@ -150,7 +200,7 @@ func (w *walker) validateTriggers(p *Project, path string) error {
 		case t.Concurrency < 1:
 			return w.fail(tp+".concurrency", "must be 1 or more")
 		}
-		for h := range t.Headers {
+		for _, h := range slices.Sorted(maps.Keys(t.Headers)) {
 			switch {
 			case !headerName.MatchString(h):
 				return w.fail(tp+".headers."+h, "%q is not a valid header name", h)
@@ -186,11 +236,11 @@ func (w *walker) validateDatabases(p *Project, path string) error {
 		}
 		for _, f := range []struct{ key, name string }{{"slot", d.Slot}, {"publication", d.Publication}} {
 			if !slotName.MatchString(f.name) {
-				return w.fail(dp+"."+f.key, "%q is not a valid %s name: use at most 63 lowercase letters, digits and _ (set %s to fix it)", f.name, f.key, f.key)
+				return w.fail(dp+"."+f.key, "%s is not a valid %s name: use at most 63 lowercase letters, digits and _ (set %s to fix it)", w.quote(dp+"."+f.key, f.name), f.key, f.key)
 			}
 		}
 		if other, dup := slots[d.Slot]; dup {
-			return w.fail(dp+".slot", "slot %q is also the slot of database %s: give each database its own", d.Slot, other)
+			return w.fail(dp+".slot", "slot %s is also the slot of database %s: give each database its own", w.quote(dp+".slot", d.Slot), other)
 		}
 		slots[d.Slot] = alias
 		p.Databases[alias] = d
@@ -242,7 +292,7 @@ func (w *walker) validateOptions(p *Project, t *Trigger, tp string) error {
 		return w.validateFileOptions(p, t, tp)
 	}
 	if *o != (TriggerOptions{}) {
-		return w.fail(tp+".options", "options belong to DB_* and FILE_* triggers (%s; %s), not to %s", dbOptions, fileOptions, t.Type)
+		return w.fail(tp+".options", "options belong to DB_* and FILE_* triggers (%s; %s), not to %s", dbOptions, fileOptions, w.quote(tp+".type", t.Type))
 	}
 	return nil
 }
@@ -251,7 +301,7 @@ func (w *walker) validateOptions(p *Project, t *Trigger, tp string) error {
 func (w *walker) validateFileOptions(p *Project, t *Trigger, tp string) error {
 	o := &t.Options
 	if !IsFileType(t.Type) {
-		return w.fail(tp+".type", "%s is not a file event type: use FILE_CREATE or FILE_DELETE", t.Type)
+		return w.fail(tp+".type", "%s is not a file event type: use FILE_CREATE or FILE_DELETE", w.quote(tp+".type", t.Type))
 	}
 	for _, f := range []struct{ key, value string }{{"db", o.DB}, {"col", o.Col}, {"columns", o.Columns}} {
 		if f.value != "" {
@@ -271,7 +321,7 @@ func (w *walker) validateFileOptions(p *Project, t *Trigger, tp string) error {
 func (w *walker) validateDBOptions(p *Project, t *Trigger, tp string) error {
 	o := &t.Options
 	if !IsChangeType(t.Type) {
-		return w.fail(tp+".type", "%s is not a database event type: use DB_INSERT, DB_UPDATE or DB_DELETE", t.Type)
+		return w.fail(tp+".type", "%s is not a database event type: use DB_INSERT, DB_UPDATE or DB_DELETE", w.quote(tp+".type", t.Type))
 	}
 	for _, f := range []struct{ key, value string }{{"store", o.Store}, {"path", o.Path}} {
 		if f.value != "" {
@@ -286,7 +336,7 @@ func (w *walker) validateDBOptions(p *Project, t *Trigger, tp string) error {
 	}
 	for _, tab := range o.Tables() {
 		if strings.Count(tab, ".") > 1 {
-			return w.fail(tp+".options.col", "%q is not a table name: write table or schema.table", tab)
+			return w.fail(tp+".options.col", "%s is not a table name: write table or schema.table", w.quote(tp+".options.col", tab))
 		}
 	}
 	if o.Columns != "" && t.Type != TypeUpdate {
@@ -298,10 +348,10 @@ func (w *walker) validateDBOptions(p *Project, t *Trigger, tp string) error {
 // checkGlob checks a doublestar pattern on a slash-separated relative path.
 func (w *walker) checkGlob(path, pattern string) error {
 	if !doublestar.ValidatePattern(pattern) {
-		return w.fail(path, `%q is not a valid glob: look for an unclosed [ or {, an empty [], or a trailing \`, pattern)
+		return w.fail(path, `%s is not a valid glob: look for an unclosed [ or {, an empty [], or a trailing \`, w.quote(path, pattern))
 	}
 	if strings.HasPrefix(pattern, "/") {
-		return w.fail(path, "%q starts with /, so it matches nothing: paths are relative to the storage directory (write %q)", pattern, strings.TrimLeft(pattern, "/"))
+		return w.fail(path, "%s starts with /, so it matches nothing: paths are relative to the storage directory (leave out the leading /)", w.quote(path, pattern))
 	}
 	return nil
 }
@@ -319,7 +369,7 @@ func pickAlias[V any](w *walker, path string, alias *string, m map[string]V, kin
 		}
 	}
 	if _, ok := m[*alias]; !ok {
-		return w.fail(path, "%q is not one of the project's %s (%s)", *alias, kind, aliases(m, declare))
+		return w.fail(path, "%s is not one of the project's %s (%s)", w.quote(path, *alias), kind, aliases(m, declare))
 	}
 	return nil
 }
