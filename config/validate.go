@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"unicode"
 
 	"github.com/bmatcuk/doublestar/v4"
 )
@@ -19,10 +20,14 @@ var (
 	aliasName   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
 	slotName    = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
 	headerName  = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+	nodeID      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 )
 
 // validate checks a decoded config; errors carry the line of the key.
 func (w *walker) validate(c *Config) error {
+	if !nodeID.MatchString(c.NodeID) {
+		return w.fail("node_id", "%s is not a valid node id: use at most 128 letters, digits, ., _ and - (it names this node in the store, in CloudEvents' source and in X-SC-Token; when node_id is not set it is the hostname)", w.quote("node_id", c.NodeID))
+	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return w.fail("listen", "%s is not host:port (for example 127.0.0.1:4122)", w.quote("listen", c.Listen))
 	}
@@ -173,6 +178,8 @@ func (w *walker) validateTriggers(p *Project, path string) error {
 			return w.fail(tp+".name", "trigger %s is defined twice in this project", w.quote(tp+".name", t.Name))
 		case strings.TrimSpace(t.Type) == "":
 			return w.fail(tp+".type", "is required: the event type this trigger handles")
+		case strings.IndexFunc(t.Type, unicode.IsControl) >= 0:
+			return w.fail(tp+".type", "%s has a control character: an event type is printable text", w.quote(tp+".type", t.Type))
 		}
 		names[t.Name] = true
 		if err := w.validateOptions(p, t, tp); err != nil {
