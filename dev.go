@@ -5,14 +5,18 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -94,11 +98,55 @@ func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	log, err := newLogger(*format, stderr)
+	// When dev's output is gone (its reader, such as tee or head, exited,
+	// or its terminal closed), a write fails and stops dev, which cleans
+	// up as on Ctrl-C. While dev runs, a write to a broken pipe returns
+	// EPIPE instead of killing the process, as it would by default on
+	// stdout and stderr. SIGPIPE only arrives on the channel, it does not
+	// stop dev: writes to a socket whose peer hung up raise it too.
+	broken := make(chan os.Signal, 1)
+	signal.Notify(broken, syscall.SIGPIPE)
+	defer signal.Stop(broken)
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	stdout = stopOnFailedWrite{w: stdout, stop: stop}
+	log, err := newLogger(*format, stopOnFailedWrite{w: stderr, stop: stop})
 	if err != nil {
 		return err
 	}
+	err = dev(ctx, *listen, stdout, log)
+	if gone := (*outputGone)(nil); errors.As(context.Cause(ctx), &gone) {
+		return gone // what failed after it follows from it
+	}
+	return err
+}
 
+// outputGone is why dev stopped when a write to its output failed.
+type outputGone struct{ err error }
+
+func (e *outputGone) Error() string {
+	return fmt.Sprintf("dev stopped: its output is gone (%v)", e.err)
+}
+
+func (e *outputGone) Unwrap() error { return e.err }
+
+// stopOnFailedWrite passes writes on to w, and stops dev when one fails.
+type stopOnFailedWrite struct {
+	w    io.Writer
+	stop context.CancelCauseFunc
+}
+
+func (s stopOnFailedWrite) Write(p []byte) (int, error) {
+	n, err := s.w.Write(p)
+	if err != nil {
+		s.stop(&outputGone{err})
+	}
+	return n, err
+}
+
+// dev runs the throwaway Postgres, the receiver and the node until ctx
+// ends, and removes the cluster and the config however it returns.
+func dev(ctx context.Context, listen string, stdout io.Writer, log *slog.Logger) error {
 	storageDir, created, err := makeDevStorage(devStorage)
 	if err != nil {
 		return err
@@ -132,7 +180,7 @@ func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	receiverURL := "http://" + rl.Addr().String() + "/deliveries"
 	path := filepath.Join(dir, "triggerd.yaml")
-	text := fmt.Sprintf(devConfig, *listen, storeURL, hex.EncodeToString(secret), receiverURL, storageDir)
+	text := fmt.Sprintf(devConfig, listen, storeURL, hex.EncodeToString(secret), receiverURL, storageDir)
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		return fmt.Errorf("write the dev config: %w", err)
 	}

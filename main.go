@@ -35,13 +35,26 @@ Run "triggerd COMMAND -h" for a command's flags.
 `
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), stopSignals()...)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(os.Stderr, "triggerd:", err)
 		os.Exit(1)
 	}
+}
+
+// stopSignals are the signals that stop a command cleanly: SIGTERM, and
+// Ctrl-C (SIGINT) and SIGHUP (its terminal closed) unless they were
+// ignored when triggerd started, as nohup and background jobs ask.
+func stopSignals() []os.Signal {
+	sigs := []os.Signal{syscall.SIGTERM}
+	for _, sig := range []os.Signal{os.Interrupt, syscall.SIGHUP} {
+		if !signal.Ignored(sig) {
+			sigs = append(sigs, sig)
+		}
+	}
+	return sigs
 }
 
 // run carries out one command line.

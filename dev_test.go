@@ -1,0 +1,212 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// devChild is "triggerd dev" running as a separate process, its stdout and
+// stderr on one pipe, as in "triggerd dev 2>&1 | tee log".
+type devChild struct {
+	cmd      *exec.Cmd
+	out      *os.File   // the pipe's read end
+	text     syncBuffer // what was read from it
+	readDone chan struct{}
+	exited   chan struct{}
+
+	clusterDir string // the throwaway cluster's folder, from the banner
+	configDir  string // the folder of the config dev wrote
+	queueURL   string // the first suggested curl line's url and body
+	queueBody  string
+}
+
+// startDev runs "triggerd dev" in a folder of its own and waits for its
+// banner.
+func startDev(t *testing.T) *devChild {
+	t.Helper()
+	cmd := childCommand("dev", "--listen", "127.0.0.1:0")
+	cmd.Dir = t.TempDir()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	d := &devChild{cmd: cmd, out: r, readDone: make(chan struct{}), exited: make(chan struct{})}
+	go func() {
+		io.Copy(&d.text, r)
+		close(d.readDone)
+	}()
+	go func() {
+		cmd.Wait()
+		close(d.exited)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-d.exited
+		r.Close()
+		<-d.readDone
+		if t.Failed() {
+			t.Logf("dev printed:\n%s", d.text.String())
+		}
+		// Whatever happened, leave nothing behind (the test checks that
+		// dev removed these itself).
+		if filepath.IsAbs(d.clusterDir) {
+			killClusterProcesses(d.clusterDir)
+			os.RemoveAll(d.clusterDir)
+		}
+		if filepath.IsAbs(d.configDir) {
+			os.RemoveAll(d.configDir)
+		}
+	})
+	waitFor(t, &d.text, `Ctrl-C stops everything`, 60*time.Second)
+	store := waitFor(t, &d.text, `\n  store     (\S+)\n`, time.Second)[1]
+	u, err := url.Parse(store)
+	if err != nil || u.Query().Get("host") == "" {
+		t.Fatalf("the banner's store %q has no host folder (%v)", store, err)
+	}
+	d.clusterDir = u.Query().Get("host")
+	if !filepath.IsAbs(d.clusterDir) {
+		t.Fatalf("the banner's store %q names no absolute folder", store)
+	}
+	d.configDir = filepath.Dir(waitFor(t, &d.text, `\n  config    (\S+)\n`, time.Second)[1])
+	m := waitFor(t, &d.text, `curl -s -X POST (\S+) -d '([^']+)'`, time.Second)
+	d.queueURL, d.queueBody = m[1], m[2]
+	return d
+}
+
+// closeOutput closes the read end of dev's output, as when tee or head
+// exits: dev's next write meets a broken pipe.
+func (d *devChild) closeOutput(t *testing.T) {
+	t.Helper()
+	d.out.Close()
+	<-d.readDone
+}
+
+// signal sends sig to dev.
+func (d *devChild) signal(t *testing.T, sig os.Signal) {
+	t.Helper()
+	if err := d.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// queue posts the banner's first curl line, which makes the receiver print
+// a delivery.
+func (d *devChild) queue(t *testing.T) {
+	t.Helper()
+	resp, err := http.Post(d.queueURL, "application/json", strings.NewReader(d.queueBody))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("queue: %d", resp.StatusCode)
+	}
+}
+
+// clusterProcesses lists the processes working in a cluster's folder: the
+// postmaster and its children run in its data folder. It finds them on
+// Linux only, through /proc.
+func clusterProcesses(dir string) []int {
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
+		if err != nil {
+			continue
+		}
+		cwd = strings.TrimSuffix(cwd, " (deleted)")
+		if cwd == dir || strings.HasPrefix(cwd, dir+"/") {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// killClusterProcesses kills what a failed test may have left running.
+func killClusterProcesses(dir string) {
+	for _, pid := range clusterProcesses(dir) {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// TestDevCleansUpHoweverStopped stops real dev processes in each way a
+// user's session can end, and checks that each removes its throwaway
+// cluster and its config, and stops Postgres.
+func TestDevCleansUpHoweverStopped(t *testing.T) {
+	cases := []struct {
+		name string
+		stop func(*testing.T, *devChild)
+		// exit0: dev stops as asked and exits 0; when its output is gone
+		// the exit status is not checked.
+		exit0 bool
+	}{
+		{"SIGINT (Ctrl-C)", func(t *testing.T, d *devChild) { d.signal(t, syscall.SIGINT) }, true},
+		{"SIGTERM", func(t *testing.T, d *devChild) { d.signal(t, syscall.SIGTERM) }, true},
+		{"SIGHUP (its terminal closed)", func(t *testing.T, d *devChild) { d.signal(t, syscall.SIGHUP) }, true},
+		{"Ctrl-C on dev 2>&1 | tee (SIGINT, its reader gone)", func(t *testing.T, d *devChild) {
+			d.closeOutput(t)
+			d.signal(t, syscall.SIGINT)
+		}, false},
+		{"its reader gone, then a delivery to print (SIGPIPE)", func(t *testing.T, d *devChild) {
+			d.closeOutput(t)
+			d.queue(t)
+		}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			d := startDev(t)
+			if _, err := os.Stat(d.clusterDir); err != nil {
+				t.Fatalf("the banner's cluster folder: %v", err)
+			}
+			if runtime.GOOS == "linux" && len(clusterProcesses(d.clusterDir)) == 0 {
+				t.Fatalf("no postgres process found working in %s", d.clusterDir)
+			}
+			c.stop(t, d)
+			select {
+			case <-d.exited:
+			case <-time.After(30 * time.Second):
+				t.Fatal("dev did not exit within 30s")
+			}
+			t.Logf("dev exited: %v", d.cmd.ProcessState)
+			if c.exit0 && d.cmd.ProcessState.ExitCode() != 0 {
+				t.Errorf("dev exited with %v, want exit status 0", d.cmd.ProcessState)
+			}
+			for _, dir := range []string{d.clusterDir, d.configDir} {
+				if _, err := os.Stat(dir); !os.IsNotExist(err) {
+					t.Errorf("%s was left behind (stat: %v)", dir, err)
+				}
+			}
+			if runtime.GOOS == "linux" {
+				// A killed postmaster's children may take a moment; a
+				// clean stop leaves none at all.
+				deadline := time.Now().Add(5 * time.Second)
+				for len(clusterProcesses(d.clusterDir)) > 0 && time.Now().Before(deadline) {
+					time.Sleep(50 * time.Millisecond)
+				}
+				if pids := clusterProcesses(d.clusterDir); len(pids) > 0 {
+					t.Errorf("postgres processes %v of %s still run", pids, d.clusterDir)
+				}
+			}
+		})
+	}
+}
