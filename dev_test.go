@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/triggerd/triggerd/store/pgtest"
 )
 
 // devChild is "triggerd dev" running as a separate process, its stdout and
@@ -208,5 +210,44 @@ func TestDevCleansUpHoweverStopped(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSIGHUPIgnoredAtStartStaysIgnored runs a node as nohup would, with
+// SIGHUP ignored: a SIGHUP does not stop it.
+func TestSIGHUPIgnoredAtStartStaysIgnored(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh to start triggerd with SIGHUP ignored:", err)
+	}
+	url, schema := pgtest.Schema(t)
+	cfg := writeConfig(t, "node-1", url, schema, "      - {name: t, type: work, url: 'http://127.0.0.1:1/'}\n")
+	cmd := childCommand("serve", "--config", cfg, "--log-format", "json")
+	cmd.Args = append([]string{"sh", "-c", `trap '' HUP; exec "$0" "$@"`}, cmd.Args...)
+	cmd.Path = sh
+	node := startCommand(t, cmd, cfg)
+	if err := node.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-node.exited:
+		t.Fatalf("triggerd started with SIGHUP ignored exited on SIGHUP: %v", node.cmd.ProcessState)
+	case <-time.After(time.Second):
+	}
+	resp, err := http.Get("http://" + node.addr + "/healthz")
+	if err != nil {
+		t.Fatalf("after SIGHUP: %v", err)
+	}
+	resp.Body.Close()
+	if err := node.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-node.exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("triggerd did not exit after SIGTERM")
+	}
+	if code := node.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM", code)
 	}
 }

@@ -100,7 +100,13 @@ func childCommand(args ...string) *exec.Cmd {
 // startChild runs "triggerd serve" and waits until it listens.
 func startChild(t testing.TB, config string) *child {
 	t.Helper()
-	cmd := childCommand("serve", "--config", config, "--log-format", "json")
+	return startCommand(t, childCommand("serve", "--config", config, "--log-format", "json"), config)
+}
+
+// startCommand starts cmd, which runs "triggerd serve" with a config, and
+// waits until it listens.
+func startCommand(t testing.TB, cmd *exec.Cmd, config string) *child {
+	t.Helper()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
