@@ -147,6 +147,9 @@ func (s stopOnFailedWrite) Write(p []byte) (int, error) {
 // dev runs the throwaway Postgres, the receiver and the node until ctx
 // ends, and removes the cluster and the config however it returns.
 func dev(ctx context.Context, listen string, stdout io.Writer, log *slog.Logger) error {
+	if err := checkDevListen(listen); err != nil {
+		return err
+	}
 	storageDir, created, err := makeDevStorage(devStorage)
 	if err != nil {
 		return err
@@ -248,6 +251,22 @@ Ctrl-C stops everything and deletes the throwaway database; the folder storage s
 
 `, addr, receiverURL, storeURL, path, storageDir, kept, queue, queue, queue, token, capture, storeURL, files, path)
 	})
+}
+
+// checkDevListen checks that the API's address can be listened on before
+// dev starts anything, and says how to change it: dev writes its config
+// itself, so serve's advice to change listen in the config does not apply.
+// (Another process may still take the address before the node listens.)
+func checkDevListen(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		hint := "pass --listen ADDR with a host:port, such as --listen 127.0.0.1:4123"
+		if errors.Is(err, syscall.EADDRINUSE) {
+			hint = "another process is using it: pass --listen ADDR with a free port, such as --listen 127.0.0.1:4123"
+		}
+		return fmt.Errorf("--listen %s: %w (%s)", addr, err, hint)
+	}
+	return ln.Close()
 }
 
 // createDevTable creates the demo table in the dev database.

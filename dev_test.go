@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -249,5 +251,34 @@ func TestSIGHUPIgnoredAtStartStaysIgnored(t *testing.T) {
 	}
 	if code := node.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Fatalf("exit code %d after SIGTERM", code)
+	}
+}
+
+// TestDevListenTaken runs dev on an address another process holds, and on
+// one that is not host:port: it says to pass --listen (it has no config of
+// the user's to change), before starting Postgres or making ./storage.
+func TestDevListenTaken(t *testing.T) {
+	t.Chdir(t.TempDir())
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	for _, c := range []struct{ listen, says string }{
+		{taken.Addr().String(), "another process is using it: pass --listen ADDR with a free port"},
+		{"localhost", "missing port in address (pass --listen ADDR with a host:port"},
+	} {
+		var out, log syncBuffer
+		err := run(context.Background(), []string{"dev", "--listen", c.listen}, &out, &log)
+		if err == nil || !strings.Contains(err.Error(), c.says) || strings.Contains(err.Error(), "config") {
+			t.Errorf("dev --listen %s: %v; want an error saying %q, not to change the config", c.listen, err, c.says)
+		}
+		if strings.Contains(out.String(), "Postgres") {
+			t.Errorf("dev --listen %s started Postgres before failing:\n%s", c.listen, out.String())
+		}
+		if _, err := os.Stat(devStorage); !os.IsNotExist(err) {
+			t.Errorf("dev --listen %s made ./%s before failing (stat: %v)", c.listen, devStorage, err)
+			os.RemoveAll(devStorage)
+		}
 	}
 }
