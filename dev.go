@@ -30,12 +30,13 @@ import (
 )
 
 // devConfig is the quick-start configuration; the placeholders are filled
-// with the listen address, the throwaway database (the store, and the
-// database whose signups table is captured), a fresh secret, the
-// receiver's url and the absolute path of the watched folder (a relative
-// one would be taken from the config's folder).
+// with the listen address (quoted: YAML would read [::1]:4122 as a list),
+// the throwaway database (the store, and the database whose signups table
+// is captured), a fresh secret, the receiver's url and the absolute path
+// of the watched folder (a relative one would be taken from the config's
+// folder).
 const devConfig = `# Written by "triggerd dev"; removed when it stops.
-listen: %[1]s
+listen: %[1]q
 node_id: dev
 store:
   url: %[2]s
@@ -173,21 +174,13 @@ func dev(ctx context.Context, listen string, stdout io.Writer, log *slog.Logger)
 	}
 	defer os.RemoveAll(dir)
 
-	secret := make([]byte, 32)
-	if _, err := rand.Read(secret); err != nil {
-		return fmt.Errorf("make a secret: %w", err)
-	}
 	rl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("start the demo receiver: %w", err)
 	}
+	defer rl.Close()
 	receiverURL := "http://" + rl.Addr().String() + "/deliveries"
-	path := filepath.Join(dir, "triggerd.yaml")
-	text := fmt.Sprintf(devConfig, listen, storeURL, hex.EncodeToString(secret), receiverURL, storageDir)
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		return fmt.Errorf("write the dev config: %w", err)
-	}
-	cfg, err := config.Load(path)
+	path, cfg, err := writeDevConfig(dir, listen, storeURL, receiverURL, storageDir)
 	if err != nil {
 		return err
 	}
@@ -267,6 +260,25 @@ func checkDevListen(addr string) error {
 		return fmt.Errorf("--listen %s: %w (%s)", addr, err, hint)
 	}
 	return ln.Close()
+}
+
+// writeDevConfig writes the dev config, with a fresh secret, into dir and
+// loads it.
+func writeDevConfig(dir, listen, storeURL, receiverURL, storageDir string) (path string, cfg *config.Config, err error) {
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return "", nil, fmt.Errorf("make a secret: %w", err)
+	}
+	path = filepath.Join(dir, "triggerd.yaml")
+	text := fmt.Sprintf(devConfig, listen, storeURL, hex.EncodeToString(secret), receiverURL, storageDir)
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		return "", nil, fmt.Errorf("write the dev config: %w", err)
+	}
+	cfg, err = config.Load(path)
+	if err != nil {
+		return "", nil, err
+	}
+	return path, cfg, nil
 }
 
 // createDevTable creates the demo table in the dev database.

@@ -282,3 +282,16 @@ func TestDevListenTaken(t *testing.T) {
 		}
 	}
 }
+
+// TestDevConfigTakesAnyListenAddress writes dev's config with addresses
+// YAML would read as something else unquoted, such as an IPv6 one.
+func TestDevConfigTakesAnyListenAddress(t *testing.T) {
+	for _, listen := range []string{"127.0.0.1:4122", "[::1]:4122", ":4122", "localhost:0"} {
+		_, cfg, err := writeDevConfig(t.TempDir(), listen, "postgres://postgres@/postgres?host=%2Ftmp%2Fx&port=5432", "http://127.0.0.1:1/deliveries", t.TempDir())
+		if err != nil {
+			t.Errorf("--listen %s: %v", listen, err)
+		} else if cfg.Listen != listen {
+			t.Errorf("--listen %s: the config listens on %q", listen, cfg.Listen)
+		}
+	}
+}
