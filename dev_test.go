@@ -295,3 +295,100 @@ func TestDevConfigTakesAnyListenAddress(t *testing.T) {
 		}
 	}
 }
+
+// TestVersionShowsTheBuild builds triggerd with go build, as a user would
+// from a git clone, and runs "triggerd version": it shows the revision,
+// its commit time, whether the tree had changes, and the Go version; a
+// build without version control information says so.
+func TestVersionShowsTheBuild(t *testing.T) {
+	gitBin, err := exec.LookPath("git")
+	if err != nil {
+		t.Skip("git is not installed:", err)
+	}
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("the go command is not on PATH:", err)
+	}
+	// go stamps a build with its revision only where .git is a folder,
+	// not in a git worktree: build from a copy of this checkout's working
+	// tree, committed to a repository of its own at a known time.
+	list, err := exec.Command(gitBin, "ls-files", "-z", "--cached", "--others", "--exclude-standard").Output()
+	if err != nil {
+		t.Skipf("this checkout is not a git checkout (git ls-files: %v)", err)
+	}
+	src := t.TempDir()
+	for name := range strings.SplitSeq(strings.TrimSuffix(string(list), "\x00"), "\x00") {
+		fi, err := os.Lstat(name)
+		if os.IsNotExist(err) || err == nil && !fi.Mode().IsRegular() {
+			continue // deleted since it was committed, or a symlink
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		to := filepath.Join(src, name)
+		if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(to, data, fi.Mode().Perm()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const committed = "2026-01-02T03:04:05Z"
+	git := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(gitBin, append([]string{"-c", "user.name=test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false"}, args...)...)
+		cmd.Dir = src
+		cmd.Env = append(os.Environ(), "GIT_CONFIG_GLOBAL="+os.DevNull, "GIT_CONFIG_NOSYSTEM=1",
+			"GIT_AUTHOR_DATE="+committed, "GIT_COMMITTER_DATE="+committed)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	git("init", "-q")
+	git("add", "-A")
+	git("commit", "-q", "-m", "a build to check triggerd version")
+	rev := git("rev-parse", "HEAD")
+	version := func(buildvcs string) string {
+		t.Helper()
+		bin := filepath.Join(t.TempDir(), "triggerd")
+		build := exec.Command(goBin, "build", buildvcs, "-o", bin, ".")
+		build.Dir = src
+		build.Env = append(os.Environ(), "GIT_CONFIG_GLOBAL="+os.DevNull, "GIT_CONFIG_NOSYSTEM=1")
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", buildvcs, err, out)
+		}
+		out, err := exec.Command(bin, "version").CombinedOutput()
+		if err != nil {
+			t.Fatalf("triggerd version: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	goLine := "\n  go        " + runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH + "\n"
+
+	out := version("-buildvcs=true")
+	for _, want := range []string{"\n  revision  " + rev + "\n", "\n  committed " + committed + "\n", "\n  modified  no\n", goLine} {
+		if !strings.Contains(out, want) {
+			t.Errorf("triggerd version built at %s does not show %q:\n%s", rev, strings.TrimSpace(want), out)
+		}
+	}
+	if first, _, _ := strings.Cut(out, "\n"); !strings.HasPrefix(first, "triggerd v") || !strings.Contains(first, rev[:12]) {
+		t.Errorf("first line %q: want triggerd and the module version go derived from revision %s", first, rev[:12])
+	}
+
+	if err := os.WriteFile(filepath.Join(src, "README.md"), []byte("changed\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out := version("-buildvcs=true"); !strings.Contains(out, "\n  revision  "+rev+"\n") || !strings.Contains(out, "\n  modified  yes") {
+		t.Errorf("triggerd version built from a changed tree at %s:\n%s", rev, out)
+	}
+
+	out = version("-buildvcs=false")
+	if !strings.Contains(out, "\n  revision  unknown: no version control information in this build") || !strings.Contains(out, goLine) {
+		t.Errorf("triggerd version built with -buildvcs=false:\n%s", out)
+	}
+}
