@@ -188,7 +188,7 @@ func dev(ctx context.Context, listen string, stdout io.Writer, log *slog.Logger)
 	if err != nil {
 		return err
 	}
-	recv := &http.Server{Handler: &receiver{out: stdout, keys: keys["demo"], node: cfg.NodeID}, ReadHeaderTimeout: 10 * time.Second}
+	recv := newReceiver(stdout, keys["demo"], cfg.NodeID)
 	go recv.Serve(rl)
 	defer recv.Close()
 
@@ -353,6 +353,23 @@ func waitDevDB(ctx context.Context, url string, within time.Duration, notYet str
 		case <-ctx.Done():
 		case <-time.After(50 * time.Millisecond):
 		}
+	}
+}
+
+// newReceiver is the server of dev's webhook, which prints the deliveries
+// of node to out, checking their X-SC-Token with keys. Deliveries come
+// from the node on this machine, whole and at once: a request that takes
+// longer to send or answer is given up on. Idle connections are kept for
+// longer than the node keeps them (90 s), so the node closes them first,
+// rather than send a delivery on one the receiver is closing.
+func newReceiver(out io.Writer, keys *auth.Keyring, node string) *http.Server {
+	return &http.Server{
+		Handler:           &receiver{out: out, keys: keys, node: node},
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
 	}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -16,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/triggerd/triggerd/auth"
+	"github.com/triggerd/triggerd/config"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
 
@@ -390,5 +393,66 @@ func TestVersionShowsTheBuild(t *testing.T) {
 	out = version("-buildvcs=false")
 	if !strings.Contains(out, "\n  revision  unknown: no version control information in this build") || !strings.Contains(out, goLine) {
 		t.Errorf("triggerd version built with -buildvcs=false:\n%s", out)
+	}
+}
+
+// TestDevReceiverLimits sends dev's receiver a delivery, a request with
+// headers too large, and one whose body never comes: it takes the first,
+// refuses the second and gives up on the third.
+func TestDevReceiverLimits(t *testing.T) {
+	t.Parallel()
+	keys, err := auth.NewKeyring([]config.Secret{{KID: "dev", Alg: "HS256", Secret: testSecret}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out syncBuffer
+	srv := newReceiver(&out, keys, "dev")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	url := "http://" + ln.Addr().String() + "/deliveries"
+	post := func(header http.Header) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(`{"id":"e1","type":"sent-email","data":{"n":1}}`))
+		req.Header = header
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	token, err := keys.NodeToken("dev", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := post(http.Header{"X-Sc-Token": {token}}); code != http.StatusOK {
+		t.Fatalf("a delivery got %d:\n%s", code, out.String())
+	}
+	waitFor(t, &out, `receiver: sent-email e1 \(X-SC-Token verified\)`, time.Second)
+
+	big := http.Header{"X-Sc-Token": {token}, "X-Padding": {strings.Repeat("x", 200<<10)}}
+	if code := post(big); code != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("a request with 200 KB of headers got %d, want %d", code, http.StatusRequestHeaderFieldsTooLarge)
+	}
+
+	// Headers promising a body that never comes: the receiver answers or
+	// hangs up once its read timeout passes, rather than wait for ever.
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /deliveries HTTP/1.1\r\nHost: dev\r\nContent-Length: 100\r\n\r\n{")
+	start := time.Now()
+	conn.SetReadDeadline(start.Add(30 * time.Second))
+	_, err = io.ReadAll(conn)
+	if took := time.Since(start); took > 20*time.Second {
+		t.Errorf("the receiver still waited for the body after %s (%v)", took.Round(time.Second), err)
+	} else {
+		t.Logf("the receiver gave up on the body after %s", took.Round(100*time.Millisecond))
 	}
 }
