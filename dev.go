@@ -90,7 +90,8 @@ const devSlot = "triggerd_demo_app"
 const devStorage = "storage"
 
 // devCommand is "triggerd dev": a throwaway Postgres, a demo project with
-// a receiver that prints each delivery, and a node serving them, until Ctrl-C.
+// a receiver that prints each delivery, and a node serving them, until
+// Ctrl-C, SIGTERM, SIGHUP or a failed write to its output.
 func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -240,7 +241,7 @@ Other types need a token signed with the project's secret (rule authenticated); 
 Follow event_logs from another terminal:
   go run . tail --config %s --follow
 
-Ctrl-C stops everything and deletes the throwaway database; the folder storage stays.
+Ctrl-C stops everything and deletes the throwaway database and this config; the folder storage stays.
 
 `, addr, receiverURL, storeURL, path, storageDir, kept, queue, queue, queue, token, capture, storeURL, files, path)
 	})
