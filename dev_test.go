@@ -304,6 +304,7 @@ func TestDevConfigTakesAnyListenAddress(t *testing.T) {
 // its commit time, whether the tree had changes, and the Go version; a
 // build without version control information says so.
 func TestVersionShowsTheBuild(t *testing.T) {
+	t.Parallel()
 	gitBin, err := exec.LookPath("git")
 	if err != nil {
 		t.Skip("git is not installed:", err)
