@@ -45,15 +45,13 @@ func main() {
 	}
 }
 
-// stopSignals are the signals that stop a command cleanly: SIGTERM, and
-// Ctrl-C (SIGINT) and SIGHUP (its terminal closed) unless they were
-// ignored when triggerd started, as nohup and background jobs ask.
+// stopSignals are the signals that stop a command cleanly: Ctrl-C
+// (SIGINT), SIGTERM, and SIGHUP (its terminal closed) unless it was
+// ignored when triggerd started, as nohup asks.
 func stopSignals() []os.Signal {
-	sigs := []os.Signal{syscall.SIGTERM}
-	for _, sig := range []os.Signal{os.Interrupt, syscall.SIGHUP} {
-		if !signal.Ignored(sig) {
-			sigs = append(sigs, sig)
-		}
+	sigs := []os.Signal{os.Interrupt, syscall.SIGTERM}
+	if !signal.Ignored(syscall.SIGHUP) {
+		sigs = append(sigs, syscall.SIGHUP)
 	}
 	return sigs
 }
