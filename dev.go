@@ -120,6 +120,12 @@ func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if gone := (*outputGone)(nil); errors.As(context.Cause(ctx), &gone) {
 		return gone // what failed after it follows from it
 	}
+	if err != nil && ctx.Err() != nil {
+		// Stopped while starting: the step under way failed because of
+		// the stop (initdb killed, a connection cancelled), not on its own.
+		log.Info("stopped while starting", "step_cut_short", err)
+		return nil
+	}
 	return err
 }
 

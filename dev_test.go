@@ -26,6 +26,7 @@ import (
 // stderr on one pipe, as in "triggerd dev 2>&1 | tee log".
 type devChild struct {
 	cmd      *exec.Cmd
+	tmp      string     // its TMPDIR, where it makes the cluster and the config
 	out      *os.File   // the pipe's read end
 	text     syncBuffer // what was read from it
 	readDone chan struct{}
@@ -37,12 +38,22 @@ type devChild struct {
 	queueBody  string
 }
 
-// startDev runs "triggerd dev" in a folder of its own and waits for its
-// banner.
-func startDev(t *testing.T) *devChild {
+// launchDev runs "triggerd dev" in a folder of its own, with a temporary
+// folder of its own.
+func launchDev(t *testing.T) *devChild {
 	t.Helper()
+	// Short, for the cluster's socket path; open to the postgres user that
+	// runs the cluster when the test runs as root.
+	tmp, err := os.MkdirTemp("", "tdd-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	cmd := childCommand("dev", "--listen", "127.0.0.1:0")
 	cmd.Dir = t.TempDir()
+	cmd.Env = append(cmd.Env, "TMPDIR="+tmp)
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +63,7 @@ func startDev(t *testing.T) *devChild {
 		t.Fatal(err)
 	}
 	w.Close()
-	d := &devChild{cmd: cmd, out: r, readDone: make(chan struct{}), exited: make(chan struct{})}
+	d := &devChild{cmd: cmd, tmp: tmp, out: r, readDone: make(chan struct{}), exited: make(chan struct{})}
 	go func() {
 		io.Copy(&d.text, r)
 		close(d.readDone)
@@ -70,26 +81,30 @@ func startDev(t *testing.T) *devChild {
 			t.Logf("dev printed:\n%s", d.text.String())
 		}
 		// Whatever happened, leave nothing behind (the test checks that
-		// dev removed these itself).
-		if filepath.IsAbs(d.clusterDir) {
-			killClusterProcesses(d.clusterDir)
-			os.RemoveAll(d.clusterDir)
-		}
-		if filepath.IsAbs(d.configDir) {
-			os.RemoveAll(d.configDir)
-		}
+		// dev removed its own files itself).
+		killClusterProcesses(tmp)
+		os.RemoveAll(tmp)
 	})
+	return d
+}
+
+// startDev runs "triggerd dev" and waits for its banner.
+func startDev(t *testing.T) *devChild {
+	t.Helper()
+	d := launchDev(t)
 	waitFor(t, &d.text, `Ctrl-C stops everything`, 60*time.Second)
 	store := waitFor(t, &d.text, `\n  store     (\S+)\n`, time.Second)[1]
 	u, err := url.Parse(store)
-	if err != nil || u.Query().Get("host") == "" {
-		t.Fatalf("the banner's store %q has no host folder (%v)", store, err)
+	if err != nil {
+		t.Fatalf("the banner's store %q: %v", store, err)
 	}
 	d.clusterDir = u.Query().Get("host")
-	if !filepath.IsAbs(d.clusterDir) {
-		t.Fatalf("the banner's store %q names no absolute folder", store)
-	}
 	d.configDir = filepath.Dir(waitFor(t, &d.text, `\n  config    (\S+)\n`, time.Second)[1])
+	for _, dir := range []string{d.clusterDir, d.configDir} {
+		if filepath.Dir(dir) != d.tmp {
+			t.Fatalf("the banner names %q, not a folder in dev's TMPDIR %s", dir, d.tmp)
+		}
+	}
 	m := waitFor(t, &d.text, `curl -s -X POST (\S+) -d '([^']+)'`, time.Second)
 	d.queueURL, d.queueBody = m[1], m[2]
 	return d
@@ -161,32 +176,41 @@ func killClusterProcesses(dir string) {
 func TestDevCleansUpHoweverStopped(t *testing.T) {
 	cases := []struct {
 		name string
-		stop func(*testing.T, *devChild)
+		// starting: stop dev while it starts Postgres, not once it runs.
+		starting bool
+		stop     func(*testing.T, *devChild)
 		// exit0: dev stops as asked and exits 0; when its output is gone
 		// the exit status is not checked.
 		exit0 bool
 	}{
-		{"SIGINT (Ctrl-C)", func(t *testing.T, d *devChild) { d.signal(t, syscall.SIGINT) }, true},
-		{"SIGTERM", func(t *testing.T, d *devChild) { d.signal(t, syscall.SIGTERM) }, true},
-		{"SIGHUP (its terminal closed)", func(t *testing.T, d *devChild) { d.signal(t, syscall.SIGHUP) }, true},
-		{"Ctrl-C on dev 2>&1 | tee (SIGINT, its reader gone)", func(t *testing.T, d *devChild) {
+		{"SIGINT (Ctrl-C)", false, func(t *testing.T, d *devChild) { d.signal(t, syscall.SIGINT) }, true},
+		{"SIGTERM", false, func(t *testing.T, d *devChild) { d.signal(t, syscall.SIGTERM) }, true},
+		{"SIGHUP (its terminal closed)", false, func(t *testing.T, d *devChild) { d.signal(t, syscall.SIGHUP) }, true},
+		{"Ctrl-C on dev 2>&1 | tee (SIGINT, its reader gone)", false, func(t *testing.T, d *devChild) {
 			d.closeOutput(t)
 			d.signal(t, syscall.SIGINT)
 		}, false},
-		{"its reader gone, then a delivery to print (SIGPIPE)", func(t *testing.T, d *devChild) {
+		{"its reader gone, then a delivery to print (SIGPIPE)", false, func(t *testing.T, d *devChild) {
 			d.closeOutput(t)
 			d.queue(t)
 		}, false},
+		{"SIGINT while Postgres starts", true, func(t *testing.T, d *devChild) { d.signal(t, syscall.SIGINT) }, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			d := startDev(t)
-			if _, err := os.Stat(d.clusterDir); err != nil {
-				t.Fatalf("the banner's cluster folder: %v", err)
-			}
-			if runtime.GOOS == "linux" && len(clusterProcesses(d.clusterDir)) == 0 {
-				t.Fatalf("no postgres process found working in %s", d.clusterDir)
+			var d *devChild
+			if c.starting {
+				d = launchDev(t)
+				waitFor(t, &d.text, `Starting a throwaway Postgres`, 30*time.Second)
+			} else {
+				d = startDev(t)
+				if _, err := os.Stat(d.clusterDir); err != nil {
+					t.Fatalf("the banner's cluster folder: %v", err)
+				}
+				if runtime.GOOS == "linux" && len(clusterProcesses(d.clusterDir)) == 0 {
+					t.Fatalf("no postgres process found working in %s", d.clusterDir)
+				}
 			}
 			c.stop(t, d)
 			select {
@@ -198,20 +222,22 @@ func TestDevCleansUpHoweverStopped(t *testing.T) {
 			if c.exit0 && d.cmd.ProcessState.ExitCode() != 0 {
 				t.Errorf("dev exited with %v, want exit status 0", d.cmd.ProcessState)
 			}
-			for _, dir := range []string{d.clusterDir, d.configDir} {
-				if _, err := os.Stat(dir); !os.IsNotExist(err) {
-					t.Errorf("%s was left behind (stat: %v)", dir, err)
+			if entries, err := os.ReadDir(d.tmp); err != nil || len(entries) > 0 {
+				var names []string
+				for _, e := range entries {
+					names = append(names, e.Name())
 				}
+				t.Errorf("dev left %v in its TMPDIR %s (%v)", names, d.tmp, err)
 			}
 			if runtime.GOOS == "linux" {
 				// A killed postmaster's children may take a moment; a
 				// clean stop leaves none at all.
 				deadline := time.Now().Add(5 * time.Second)
-				for len(clusterProcesses(d.clusterDir)) > 0 && time.Now().Before(deadline) {
+				for len(clusterProcesses(d.tmp)) > 0 && time.Now().Before(deadline) {
 					time.Sleep(50 * time.Millisecond)
 				}
-				if pids := clusterProcesses(d.clusterDir); len(pids) > 0 {
-					t.Errorf("postgres processes %v of %s still run", pids, d.clusterDir)
+				if pids := clusterProcesses(d.tmp); len(pids) > 0 {
+					t.Errorf("postgres processes %v of %s still run", pids, d.tmp)
 				}
 			}
 		})
