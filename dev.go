@@ -122,8 +122,9 @@ func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if err != nil && ctx.Err() != nil {
 		// Stopped while starting: the step under way failed because of
-		// the stop (initdb killed, a connection cancelled), not on its own.
-		log.Info("stopped while starting", "step_cut_short", err)
+		// the stop (initdb killed, a connection cancelled), not on its
+		// own, and its error (initdb's whole output) would only mislead.
+		log.Info("stopped while starting")
 		return nil
 	}
 	return err
