@@ -5,14 +5,18 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -26,12 +30,13 @@ import (
 )
 
 // devConfig is the quick-start configuration; the placeholders are filled
-// with the listen address, the throwaway database (the store, and the
-// database whose signups table is captured), a fresh secret, the
-// receiver's url and the absolute path of the watched folder (a relative
-// one would be taken from the config's folder).
+// with the listen address (quoted: YAML would read [::1]:4122 as a list),
+// the throwaway database (the store, and the database whose signups table
+// is captured), a fresh secret, the receiver's url and the absolute path
+// of the watched folder (a relative one would be taken from the config's
+// folder).
 const devConfig = `# Written by "triggerd dev"; removed when it stops.
-listen: %[1]s
+listen: %[1]q
 node_id: dev
 store:
   url: %[2]s
@@ -85,7 +90,8 @@ const devSlot = "triggerd_demo_app"
 const devStorage = "storage"
 
 // devCommand is "triggerd dev": a throwaway Postgres, a demo project with
-// a receiver that prints each delivery, and a node serving them, until Ctrl-C.
+// a receiver that prints each delivery, and a node serving them, until
+// Ctrl-C, SIGTERM, SIGHUP or a failed write to its output.
 func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -94,11 +100,65 @@ func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	log, err := newLogger(*format, stderr)
+	// When dev's output is gone (its reader, such as tee or head, exited,
+	// or its terminal closed), a write fails and stops dev, which cleans
+	// up as on Ctrl-C. While dev runs, a write to a broken pipe returns
+	// EPIPE instead of killing the process, as it would by default on
+	// stdout and stderr. SIGPIPE only arrives on the channel, it does not
+	// stop dev: writes to a socket whose peer hung up raise it too.
+	broken := make(chan os.Signal, 1)
+	signal.Notify(broken, syscall.SIGPIPE)
+	defer signal.Stop(broken)
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	stdout = stopOnFailedWrite{w: stdout, stop: stop}
+	log, err := newLogger(*format, stopOnFailedWrite{w: stderr, stop: stop})
 	if err != nil {
 		return err
 	}
+	err = dev(ctx, *listen, stdout, log)
+	if gone := (*outputGone)(nil); errors.As(context.Cause(ctx), &gone) {
+		return gone // what failed after it follows from it
+	}
+	if err != nil && ctx.Err() != nil {
+		// Stopped while starting: the step under way failed because of
+		// the stop (initdb killed, a connection cancelled), not on its
+		// own, and its error (initdb's whole output) would only mislead.
+		log.Info("stopped while starting")
+		return nil
+	}
+	return err
+}
 
+// outputGone is why dev stopped when a write to its output failed.
+type outputGone struct{ err error }
+
+func (e *outputGone) Error() string {
+	return fmt.Sprintf("dev stopped: its output is gone (%v)", e.err)
+}
+
+func (e *outputGone) Unwrap() error { return e.err }
+
+// stopOnFailedWrite passes writes on to w, and stops dev when one fails.
+type stopOnFailedWrite struct {
+	w    io.Writer
+	stop context.CancelCauseFunc
+}
+
+func (s stopOnFailedWrite) Write(p []byte) (int, error) {
+	n, err := s.w.Write(p)
+	if err != nil {
+		s.stop(&outputGone{err})
+	}
+	return n, err
+}
+
+// dev runs the throwaway Postgres, the receiver and the node until ctx
+// ends, and removes the cluster and the config however it returns.
+func dev(ctx context.Context, listen string, stdout io.Writer, log *slog.Logger) error {
+	if err := checkDevListen(listen); err != nil {
+		return err
+	}
 	storageDir, created, err := makeDevStorage(devStorage)
 	if err != nil {
 		return err
@@ -122,21 +182,13 @@ func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	defer os.RemoveAll(dir)
 
-	secret := make([]byte, 32)
-	if _, err := rand.Read(secret); err != nil {
-		return fmt.Errorf("make a secret: %w", err)
-	}
 	rl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("start the demo receiver: %w", err)
 	}
+	defer rl.Close()
 	receiverURL := "http://" + rl.Addr().String() + "/deliveries"
-	path := filepath.Join(dir, "triggerd.yaml")
-	text := fmt.Sprintf(devConfig, *listen, storeURL, hex.EncodeToString(secret), receiverURL, storageDir)
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		return fmt.Errorf("write the dev config: %w", err)
-	}
-	cfg, err := config.Load(path)
+	path, cfg, err := writeDevConfig(dir, listen, storeURL, receiverURL, storageDir)
 	if err != nil {
 		return err
 	}
@@ -144,7 +196,7 @@ func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	recv := &http.Server{Handler: &receiver{out: stdout, keys: keys["demo"], node: cfg.NodeID}, ReadHeaderTimeout: 10 * time.Second}
+	recv := newReceiver(stdout, keys["demo"], cfg.NodeID)
 	go recv.Serve(rl)
 	defer recv.Close()
 
@@ -196,10 +248,45 @@ Other types need a token signed with the project's secret (rule authenticated); 
 Follow event_logs from another terminal:
   go run . tail --config %s --follow
 
-Ctrl-C stops everything and deletes the throwaway database; the folder storage stays.
+Ctrl-C stops everything and deletes the throwaway database and this config; the folder storage stays.
 
 `, addr, receiverURL, storeURL, path, storageDir, kept, queue, queue, queue, token, capture, storeURL, files, path)
 	})
+}
+
+// checkDevListen checks that the API's address can be listened on before
+// dev starts anything, and says how to change it: dev writes its config
+// itself, so serve's advice to change listen in the config does not apply.
+// (Another process may still take the address before the node listens.)
+func checkDevListen(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		hint := "pass --listen ADDR with a host:port, such as --listen 127.0.0.1:4123"
+		if errors.Is(err, syscall.EADDRINUSE) {
+			hint = "another process is using it: pass --listen ADDR with a free port, such as --listen 127.0.0.1:4123"
+		}
+		return fmt.Errorf("--listen %s: %w (%s)", addr, err, hint)
+	}
+	return ln.Close()
+}
+
+// writeDevConfig writes the dev config, with a fresh secret, into dir and
+// loads it.
+func writeDevConfig(dir, listen, storeURL, receiverURL, storageDir string) (path string, cfg *config.Config, err error) {
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return "", nil, fmt.Errorf("make a secret: %w", err)
+	}
+	path = filepath.Join(dir, "triggerd.yaml")
+	text := fmt.Sprintf(devConfig, listen, storeURL, hex.EncodeToString(secret), receiverURL, storageDir)
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		return "", nil, fmt.Errorf("write the dev config: %w", err)
+	}
+	cfg, err = config.Load(path)
+	if err != nil {
+		return "", nil, err
+	}
+	return path, cfg, nil
 }
 
 // createDevTable creates the demo table in the dev database.
@@ -274,6 +361,23 @@ func waitDevDB(ctx context.Context, url string, within time.Duration, notYet str
 		case <-ctx.Done():
 		case <-time.After(50 * time.Millisecond):
 		}
+	}
+}
+
+// newReceiver is the server of dev's webhook, which prints the deliveries
+// of node to out, checking their X-SC-Token with keys. Deliveries come
+// from the node on this machine, whole and at once: a request that takes
+// longer to send or answer is given up on. Idle connections are kept for
+// longer than the node keeps them (90 s), so the node closes them first,
+// rather than send a delivery on one the receiver is closing.
+func newReceiver(out io.Writer, keys *auth.Keyring, node string) *http.Server {
+	return &http.Server{
+		Handler:           &receiver{out: out, keys: keys, node: node},
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
 	}
 }
 

@@ -7,7 +7,7 @@
 //	triggerd serve --config FILE   run a node
 //	triggerd dev                   run a node on a throwaway Postgres, with a demo receiver
 //	triggerd tail --config FILE    print event_logs rows, and follow them
-//	triggerd version               print the version
+//	triggerd version               print the version, revision and Go version
 package main
 
 import (
@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"syscall"
 )
@@ -35,13 +36,24 @@ Run "triggerd COMMAND -h" for a command's flags.
 `
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), stopSignals()...)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(os.Stderr, "triggerd:", err)
 		os.Exit(1)
 	}
+}
+
+// stopSignals are the signals that stop a command cleanly: Ctrl-C
+// (SIGINT), SIGTERM, and SIGHUP (its terminal closed) unless it was
+// ignored when triggerd started, as nohup asks.
+func stopSignals() []os.Signal {
+	sigs := []os.Signal{os.Interrupt, syscall.SIGTERM}
+	if !signal.Ignored(syscall.SIGHUP) {
+		sigs = append(sigs, syscall.SIGHUP)
+	}
+	return sigs
 }
 
 // run carries out one command line.
@@ -58,8 +70,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "tail":
 		return tailCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
-		fmt.Fprintln(stdout, "triggerd", version())
-		return nil
+		return printVersion(stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -68,35 +79,72 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return fmt.Errorf("unknown command %q", args[0])
 }
 
-// version describes this build: the module version, or the VCS revision of
-// a build from a checkout.
-func version() string {
+// buildInfo is what the go command recorded about this build.
+type buildInfo struct {
+	version   string // the module's version, or (devel)
+	revision  string // the VCS revision; empty without VCS information
+	time      string // the revision's commit time
+	modified  bool   // the tree had changes not committed
+	goVersion string
+}
+
+// readBuildInfo reads this build's description from the binary.
+func readBuildInfo() buildInfo {
+	b := buildInfo{version: "(devel)", goVersion: runtime.Version()}
 	info, ok := debug.ReadBuildInfo()
 	if !ok {
-		return "(unknown)"
+		return b
 	}
-	v := info.Main.Version
-	var rev, modified string
+	if info.Main.Version != "" {
+		b.version = info.Main.Version
+	}
 	for _, s := range info.Settings {
 		switch s.Key {
 		case "vcs.revision":
-			rev = s.Value
+			b.revision = s.Value
+		case "vcs.time":
+			b.time = s.Value
 		case "vcs.modified":
-			if s.Value == "true" {
-				modified = "+dirty"
-			}
+			b.modified = s.Value == "true"
 		}
 	}
-	if rev != "" && (v == "" || v == "(devel)") {
-		if len(rev) > 12 {
-			rev = rev[:12]
+	return b
+}
+
+// version is this build in one line, for the User-Agent and the log: the
+// module version, or the VCS revision of a build without one.
+func version() string {
+	b := readBuildInfo()
+	v := b.version
+	if b.revision != "" && v == "(devel)" {
+		v = "devel-" + b.revision[:min(12, len(b.revision))]
+		if b.modified {
+			v += "+dirty"
 		}
-		v = "devel-" + rev + modified
 	}
-	if v == "" {
-		v = "(devel)"
+	return v + " " + b.goVersion
+}
+
+// printVersion is "triggerd version": the module version, the revision
+// and its commit time, whether the tree had changes, and the Go version.
+func printVersion(w io.Writer) error {
+	b := readBuildInfo()
+	text := fmt.Sprintf("triggerd %s\n", b.version)
+	if b.revision == "" {
+		text += "  revision  unknown: no version control information in this build (go run, -buildvcs=false, or not built in a git clone)\n"
+	} else {
+		committed, modified := b.time, "no"
+		if committed == "" {
+			committed = "unknown"
+		}
+		if b.modified {
+			modified = "yes: the tree had changes not committed"
+		}
+		text += fmt.Sprintf("  revision  %s\n  committed %s\n  modified  %s\n", b.revision, committed, modified)
 	}
-	return v + " " + info.GoVersion
+	text += fmt.Sprintf("  go        %s %s/%s\n", b.goVersion, runtime.GOOS, runtime.GOARCH)
+	_, err := io.WriteString(w, text)
+	return err
 }
 
 // newLogger builds the slog logger a --log-format flag asks for.

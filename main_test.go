@@ -89,12 +89,24 @@ type child struct {
 	log    bytes.Buffer
 }
 
+// childCommand is the test binary running as triggerd with args.
+func childCommand(args ...string) *exec.Cmd {
+	js, _ := json.Marshal(args)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"=1", childArgsEnv+"="+string(js))
+	return cmd
+}
+
 // startChild runs "triggerd serve" and waits until it listens.
 func startChild(t testing.TB, config string) *child {
 	t.Helper()
-	args, _ := json.Marshal([]string{"serve", "--config", config, "--log-format", "json"})
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"=1", childArgsEnv+"="+string(args))
+	return startCommand(t, childCommand("serve", "--config", config, "--log-format", "json"), config)
+}
+
+// startCommand starts cmd, which runs "triggerd serve" with a config, and
+// waits until it listens.
+func startCommand(t testing.TB, cmd *exec.Cmd, config string) *child {
+	t.Helper()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
