@@ -428,7 +428,7 @@ func TestVersionShowsTheBuild(t *testing.T) {
 // refuses the second and gives up on the third.
 func TestDevReceiverLimits(t *testing.T) {
 	t.Parallel()
-	keys, err := auth.NewKeyring([]config.Secret{{KID: "dev", Alg: "HS256", Secret: testSecret}})
+	keys, err := auth.NewKeyring([]config.Secret{{KID: "dev", Alg: "HS256", Secret: testSecret}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
