@@ -218,7 +218,7 @@ type waiter struct {
 	pending int
 	rows    map[int]store.Outcome
 	last    store.Outcome // the outcome of the last row that failed
-	stopped bool   // shutdown left a row unfinished
+	stopped bool          // shutdown left a row unfinished
 	done    chan struct{}
 }
 
