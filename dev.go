@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -106,9 +105,7 @@ func devCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	// EPIPE instead of killing the process, as it would by default on
 	// stdout and stderr. SIGPIPE only arrives on the channel, it does not
 	// stop dev: writes to a socket whose peer hung up raise it too.
-	broken := make(chan os.Signal, 1)
-	signal.Notify(broken, syscall.SIGPIPE)
-	defer signal.Stop(broken)
+	defer survivePipes()()
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	stdout = stopOnFailedWrite{w: stdout, stop: stop}

@@ -56,6 +56,16 @@ func stopSignals() []os.Signal {
 	return sigs
 }
 
+// survivePipes keeps a write to a broken pipe on stdout or stderr from
+// killing the process, as it does by default: the write fails instead
+// (SIGPIPE arrives on a channel no one reads). Call the function it returns
+// to restore the default.
+func survivePipes() (restore func()) {
+	broken := make(chan os.Signal, 1)
+	signal.Notify(broken, syscall.SIGPIPE)
+	return func() { signal.Stop(broken) }
+}
+
 // run carries out one command line.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {

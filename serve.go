@@ -41,6 +41,10 @@ func serveCommand(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// A log reader that goes away (triggerd serve | tee, stopped with
+	// Ctrl-C) must not kill the node before it hands its rows back: its
+	// log lines are lost instead.
+	defer survivePipes()()
 	return serve(ctx, cfg, log, nil)
 }
 

@@ -2,15 +2,20 @@ package main
 
 import (
 	"bufio"
+	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/triggerd/triggerd/store"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
 
@@ -106,4 +111,67 @@ func TestServerClosesSlowAndIdleConnections(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestServeStopsCleanlyWithItsLogReaderGone runs serve with its log on a
+// pipe whose reader then goes away, as in "triggerd serve 2>&1 | tee log"
+// stopped with Ctrl-C: on SIGTERM it still lets the attempt in flight
+// finish and exits 0, rather than dying of SIGPIPE at its first log line.
+func TestServeStopsCleanlyWithItsLogReaderGone(t *testing.T) {
+	url, schema := pgtest.Schema(t)
+	arrived := make(chan struct{}, 1)
+	hook := newCounter(t, func(string, string, http.ResponseWriter, *http.Request) {
+		arrived <- struct{}{}
+		time.Sleep(time.Second)
+	})
+	cfg := writeConfig(t, "node-1", url, schema, fmt.Sprintf("      - {name: t, type: work, url: %q}\n", hook.URL))
+	cmd := childCommand("serve", "--config", cfg, "--log-format", "json")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	var waitErr error
+	exited := make(chan struct{})
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
+	var addr string
+	for sc := bufio.NewScanner(r); addr == "" && sc.Scan(); {
+		var entry struct{ Msg, Listen string }
+		if json.Unmarshal(sc.Bytes(), &entry) == nil && entry.Msg == "triggerd is serving" {
+			addr = entry.Listen
+		}
+	}
+	if addr == "" {
+		t.Fatal("serve did not start")
+	}
+	r.Close() // the reader is gone: the next log line meets a broken pipe
+	node := &child{cmd: cmd, addr: addr}
+	node.queue(t, `{"type":"work"}`)
+	select {
+	case <-arrived:
+	case <-exited:
+		t.Fatalf("serve ended before its delivery: %v", waitErr)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no delivery within 10s")
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+		if waitErr != nil {
+			t.Fatalf("serve with its log reader gone ended with %v, want exit 0 after a clean stop", waitErr)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not exit within 10s of SIGTERM")
+	}
+	rows, err := openStore(t, url, schema).Recent(context.Background(), store.Filter{}, 10)
+	if err != nil || len(rows) != 1 || rows[0].Status != store.StatusProcessed {
+		t.Fatalf("the attempt in flight at SIGTERM was not recorded: %+v %v", rows, err)
+	}
 }
