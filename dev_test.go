@@ -19,6 +19,7 @@ import (
 
 	"github.com/triggerd/triggerd/auth"
 	"github.com/triggerd/triggerd/config"
+	"github.com/triggerd/triggerd/dispatch/dispatchtest"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
 
@@ -26,9 +27,9 @@ import (
 // stderr on one pipe, as in "triggerd dev 2>&1 | tee log".
 type devChild struct {
 	cmd      *exec.Cmd
-	tmp      string     // its TMPDIR, where it makes the cluster and the config
-	out      *os.File   // the pipe's read end
-	text     syncBuffer // what was read from it
+	tmp      string              // its TMPDIR, where it makes the cluster and the config
+	out      *os.File            // the pipe's read end
+	text     dispatchtest.Buffer // what was read from it
 	readDone chan struct{}
 	exited   chan struct{}
 
@@ -297,7 +298,7 @@ func TestDevListenTaken(t *testing.T) {
 		{taken.Addr().String(), "another process is using it: pass --listen ADDR with a free port"},
 		{"localhost", "missing port in address (pass --listen ADDR with a host:port"},
 	} {
-		var out, log syncBuffer
+		var out, log dispatchtest.Buffer
 		err := run(context.Background(), []string{"dev", "--listen", c.listen}, &out, &log)
 		if err == nil || !strings.Contains(err.Error(), c.says) || strings.Contains(err.Error(), "config") {
 			t.Errorf("dev --listen %s: %v; want an error saying %q, not to change the config", c.listen, err, c.says)
@@ -432,7 +433,7 @@ func TestDevReceiverLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out syncBuffer
+	var out dispatchtest.Buffer
 	srv := newReceiver(&out, keys, "dev")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

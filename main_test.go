@@ -24,6 +24,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/triggerd/triggerd/dispatch/dispatchtest"
 	"github.com/triggerd/triggerd/store"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
@@ -480,26 +481,8 @@ func TestServeExplainsBadStarts(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // waitFor waits until the buffer matches re.
-func waitFor(t *testing.T, b *syncBuffer, re string, within time.Duration) []string {
+func waitFor(t *testing.T, b *dispatchtest.Buffer, re string, within time.Duration) []string {
 	t.Helper()
 	rx := regexp.MustCompile(re)
 	deadline := time.Now().Add(within)
@@ -524,7 +507,7 @@ func TestTailPrintsAndFollows(t *testing.T) {
 	st := openStore(t, url, schema)
 	waitRows(t, st, 10*time.Second, 1, func(r store.Event) bool { return r.Status == store.StatusProcessed })
 
-	var out syncBuffer
+	var out dispatchtest.Buffer
 	if err := run(context.Background(), []string{"tail", "--config", cfg}, &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
@@ -534,7 +517,7 @@ func TestTailPrintsAndFollows(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	var follow syncBuffer
+	var follow dispatchtest.Buffer
 	go func() {
 		done <- run(ctx, []string{"tail", "--config", cfg, "--follow", "--json", "--type", "sent-email"}, &follow, io.Discard)
 	}()
@@ -560,7 +543,7 @@ func TestTailPrintsAndFollows(t *testing.T) {
 func TestDevQuickStart(t *testing.T) {
 	t.Chdir(t.TempDir())
 	ctx, cancel := context.WithCancel(context.Background())
-	var out syncBuffer
+	var out dispatchtest.Buffer
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"dev", "--listen", "127.0.0.1:0"}, &out, io.Discard) }()
 	m := waitFor(t, &out, `curl -s -X POST (\S+) -d '([^']+)'`, 60*time.Second)
@@ -657,7 +640,7 @@ func TestDevQuickStart(t *testing.T) {
 
 // printed waits until the dev receiver prints a delivery of type typ and
 // decodes its data into v.
-func printed(t *testing.T, out *syncBuffer, typ string, v any) {
+func printed(t *testing.T, out *dispatchtest.Buffer, typ string, v any) {
 	t.Helper()
 	m := waitFor(t, out, `receiver: `+typ+` \S+ \(X-SC-Token verified\)\n  data: (.*)\n`, 10*time.Second)
 	if err := json.Unmarshal([]byte(m[1]), v); err != nil {

@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -36,8 +34,8 @@ type fixture struct {
 	url   string
 	dbURL string // the store's URL, which no answer may name
 	st    *store.Store
-	log   *syncBuffer  // the node's log
-	hooks atomic.Int64 // requests the webhook received
+	log   *dispatchtest.Buffer // the node's log
+	hooks atomic.Int64         // requests the webhook received
 }
 
 // setup starts a node with project "demo": rules default authenticated,
@@ -83,7 +81,7 @@ projects:
       - {name: slow, type: slow, url: %q}
 `, url, schema, extra, secret, hook.URL, hook.URL, hook.URL, hook.URL, hook.URL)
 	f.dbURL = url
-	f.log = new(syncBuffer)
+	f.log = new(dispatchtest.Buffer)
 	f.url, f.st = startNode(t, text, slog.New(slog.NewTextHandler(f.log, nil)))
 	return f
 }
@@ -207,24 +205,6 @@ func bearer(t *testing.T, key, kid string, exp time.Time) string {
 }
 
 const queue = "/v1/api/demo/event-triggers/queue"
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 func TestBadRequestsAreExplainedAndStoreNothing(t *testing.T) {
 	f := setup(t, "")

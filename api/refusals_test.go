@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/triggerd/triggerd/dispatch/dispatchtest"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
 
@@ -49,7 +50,7 @@ func TestFailedSyncCallsDoNotNameTheWebhook(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens there now
 	url, schema := pgtest.Schema(t)
-	f := &fixture{dbURL: url, log: new(syncBuffer)}
+	f := &fixture{dbURL: url, log: new(dispatchtest.Buffer)}
 	f.url, f.st = startNode(t, fmt.Sprintf(`
 node_id: api-test
 store: {url: %q, schema: %s}

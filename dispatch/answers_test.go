@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/triggerd/triggerd/dispatch"
+	"github.com/triggerd/triggerd/dispatch/dispatchtest"
 	"github.com/triggerd/triggerd/store"
 )
 
@@ -181,7 +182,7 @@ func TestWebhookURLSecretsAreRedacted(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens there now
-	var logs syncBuffer
+	var logs dispatchtest.Buffer
 	target := "http://user:pw-s3cret@" + addr + "/hook?token=q-s3cret&plain=1"
 	n := e.start("a", trigger("t", "x", target, "retries: 0"),
 		dispatch.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
@@ -205,24 +206,6 @@ func TestWebhookURLSecretsAreRedacted(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer that logs may write from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestKeptRetriesAreNotClaimedTwice sends synchronous and async events to
 // a webhook that always fails: a synchronous row retried in-process is
 // never claimed meanwhile by a poll (this node's own included), so each
@@ -230,7 +213,7 @@ func (s *syncBuffer) String() string {
 // the row failed rather than timing out.
 func TestKeptRetriesAreNotClaimedTwice(t *testing.T) {
 	e := newEnv(t)
-	var logs syncBuffer
+	var logs dispatchtest.Buffer
 	h := newHook(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusInternalServerError) })
 	n := e.start("a", trigger("t", "x", h.URL, "retries: 3, retry_backoff: {initial: 100ms, max: 100ms}"),
 		dispatch.Options{Poll: 20 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil))})

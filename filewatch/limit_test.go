@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/triggerd/triggerd/config"
+	"github.com/triggerd/triggerd/dispatch/dispatchtest"
 	"github.com/triggerd/triggerd/filewatch"
 )
 
@@ -64,7 +65,7 @@ projects:
 		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}},
 		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}},
 	}
-	out := &syncBuffer{}
+	out := &dispatchtest.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Skipf("cannot start a process in a user namespace of its own (%v): the watch limit is not tested", err)

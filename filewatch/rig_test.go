@@ -1,7 +1,6 @@
 package filewatch_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -33,11 +31,11 @@ type rig struct {
 	schema   string
 	hook     *dispatchtest.Receiver
 	conn     *pgx.Conn
-	logs     *syncBuffer
+	logs     *dispatchtest.Buffer
 }
 
 func newRig(t testing.TB) *rig {
-	r := &rig{t: t, dir: t.TempDir(), hook: dispatchtest.NewReceiver(t), logs: &syncBuffer{}}
+	r := &rig{t: t, dir: t.TempDir(), hook: dispatchtest.NewReceiver(t), logs: &dispatchtest.Buffer{}}
 	r.storeURL, r.schema = pgtest.Schema(t)
 	return r
 }
@@ -198,22 +196,4 @@ func (r *rig) indexed() []string {
 	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	r.must(err)
 	return out
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
 }
