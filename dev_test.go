@@ -271,17 +271,7 @@ func TestSIGHUPIgnoredAtStartStaysIgnored(t *testing.T) {
 		t.Fatalf("after SIGHUP: %v", err)
 	}
 	resp.Body.Close()
-	if err := node.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-node.exited:
-	case <-time.After(10 * time.Second):
-		t.Fatal("triggerd did not exit after SIGTERM")
-	}
-	if code := node.cmd.ProcessState.ExitCode(); code != 0 {
-		t.Fatalf("exit code %d after SIGTERM", code)
-	}
+	node.terminate(t)
 }
 
 // TestDevListenTaken runs dev on an address another process holds, and on

@@ -183,6 +183,22 @@ func (c *child) kill(t *testing.T) {
 	<-c.exited
 }
 
+// terminate sends the child SIGTERM and waits until it exits 0.
+func (c *child) terminate(t *testing.T) {
+	t.Helper()
+	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("triggerd did not exit after SIGTERM")
+	}
+	if code := c.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM", code)
+	}
+}
+
 // queue posts an event to the child's API and returns the event id.
 func (c *child) queue(t *testing.T, body string) string {
 	t.Helper()
@@ -412,17 +428,7 @@ func TestSIGTERMLetsAttemptsFinish(t *testing.T) {
 	node := startChild(t, writeConfig(t, "node-1", url, schema, fmt.Sprintf("      - {name: t, type: work, url: %q}\n", hook.URL)))
 	node.queue(t, `{"type":"work"}`)
 	<-arrived
-	if err := node.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-node.exited:
-	case <-time.After(10 * time.Second):
-		t.Fatal("triggerd did not exit after SIGTERM")
-	}
-	if code := node.cmd.ProcessState.ExitCode(); code != 0 {
-		t.Fatalf("exit code %d after SIGTERM", code)
-	}
+	node.terminate(t)
 	st := openStore(t, url, schema)
 	rows, _ := st.Recent(context.Background(), store.Filter{}, 10)
 	if len(rows) != 1 || rows[0].Status != store.StatusProcessed {

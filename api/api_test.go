@@ -101,6 +101,34 @@ func startNode(tb testing.TB, text string, log *slog.Logger) (string, *store.Sto
 	return srv.URL, n.Store
 }
 
+// demoNode runs a node whose project "demo" has the rules and triggers
+// given (a YAML mapping, and list items one per line), logging to the
+// fixture's log.
+func demoNode(t *testing.T, rules, triggers string) *fixture {
+	t.Helper()
+	url, schema := pgtest.Schema(t)
+	f := &fixture{dbURL: url, log: new(dispatchtest.Buffer)}
+	f.url, f.st = startNode(t, fmt.Sprintf(`
+node_id: api-test
+store: {url: %q, schema: %s}
+projects:
+  - id: demo
+    secrets: [{kid: k1, alg: HS256, secret: %s}]
+    rules: %s
+    triggers:
+%s`, url, schema, secret, rules, indent(triggers)), slog.New(slog.NewTextHandler(f.log, nil)))
+	return f
+}
+
+// indent puts six spaces before each line.
+func indent(lines string) string {
+	var b strings.Builder
+	for line := range strings.SplitSeq(strings.TrimSpace(lines), "\n") {
+		b.WriteString("      " + strings.TrimSpace(line) + "\n")
+	}
+	return b.String()
+}
+
 // post sends a queue request with an Authorization header (none when
 // empty) and decodes the JSON answer.
 func (f *fixture) post(t *testing.T, path, body, authorization string) (int, map[string]any) {

@@ -3,13 +3,9 @@ package api_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"strings"
 	"testing"
-
-	"github.com/triggerd/triggerd/dispatch/dispatchtest"
-	"github.com/triggerd/triggerd/store/pgtest"
 )
 
 // TestEventsTheStoreRefusesAre400s has the store refuse an event's data
@@ -49,18 +45,7 @@ func TestFailedSyncCallsDoNotNameTheWebhook(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens there now
-	url, schema := pgtest.Schema(t)
-	f := &fixture{dbURL: url, log: new(dispatchtest.Buffer)}
-	f.url, f.st = startNode(t, fmt.Sprintf(`
-node_id: api-test
-store: {url: %q, schema: %s}
-projects:
-  - id: demo
-    secrets: [{kid: k1, alg: HS256, secret: %s}]
-    rules: {default: allow}
-    triggers:
-      - {name: gone, type: gone, url: "http://%s/internal/hook", retries: 0}
-`, url, schema, secret, addr), slog.New(slog.NewTextHandler(f.log, nil)))
+	f := demoNode(t, "{default: allow}", fmt.Sprintf(`- {name: gone, type: gone, url: "http://%s/internal/hook", retries: 0}`, addr))
 	status, out := f.post(t, queue, `{"type":"gone","isSynchronous":true}`, "")
 	msg, _ := out["error"].(string)
 	if status != 502 || !strings.Contains(msg, "could not be reached") || strings.Contains(msg, addr) || strings.Contains(msg, "internal/hook") {

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-
-	"github.com/triggerd/triggerd/store/pgtest"
 )
 
 // TestDeliveryTokensDoNotOpenTheAPI replays the X-SC-Token a webhook
@@ -26,19 +24,9 @@ func TestDeliveryTokensDoNotOpenTheAPI(t *testing.T) {
 		}
 	}))
 	t.Cleanup(hook.Close)
-	url, schema := pgtest.Schema(t)
-	f := &fixture{}
-	f.url, f.st = startNode(t, fmt.Sprintf(`
-node_id: api-test
-store: {url: %q, schema: %s}
-projects:
-  - id: demo
-    secrets: [{kid: k1, alg: HS256, secret: %s}]
-    rules: {default: authenticated, open: allow}
-    triggers:
-      - {name: open, type: open, url: %q}
-      - {name: authed, type: authed, url: %q}
-`, url, schema, secret, hook.URL, hook.URL), nil)
+	f := demoNode(t, "{default: authenticated, open: allow}", fmt.Sprintf(`
+		- {name: open, type: open, url: %q}
+		- {name: authed, type: authed, url: %q}`, hook.URL, hook.URL))
 
 	if status, out := f.post(t, queue, `{"type":"open"}`, ""); status != 200 {
 		t.Fatalf("queue: %d %v", status, out)
