@@ -100,23 +100,28 @@ func (s *Store) NextDue(ctx context.Context, project, trigger string) (time.Dura
 // table was small (a sequential scan) is reused as it grows.
 
 const renewSQL = `
-UPDATE event_logs SET due_at = now() + $3::interval
-WHERE id = ANY($2) AND claimed_by = $1 AND status || '' = 'staged'
-RETURNING id`
+UPDATE event_logs e SET due_at = now() + r.lease
+FROM unnest($2::uuid[], $3::interval[]) AS r(id, lease)
+WHERE e.id = r.id AND e.claimed_by = $1 AND e.status || '' = 'staged'
+RETURNING e.id`
 
 const releaseSQL = `
 UPDATE event_logs e SET claimed_by = NULL, due_at = coalesce(r.due, now())
 FROM unnest($2::uuid[], $3::timestamptz[]) AS r(id, due)
 WHERE e.id = r.id AND e.claimed_by = $1 AND e.status || '' = 'staged'`
 
-// Renew extends node's leases on the given staged rows to now + lease and
-// returns the ids it still held; the others were lost (to another node, or
-// because they are no longer staged).
-func (s *Store) Renew(ctx context.Context, node string, ids []uuid.UUID, lease time.Duration) (map[uuid.UUID]bool, error) {
+// Renew extends node's leases on the given staged rows, each to now plus
+// its lease (the same index in leases), and returns the ids it still held;
+// the others were lost (to another node, or because they are no longer
+// staged).
+func (s *Store) Renew(ctx context.Context, node string, ids []uuid.UUID, leases []time.Duration) (map[uuid.UUID]bool, error) {
+	if len(leases) != len(ids) {
+		return nil, fmt.Errorf("renew %d leases: %d lease lengths given", len(ids), len(leases))
+	}
 	b := &pgx.Batch{}
 	b.Queue(customPlanSQL)
 	var held []uuid.UUID
-	b.Queue(renewSQL, node, ids, lease).Query(func(rows pgx.Rows) error {
+	b.Queue(renewSQL, node, ids, leases).Query(func(rows pgx.Rows) error {
 		var err error
 		held, err = pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
 		return err

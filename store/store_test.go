@@ -384,13 +384,23 @@ func TestRenewAndRelease(t *testing.T) {
 	st := open(t)
 	ctx := context.Background()
 	mine := staged(time.Now().Add(time.Second), "a")
+	longer := staged(time.Now().Add(time.Second), "a")
 	lost := staged(time.Now().Add(time.Second), "b")
-	if err := st.Insert(ctx, []store.Event{mine, lost}); err != nil {
+	if err := st.Insert(ctx, []store.Event{mine, longer, lost}); err != nil {
 		t.Fatal(err)
 	}
-	kept, err := st.Renew(ctx, "a", []uuid.UUID{mine.ID, lost.ID}, time.Minute)
-	if err != nil || !kept[mine.ID] || kept[lost.ID] {
+	before := time.Now()
+	kept, err := st.Renew(ctx, "a", []uuid.UUID{mine.ID, longer.ID, lost.ID}, []time.Duration{time.Minute, time.Hour, time.Hour})
+	if err != nil || !kept[mine.ID] || !kept[longer.ID] || kept[lost.ID] {
 		t.Fatalf("renew: %v %v", kept, err)
+	}
+	// Each row's lease is its own length.
+	renewed, _ := st.Events(ctx, []uuid.UUID{mine.ID, longer.ID}, store.Filter{})
+	for _, r := range renewed {
+		want := map[uuid.UUID]time.Duration{mine.ID: time.Minute, longer.ID: time.Hour}[r.ID]
+		if got := r.DueAt.Sub(before); got < want-5*time.Second || got > want+5*time.Second {
+			t.Errorf("row renewed for %s is due in %s", want, got)
+		}
 	}
 	later := time.Now().Add(time.Hour).Truncate(time.Microsecond)
 	if err := st.Release(ctx, "a", []uuid.UUID{mine.ID}, []time.Time{later}); err != nil {
