@@ -267,3 +267,57 @@ func TestKeptRetriesAreNotClaimedTwice(t *testing.T) {
 		t.Errorf("one node claimed its own rows:\n%s", logs.String())
 	}
 }
+
+// TestASlowCommitDoesNotDeliverTwice holds event_logs locked while events
+// are queued, longer than a claim lasts: the rows commit already claimable,
+// and another node (or the queueing node's own poll) may claim them. Each
+// row is still delivered once: the node that queued them renews its lease
+// before attempting, or gives the row up.
+func TestASlowCommitDoesNotDeliverTwice(t *testing.T) {
+	e := newEnv(t)
+	h := newHook(t, nil)
+	// A claim lasts the lease plus the timeout: 1s here.
+	trig := trigger("t", "x", h.URL, "timeout: 500ms")
+	opts := dispatch.Options{Lease: 500 * time.Millisecond, Poll: 50 * time.Millisecond}
+	a := e.start("a", trig, opts)
+	e.start("b", trig, opts)
+	ctx := context.Background()
+	lock, err := a.st.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Rollback(ctx)
+	if _, err := lock.Exec(ctx, `LOCK TABLE event_logs IN SHARE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	const events = 200
+	var queued sync.WaitGroup
+	for i := range events {
+		queued.Go(func() {
+			if _, _, err := a.d.Enqueue(ctx, dispatch.Event{Project: "p", Type: "x", Data: []byte(fmt.Sprint(i))}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	time.Sleep(3 * time.Second) // three times as long as a claim lasts
+	if err := lock.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	queued.Wait()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(h.deliveries()) < events && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // for any second delivery
+	seen := make(map[string]int)
+	for _, d := range h.deliveries() {
+		seen[d.event.ID]++
+	}
+	twice := 0
+	for _, n := range seen {
+		twice += max(n-1, 0)
+	}
+	if len(seen) != events || twice > 0 {
+		t.Fatalf("%d deliveries of %d rows (%d events queued), %d more than once", len(h.deliveries()), len(seen), events, twice)
+	}
+}

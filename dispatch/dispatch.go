@@ -24,8 +24,9 @@ import (
 type Options struct {
 	// NodeID names this node in leases, CloudEvents and X-SC-Token.
 	NodeID string
-	// Lease is how long a claim lasts unless renewed (default: the config's
-	// lease). A dead node's rows come back to the others within about this long.
+	// Lease is how long a claim lasts beyond the trigger's timeout unless
+	// renewed (default: the config's lease). A dead node's rows come back to
+	// the others within about this long plus the timeout.
 	Lease time.Duration
 	// Poll is how often each trigger looks for rows staged or released by
 	// other nodes (default 1s). Rows this node stages wake it on time.
@@ -343,8 +344,11 @@ func (d *Dispatcher) newRow(l *lane, id, batch uuid.UUID, ev *Event, now time.Ti
 	if !claim {
 		return row, nil
 	}
+	// The claim lasts a lease after the row falls due, by this node's
+	// clock as it was before the insert: a slow commit shortens it, and
+	// the fence renews it before the attempt.
 	row.ClaimedBy = d.opts.NodeID
-	row.DueAt = later(ev.FireAt, now.Add(d.opts.Lease))
+	row.DueAt = later(ev.FireAt, now).Add(l.lease)
 	return row, &job{row: row, lane: l, wait: w, index: index, next: ev.FireAt}
 }
 
@@ -368,7 +372,7 @@ func (d *Dispatcher) launch(rows []store.Event, claimed []*job, written map[uuid
 	}
 	for _, j := range claimed {
 		if written == nil || written[j.row.ID] {
-			d.start(j)
+			d.start(j, j.row.DueAt)
 		} else {
 			j.lane.unreserve(1)
 		}

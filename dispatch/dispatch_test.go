@@ -535,17 +535,34 @@ func TestTwoNodesDeliverEachRowOnce(t *testing.T) {
 	}
 }
 
+// TestRenewedLeaseIsNotTakenOver has a node hold rows for longer than a
+// claim lasts (the lease plus the timeout, 1.4s here): three rows that wait
+// in turn for the one attempt slot, 0.8s each. The node renews their
+// leases, and the other node takes none of them.
 func TestRenewedLeaseIsNotTakenOver(t *testing.T) {
 	e := newEnv(t)
-	h := newHook(t, func(int, http.ResponseWriter, *http.Request) { time.Sleep(1500 * time.Millisecond) })
-	trig := trigger("t", "x", h.URL, "timeout: 10000")
+	h := newHook(t, func(int, http.ResponseWriter, *http.Request) { time.Sleep(800 * time.Millisecond) })
+	trig := trigger("t", "x", h.URL, "timeout: 1000, concurrency: 1")
 	opts := dispatch.Options{Lease: 400 * time.Millisecond, Poll: 50 * time.Millisecond}
 	a := e.start("a", trig, opts)
 	e.start("b", trig, opts)
-	id, _, _ := a.d.Enqueue(context.Background(), dispatch.Event{Project: "p", Type: "x"})
-	a.waitStatus(t, id, store.StatusProcessed, 5*time.Second)
-	if got := len(h.deliveries()); got != 1 {
-		t.Fatalf("%d deliveries of an attempt longer than the lease, want 1 (the lease is renewed)", got)
+	var ids []uuid.UUID
+	for range 3 {
+		id, _, _ := a.d.Enqueue(context.Background(), dispatch.Event{Project: "p", Type: "x"})
+		ids = append(ids, id)
+	}
+	for _, id := range ids {
+		a.waitStatus(t, id, store.StatusProcessed, 10*time.Second)
+	}
+	got := h.deliveries()
+	if len(got) != 3 {
+		t.Fatalf("%d deliveries of 3 rows held longer than a claim lasts, want 3", len(got))
+	}
+	for _, d := range got {
+		claims := jwt.MapClaims{}
+		if _, _, err := jwt.NewParser().ParseUnverified(d.header.Get("X-SC-Token"), claims); err != nil || claims["id"] != "a" {
+			t.Errorf("a row was delivered by %v, not by node a, which held it (%v): its lease was not renewed", claims["id"], err)
+		}
 	}
 }
 

@@ -29,10 +29,11 @@ type job struct {
 	lost       bool // the lease went to another node: attempt no more
 }
 
-// start holds j and runs it in its own goroutine, unless this node holds
-// its row already: a row is never worked on twice at once by one node.
-func (d *Dispatcher) start(j *job) {
-	if !d.held.add(j, j.row.DueAt) {
+// start holds j, whose lease ends at leaseUntil by this node's clock, and
+// runs it in its own goroutine, unless this node holds its row already: a
+// row is never worked on twice at once by one node.
+func (d *Dispatcher) start(j *job, leaseUntil time.Time) {
+	if !d.held.add(j, leaseUntil) {
 		d.log.Warn("a row this node holds was claimed again; it stays with the work already on it", j.lane.rowRef(&j.row)...)
 		j.lane.unreserve(1)
 		return
@@ -75,6 +76,17 @@ func (d *Dispatcher) work(j *job) bool {
 		case <-d.soft.Done():
 			return false
 		}
+		switch held, err := d.fence(j); {
+		case err != nil:
+			<-l.slots
+			d.log.Warn("cannot renew a row's lease before its attempt; trying again", append(l.rowRef(&j.row), "err", err)...)
+			j.next = time.Now().Add(recordRetry)
+			continue
+		case !held:
+			<-l.slots
+			d.log.Warn("another node took this row over while this node was held up; it is not attempted here", l.rowRef(&j.row)...)
+			return true
+		}
 		// The slot is held until the outcome is written: a crash can then
 		// leave at most concurrency attempts per trigger unrecorded, and
 		// so delivered again.
@@ -103,9 +115,33 @@ func (d *Dispatcher) work(j *job) bool {
 			l.schedule(out.DueAt)
 			return true
 		}
-		j.next = out.DueAt.Add(-d.opts.Lease) // the retry (see decide)
+		j.next = out.DueAt.Add(-l.lease) // the retry (see decide)
 		d.held.setLease(j, out.DueAt)
 	}
+}
+
+// fence reports whether this node may attempt j's row now: only while its
+// lease, by this node's clock, outlasts the attempt (the trigger's timeout)
+// with room to spare. A lease that ran short (the node stalled, a commit
+// was slow) is renewed first; false means another node holds the row.
+func (d *Dispatcher) fence(j *job) (bool, error) {
+	need := j.lane.trig.Timeout() + d.opts.Lease/8
+	now := time.Now()
+	if d.held.leaseLeft(j, now) >= need {
+		return true, nil
+	}
+	ctx, cancel := context.WithTimeout(d.hard, claimTimeout)
+	defer cancel()
+	kept, err := d.store.Renew(ctx, d.opts.NodeID, []uuid.UUID{j.row.ID}, []time.Duration{j.lane.lease})
+	if err != nil {
+		return false, err
+	}
+	if !kept[j.row.ID] {
+		d.held.setLost(j)
+		return false, nil
+	}
+	d.held.setLease(j, now.Add(j.lane.lease))
+	return true, nil
 }
 
 // decide turns an attempt's result into the row's outcome.
@@ -143,7 +179,7 @@ func (d *Dispatcher) decide(j *job, res attemptResult) store.Outcome {
 			// Retried here, for the waiting caller: the row stays this
 			// node's until a lease after the retry, so that no poll (this
 			// node's included) claims it in between.
-			out.Keep, out.DueAt = true, out.DueAt.Add(d.opts.Lease)
+			out.Keep, out.DueAt = true, out.DueAt.Add(j.lane.lease)
 		}
 	}
 	return out

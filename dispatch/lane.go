@@ -26,6 +26,10 @@ type lane struct {
 	trig     *config.Trigger
 	slots    chan struct{} // one per attempt in flight
 	capacity int           // rows held at most: in flight, waiting for a slot or sleeping
+	// lease is how long this node's claim on a row lasts: the config's
+	// lease plus the trigger's timeout, so that an attempt in flight
+	// always ends before its lease does (see Dispatcher.fence).
+	lease time.Duration
 
 	mu      sync.Mutex
 	held    int
@@ -41,6 +45,7 @@ func newLane(d *Dispatcher, p *project, t *config.Trigger) *lane {
 		trig:     t,
 		slots:    make(chan struct{}, t.Concurrency),
 		capacity: 16 * t.Concurrency,
+		lease:    d.opts.Lease + t.Timeout(),
 		wakeAt:   time.Now(),
 		poke:     make(chan struct{}, 1),
 	}
@@ -156,7 +161,7 @@ func (l *lane) poll(ctx context.Context) {
 	// are started, find the dispatcher stopping, and are released.
 	started := time.Now()
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
-	rows, err := d.store.Claim(cctx, d.opts.NodeID, l.proj.cfg.ID, l.trig.Name, free, d.opts.Lease)
+	rows, err := d.store.Claim(cctx, d.opts.NodeID, l.proj.cfg.ID, l.trig.Name, free, l.lease)
 	cancel()
 	l.unreserve(free - len(rows))
 	if err != nil {
@@ -172,7 +177,7 @@ func (l *lane) poll(ctx context.Context) {
 		l.mu.Unlock()
 	}
 	for _, r := range rows {
-		d.start(&job{row: r, lane: l})
+		d.start(&job{row: r, lane: l}, started.Add(l.lease))
 	}
 	if full {
 		return

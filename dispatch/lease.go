@@ -53,14 +53,27 @@ func (h *heldRows) isLost(j *job) bool {
 	return j.lost
 }
 
-// expiring returns the rows whose lease ends before t and that are not
-// being recorded.
-func (h *heldRows) expiring(t time.Time) []*job {
+func (h *heldRows) setLost(j *job) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	j.lost = true
+}
+
+// leaseLeft is how long j's lease lasts after now, by this node's clock.
+func (h *heldRows) leaseLeft(j *job, now time.Time) time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return j.leaseUntil.Sub(now)
+}
+
+// expiring returns the rows that are not being recorded and whose lease,
+// after now, is shorter than their trigger's timeout plus margin.
+func (h *heldRows) expiring(now time.Time, margin time.Duration) []*job {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var out []*job
 	for _, j := range h.jobs {
-		if !j.recording && j.leaseUntil.Before(t) {
+		if !j.recording && j.leaseUntil.Sub(now) < j.lane.trig.Timeout()+margin {
 			out = append(out, j)
 		}
 	}
@@ -78,9 +91,11 @@ func (h *heldRows) all() []*job {
 	return out
 }
 
-// renew extends the leases that would end within half a lease, every
-// quarter lease, until ctx ends. Rows whose lease another node took are
-// marked lost, so that they are attempted no more here.
+// renew extends, every quarter lease, the leases that would end within
+// their trigger's timeout plus half a lease, so that an attempt normally
+// finds its lease long enough (see fence) and needs no renewal of its own;
+// until ctx ends. Rows whose lease another node took are marked lost, so
+// that they are attempted no more here.
 func (d *Dispatcher) renew(ctx context.Context) {
 	tick := time.NewTicker(d.opts.Lease / 4)
 	defer tick.Stop()
@@ -91,15 +106,16 @@ func (d *Dispatcher) renew(ctx context.Context) {
 		case <-tick.C:
 		}
 		now := time.Now()
-		jobs := d.held.expiring(now.Add(d.opts.Lease / 2))
+		jobs := d.held.expiring(now, d.opts.Lease/2)
 		if len(jobs) == 0 {
 			continue
 		}
 		ids := make([]uuid.UUID, len(jobs))
+		leases := make([]time.Duration, len(jobs))
 		for i, j := range jobs {
-			ids[i] = j.row.ID
+			ids[i], leases[i] = j.row.ID, j.lane.lease
 		}
-		kept, err := d.store.Renew(ctx, d.opts.NodeID, ids, d.opts.Lease)
+		kept, err := d.store.Renew(ctx, d.opts.NodeID, ids, leases)
 		if err != nil {
 			if ctx.Err() == nil {
 				d.log.Warn("renewing leases failed; trying again", "rows", len(ids), "err", err)
@@ -110,7 +126,7 @@ func (d *Dispatcher) renew(ctx context.Context) {
 		for _, j := range jobs {
 			switch {
 			case kept[j.row.ID]:
-				j.leaseUntil = now.Add(d.opts.Lease)
+				j.leaseUntil = now.Add(j.lane.lease)
 			case !j.recording && d.held.jobs[j.row.ID] == j:
 				j.lost = true
 				d.log.Warn("lost the lease on a row; another node may deliver it", j.lane.rowRef(&j.row)...)

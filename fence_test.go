@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/triggerd/triggerd/store"
+	"github.com/triggerd/triggerd/store/pgtest"
+)
+
+// TestAFrozenNodeDeliversNoRowTakenOver freezes one of three nodes with
+// SIGSTOP, for twice the time its claims last, while they deliver a
+// backlog, then lets it run on. The others take its rows over; once awake,
+// it sends no attempt for a row that was taken over, so no row is delivered
+// after it was processed, and only the attempts in flight at the freeze
+// (at most concurrency) are delivered twice.
+func TestAFrozenNodeDeliversNoRowTakenOver(t *testing.T) {
+	url, schema := pgtest.Schema(t)
+	type arrival struct {
+		node string
+		at   time.Time
+	}
+	var mu sync.Mutex
+	got := make(map[string][]arrival)
+	hook := newCounter(t, func(id, node string, _ http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		got[id] = append(got[id], arrival{node, time.Now()})
+		mu.Unlock()
+		time.Sleep(50 * time.Millisecond)
+	})
+	// lease 2s (writeConfig) and timeout 1s: a claim lasts 3s.
+	const concurrency, events = 16, 1500
+	trig := fmt.Sprintf("      - {name: t, type: work, url: %q, concurrency: %d, timeout: 1s}\n", hook.URL, concurrency)
+	var nodes []*child
+	for _, id := range []string{"node-a", "node-b", "node-c"} {
+		nodes = append(nodes, startChild(t, writeConfig(t, id, url, schema, trig)))
+	}
+	// Every event is staged due at once, so that each node claims a
+	// lane's worth: attempts in flight, and rows waiting for a slot.
+	st := openStore(t, url, schema)
+	now := time.Now()
+	staged := make([]store.Event, events)
+	for i := range staged {
+		id := uuid.Must(uuid.NewV7())
+		staged[i] = store.Event{ID: id, BatchID: id, Project: "demo", Trigger: "t", Type: "work",
+			Payload: []byte(fmt.Sprint(i)), EventTime: now, FireAt: now, Status: store.StatusStaged, DueAt: now}
+	}
+	if err := st.Insert(context.Background(), staged); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		hook.mu.Lock()
+		n := hook.nodes["node-a"]
+		hook.mu.Unlock()
+		if n >= 2*concurrency {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node A made %d deliveries in 20s", n)
+		}
+	}
+	frozen := nodes[0]
+	stopped := time.Now()
+	if err := frozen.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(6 * time.Second)
+	if err := frozen.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	rows := waitRows(t, st, 60*time.Second, events, func(r store.Event) bool { return r.Status == store.StatusProcessed })
+	time.Sleep(2 * time.Second) // time for a late attempt of the node that froze
+
+	mu.Lock()
+	defer mu.Unlock()
+	var late, twice []string
+	extra := 0
+	for _, r := range rows {
+		as := got[r.ID.String()]
+		if len(as) == 0 {
+			t.Errorf("row %s is processed but was never delivered", r.ID)
+		}
+		extra += max(len(as)-1, 0)
+		after := 0
+		for _, a := range as {
+			if a.at.After(r.UpdatedAt) {
+				late = append(late, fmt.Sprintf("%s by %s %s after it was processed", r.ID, a.node, a.at.Sub(r.UpdatedAt).Round(time.Millisecond)))
+			}
+			if a.at.After(stopped) {
+				after++
+			}
+		}
+		// A row in flight on node A at the freeze is delivered again by
+		// the node that takes it over; no row is sent twice after.
+		if after > 1 {
+			var by []string
+			for _, a := range as {
+				by = append(by, fmt.Sprintf("%s %+.3fs", a.node, a.at.Sub(stopped).Seconds()))
+			}
+			twice = append(twice, fmt.Sprintf("%s by %v after the freeze began", r.ID, by))
+		}
+	}
+	if len(late) > 0 {
+		t.Errorf("%d deliveries of rows already processed, such as %v", len(late), late[:min(len(late), 5)])
+	}
+	if len(twice) > 0 {
+		t.Errorf("%d rows sent twice after the freeze began, such as %v", len(twice), twice[:min(len(twice), 3)])
+	}
+	if extra > concurrency {
+		t.Errorf("%d rows delivered more than once: more than the %d attempts node A can have had in flight", extra, concurrency)
+	}
+	t.Logf("%d events; %d delivered twice (in flight at the freeze); deliveries by node %v", events, extra, hook.nodes)
+}
