@@ -79,7 +79,9 @@ func (d *Dispatcher) work(j *job) bool {
 		switch held, err := d.fence(j); {
 		case err != nil:
 			<-l.slots
-			d.log.Warn("cannot renew a row's lease before its attempt; trying again", append(l.rowRef(&j.row), "err", err)...)
+			// The renewer warns of the store's outage; one line per row
+			// and second would flood the log.
+			d.log.Debug("cannot renew a row's lease before its attempt; trying again", append(l.rowRef(&j.row), "err", err)...)
 			j.next = time.Now().Add(recordRetry)
 			continue
 		case !held:
