@@ -554,65 +554,95 @@ func descendants(pid int) []int {
 // must hand the slot to the standby within seconds, with every committed
 // row logged exactly once and delivered at least once.
 func TestStandbyTakesOverFromAKilledNode(t *testing.T) {
-	ctx := context.Background()
 	c := newCapture(t)
-	db, storeURL, schema, hook := c.db, c.storeURL, c.schema, c.hook
 	streaming := startChild(t, c.config("node-a"))
-	waitWalsender(t, db, slot, 30*time.Second)
+	waitWalsender(t, c.db, slot, 30*time.Second)
 	startChild(t, c.config("node-b"))
 
-	var next atomic.Int64
-	stop := make(chan struct{})
-	var writer sync.WaitGroup
-	writer.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(5 * time.Millisecond):
-			}
-			if _, err := db.Exec(ctx, `INSERT INTO items VALUES ($1, 'x')`, next.Add(1)); err != nil {
-				t.Errorf("insert: %v", err)
-				return
-			}
-		}
-	})
-	stopWriter := sync.OnceFunc(func() { close(stop); writer.Wait() })
-	defer stopWriter()
+	w := c.startWriter()
 	time.Sleep(time.Second)
 	streaming.kill(t)
-	killed, afterKill := time.Now(), next.Load()+1
-	for !slices.ContainsFunc(slices.Collect(maps.Keys(hook.byDocCopy())), func(id int64) bool { return id > afterKill }) {
-		if time.Since(killed) > 20*time.Second {
-			t.Fatalf("no row committed after the kill was delivered within 20s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	took := time.Since(killed)
+	killed := time.Now()
+	took := c.waitDeliveredAfter(w.last()+1, killed, 20*time.Second)
 	t.Logf("the standby delivered a row committed after the kill %s after it", took.Round(time.Millisecond))
 	if took > 5*time.Second {
 		t.Errorf("the standby took %s to take over", took)
 	}
 	time.Sleep(500 * time.Millisecond)
-	stopWriter()
+	w.stop()
+	c.expectEachRowOnce(w.last())
+}
 
-	// Rows 1..last committed: each must be logged once and delivered.
-	last := next.Load()
-	st, err := pgx.Connect(ctx, storeURL)
+// rowWriter inserts rows 1, 2, 3... into items, one every 5 ms, until
+// stopped.
+type rowWriter struct {
+	next atomic.Int64
+	stop func()
+}
+
+// startWriter starts a rowWriter on the source, stopped at the test's end
+// if not before.
+func (c *capture) startWriter() *rowWriter {
+	w := &rowWriter{}
+	done := make(chan struct{})
+	var writer sync.WaitGroup
+	writer.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			if _, err := c.db.Exec(context.Background(), `INSERT INTO items VALUES ($1, 'x')`, w.next.Add(1)); err != nil {
+				c.t.Errorf("insert: %v", err)
+				return
+			}
+		}
+	})
+	w.stop = sync.OnceFunc(func() { close(done); writer.Wait() })
+	c.t.Cleanup(w.stop)
+	return w
+}
+
+// last is the last row inserted, or being inserted.
+func (w *rowWriter) last() int64 { return w.next.Load() }
+
+// waitDeliveredAfter waits until a row from id on is delivered, and
+// returns how long after since that was.
+func (c *capture) waitDeliveredAfter(id int64, since time.Time, within time.Duration) time.Duration {
+	c.t.Helper()
+	for !slices.ContainsFunc(slices.Collect(maps.Keys(c.hook.byDocCopy())), func(d int64) bool { return d >= id }) {
+		if time.Since(since) > within {
+			c.t.Fatalf("no row from %d on was delivered within %s", id, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return time.Since(since)
+}
+
+// expectEachRowOnce waits until each of rows 1 to last is logged in
+// event_logs exactly once, no other row change is, and each is delivered.
+func (c *capture) expectEachRowOnce(last int64) {
+	c.t.Helper()
+	t, ctx := c.t, context.Background()
+	if t.Failed() {
+		t.FailNow()
+	}
+	st, err := pgx.Connect(ctx, c.storeURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close(ctx)
-	eventLogs := pgx.Identifier{schema, "event_logs"}.Sanitize()
+	eventLogs := pgx.Identifier{c.schema, "event_logs"}.Sanitize()
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		var ids, rows, twice, outside int64
 		err := st.QueryRow(ctx, `SELECT count(*), coalesce(sum(n), 0), count(*) FILTER (WHERE n > 1), count(*) FILTER (WHERE id NOT BETWEEN 1 AND $1)
-			FROM (SELECT (payload->'doc'->>'id')::bigint AS id, count(*) AS n FROM `+eventLogs+` GROUP BY 1) per_row`, last).
+			FROM (SELECT (payload->'doc'->>'id')::bigint AS id, count(*) AS n FROM `+eventLogs+` WHERE type = 'DB_INSERT' GROUP BY 1) per_row`, last).
 			Scan(&ids, &rows, &twice, &outside)
 		if err != nil {
 			t.Fatal(err)
 		}
-		delivered := hook.byDocCopy()
+		delivered := c.hook.byDocCopy()
 		undelivered := 0
 		for id := int64(1); id <= last; id++ {
 			if delivered[id] == 0 {

@@ -111,7 +111,8 @@ func (s *Source) Check(ctx context.Context) error {
 // Run streams changes until ctx ends. A lost connection, a restarting
 // server or a failed write ends the session; the next one resumes from
 // the slot's confirmed position after a backoff. Only one node streams a
-// slot at a time: the others wait for its lock.
+// slot at a time: the others wait for its lock, and end the session of a
+// holder that stopped renewing it for store.FenceAfter (a frozen node).
 func (s *Source) Run(ctx context.Context) {
 	supervise.Sessions(ctx, s.log, "change capture stopped; reconnecting", s.session)
 }

@@ -3,6 +3,7 @@ package cdc
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 	"github.com/triggerd/triggerd/config"
 	"github.com/triggerd/triggerd/dispatch"
 	"github.com/triggerd/triggerd/dispatch/supervise"
+	"github.com/triggerd/triggerd/store"
 )
 
 // item is what the reader hands the consumer: a message at its WAL
@@ -48,6 +50,9 @@ func (s *Source) session(ctx context.Context) error {
 		return err
 	}
 	if err := s.prepare(ctx, conn, pl.tables); err != nil {
+		return err
+	}
+	if err := s.endStaleStream(ctx, conn); err != nil {
 		return err
 	}
 
@@ -97,39 +102,103 @@ func (s *Source) session(ctx context.Context) error {
 	return nil
 }
 
-// lock waits until this node holds the slot's advisory lock on conn. The
-// lock lasts as long as the connection: a dead node's is released with it.
+// lock waits until this node holds the slot's advisory lock on conn,
+// fencing a holder that stopped renewing it (a frozen node). The lock
+// lasts as long as the connection: a dead node's is released with it.
 func (s *Source) lock(ctx context.Context, conn *pgx.Conn) error {
 	key := "triggerd.cdc." + s.db.Slot
 	return supervise.Standby(ctx, s.log, s.opts.LockRetry,
 		"another node streams this slot; standing by to take over", "took over the slot",
 		func() (bool, error) {
-			var got bool
-			if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended($1, 0))`, key).Scan(&got); err != nil {
+			got, fenced, err := store.TakeLock(ctx, conn, key)
+			if err != nil {
 				return false, fmt.Errorf("%s: take the slot's lock: %w", s.where(), err)
+			}
+			if fenced != nil {
+				s.log.Warn("fenced the node streaming this slot, which stopped renewing its lock",
+					"pid", fenced.PID, "client", fenced.Client, "idle", fenced.Idle)
 			}
 			return got, nil
 		})
 }
 
-// heartbeat writes a logical message to the database every period, so that
-// the slot has a position to confirm even when no captured table changes.
-// It also notices when the connection holding the lock breaks.
-func (s *Source) heartbeat(ctx context.Context, shared *sharedConn) error {
-	t := time.NewTicker(s.db.Heartbeat.Std())
-	defer t.Stop()
+// endStaleStream ends a walsender that still streams the slot, and waits
+// for it to exit: it serves a node that no longer holds the slot's lock
+// (fenced while frozen, or its lock's connection broke), which therefore
+// stops without confirming anything more, and it would keep this node from
+// streaming until wal_sender_timeout. The signal is repeated: a walsender
+// whose client is frozen and has stopped reading blocks on sending its
+// farewell, and exits only on a second signal.
+func (s *Source) endStaleStream(ctx context.Context, conn *pgx.Conn) error {
+	var first uint32
+	deadline := time.Now().Add(5 * time.Second)
 	for {
+		var pid uint32
+		err := conn.QueryRow(ctx, `SELECT active_pid, pg_terminate_backend(active_pid) FROM pg_replication_slots
+			WHERE slot_name = $1 AND active_pid IS NOT NULL`, s.db.Slot).Scan(&pid, nil)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			if first != 0 {
+				s.log.Warn("ended the stream of this slot of a node that lost its lock", "pid", first)
+			}
+			return nil
+		case err != nil:
+			return fmt.Errorf("%s: end the stream of slot %s of a node that lost its lock: %w (ending another session takes the same role, or a role granted pg_signal_backend)", s.where(), s.db.Slot, err)
+		case first == 0:
+			first = pid
+		case time.Now().After(deadline):
+			return fmt.Errorf("%s: the walsender streaming slot %s (pid %d) for a node that lost its lock has not exited 5s after it was told to", s.where(), s.db.Slot, pid)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// heartbeat keeps the slot's lock: it queries the connection holding it
+// every store.RenewEvery, which shows standbys that this node is live (they
+// fence a holder idle for store.FenceAfter), and writes a logical message
+// every heartbeat period, so that the slot has a position to confirm even
+// when no captured table changes. It ends the session when the connection
+// breaks, or when this node went longer than store.FenceAfter without
+// renewing (it was frozen, or cut off): a standby may have taken over.
+func (s *Source) heartbeat(ctx context.Context, shared *sharedConn) error {
+	renew := time.NewTicker(store.RenewEvery)
+	defer renew.Stop()
+	beat := time.NewTicker(s.db.Heartbeat.Std())
+	defer beat.Stop()
+	renewed := time.Now()
+	for {
+		emit := false
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case <-renew.C:
+		case <-beat.C:
+			emit = true
 		}
+		if since := time.Since(renewed); since > store.FenceAfter {
+			return fmt.Errorf("%s: the slot's lock was not renewed for %s, so another node may have taken it (%w)", s.where(), since.Round(time.Millisecond), errLockLost)
+		}
+		qctx, cancel := context.WithTimeout(ctx, store.FenceAfter)
 		shared.mu.Lock()
-		_, err := shared.conn.Exec(ctx, `SELECT pg_logical_emit_message(false, 'triggerd.heartbeat', '')`)
+		var err error
+		if emit {
+			_, err = shared.conn.Exec(qctx, `SELECT pg_logical_emit_message(false, 'triggerd.heartbeat', '')`)
+		} else {
+			err = shared.conn.Ping(qctx)
+		}
 		shared.mu.Unlock()
-		if err != nil && ctx.Err() == nil {
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
 			return fmt.Errorf("%s: heartbeat: %w (%w)", s.where(), err, errLockLost)
 		}
+		renewed = time.Now()
 	}
 }
 

@@ -131,12 +131,14 @@ func (s *Source) Check(ctx context.Context) error {
 // Run watches the directory until ctx ends. A failed write, a lost lock or
 // a vanished directory ends the session; the next one compares the
 // directory with the index again, after a backoff. Only one node watches a
-// directory at a time: the others wait for its lock.
+// directory at a time: the others wait for its lock, and end the session
+// of a holder that stopped renewing it for store.FenceAfter (a frozen node).
 func (s *Source) Run(ctx context.Context) {
 	supervise.Sessions(ctx, s.log, "watching stopped; restarting", s.session)
 }
 
-// lock waits until this node holds the directory's lock in the store.
+// lock waits until this node holds the directory's lock in the store,
+// fencing a holder that stopped renewing it (a frozen node).
 func (s *Source) lock(ctx context.Context) (*store.Lock, error) {
 	key := lockKey(s.store.Schema(), s.project, s.alias)
 	var held *store.Lock
@@ -146,6 +148,10 @@ func (s *Source) lock(ctx context.Context) (*store.Lock, error) {
 			l, err := s.store.TryLock(ctx, key)
 			if err != nil {
 				return false, fmt.Errorf("%s: %w", s.where(), err)
+			}
+			if l != nil && l.Fenced != nil {
+				s.log.Warn("fenced the node watching this directory, which stopped renewing its lock",
+					"pid", l.Fenced.PID, "client", l.Fenced.Client, "idle", l.Fenced.Idle)
 			}
 			held = l
 			return l != nil, nil

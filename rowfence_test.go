@@ -68,13 +68,9 @@ func TestAFrozenNodeDeliversNoRowTakenOver(t *testing.T) {
 	}
 	frozen := nodes[0]
 	stopped := time.Now()
-	if err := frozen.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	frozen.signal(t, syscall.SIGSTOP)
 	time.Sleep(6 * time.Second)
-	if err := frozen.cmd.Process.Signal(syscall.SIGCONT); err != nil {
-		t.Fatal(err)
-	}
+	frozen.signal(t, syscall.SIGCONT)
 	rows := waitRows(t, st, 60*time.Second, events, func(r store.Event) bool { return r.Status == store.StatusProcessed })
 	time.Sleep(2 * time.Second) // time for a late attempt of the node that froze
 
