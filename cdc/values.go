@@ -5,6 +5,8 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -25,7 +27,8 @@ func newValueEncoder() *valueEncoder {
 }
 
 // Layouts of Postgres' ISO output; the offset of a timestamptz has the
-// minutes and seconds only when they are not zero.
+// minutes and seconds only when they are not zero. Years before 1 are
+// written with a BC suffix, and years past 9999 with more digits.
 var (
 	timestamptzLayouts = []string{
 		"2006-01-02 15:04:05.999999999Z07",
@@ -54,11 +57,11 @@ func (e *valueEncoder) appendJSON(dst []byte, oid uint32, text []byte) []byte {
 			return append(dst, "false"...)
 		}
 	case pgtype.TimestamptzOID:
-		return appendTime(dst, text, timestamptzLayouts, time.RFC3339Nano)
+		return appendTime(dst, text, timestamptzLayouts, "-01-02T15:04:05.999999999Z07:00")
 	case pgtype.TimestampOID:
-		return appendTime(dst, text, timestampLayouts, "2006-01-02T15:04:05.999999999")
+		return appendTime(dst, text, timestampLayouts, "-01-02T15:04:05.999999999")
 	case pgtype.DateOID:
-		return appendTime(dst, text, dateLayouts, time.DateOnly)
+		return appendTime(dst, text, dateLayouts, "-01-02")
 	case pgtype.JSONOID, pgtype.JSONBOID:
 		if json.Valid(text) {
 			return append(dst, text...)
@@ -177,18 +180,71 @@ func (e *valueEncoder) unquoteElement(s []byte) (v, rest []byte, ok bool) {
 	return nil, nil, false
 }
 
-// appendTime appends the time in text, parsed with the first layout that
-// fits, as a JSON string in UTC in the format out. Infinities, BC dates
-// and years past 9999 fit none and become strings of the text.
+// appendTime appends the date or time in text, Postgres's ISO form read
+// with the first of layouts that fits, as a JSON string of ISO 8601: the
+// year, then the rest in UTC formatted as out. Years are numbered as ISO
+// 8601 numbers them (1 BC is 0000, 2 BC -0001), and those before 0000 or
+// past 9999 have a sign and at least six digits. infinity and -infinity,
+// and text that is no time, become strings of the text.
 func appendTime(dst, text []byte, layouts []string, out string) []byte {
+	t, shift, ok := parseTime(string(text), layouts)
+	if !ok {
+		return appendString(dst, text)
+	}
+	t = t.UTC()
+	dst = append(dst, '"')
+	switch y := t.Year() + shift; {
+	case 0 <= y && y <= 9999:
+		dst = appendDigits(dst, y, 4)
+	case y < 0:
+		dst = appendDigits(append(dst, '-'), -y, 6)
+	default:
+		dst = appendDigits(append(dst, '+'), y, 6)
+	}
+	dst = t.AppendFormat(dst, out)
+	return append(dst, '"')
+}
+
+// parseTime reads s with the first of layouts that fits. A year Go cannot
+// read, written with BC or with more than four digits, is read as the
+// year between 2000 and 2399 at the same place in the Gregorian calendar's
+// 400-year cycle, and shift is what to add to the time's year.
+func parseTime(s string, layouts []string) (t time.Time, shift int, ok bool) {
 	for _, l := range layouts {
-		if t, err := time.Parse(l, string(text)); err == nil {
-			dst = append(dst, '"')
-			dst = t.UTC().AppendFormat(dst, out)
-			return append(dst, '"')
+		if t, err := time.Parse(l, s); err == nil {
+			return t, 0, true
 		}
 	}
-	return appendString(dst, text)
+	s, bc := strings.CutSuffix(s, " BC")
+	i := strings.IndexByte(s, '-')
+	if i < 4 || strings.Trim(s[:i], "0123456789") != "" {
+		return time.Time{}, 0, false
+	}
+	year, err := strconv.Atoi(s[:i])
+	if err != nil {
+		return time.Time{}, 0, false
+	}
+	if bc {
+		year = 1 - year
+	}
+	in := 2000 + (year%400+400)%400
+	s = strconv.Itoa(in) + s[i:]
+	for _, l := range layouts {
+		if t, err := time.Parse(l, s); err == nil {
+			return t, year - in, true
+		}
+	}
+	return time.Time{}, 0, false
+}
+
+// appendDigits appends n, which is not negative, with at least width digits.
+func appendDigits(dst []byte, n, width int) []byte {
+	for w, p := 1, 10; w < width; w, p = w+1, p*10 {
+		if n < p {
+			dst = append(dst, '0')
+		}
+	}
+	return strconv.AppendInt(dst, int64(n), 10)
 }
 
 // appendBytea appends bytea's hex form \x0a1b… as a JSON string in
