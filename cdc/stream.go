@@ -299,6 +299,9 @@ func (c *consumer) handle(ctx context.Context, it item, idle bool) error {
 		if err != nil {
 			return err
 		}
+		if err := c.learnTypes(ctx, m); err != nil {
+			return err
+		}
 		c.rels[m.RelationID] = newRelation(c.s, c.plan, m, pk)
 	case *pglogrepl.BeginMessage:
 		c.tx = &txn{xid: m.Xid, commit: m.CommitTime, lsn: m.FinalLSN}

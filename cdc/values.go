@@ -2,14 +2,18 @@ package cdc
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
@@ -17,13 +21,97 @@ import (
 // It expects the walsender's DateStyle=ISO, TimeZone=UTC and
 // bytea_output=hex, and is not safe for concurrent use.
 type valueEncoder struct {
-	types   *pgtype.Map // finds arrays' element types
-	unquote []byte      // scratch for array elements with backslash escapes
+	types   map[uint32]typeInfo // the types learned from the catalog
+	unquote []byte              // scratch for array elements with backslash escapes
 }
 
-// newValueEncoder returns an encoder knowing pgx's built-in types.
+// typeInfo is what the catalog says of a type beyond the type itself: what
+// a domain stands for, and what an array holds.
+type typeInfo struct {
+	base   uint32 // a domain's base type, itself not a domain; 0 for other types
+	elem   uint32 // the element type of an array, int2vector or oidvector
+	delim  byte   // what separates an array's elements
+	vector bool   // an int2vector or oidvector, written 1 2 3 rather than {1,2,3}
+}
+
+// newValueEncoder returns an encoder that knows no types beyond those it
+// converts by their OID: learn teaches it the others.
 func newValueEncoder() *valueEncoder {
-	return &valueEncoder{types: pgtype.NewMap()}
+	return &valueEncoder{types: make(map[uint32]typeInfo)}
+}
+
+// learn looks up in the catalog the types of oids the encoder does not
+// know yet, and the types those are made of: domains' base types and
+// arrays' element types. A type the catalog does not have is learned as
+// one without structure, its values written as text.
+func (e *valueEncoder) learn(ctx context.Context, conn *pgx.Conn, oids []uint32) error {
+	type entry struct {
+		base, elem uint32
+		delim      string
+		vector     bool
+	}
+	found := make(map[uint32]entry)
+	var todo []uint32
+	want := func(oid uint32) {
+		if _, ok := e.types[oid]; !ok && oid != 0 && !slices.Contains(todo, oid) {
+			if _, ok := found[oid]; !ok {
+				todo = append(todo, oid)
+			}
+		}
+	}
+	for _, oid := range oids {
+		want(oid)
+	}
+	for len(todo) > 0 {
+		batch := todo
+		todo = nil
+		// Types with an element type that are not written as lists of
+		// it, such as point (two float8), are plain values.
+		rows, err := conn.Query(ctx, `SELECT t.oid, t.typbasetype,
+			CASE WHEN t.typoutput IN ('array_out'::regproc, 'int2vectorout'::regproc, 'oidvectorout'::regproc) THEN t.typelem ELSE 0 END,
+			coalesce(e.typdelim::text, ','), t.typoutput IN ('int2vectorout'::regproc, 'oidvectorout'::regproc)
+			FROM pg_type t LEFT JOIN pg_type e ON e.oid = t.typelem WHERE t.oid = ANY($1)`, batch)
+		if err != nil {
+			return fmt.Errorf("look up column types: %w", err)
+		}
+		for _, oid := range batch {
+			found[oid] = entry{}
+		}
+		var oid uint32
+		var en entry
+		_, err = pgx.ForEachRow(rows, []any{&oid, &en.base, &en.elem, &en.delim, &en.vector}, func() error {
+			found[oid] = en
+			want(en.base)
+			want(en.elem)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("look up column types: %w", err)
+		}
+	}
+	// A domain stands for the type at the end of its chain of domains.
+	baseOf := func(oid uint32) uint32 {
+		for {
+			next := found[oid].base
+			if t, ok := e.types[oid]; ok {
+				next = t.base
+			}
+			if next == 0 {
+				return oid
+			}
+			oid = next
+		}
+	}
+	for oid, en := range found {
+		t := typeInfo{elem: en.elem, delim: ',', vector: en.vector}
+		if en.base != 0 {
+			t = typeInfo{base: baseOf(oid)}
+		} else if len(en.delim) == 1 {
+			t.delim = en.delim[0]
+		}
+		e.types[oid] = t
+	}
+	return nil
 }
 
 // Layouts of Postgres' ISO output; the offset of a timestamptz has the
@@ -70,21 +158,47 @@ func (e *valueEncoder) appendJSON(dst []byte, oid uint32, text []byte) []byte {
 		return appendBytea(dst, text)
 	case pgtype.TextOID, pgtype.VarcharOID, pgtype.BPCharOID, pgtype.NameOID,
 		pgtype.NumericOID, pgtype.UUIDOID:
-		// Strings, without looking for an array type.
+		// Strings, without looking for a domain or an array.
 	default:
-		if t, ok := e.types.TypeForOID(oid); ok {
-			if c, ok := t.Codec.(*pgtype.ArrayCodec); ok && c.ElementType != nil {
-				delim := c.Delimiter
-				if delim == 0 {
-					delim = ','
-				}
-				if out, ok := e.appendArray(dst, text, c.ElementType.OID, delim); ok {
-					return out
-				}
+		t := e.types[oid]
+		switch {
+		case t.base != 0:
+			return e.appendJSON(dst, t.base, text)
+		case t.vector:
+			if out, ok := e.appendVector(dst, text, t.elem); ok {
+				return out
+			}
+		case t.elem != 0:
+			if out, ok := e.appendArray(dst, text, t.elem, t.delim); ok {
+				return out
 			}
 		}
 	}
 	return appendString(dst, text)
+}
+
+// appendVector appends the JSON array for an int2vector or oidvector: its
+// elements, of type elem, separated by single spaces.
+func (e *valueEncoder) appendVector(dst, text []byte, elem uint32) ([]byte, bool) {
+	dst = append(dst, '[')
+	for i := 0; len(text) > 0; i++ {
+		v, rest := text, text[len(text):]
+		if j := bytes.IndexByte(text, ' '); j >= 0 {
+			v, rest = text[:j], text[j+1:]
+			if len(rest) == 0 {
+				return dst, false
+			}
+		}
+		if len(v) == 0 {
+			return dst, false
+		}
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = e.appendJSON(dst, elem, v)
+		text = rest
+	}
+	return append(dst, ']'), true
 }
 
 // appendArray appends the JSON array for an array literal such as
