@@ -359,7 +359,9 @@ func (c *consumer) add(ctx context.Context, relID uint32, ch *change) error {
 			Data:    r.appendData(nil, c.enc, ch, c.tx),
 			Time:    c.tx.commit,
 		},
-		Key:      fmt.Sprintf("%s/%s/%s/%d", c.s.project, c.s.alias, c.tx.lsn, pos),
+		Key:      c.s.project + "\x00" + c.s.alias, // ids from the commit's position and the change's in it
+		Seq:      uint64(c.tx.lsn),
+		Sub:      uint64(pos),
 		Triggers: fire,
 	})
 	if len(c.pending) >= c.s.opts.Batch {
