@@ -1,6 +1,8 @@
 package cdc
 
 import (
+	"context"
+	"fmt"
 	"slices"
 	"strconv"
 	"time"
@@ -78,6 +80,21 @@ func newRelation(s *Source, pl *plan, m *pglogrepl.RelationMessage, pk []string)
 	h = appendString(h, []byte(m.RelationName))
 	r.head = h
 	return r
+}
+
+// learnTypes teaches the consumer's encoder the types of a relation's
+// columns, so that their values convert as their types say.
+func (c *consumer) learnTypes(ctx context.Context, m *pglogrepl.RelationMessage) error {
+	oids := make([]uint32, len(m.Columns))
+	for i, col := range m.Columns {
+		oids[i] = col.DataType
+	}
+	c.shared.mu.Lock()
+	defer c.shared.mu.Unlock()
+	if err := c.enc.learn(ctx, c.shared.conn, oids); err != nil {
+		return fmt.Errorf("%s: relation %s.%s: %w", c.s.where(), m.Namespace, m.RelationName, err)
+	}
+	return nil
 }
 
 // column returns the position of the named column, or -1.

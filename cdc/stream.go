@@ -368,6 +368,9 @@ func (c *consumer) handle(ctx context.Context, it item, idle bool) error {
 		if err != nil {
 			return err
 		}
+		if err := c.learnTypes(ctx, m); err != nil {
+			return err
+		}
 		c.rels[m.RelationID] = newRelation(c.s, c.plan, m, pk)
 	case *pglogrepl.BeginMessage:
 		c.tx = &txn{xid: m.Xid, commit: m.CommitTime, lsn: m.FinalLSN}
@@ -425,7 +428,9 @@ func (c *consumer) add(ctx context.Context, relID uint32, ch *change) error {
 			Data:    r.appendData(nil, c.enc, ch, c.tx),
 			Time:    c.tx.commit,
 		},
-		Key:      fmt.Sprintf("%s/%s/%s/%d", c.s.project, c.s.alias, c.tx.lsn, pos),
+		Key:      c.s.project + "\x00" + c.s.alias, // ids from the commit's position and the change's in it
+		Seq:      uint64(c.tx.lsn),
+		Sub:      uint64(pos),
 		Triggers: fire,
 	})
 	if len(c.pending) >= c.s.opts.Batch {

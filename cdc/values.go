@@ -2,12 +2,18 @@ package cdc
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
@@ -15,17 +21,102 @@ import (
 // It expects the walsender's DateStyle=ISO, TimeZone=UTC and
 // bytea_output=hex, and is not safe for concurrent use.
 type valueEncoder struct {
-	types   *pgtype.Map // finds arrays' element types
-	unquote []byte      // scratch for array elements with backslash escapes
+	types   map[uint32]typeInfo // the types learned from the catalog
+	unquote []byte              // scratch for array elements with backslash escapes
 }
 
-// newValueEncoder returns an encoder knowing pgx's built-in types.
+// typeInfo is what the catalog says of a type beyond the type itself: what
+// a domain stands for, and what an array holds.
+type typeInfo struct {
+	base   uint32 // a domain's base type, itself not a domain; 0 for other types
+	elem   uint32 // the element type of an array, int2vector or oidvector
+	delim  byte   // what separates an array's elements
+	vector bool   // an int2vector or oidvector, written 1 2 3 rather than {1,2,3}
+}
+
+// newValueEncoder returns an encoder that knows no types beyond those it
+// converts by their OID: learn teaches it the others.
 func newValueEncoder() *valueEncoder {
-	return &valueEncoder{types: pgtype.NewMap()}
+	return &valueEncoder{types: make(map[uint32]typeInfo)}
+}
+
+// learn looks up in the catalog the types of oids the encoder does not
+// know yet, and the types those are made of: domains' base types and
+// arrays' element types. A type the catalog does not have is learned as
+// one without structure, its values written as text.
+func (e *valueEncoder) learn(ctx context.Context, conn *pgx.Conn, oids []uint32) error {
+	type entry struct {
+		base, elem uint32
+		delim      string
+		vector     bool
+	}
+	found := make(map[uint32]entry)
+	var todo []uint32
+	want := func(oid uint32) {
+		if _, ok := e.types[oid]; !ok && oid != 0 && !slices.Contains(todo, oid) {
+			if _, ok := found[oid]; !ok {
+				todo = append(todo, oid)
+			}
+		}
+	}
+	for _, oid := range oids {
+		want(oid)
+	}
+	for len(todo) > 0 {
+		batch := todo
+		todo = nil
+		// Types with an element type that are not written as lists of
+		// it, such as point (two float8), are plain values.
+		rows, err := conn.Query(ctx, `SELECT t.oid, t.typbasetype,
+			CASE WHEN t.typoutput IN ('array_out'::regproc, 'int2vectorout'::regproc, 'oidvectorout'::regproc) THEN t.typelem ELSE 0 END,
+			coalesce(e.typdelim::text, ','), t.typoutput IN ('int2vectorout'::regproc, 'oidvectorout'::regproc)
+			FROM pg_type t LEFT JOIN pg_type e ON e.oid = t.typelem WHERE t.oid = ANY($1)`, batch)
+		if err != nil {
+			return fmt.Errorf("look up column types: %w", err)
+		}
+		for _, oid := range batch {
+			found[oid] = entry{}
+		}
+		var oid uint32
+		var en entry
+		_, err = pgx.ForEachRow(rows, []any{&oid, &en.base, &en.elem, &en.delim, &en.vector}, func() error {
+			found[oid] = en
+			want(en.base)
+			want(en.elem)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("look up column types: %w", err)
+		}
+	}
+	// A domain stands for the type at the end of its chain of domains.
+	baseOf := func(oid uint32) uint32 {
+		for {
+			next := found[oid].base
+			if t, ok := e.types[oid]; ok {
+				next = t.base
+			}
+			if next == 0 {
+				return oid
+			}
+			oid = next
+		}
+	}
+	for oid, en := range found {
+		t := typeInfo{elem: en.elem, delim: ',', vector: en.vector}
+		if en.base != 0 {
+			t = typeInfo{base: baseOf(oid)}
+		} else if len(en.delim) == 1 {
+			t.delim = en.delim[0]
+		}
+		e.types[oid] = t
+	}
+	return nil
 }
 
 // Layouts of Postgres' ISO output; the offset of a timestamptz has the
-// minutes and seconds only when they are not zero.
+// minutes and seconds only when they are not zero. Years before 1 are
+// written with a BC suffix, and years past 9999 with more digits.
 var (
 	timestamptzLayouts = []string{
 		"2006-01-02 15:04:05.999999999Z07",
@@ -54,11 +145,11 @@ func (e *valueEncoder) appendJSON(dst []byte, oid uint32, text []byte) []byte {
 			return append(dst, "false"...)
 		}
 	case pgtype.TimestamptzOID:
-		return appendTime(dst, text, timestamptzLayouts, time.RFC3339Nano)
+		return appendTime(dst, text, timestamptzLayouts, "-01-02T15:04:05.999999999Z07:00")
 	case pgtype.TimestampOID:
-		return appendTime(dst, text, timestampLayouts, "2006-01-02T15:04:05.999999999")
+		return appendTime(dst, text, timestampLayouts, "-01-02T15:04:05.999999999")
 	case pgtype.DateOID:
-		return appendTime(dst, text, dateLayouts, time.DateOnly)
+		return appendTime(dst, text, dateLayouts, "-01-02")
 	case pgtype.JSONOID, pgtype.JSONBOID:
 		if json.Valid(text) {
 			return append(dst, text...)
@@ -67,21 +158,47 @@ func (e *valueEncoder) appendJSON(dst []byte, oid uint32, text []byte) []byte {
 		return appendBytea(dst, text)
 	case pgtype.TextOID, pgtype.VarcharOID, pgtype.BPCharOID, pgtype.NameOID,
 		pgtype.NumericOID, pgtype.UUIDOID:
-		// Strings, without looking for an array type.
+		// Strings, without looking for a domain or an array.
 	default:
-		if t, ok := e.types.TypeForOID(oid); ok {
-			if c, ok := t.Codec.(*pgtype.ArrayCodec); ok && c.ElementType != nil {
-				delim := c.Delimiter
-				if delim == 0 {
-					delim = ','
-				}
-				if out, ok := e.appendArray(dst, text, c.ElementType.OID, delim); ok {
-					return out
-				}
+		t := e.types[oid]
+		switch {
+		case t.base != 0:
+			return e.appendJSON(dst, t.base, text)
+		case t.vector:
+			if out, ok := e.appendVector(dst, text, t.elem); ok {
+				return out
+			}
+		case t.elem != 0:
+			if out, ok := e.appendArray(dst, text, t.elem, t.delim); ok {
+				return out
 			}
 		}
 	}
 	return appendString(dst, text)
+}
+
+// appendVector appends the JSON array for an int2vector or oidvector: its
+// elements, of type elem, separated by single spaces.
+func (e *valueEncoder) appendVector(dst, text []byte, elem uint32) ([]byte, bool) {
+	dst = append(dst, '[')
+	for i := 0; len(text) > 0; i++ {
+		v, rest := text, text[len(text):]
+		if j := bytes.IndexByte(text, ' '); j >= 0 {
+			v, rest = text[:j], text[j+1:]
+			if len(rest) == 0 {
+				return dst, false
+			}
+		}
+		if len(v) == 0 {
+			return dst, false
+		}
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = e.appendJSON(dst, elem, v)
+		text = rest
+	}
+	return append(dst, ']'), true
 }
 
 // appendArray appends the JSON array for an array literal such as
@@ -177,18 +294,71 @@ func (e *valueEncoder) unquoteElement(s []byte) (v, rest []byte, ok bool) {
 	return nil, nil, false
 }
 
-// appendTime appends the time in text, parsed with the first layout that
-// fits, as a JSON string in UTC in the format out. Infinities, BC dates
-// and years past 9999 fit none and become strings of the text.
+// appendTime appends the date or time in text, Postgres's ISO form read
+// with the first of layouts that fits, as a JSON string of ISO 8601: the
+// year, then the rest in UTC formatted as out. Years are numbered as ISO
+// 8601 numbers them (1 BC is 0000, 2 BC -0001), and those before 0000 or
+// past 9999 have a sign and at least six digits. infinity and -infinity,
+// and text that is no time, become strings of the text.
 func appendTime(dst, text []byte, layouts []string, out string) []byte {
+	t, shift, ok := parseTime(string(text), layouts)
+	if !ok {
+		return appendString(dst, text)
+	}
+	t = t.UTC()
+	dst = append(dst, '"')
+	switch y := t.Year() + shift; {
+	case 0 <= y && y <= 9999:
+		dst = appendDigits(dst, y, 4)
+	case y < 0:
+		dst = appendDigits(append(dst, '-'), -y, 6)
+	default:
+		dst = appendDigits(append(dst, '+'), y, 6)
+	}
+	dst = t.AppendFormat(dst, out)
+	return append(dst, '"')
+}
+
+// parseTime reads s with the first of layouts that fits. A year Go cannot
+// read, written with BC or with more than four digits, is read as the
+// year between 2000 and 2399 at the same place in the Gregorian calendar's
+// 400-year cycle, and shift is what to add to the time's year.
+func parseTime(s string, layouts []string) (t time.Time, shift int, ok bool) {
 	for _, l := range layouts {
-		if t, err := time.Parse(l, string(text)); err == nil {
-			dst = append(dst, '"')
-			dst = t.UTC().AppendFormat(dst, out)
-			return append(dst, '"')
+		if t, err := time.Parse(l, s); err == nil {
+			return t, 0, true
 		}
 	}
-	return appendString(dst, text)
+	s, bc := strings.CutSuffix(s, " BC")
+	i := strings.IndexByte(s, '-')
+	if i < 4 || strings.Trim(s[:i], "0123456789") != "" {
+		return time.Time{}, 0, false
+	}
+	year, err := strconv.Atoi(s[:i])
+	if err != nil {
+		return time.Time{}, 0, false
+	}
+	if bc {
+		year = 1 - year
+	}
+	in := 2000 + (year%400+400)%400
+	s = strconv.Itoa(in) + s[i:]
+	for _, l := range layouts {
+		if t, err := time.Parse(l, s); err == nil {
+			return t, year - in, true
+		}
+	}
+	return time.Time{}, 0, false
+}
+
+// appendDigits appends n, which is not negative, with at least width digits.
+func appendDigits(dst []byte, n, width int) []byte {
+	for w, p := 1, 10; w < width; w, p = w+1, p*10 {
+		if n < p {
+			dst = append(dst, '0')
+		}
+	}
+	return strconv.AppendInt(dst, int64(n), 10)
 }
 
 // appendBytea appends bytea's hex form \x0a1b… as a JSON string in

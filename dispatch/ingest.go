@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"time"
 
 	"github.com/google/uuid"
@@ -17,8 +18,17 @@ import (
 type Change struct {
 	Event
 	// Key names the change uniquely and stably: a replay of the change has
-	// the same key, hence the same row ids, and the store skips it.
+	// the same key, hence the same row ids, and the store skips it; its
+	// ids sort by Time, to the nanosecond. With Seq set, Key names the
+	// change's source instead, and Seq and Sub the change in it.
 	Key string
+	// Seq and Sub, when Seq is not 0, place the change among its source's,
+	// such as a database's commit position and the change's index in its
+	// transaction; a replay has the same ones. The ids of one source's
+	// changes for one trigger (and their event ids) then sort by Time's
+	// millisecond, then by Seq, then by Sub (below 2^32), except once in
+	// each 2^42 of Seq, where the order wraps around.
+	Seq, Sub uint64
 	// Triggers names the project's triggers that take the change.
 	Triggers []string
 }
@@ -107,14 +117,14 @@ func (d *Dispatcher) changeRows(changes []Change, live bool) ([]store.Event, []*
 		if c.FireAt.IsZero() {
 			c.FireAt = c.Time
 		}
-		batch := stableID(c.Time, c.Key)
+		batch := stableID(c, c.Key)
 		for _, name := range c.Triggers {
 			l := p.byName[name]
 			if l == nil {
 				unreserve(claimed)
 				return nil, nil, fmt.Errorf("project %s has no trigger %q", c.Project, name)
 			}
-			row, j := d.newRow(l, stableID(c.Time, c.Key+"\x00"+name), batch, &c.Event, now, live, nil, 0)
+			row, j := d.newRow(l, stableID(c, c.Key+"\x00"+name), batch, &c.Event, now, live, nil, 0)
 			rows = append(rows, row)
 			if j != nil {
 				claimed = append(claimed, j)
@@ -124,15 +134,35 @@ func (d *Dispatcher) changeRows(changes []Change, live bool) ([]store.Event, []*
 	return rows, claimed, nil
 }
 
-// stableID derives a UUID from key: version 8, its first 48 bits t's Unix
-// milliseconds (so ids sort by time like the UUIDv7 of other events), the
-// rest from a SHA-256 of key.
-func stableID(t time.Time, key string) uuid.UUID {
+// stableID derives the id of change c from key, which is c's Key or that
+// and a trigger's name: a UUID of version 8 whose first 48 bits are the
+// Unix milliseconds of c's Time, so that ids sort by time like the UUIDv7
+// of other events. Its other 74 bits are, without Seq, the nanoseconds
+// within the millisecond (20 bits) and a SHA-256 of key; with Seq, the
+// sum of Seq·2^32 + Sub and a SHA-256 of key, modulo 2^74.
+//
+// With Seq, the ids of one key sort by millisecond, then by Seq and Sub;
+// those of two keys meet only where, within one millisecond, two changes'
+// Seq·2^32 + Sub differ by exactly the difference of the keys' hashes, a
+// number of 74 bits: as unlikely as two hashes meeting.
+func stableID(c *Change, key string) uuid.UUID {
 	sum := sha256.Sum256([]byte(key))
+	h := binary.BigEndian.Uint64(sum[:8])
+	l := binary.BigEndian.Uint64(sum[8:16])
+	var hi, lo uint64 // the 74 bits: hi holds the top 10
+	if c.Seq == 0 {
+		ns := uint64(c.Time.Nanosecond() % 1e6)
+		hi, lo = ns>>10, ns<<54|l>>10
+	} else {
+		var carry uint64
+		lo, carry = bits.Add64(c.Seq<<32, c.Sub, 0)
+		hi = c.Seq>>32 + carry
+		lo, carry = bits.Add64(lo, l, 0)
+		hi += h + carry
+	}
+	hi &= 1<<10 - 1
 	var id uuid.UUID
-	binary.BigEndian.PutUint64(id[:8], uint64(t.UnixMilli())<<16)
-	copy(id[6:], sum[:10])
-	id[6] = id[6]&0x0f | 0x80 // version 8
-	id[8] = id[8]&0x3f | 0x80 // RFC 4122 variant
+	binary.BigEndian.PutUint64(id[:8], uint64(c.Time.UnixMilli())<<16|0x8000|hi<<2|lo>>62)
+	binary.BigEndian.PutUint64(id[8:], lo&(1<<62-1)|0x8000000000000000) // RFC 4122 variant
 	return id
 }

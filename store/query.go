@@ -35,8 +35,9 @@ func (f Filter) where(args []any) (string, []any) {
 	return strings.Join(conds, " AND "), args
 }
 
-// Recent returns the newest limit rows matching f, oldest first. Row ids are
-// UUIDv7, so id order is creation order.
+// Recent returns the newest limit rows matching f, oldest first. Row ids
+// begin with a time (UUIDv7, or UUIDv8 for a change: see dispatch.Change),
+// so id order is time order.
 func (s *Store) Recent(ctx context.Context, f Filter, limit int) ([]Event, error) {
 	cond, args := f.where([]any{limit})
 	rows, err := s.pool.Query(ctx, `SELECT * FROM (SELECT `+eventColumnsSQL+` FROM event_logs WHERE `+cond+
