@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -106,6 +107,14 @@ func TestSpaceCloudClients(t *testing.T) {
 					}
 				}
 			})
+		}
+	}
+	// What the clients read as a missing token says so, however the
+	// client leaves it out.
+	for _, authorization := range []string{"", "Bearer", "bearer  "} {
+		status, out := f.post(t, "/v1/api/demo/eventing/queue", `{"type":"authed"}`, authorization)
+		if msg, _ := out["error"].(string); status != 401 || !strings.Contains(msg, `events of type "authed" need a token`) {
+			t.Errorf("Authorization %q: %d %v, want 401 saying a token is needed", authorization, status, out)
 		}
 	}
 }
