@@ -185,15 +185,17 @@ func (s *Server) authorize(r *http.Request, p *config.Project, eventType string)
 	case config.RuleDeny:
 		return http.StatusForbidden, fmt.Sprintf("events of type %s may not be queued in project %s (its rule is deny)", quote(eventType), p.ID)
 	}
-	h := r.Header.Get("Authorization")
-	if h == "" {
+	h := strings.TrimSpace(r.Header.Get("Authorization"))
+	scheme, token, _ := strings.Cut(h, " ")
+	token = strings.TrimSpace(token)
+	switch {
+	case h == "" || (strings.EqualFold(scheme, "Bearer") && token == ""):
+		// Space Cloud's Go client sends "Bearer" alone until it has a token.
 		return http.StatusUnauthorized, fmt.Sprintf("events of type %s need a token: send Authorization: Bearer <JWT signed with a secret of project %s>", quote(eventType), p.ID)
-	}
-	scheme, token, ok := strings.Cut(h, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
+	case !strings.EqualFold(scheme, "Bearer"):
 		return http.StatusUnauthorized, "the Authorization header must be Bearer <JWT>"
 	}
-	if _, err := s.keys[p.ID].VerifyClient(strings.TrimSpace(token)); err != nil {
+	if _, err := s.keys[p.ID].VerifyClient(token); err != nil {
 		return http.StatusUnauthorized, fmt.Sprintf("bad token: %v", err)
 	}
 	return 0, ""

@@ -140,17 +140,27 @@ func (f *fixture) post(t *testing.T, path, body, authorization string) (int, map
 // them: the API answers every request itself.
 var noRedirects = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 
-// do sends a request and decodes its answer, failing the test unless the
-// answer is a JSON object that names nothing of the store.
+// do sends a request with an Authorization header (none when empty) and
+// decodes its answer, as send does.
 func (f *fixture) do(t *testing.T, method, path, body, authorization string) (int, map[string]any) {
+	t.Helper()
+	header := http.Header{}
+	if authorization != "" {
+		header.Set("Authorization", authorization)
+	}
+	return f.send(t, method, path, body, header)
+}
+
+// send sends a request with the headers given and decodes its answer,
+// failing the test unless the answer is a JSON object that names nothing
+// of the store.
+func (f *fixture) send(t *testing.T, method, path, body string, header http.Header) (int, map[string]any) {
 	t.Helper()
 	req, err := http.NewRequest(method, f.url+path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if authorization != "" {
-		req.Header.Set("Authorization", authorization)
-	}
+	req.Header = header
 	resp, err := noRedirects.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -253,6 +263,10 @@ func TestBadRequestsAreExplainedAndStoreNothing(t *testing.T) {
 		{"unknown field", queue, `{"type":"open","isSyncronous":true}`, "", 400, `unknown field "isSyncronous"`},
 		{"data and payload", queue, `{"type":"open","data":1,"payload":2}`, "", 400, "not both"},
 		{"bad timestamp", queue, `{"type":"open","timestamp":"yesterday"}`, "", 400, "timestamp must be epoch milliseconds"},
+		{"blank timestamp", queue, `{"type":"open","timestamp":" "}`, "", 400, "timestamp must be epoch milliseconds"},
+		{"options a string", queue, `{"type":"open","options":"db=app"}`, "", 400, "options must be an object or null"},
+		{"options a list", queue, `{"type":"open","options":[]}`, "", 400, "options must be an object or null"},
+		{"options twice", queue, `{"type":"open","options":{},"options":null}`, "", 400, `field "options" appears twice`},
 		{"timestamp wrong kind", queue, `{"type":"open","timestamp":true}`, "", 400, "timestamp must be"},
 		{"negative timestamp", queue, `{"type":"open","timestamp":-5}`, "", 400, "out of range"},
 		{"negative delay", queue, `{"type":"open","delay":-1}`, "", 400, "delay must be 0 or more"},

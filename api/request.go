@@ -26,7 +26,7 @@ type queueRequest struct {
 const maxDelay = 100 * 365 * 24 * time.Hour
 
 // bodyFields names the body's fields for error messages.
-const bodyFields = "type, data (or payload), timestamp, delay, isSynchronous"
+const bodyFields = "type, data (or payload), timestamp, delay, isSynchronous, options"
 
 // parseQueueRequest reads a queue body, saying precisely what is wrong with
 // a bad one. now is the default timestamp.
@@ -68,8 +68,9 @@ func parseQueueRequest(body []byte, now time.Time) (queueRequest, error) {
 		req.Data = data
 	}
 
+	// Space Cloud's Go client sends "timestamp": "" when no time is set.
 	req.Time = now
-	if raw, ok := fields["timestamp"]; ok && !isNull(raw) {
+	if raw, ok := fields["timestamp"]; ok && !isNull(raw) && string(trimJSONSpace(raw)) != `""` {
 		t, err := parseTimestamp(raw)
 		if err != nil {
 			return req, err
@@ -104,6 +105,13 @@ func parseQueueRequest(body []byte, now time.Time) (queueRequest, error) {
 		if err := json.Unmarshal(raw, &req.Synchronous); err != nil {
 			return req, errors.New("isSynchronous must be true or false")
 		}
+	}
+
+	// Space Cloud's clients always send options: {}, null, or what the
+	// caller set. Space Cloud matched it against a trigger's options, which
+	// custom-event triggers here do not have, so it is ignored.
+	if raw, ok := fields["options"]; ok && !isNull(raw) && trimJSONSpace(raw)[0] != '{' {
+		return req, errors.New("options must be an object or null; triggerd ignores it (Space Cloud's clients send {} or null)")
 	}
 	return req, nil
 }
@@ -141,7 +149,7 @@ func decodeFields(body []byte) (map[string]json.RawMessage, error) {
 		}
 		key := tok.(string) // the decoder takes nothing else where a key belongs
 		switch key {
-		case "type", "data", "payload", "timestamp", "delay", "isSynchronous":
+		case "type", "data", "payload", "timestamp", "delay", "isSynchronous", "options":
 		default:
 			return nil, fmt.Errorf("unknown field %s: the body takes %s", quote(key), bodyFields)
 		}

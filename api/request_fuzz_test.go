@@ -24,6 +24,11 @@ var queueSeeds = []string{
 	`{"type":"t","data":null,"payload":null,"timestamp":null,"delay":null,"isSynchronous":null}`,
 	`{"type":"t","timestamp":"1767225600000"}`,
 	` {"type":"t"} ` + "\n",
+	// as Space Cloud's JS and Go clients send them
+	`{"type":"t","delay":0,"payload":{"to":"a@b.c"},"options":{},"isSynchronous":false,"timestamp":"2026-11-30T13:08:41.677Z"}`,
+	`{"type":"t","delay":2,"timestamp":"","payload":{},"options":null,"isSynchronous":true}`,
+	`{"type":"t","timestamp":"2026-11-30T13:08:44+05:30","options":{"db":"app"}}`,
+	`{"type":"t","options":"x"}`, `{"type":"t","options":[]}`, `{"type":"t","options":1}`, `{"type":"t","timestamp":" "}`,
 	// empty, not an object, null, trailing data
 	``, " \t\r\n", `null`, `[1,2]`, `[`, `"x"`, `5`, `1e400`, `true`, `}`, `]`,
 	`{"type":"t"} {}`, `{"type":"t"}]`, `{"type":"t"}}`, `{"type":"t"} null`, `null {}`,
