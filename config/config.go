@@ -160,6 +160,8 @@ type Trigger struct {
 	Headers map[string]string `yaml:"headers" config:"secret"`
 	// Concurrency caps this trigger's attempts in flight on one node.
 	Concurrency int `yaml:"concurrency"`
+	// Format is how each delivery is sent (default FormatStructured).
+	Format Format `yaml:"format"`
 	// Options select the row changes a DB_* trigger takes, or the files a
 	// FILE_* trigger takes.
 	Options TriggerOptions `yaml:"options"`
@@ -215,6 +217,24 @@ const (
 const (
 	TypeFileCreate = "FILE_CREATE"
 	TypeFileDelete = "FILE_DELETE"
+)
+
+// Format is how a trigger's deliveries are sent: which CloudEvents HTTP
+// content mode, or the envelope of the earlier product.
+type Format string
+
+// The delivery formats.
+const (
+	// FormatStructured sends the CloudEvent in its JSON format, as
+	// application/cloudevents+json (the CloudEvents structured content mode).
+	FormatStructured Format = "structured"
+	// FormatBinary sends the event's data as the body, as
+	// application/json, and its other attributes as ce- headers (the
+	// binary content mode).
+	FormatBinary Format = "binary"
+	// FormatEnvelope sends the structured body as application/json, as the
+	// earlier product and earlier triggerd did.
+	FormatEnvelope Format = "envelope"
 )
 
 // Backoff is an exponential retry schedule: the nth retry waits

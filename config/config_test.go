@@ -42,10 +42,13 @@ projects:
         timeout: 2500
         retry_backoff: {initial: 2s, max: 1m}
         headers: {X-Api-Key: "${KEY:-none}"}
+        format: binary
       - name: minimal
         type: other
         url: https://hooks.example.com/x
         retries: 0
+      - {name: envelope, type: other, url: "https://hooks.example.com/y", format: envelope}
+      - {name: empty-format, type: other, url: "https://hooks.example.com/z", format: ~}
 `
 
 func TestParseFullConfig(t *testing.T) {
@@ -77,12 +80,17 @@ func TestParseFullConfig(t *testing.T) {
 	}
 	tr := p.Triggers[0]
 	if tr.Retries != 5 || tr.Timeout() != 2500*time.Millisecond || tr.RetryBackoff.Initial.Std() != 2*time.Second ||
-		tr.RetryBackoff.Max.Std() != time.Minute || tr.Headers["X-Api-Key"] != "none" || tr.Concurrency != 16 {
+		tr.RetryBackoff.Max.Std() != time.Minute || tr.Headers["X-Api-Key"] != "none" || tr.Concurrency != 16 ||
+		tr.Format != config.FormatBinary {
 		t.Errorf("trigger: %+v", tr)
 	}
 	m := p.Triggers[1]
-	if m.Retries != 0 || m.Timeout() != 5*time.Second || m.RetryBackoff.Initial.Std() != time.Second || m.RetryBackoff.Max.Std() != 10*time.Minute {
+	if m.Retries != 0 || m.Timeout() != 5*time.Second || m.RetryBackoff.Initial.Std() != time.Second || m.RetryBackoff.Max.Std() != 10*time.Minute ||
+		m.Format != config.FormatStructured {
 		t.Errorf("explicit retries: 0 and defaults: %+v", m)
+	}
+	if e, n := p.Triggers[2], p.Triggers[3]; e.Format != config.FormatEnvelope || n.Format != config.FormatStructured {
+		t.Errorf("formats %q and, when empty, %q", e.Format, n.Format)
 	}
 }
 
@@ -216,6 +224,11 @@ func TestErrors(t *testing.T) {
 		{"zero concurrency", head + trig + "        concurrency: 0\n", "concurrency: must be 1 or more"},
 		{"reserved header", head + trig + "        headers: {X-SC-Token: forged}\n", "headers.X-SC-Token: triggerd sets X-SC-Token itself"},
 		{"bad header", head + trig + "        headers: {'bad header': x}\n", "is not a valid header name"},
+		{"ce header", head + trig + "        headers: {ce-id: x}\n", "headers.ce-id: triggerd sets ce-id itself"},
+		{"ce datacontenttype header", head + trig + "        headers: {CE-DATACONTENTTYPE: x}\n", "headers.CE-DATACONTENTTYPE: triggerd sets CE-DATACONTENTTYPE itself"},
+		{"unknown format", head + trig + "        format: json\n", `line 9: projects[0].triggers[0].format: "json" is not a delivery format: use structured (the default: a CloudEvent as application/cloudevents+json), binary (the data as the body, the other attributes in ce- headers) or envelope (the CloudEvent as application/json, as sent before)`},
+		{"empty format", head + trig + "        format: ''\n", `format: "" is not a delivery format: use structured`},
+		{"format in capitals", head + trig + "        format: Binary\n", `format: "Binary" is not a delivery format`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -367,7 +380,8 @@ func TestReferenceConfig(t *testing.T) {
 		p.Rule("internal-audit") != config.RuleDeny || p.Rule("sent-email") != config.RuleAllow {
 		t.Fatalf("reference config read as %+v", cfg)
 	}
-	if tr := p.Triggers[0]; tr.Headers["X-Api-Key"] != "dev-key" || tr.Retries != 3 || tr.Concurrency != 16 || tr.Timeout() != 5*time.Second {
+	if tr := p.Triggers[0]; tr.Headers["X-Api-Key"] != "dev-key" || tr.Retries != 3 || tr.Concurrency != 16 || tr.Timeout() != 5*time.Second ||
+		tr.Format != config.FormatStructured {
 		t.Fatalf("trigger read as %+v", tr)
 	}
 	if db, tr := p.Databases["app"], p.Triggers[2]; db.URL != "postgres://app@localhost:5432/app" || db.Slot != "triggerd_demo_app" ||

@@ -206,18 +206,28 @@ func (w *walker) validateTriggers(p *Project, path string) error {
 			return w.fail(tp+".retry_backoff.max", "must be at least initial (%s)", t.RetryBackoff.Initial.Std())
 		case t.Concurrency < 1:
 			return w.fail(tp+".concurrency", "must be 1 or more")
+		case t.Format != FormatStructured && t.Format != FormatBinary && t.Format != FormatEnvelope:
+			return w.fail(tp+".format", "%s is not a delivery format: use structured (the default: a CloudEvent as application/cloudevents+json), "+
+				"binary (the data as the body, the other attributes in ce- headers) or envelope (the CloudEvent as application/json, as sent before)", w.quote(tp+".format", string(t.Format)))
 		}
 		for _, h := range slices.Sorted(maps.Keys(t.Headers)) {
 			switch {
 			case !headerName.MatchString(h):
 				return w.fail(tp+".headers."+h, "%q is not a valid header name", h)
-			case strings.EqualFold(h, "Content-Type"), strings.EqualFold(h, "X-SC-Token"):
+			case slices.ContainsFunc(reservedHeaders, func(r string) bool { return strings.EqualFold(h, r) }):
 				return w.fail(tp+".headers."+h, "triggerd sets %s itself", h)
 			}
 		}
 	}
 	return nil
 }
+
+// reservedHeaders are the request headers triggerd sets on deliveries:
+// a trigger's headers cannot name them. The ce- headers carry a binary
+// delivery's attributes (ce-datacontenttype is never sent: Content-Type
+// stands for it).
+var reservedHeaders = []string{"Content-Type", "X-SC-Token",
+	"Ce-Specversion", "Ce-Id", "Ce-Source", "Ce-Type", "Ce-Time", "Ce-Datacontenttype"}
 
 // validateDatabases checks a project's CDC sources and fills in the names
 // of their slots and publications.
