@@ -224,6 +224,16 @@ func TestErrors(t *testing.T) {
 		{"zero concurrency", head + trig + "        concurrency: 0\n", "concurrency: must be 1 or more"},
 		{"reserved header", head + trig + "        headers: {X-SC-Token: forged}\n", "headers.X-SC-Token: triggerd sets X-SC-Token itself"},
 		{"bad header", head + trig + "        headers: {'bad header': x}\n", "is not a valid header name"},
+		{"webhook header", head + trig + "        headers: {Webhook-Signature: x}\n", "headers.Webhook-Signature: triggerd sets Webhook-Signature itself"},
+		{"webhook secret without prefix", head + proj + "    webhook_secrets: [MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw]\n", "line 5: projects[0].webhook_secrets[0]: is not a Standard Webhooks secret (it does not start with whsec_): write whsec_ and the base64 of 24 to 64 random bytes; make one with: echo whsec_$(openssl rand -base64 32)"},
+		{"webhook secret not base64", head + proj + "    webhook_secrets: [whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaS]\n", "webhook_secrets[0]: is not a Standard Webhooks secret (what follows whsec_ is not standard base64 (A-Z, a-z, 0-9, + and /, padded with =))"},
+		{"webhook secret in base64url", head + proj + "    webhook_secrets: [whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLa_w]\n", "what follows whsec_ is not standard base64"},
+		{"webhook secret unpadded", head + proj + "    webhook_secrets: [whsec_C2FpdGlyZSBkZSBsYSB2aWUgcXVvdGlkaWVubmU]\n", "what follows whsec_ is not standard base64"},
+		{"short webhook secret", head + proj + "    webhook_secrets: [whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2La]\n", "(its key is shorter than 24 bytes)"},
+		{"long webhook secret", head + proj + "    webhook_secrets: [whsec_" + strings.Repeat("MfKQ", 22) + "]\n", "(its key is longer than 64 bytes)"},
+		{"repeated webhook secret", head + proj + "    webhook_secrets:\n      - whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n      - whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n", "line 7: projects[0].webhook_secrets[1]: is the same secret as projects[0].webhook_secrets[0]: list each secret once"},
+		{"webhook secrets not a list", head + proj + "    webhook_secrets: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n", "projects[0].webhook_secrets: want a list"},
+		{"trigger webhook secret", head + trig + "        webhook_secrets: [whsec_]\n", "projects[0].triggers[0].webhook_secrets[0]: is not a Standard Webhooks secret (its key is shorter than 24 bytes)"},
 		{"ce header", head + trig + "        headers: {ce-id: x}\n", "headers.ce-id: triggerd sets ce-id itself"},
 		{"ce datacontenttype header", head + trig + "        headers: {CE-DATACONTENTTYPE: x}\n", "headers.CE-DATACONTENTTYPE: triggerd sets CE-DATACONTENTTYPE itself"},
 		{"unknown format", head + trig + "        format: json\n", `line 9: projects[0].triggers[0].format: "json" is not a delivery format: use structured (the default: a CloudEvent as application/cloudevents+json), binary (the data as the body, the other attributes in ce- headers) or envelope (the CloudEvent as application/json, as sent before)`},
@@ -371,6 +381,8 @@ func TestReferenceConfig(t *testing.T) {
 	t.Setenv("TRIGGERD_STORE_URL", "postgres://triggerd@localhost:5432/events")
 	t.Setenv("DEMO_SECRET", "reference-secret-0123456789abcdef")
 	t.Setenv("APP_DATABASE_URL", "postgres://app@localhost:5432/app")
+	t.Setenv("DEMO_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+	t.Setenv("PURGE_WEBHOOK_SECRET", "whsec_C2FpdGlyZSBkZSBsYSB2aWUgcXVvdGlkaWVubmU=")
 	cfg, err := config.Load(filepath.Join("..", "testdata", "triggerd.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -401,6 +413,10 @@ func TestReferenceConfig(t *testing.T) {
 		create.Options.Store != "uploads" || create.Options.Path != "images/**" ||
 		del.Type != config.TypeFileDelete || del.Options.Store != "uploads" || del.Options.Path != "" {
 		t.Fatalf("file triggers read as %+v and %+v", create, del)
+	}
+	if project, own := p.SigningSecrets(&p.Triggers[0]), p.SigningSecrets(&p.Triggers[4]); !slices.Equal(project, []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}) ||
+		!slices.Equal(own, []string{"whsec_C2FpdGlyZSBkZSBsYSB2aWUgcXVvdGlkaWVubmU="}) {
+		t.Fatalf("webhook secrets read as %q and, for the trigger with its own, %q", project, own)
 	}
 }
 
@@ -519,6 +535,9 @@ func TestErrorsHideSecrets(t *testing.T) {
 		{"header with no space after the colon", trig("headers: {Authorization:" + hidden + "}"), "headers: a key with a space or : in it has no value"},
 		{"merge key in databases", head + proj + "    databases: {<<: {url: '" + hidden + "'}}\n", "line 5: projects[0].databases: merge keys (<<) are not supported"},
 		{"merge key in storage", head + proj + "    storage:\n      <<: {path: " + hidden + "}\n", "line 6: projects[0].storage: merge keys (<<) are not supported"},
+		{"webhook secret", head + proj + "    webhook_secrets: [whsec_" + hidden + "]\n", "webhook_secrets[0]: is not a Standard Webhooks secret"},
+		{"webhook secret from the environment", head + proj + "    webhook_secrets: ['${V}']\n", "webhook_secrets[0]: is not a Standard Webhooks secret (it does not start with whsec_)"},
+		{"webhook secret of the wrong kind", trig("webhook_secrets: [{a: " + hidden + "}]"), "webhook_secrets[0]: want a single value"},
 		{"merge key in a trigger", trig("<<: {headers: {X-Key: " + hidden + "}}"), "projects[0].triggers[0]: merge keys (<<) are not supported: alias a whole value (key: *name) or write the keys out"},
 	}
 	for _, c := range cases {
