@@ -191,6 +191,10 @@ func (d *Dispatcher) attempt(ctx context.Context, j *job) attemptResult {
 	}
 	setFormatHeaders(req.Header, &j.row, d.opts.NodeID, t.Format)
 	req.Header.Set("X-SC-Token", token)
+	if s := j.lane.signer; s != nil {
+		// Each attempt signs anew, at its own time, the exact body sent.
+		s.Sign(req.Header, j.row.ID.String(), res.started, j.body)
+	}
 	if d.opts.UserAgent != "" {
 		req.Header.Set("User-Agent", d.opts.UserAgent)
 	}

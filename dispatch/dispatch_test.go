@@ -119,7 +119,6 @@ func (n *node) shutdown() error { return n.run.Stop() }
 
 // start runs a node whose config has the given triggers (YAML list items).
 func (e *env) start(nodeID, triggers string, opts dispatch.Options) *node {
-	t := e.t
 	text := fmt.Sprintf(`
 node_id: %s
 store: {url: %q, schema: %s}
@@ -129,6 +128,12 @@ projects:
     secrets: [{kid: k1, alg: HS256, secret: %s}]
     triggers:
 %s`, nodeID, e.url, e.schema, secret, indent(triggers, "      "))
+	return e.startText(text, opts)
+}
+
+// startText runs a node with the config text.
+func (e *env) startText(text string, opts dispatch.Options) *node {
+	t := e.t
 	cfg, err := config.Parse("test.yaml", []byte(text), func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, text)
