@@ -246,9 +246,9 @@ func (w *walker) validateTriggers(p *Project, path string) error {
 
 // reservedHeaders are the request headers triggerd sets on deliveries:
 // a trigger's headers cannot name them, even where triggerd leaves one
-// out (the webhook- headers of an unsigned delivery). The ce- headers carry a binary
-// delivery's attributes (ce-datacontenttype is never sent: Content-Type
-// stands for it).
+// out (the webhook- headers of an unsigned delivery). The ce- headers
+// carry a binary delivery's attributes (ce-datacontenttype is never sent:
+// Content-Type stands for it).
 var reservedHeaders = []string{"Content-Type", "X-SC-Token",
 	"Webhook-Id", "Webhook-Timestamp", "Webhook-Signature",
 	"Ce-Specversion", "Ce-Id", "Ce-Source", "Ce-Type", "Ce-Time", "Ce-Datacontenttype"}

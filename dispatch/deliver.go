@@ -98,8 +98,9 @@ func headerValue(s string) string {
 }
 
 // encodeEvent renders a row as its structured-mode CloudEvents 1.0 body
-// in the JSON format. It is written by hand: the data is JSON already (the store's json column
-// checked it), and re-encoding it cost a tenth of a delivery's CPU.
+// in the JSON format. It is written by hand: the data is JSON already
+// (the store's json column checked it), and re-encoding it cost a tenth
+// of a delivery's CPU.
 func encodeEvent(r *store.Event, source string) ([]byte, error) {
 	data := r.Payload
 	if len(data) == 0 {
