@@ -1,6 +1,7 @@
 // Package auth turns a project's secrets into JWT verification, for the
 // bearer tokens of API callers, and signing, for the X-SC-Token header of
-// deliveries.
+// deliveries; and webhook secrets into the Standard Webhooks signatures
+// of deliveries.
 package auth
 
 import (

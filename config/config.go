@@ -6,6 +6,9 @@
 package config
 
 import (
+	"encoding/base64"
+	"errors"
+	"fmt"
 	"strings"
 	"time"
 )
@@ -68,6 +71,10 @@ type Project struct {
 	ID string `yaml:"id"`
 	// Secrets verify bearer tokens; the first one also signs X-SC-Token.
 	Secrets []Secret `yaml:"secrets"`
+	// WebhookSecrets sign every delivery of the project's triggers the
+	// Standard Webhooks way, each secret a signature (see WebhookKey);
+	// none means deliveries carry X-SC-Token alone.
+	WebhookSecrets []string `yaml:"webhook_secrets" config:"secret"`
 	// Rules maps a custom event type, or "default", to who may queue it.
 	Rules map[string]Rule `yaml:"rules"`
 	// Triggers are the webhooks events are delivered to.
@@ -160,6 +167,11 @@ type Trigger struct {
 	Headers map[string]string `yaml:"headers" config:"secret"`
 	// Concurrency caps this trigger's attempts in flight on one node.
 	Concurrency int `yaml:"concurrency"`
+	// Format is how each delivery is sent (default FormatStructured).
+	Format Format `yaml:"format"`
+	// WebhookSecrets, when given, sign this trigger's deliveries instead
+	// of the project's WebhookSecrets.
+	WebhookSecrets []string `yaml:"webhook_secrets" config:"secret"`
 	// Options select the row changes a DB_* trigger takes, or the files a
 	// FILE_* trigger takes.
 	Options TriggerOptions `yaml:"options"`
@@ -217,6 +229,24 @@ const (
 	TypeFileDelete = "FILE_DELETE"
 )
 
+// Format is how a trigger's deliveries are sent: which CloudEvents HTTP
+// content mode, or the envelope of the earlier product.
+type Format string
+
+// The delivery formats.
+const (
+	// FormatStructured sends the CloudEvent in its JSON format, as
+	// application/cloudevents+json (the CloudEvents structured content mode).
+	FormatStructured Format = "structured"
+	// FormatBinary sends the event's data as the body, as
+	// application/json, and its other attributes as ce- headers (the
+	// binary content mode).
+	FormatBinary Format = "binary"
+	// FormatEnvelope sends the structured body as application/json, as the
+	// earlier product and earlier triggerd did.
+	FormatEnvelope Format = "envelope"
+)
+
 // Backoff is an exponential retry schedule: the nth retry waits
 // Initial × 2^(n-1), capped at Max.
 type Backoff struct {
@@ -234,6 +264,44 @@ type Millis time.Duration
 // Timeout returns the trigger's per-attempt timeout.
 func (t *Trigger) Timeout() time.Duration {
 	return time.Duration(t.AttemptTimeout)
+}
+
+// webhookSecretPrefix begins every Standard Webhooks secret.
+const webhookSecretPrefix = "whsec_"
+
+// The sizes of a Standard Webhooks secret's key, in bytes.
+const (
+	minWebhookKey = 24
+	maxWebhookKey = 64
+)
+
+// WebhookKey returns the HMAC key of a Standard Webhooks secret: whsec_
+// followed by the standard, padded base64 of 24 to 64 random bytes. Its
+// errors say what is wrong without showing the secret.
+func WebhookKey(secret string) ([]byte, error) {
+	encoded, ok := strings.CutPrefix(secret, webhookSecretPrefix)
+	if !ok {
+		return nil, errors.New("it does not start with " + webhookSecretPrefix)
+	}
+	key, err := base64.StdEncoding.DecodeString(encoded)
+	switch {
+	case err != nil:
+		return nil, errors.New("what follows " + webhookSecretPrefix + " is not standard base64 (A-Z, a-z, 0-9, + and /, padded with =)")
+	case len(key) < minWebhookKey:
+		return nil, fmt.Errorf("its key is shorter than %d bytes", minWebhookKey)
+	case len(key) > maxWebhookKey:
+		return nil, fmt.Errorf("its key is longer than %d bytes", maxWebhookKey)
+	}
+	return key, nil
+}
+
+// SigningSecrets returns the Standard Webhooks secrets that sign the
+// deliveries of trigger t of project p: its own, else the project's.
+func (p *Project) SigningSecrets(t *Trigger) []string {
+	if len(t.WebhookSecrets) > 0 {
+		return t.WebhookSecrets
+	}
+	return p.WebhookSecrets
 }
 
 // Project returns the project with the id, or nil.

@@ -42,10 +42,13 @@ projects:
         timeout: 2500
         retry_backoff: {initial: 2s, max: 1m}
         headers: {X-Api-Key: "${KEY:-none}"}
+        format: binary
       - name: minimal
         type: other
         url: https://hooks.example.com/x
         retries: 0
+      - {name: envelope, type: other, url: "https://hooks.example.com/y", format: envelope}
+      - {name: empty-format, type: other, url: "https://hooks.example.com/z", format: ~}
 `
 
 func TestParseFullConfig(t *testing.T) {
@@ -77,12 +80,17 @@ func TestParseFullConfig(t *testing.T) {
 	}
 	tr := p.Triggers[0]
 	if tr.Retries != 5 || tr.Timeout() != 2500*time.Millisecond || tr.RetryBackoff.Initial.Std() != 2*time.Second ||
-		tr.RetryBackoff.Max.Std() != time.Minute || tr.Headers["X-Api-Key"] != "none" || tr.Concurrency != 16 {
+		tr.RetryBackoff.Max.Std() != time.Minute || tr.Headers["X-Api-Key"] != "none" || tr.Concurrency != 16 ||
+		tr.Format != config.FormatBinary {
 		t.Errorf("trigger: %+v", tr)
 	}
 	m := p.Triggers[1]
-	if m.Retries != 0 || m.Timeout() != 5*time.Second || m.RetryBackoff.Initial.Std() != time.Second || m.RetryBackoff.Max.Std() != 10*time.Minute {
+	if m.Retries != 0 || m.Timeout() != 5*time.Second || m.RetryBackoff.Initial.Std() != time.Second || m.RetryBackoff.Max.Std() != 10*time.Minute ||
+		m.Format != config.FormatStructured {
 		t.Errorf("explicit retries: 0 and defaults: %+v", m)
+	}
+	if e, n := p.Triggers[2], p.Triggers[3]; e.Format != config.FormatEnvelope || n.Format != config.FormatStructured {
+		t.Errorf("formats %q and, when empty, %q", e.Format, n.Format)
 	}
 }
 
@@ -216,6 +224,21 @@ func TestErrors(t *testing.T) {
 		{"zero concurrency", head + trig + "        concurrency: 0\n", "concurrency: must be 1 or more"},
 		{"reserved header", head + trig + "        headers: {X-SC-Token: forged}\n", "headers.X-SC-Token: triggerd sets X-SC-Token itself"},
 		{"bad header", head + trig + "        headers: {'bad header': x}\n", "is not a valid header name"},
+		{"webhook header", head + trig + "        headers: {Webhook-Signature: x}\n", "headers.Webhook-Signature: triggerd sets Webhook-Signature itself"},
+		{"webhook secret without prefix", head + proj + "    webhook_secrets: [MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw]\n", "line 5: projects[0].webhook_secrets[0]: is not a Standard Webhooks secret (it does not start with whsec_): write whsec_ and the base64 of 24 to 64 random bytes; make one with: echo whsec_$(openssl rand -base64 32)"},
+		{"webhook secret not base64", head + proj + "    webhook_secrets: [whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaS]\n", "webhook_secrets[0]: is not a Standard Webhooks secret (what follows whsec_ is not standard base64 (A-Z, a-z, 0-9, + and /, padded with =))"},
+		{"webhook secret in base64url", head + proj + "    webhook_secrets: [whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLa_w]\n", "what follows whsec_ is not standard base64"},
+		{"webhook secret unpadded", head + proj + "    webhook_secrets: [whsec_C2FpdGlyZSBkZSBsYSB2aWUgcXVvdGlkaWVubmU]\n", "what follows whsec_ is not standard base64"},
+		{"short webhook secret", head + proj + "    webhook_secrets: [whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2La]\n", "(its key is shorter than 24 bytes)"},
+		{"long webhook secret", head + proj + "    webhook_secrets: [whsec_" + strings.Repeat("MfKQ", 22) + "]\n", "(its key is longer than 64 bytes)"},
+		{"repeated webhook secret", head + proj + "    webhook_secrets:\n      - whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n      - whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n", "line 7: projects[0].webhook_secrets[1]: is the same secret as projects[0].webhook_secrets[0]: list each secret once"},
+		{"webhook secrets not a list", head + proj + "    webhook_secrets: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n", "projects[0].webhook_secrets: want a list"},
+		{"trigger webhook secret", head + trig + "        webhook_secrets: [whsec_]\n", "projects[0].triggers[0].webhook_secrets[0]: is not a Standard Webhooks secret (its key is shorter than 24 bytes)"},
+		{"ce header", head + trig + "        headers: {ce-id: x}\n", "headers.ce-id: triggerd sets ce-id itself"},
+		{"ce datacontenttype header", head + trig + "        headers: {CE-DATACONTENTTYPE: x}\n", "headers.CE-DATACONTENTTYPE: triggerd sets CE-DATACONTENTTYPE itself"},
+		{"unknown format", head + trig + "        format: json\n", `line 9: projects[0].triggers[0].format: "json" is not a delivery format: use structured (the default: a CloudEvent as application/cloudevents+json), binary (the data as the body, the other attributes in ce- headers) or envelope (the CloudEvent as application/json, as sent before)`},
+		{"empty format", head + trig + "        format: ''\n", `format: "" is not a delivery format: use structured`},
+		{"format in capitals", head + trig + "        format: Binary\n", `format: "Binary" is not a delivery format`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -358,6 +381,8 @@ func TestReferenceConfig(t *testing.T) {
 	t.Setenv("TRIGGERD_STORE_URL", "postgres://triggerd@localhost:5432/events")
 	t.Setenv("DEMO_SECRET", "reference-secret-0123456789abcdef")
 	t.Setenv("APP_DATABASE_URL", "postgres://app@localhost:5432/app")
+	t.Setenv("DEMO_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+	t.Setenv("PURGE_WEBHOOK_SECRET", "whsec_C2FpdGlyZSBkZSBsYSB2aWUgcXVvdGlkaWVubmU=")
 	cfg, err := config.Load(filepath.Join("..", "testdata", "triggerd.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -367,7 +392,8 @@ func TestReferenceConfig(t *testing.T) {
 		p.Rule("internal-audit") != config.RuleDeny || p.Rule("sent-email") != config.RuleAllow {
 		t.Fatalf("reference config read as %+v", cfg)
 	}
-	if tr := p.Triggers[0]; tr.Headers["X-Api-Key"] != "dev-key" || tr.Retries != 3 || tr.Concurrency != 16 || tr.Timeout() != 5*time.Second {
+	if tr := p.Triggers[0]; tr.Headers["X-Api-Key"] != "dev-key" || tr.Retries != 3 || tr.Concurrency != 16 || tr.Timeout() != 5*time.Second ||
+		tr.Format != config.FormatStructured {
 		t.Fatalf("trigger read as %+v", tr)
 	}
 	if db, tr := p.Databases["app"], p.Triggers[2]; db.URL != "postgres://app@localhost:5432/app" || db.Slot != "triggerd_demo_app" ||
@@ -387,6 +413,10 @@ func TestReferenceConfig(t *testing.T) {
 		create.Options.Store != "uploads" || create.Options.Path != "images/**" ||
 		del.Type != config.TypeFileDelete || del.Options.Store != "uploads" || del.Options.Path != "" {
 		t.Fatalf("file triggers read as %+v and %+v", create, del)
+	}
+	if project, own := p.SigningSecrets(&p.Triggers[0]), p.SigningSecrets(&p.Triggers[4]); !slices.Equal(project, []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}) ||
+		!slices.Equal(own, []string{"whsec_C2FpdGlyZSBkZSBsYSB2aWUgcXVvdGlkaWVubmU="}) {
+		t.Fatalf("webhook secrets read as %q and, for the trigger with its own, %q", project, own)
 	}
 }
 
@@ -505,6 +535,9 @@ func TestErrorsHideSecrets(t *testing.T) {
 		{"header with no space after the colon", trig("headers: {Authorization:" + hidden + "}"), "headers: a key with a space or : in it has no value"},
 		{"merge key in databases", head + proj + "    databases: {<<: {url: '" + hidden + "'}}\n", "line 5: projects[0].databases: merge keys (<<) are not supported"},
 		{"merge key in storage", head + proj + "    storage:\n      <<: {path: " + hidden + "}\n", "line 6: projects[0].storage: merge keys (<<) are not supported"},
+		{"webhook secret", head + proj + "    webhook_secrets: [whsec_" + hidden + "]\n", "webhook_secrets[0]: is not a Standard Webhooks secret"},
+		{"webhook secret from the environment", head + proj + "    webhook_secrets: ['${V}']\n", "webhook_secrets[0]: is not a Standard Webhooks secret (it does not start with whsec_)"},
+		{"webhook secret of the wrong kind", trig("webhook_secrets: [{a: " + hidden + "}]"), "webhook_secrets[0]: want a single value"},
 		{"merge key in a trigger", trig("<<: {headers: {X-Key: " + hidden + "}}"), "projects[0].triggers[0]: merge keys (<<) are not supported: alias a whole value (key: *name) or write the keys out"},
 	}
 	for _, c := range cases {

@@ -33,6 +33,8 @@ func fuzzEnv(name string) (string, bool) {
 		return "postgres://app:" + envMarker + "@localhost:5432/app", true
 	case name == "DEMO_SECRET":
 		return envMarker + "-0123456789abcdef0123456789abcdef", true
+	case strings.HasSuffix(name, "WEBHOOK_SECRET"):
+		return "whsec_" + envMarker + strings.Repeat("A", 25), true // 24 bytes
 	case strings.HasPrefix(name, "V"):
 		return envMarker + name, true
 	}
@@ -93,6 +95,10 @@ func fuzzSeeds(t testing.TB) []string {
 		"store: {url: x}\nprojects: [{id: p, secrets: [{kid: k, alg: HS256, secret: " + fileMarker + "}]}]\n",
 		"store: {url: x}\nprojects: [{id: p, secrets: [{kid: k, alg: RS256, private_key_file: k.pem}, {kid: h, alg: HS256, secret: '" + secret + "'}]}]\n",
 		"store: {url: x}\nprojects: [{id: p, secrets: [{kid: k, alg: HS256, secret: !!int " + fileMarker + "}]}]\n",
+		head + "    webhook_secrets: [whsec_" + fileMarker + "]\n",
+		head + "    webhook_secrets: ['whsec_" + fileMarker + strings.Repeat("A", 25) + "', 'whsec_" + fileMarker + strings.Repeat("A", 25) + "']\n",
+		trig + "        webhook_secrets: [" + fileMarker + ", 1]\n        format: binary\n",
+		trig + "        format: " + fileMarker + "\n",
 		// URLs and headers.
 		head + "    triggers: [{name: t, type: x, url: 'ftp://u:" + fileMarker + "@h/?token=" + fileMarker + "'}]\n",
 		head + "    triggers: [{name: t, type: x, url: 'http://u:" + fileMarker + "@h:port/'}]\n",
@@ -164,9 +170,10 @@ func checkNoSecret(t *testing.T, data []byte, err error) {
 var markedName = regexp.MustCompile(`\$\{[A-Za-z0-9_]*` + fileMarker)
 
 // markedOnlyInSecrets reports whether fileMarker appears in n only in
-// values that can hold a secret, outside variable names: those of secret
-// and url keys, and of the keys of a headers mapping. inSecret says that n is such a value. Each
-// node is walked at most once each way, however many aliases reach it.
+// values that can hold a secret, outside variable names: those of secret,
+// url and webhook_secrets keys, and of the keys of a headers mapping.
+// inSecret says that n is such a value. Each node is walked at most once
+// each way, however many aliases reach it.
 func markedOnlyInSecrets(n *yaml.Node, inSecret bool, seen map[*yaml.Node]int) bool {
 	way := 1
 	if inSecret {
@@ -186,7 +193,7 @@ func markedOnlyInSecrets(n *yaml.Node, inSecret bool, seen map[*yaml.Node]int) b
 	case yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
-			secret := inSecret || k.Value == "secret" || k.Value == "url" || k.Value == "headers"
+			secret := inSecret || k.Value == "secret" || k.Value == "url" || k.Value == "headers" || k.Value == "webhook_secrets"
 			if !markedOnlyInSecrets(k, false, seen) || !markedOnlyInSecrets(v, secret, seen) {
 				return false
 			}
@@ -224,9 +231,13 @@ func checkPromises(t *testing.T, c *config.Config) {
 				t.Fatalf("project %s: secret %s is %s of %d bytes", p.ID, s.KID, s.Alg, len(s.Secret))
 			}
 		}
+		checkWebhookSecrets(t, p.ID, p.WebhookSecrets)
 		for _, tr := range p.Triggers {
+			checkWebhookSecrets(t, p.ID+"/"+tr.Name, tr.WebhookSecrets)
 			u, err := url.Parse(tr.URL)
 			switch {
+			case tr.Format != config.FormatStructured && tr.Format != config.FormatBinary && tr.Format != config.FormatEnvelope:
+				t.Fatalf("trigger %s: format %q", tr.Name, tr.Format)
 			case err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Hostname() == "":
 				t.Fatalf("trigger %s: the URL is not http(s) with a host", tr.Name)
 			case tr.Timeout() <= 0 || tr.Retries < 0 || tr.Retries > 100 || tr.Concurrency < 1:
@@ -234,6 +245,15 @@ func checkPromises(t *testing.T, c *config.Config) {
 			case tr.RetryBackoff.Initial <= 0 || tr.RetryBackoff.Max < tr.RetryBackoff.Initial:
 				t.Fatalf("trigger %s: backoff %+v", tr.Name, tr.RetryBackoff)
 			}
+		}
+	}
+}
+
+// checkWebhookSecrets fails unless every secret of a list yields a key.
+func checkWebhookSecrets(t *testing.T, owner string, secrets []string) {
+	for i, s := range secrets {
+		if _, err := config.WebhookKey(s); err != nil {
+			t.Fatalf("%s: webhook secret %d loaded, but %v", owner, i, err)
 		}
 	}
 }

@@ -165,6 +165,7 @@ func (t *Trigger) UnmarshalYAML(n *yaml.Node) error {
 		Retries:        3,
 		AttemptTimeout: Millis(5 * time.Second),
 		Concurrency:    16,
+		Format:         FormatStructured,
 		RetryBackoff:   Backoff{Initial: Duration(time.Second), Max: Duration(10 * time.Minute)},
 	}
 	if err := n.Decode(&p); err != nil {

@@ -66,6 +66,9 @@ func (w *walker) validate(c *Config) error {
 		if err := w.validateSecrets(p, path); err != nil {
 			return err
 		}
+		if err := w.validateWebhookSecrets(path+".webhook_secrets", p.WebhookSecrets); err != nil {
+			return err
+		}
 		for _, typ := range slices.Sorted(maps.Keys(p.Rules)) {
 			if r := p.Rules[typ]; r != RuleAllow && r != RuleDeny && r != RuleAuthenticated {
 				return w.fail(path+".rules."+typ, "%s is not a rule: use allow, deny or authenticated", w.quote(path+".rules."+typ, string(r)))
@@ -166,6 +169,22 @@ func (w *walker) validateSecrets(p *Project, path string) error {
 	return nil
 }
 
+// validateWebhookSecrets checks a list of Standard Webhooks secrets at
+// path, without showing them.
+func (w *walker) validateWebhookSecrets(path string, secrets []string) error {
+	for i, s := range secrets {
+		sp := fmt.Sprintf("%s[%d]", path, i)
+		if _, err := WebhookKey(s); err != nil {
+			return w.fail(sp, "is not a Standard Webhooks secret (%v): write %s and the base64 of %d to %d random bytes; make one with: echo %s$(openssl rand -base64 32)",
+				err, webhookSecretPrefix, minWebhookKey, maxWebhookKey, webhookSecretPrefix)
+		}
+		if j := slices.Index(secrets[:i], s); j >= 0 {
+			return w.fail(sp, "is the same secret as %s[%d]: list each secret once (a rotation lists the new secret and the old one)", path, j)
+		}
+	}
+	return nil
+}
+
 func (w *walker) validateTriggers(p *Project, path string) error {
 	names := make(map[string]bool)
 	for j := range p.Triggers {
@@ -206,18 +225,33 @@ func (w *walker) validateTriggers(p *Project, path string) error {
 			return w.fail(tp+".retry_backoff.max", "must be at least initial (%s)", t.RetryBackoff.Initial.Std())
 		case t.Concurrency < 1:
 			return w.fail(tp+".concurrency", "must be 1 or more")
+		case t.Format != FormatStructured && t.Format != FormatBinary && t.Format != FormatEnvelope:
+			return w.fail(tp+".format", "%s is not a delivery format: use structured (the default: a CloudEvent as application/cloudevents+json), "+
+				"binary (the data as the body, the other attributes in ce- headers) or envelope (the CloudEvent as application/json, as sent before)", w.quote(tp+".format", string(t.Format)))
+		}
+		if err := w.validateWebhookSecrets(tp+".webhook_secrets", t.WebhookSecrets); err != nil {
+			return err
 		}
 		for _, h := range slices.Sorted(maps.Keys(t.Headers)) {
 			switch {
 			case !headerName.MatchString(h):
 				return w.fail(tp+".headers."+h, "%q is not a valid header name", h)
-			case strings.EqualFold(h, "Content-Type"), strings.EqualFold(h, "X-SC-Token"):
+			case slices.ContainsFunc(reservedHeaders, func(r string) bool { return strings.EqualFold(h, r) }):
 				return w.fail(tp+".headers."+h, "triggerd sets %s itself", h)
 			}
 		}
 	}
 	return nil
 }
+
+// reservedHeaders are the request headers triggerd sets on deliveries:
+// a trigger's headers cannot name them, even where triggerd leaves one
+// out (the webhook- headers of an unsigned delivery). The ce- headers
+// carry a binary delivery's attributes (ce-datacontenttype is never sent:
+// Content-Type stands for it).
+var reservedHeaders = []string{"Content-Type", "X-SC-Token",
+	"Webhook-Id", "Webhook-Timestamp", "Webhook-Signature",
+	"Ce-Specversion", "Ce-Id", "Ce-Source", "Ce-Type", "Ce-Time", "Ce-Datacontenttype"}
 
 // validateDatabases checks a project's CDC sources and fills in the names
 // of their slots and publications.

@@ -160,7 +160,15 @@ func New(cfg *config.Config, st *store.Store, keys map[string]*auth.Keyring, opt
 		}
 		p := &project{cfg: pc, keys: k, byType: make(map[string][]*lane), byName: make(map[string]*lane)}
 		for j := range pc.Triggers {
-			l := newLane(d, p, &pc.Triggers[j])
+			t := &pc.Triggers[j]
+			var signer *auth.WebhookSigner
+			if secrets := pc.SigningSecrets(t); len(secrets) > 0 {
+				var err error
+				if signer, err = auth.NewWebhookSigner(secrets); err != nil {
+					return nil, fmt.Errorf("project %s, trigger %s: %w", pc.ID, t.Name, err)
+				}
+			}
+			l := newLane(d, p, t, signer)
 			p.byType[l.trig.Type] = append(p.byType[l.trig.Type], l)
 			p.byName[l.trig.Name] = l
 			d.lanes = append(d.lanes, l)

@@ -119,7 +119,6 @@ func (n *node) shutdown() error { return n.run.Stop() }
 
 // start runs a node whose config has the given triggers (YAML list items).
 func (e *env) start(nodeID, triggers string, opts dispatch.Options) *node {
-	t := e.t
 	text := fmt.Sprintf(`
 node_id: %s
 store: {url: %q, schema: %s}
@@ -129,6 +128,12 @@ projects:
     secrets: [{kid: k1, alg: HS256, secret: %s}]
     triggers:
 %s`, nodeID, e.url, e.schema, secret, indent(triggers, "      "))
+	return e.startText(text, opts)
+}
+
+// startText runs a node with the config text.
+func (e *env) startText(text string, opts dispatch.Options) *node {
+	t := e.t
 	cfg, err := config.Parse("test.yaml", []byte(text), func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, text)
@@ -208,8 +213,8 @@ func TestDeliversASignedCloudEvent(t *testing.T) {
 	d := h.next(t, 5*time.Second)
 	row := n.waitStatus(t, id, store.StatusProcessed, 5*time.Second)[0]
 
-	if ct := d.header.Get("Content-Type"); ct != "application/json" {
-		t.Errorf("Content-Type %q", ct)
+	if ct := d.header.Get("Content-Type"); ct != "application/cloudevents+json" {
+		t.Errorf("Content-Type %q, want the CloudEvents JSON format's", ct)
 	}
 	if k := d.header.Get("X-Api-Key"); k != "k-123" {
 		t.Errorf("trigger header X-Api-Key %q", k)
@@ -240,6 +245,43 @@ func TestDeliversASignedCloudEvent(t *testing.T) {
 	if in := invs[0]; in.ResponseStatus != 200 || in.Error != "" || in.Attempt != 1 || in.NodeID != "node-a" ||
 		!strings.Contains(string(in.RequestBody), row.ID.String()) || !strings.Contains(in.ResponseBody, "sent") {
 		t.Errorf("invocation %+v", in)
+	}
+}
+
+// TestBinaryDelivery checks a binary-mode delivery's headers: attributes
+// percent-encoded as the CloudEvents HTTP binding asks, Content-Type for
+// datacontenttype, and JSON null as the body of an event without data.
+func TestBinaryDelivery(t *testing.T) {
+	e := newEnv(t)
+	h := newHook(t, nil)
+	const typ = `sent "email" ✓ 100%`
+	n := e.start("node-a", trigger("t", typ, h.URL, "format: binary"), dispatch.Options{})
+	at := time.Date(2026, 1, 2, 3, 4, 5, 6e6, time.UTC)
+	id, _, err := n.d.Enqueue(context.Background(), dispatch.Event{Project: "p", Type: typ, Time: at, FireAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := h.next(t, 5*time.Second)
+	row := n.waitStatus(t, id, store.StatusProcessed, 5*time.Second)[0]
+	want := http.Header{
+		"Content-Type":   {"application/json"},
+		"Ce-Specversion": {"1.0"},
+		"Ce-Id":          {row.ID.String()},
+		"Ce-Source":      {"node-a"},
+		"Ce-Type":        {"sent%20%22email%22%20%E2%9C%93%20100%25"},
+		"Ce-Time":        {"2026-01-02T03:04:05.006Z"},
+	}
+	for k, v := range want {
+		if got := d.header.Values(k); len(got) != 1 || got[0] != v[0] {
+			t.Errorf("%s: %q, want %q", k, got, v)
+		}
+	}
+	if v := d.header.Values("Ce-Datacontenttype"); v != nil || d.header.Get("X-SC-Token") == "" {
+		t.Errorf("ce-datacontenttype %q (Content-Type stands for it), X-SC-Token %q", v, d.header.Get("X-SC-Token"))
+	}
+	invs, err := n.st.Invocations(context.Background(), row.ID)
+	if err != nil || len(invs) != 1 || string(invs[0].RequestBody) != "null" {
+		t.Fatalf("invocations %+v %v: want the body sent, null", invs, err)
 	}
 }
 

@@ -21,7 +21,7 @@ type job struct {
 	wait  *waiter   // the synchronous caller, if it is waiting on this node
 	index int       // the row's trigger position, for the waiter
 	next  time.Time // when to attempt; zero or past means now
-	body  []byte    // the CloudEvent, the same on every attempt
+	body  []byte    // the request body in the trigger's format, the same on every attempt
 
 	// Guarded by heldRows.mu.
 	leaseUntil time.Time

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/triggerd/triggerd/auth"
 	"github.com/triggerd/triggerd/config"
 	"github.com/triggerd/triggerd/store"
 )
@@ -24,8 +25,9 @@ type lane struct {
 	d        *Dispatcher
 	proj     *project
 	trig     *config.Trigger
-	slots    chan struct{} // one per attempt in flight
-	capacity int           // rows held at most: in flight, waiting for a slot or sleeping
+	signer   *auth.WebhookSigner // signs deliveries the Standard Webhooks way; nil when not
+	slots    chan struct{}       // one per attempt in flight
+	capacity int                 // rows held at most: in flight, waiting for a slot or sleeping
 	// lease is how long this node's claim on a row lasts: the config's
 	// lease plus the trigger's timeout, so that an attempt in flight
 	// always ends before its lease does (see Dispatcher.fence).
@@ -38,11 +40,12 @@ type lane struct {
 	poke    chan struct{}
 }
 
-func newLane(d *Dispatcher, p *project, t *config.Trigger) *lane {
+func newLane(d *Dispatcher, p *project, t *config.Trigger, signer *auth.WebhookSigner) *lane {
 	return &lane{
 		d:        d,
 		proj:     p,
 		trig:     t,
+		signer:   signer,
 		slots:    make(chan struct{}, t.Concurrency),
 		capacity: 16 * t.Concurrency,
 		lease:    d.opts.Lease + t.Timeout(),
