@@ -76,7 +76,7 @@ func TestUpdatesByIDUseThePrimaryKey(t *testing.T) {
 	}
 	statements := map[string]struct{ sql, args string }{
 		"outcomes": {applyOutcomesSQL, `'{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}'`},
-		"renew":    {renewSQL, `'n', '{}', '10 seconds'`},
+		"renew":    {renewSQL, `'n', '{}', '{}'`},
 		"release":  {releaseSQL, `'n', '{}', '{}'`},
 	}
 	check := func(when, prefix string) {
