@@ -181,18 +181,25 @@ func (n *node) rows(t *testing.T, batch uuid.UUID) []store.Event {
 // waitStatus waits until every row of an event has the status.
 func (n *node) waitStatus(t *testing.T, batch uuid.UUID, want store.Status, within time.Duration) []store.Event {
 	t.Helper()
+	return n.waitFor(t, batch, "all "+string(want), func(r store.Event) bool { return r.Status == want }, within)
+}
+
+// waitFor waits until every row of an event (there is at least one) is as
+// ok says, described by want.
+func (n *node) waitFor(t *testing.T, batch uuid.UUID, want string, ok func(store.Event) bool, within time.Duration) []store.Event {
+	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
 		rows := n.rows(t, batch)
 		done := len(rows) > 0
 		for _, r := range rows {
-			done = done && r.Status == want
+			done = done && ok(r)
 		}
 		if done {
 			return rows
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("event %s: rows %+v, want all %s within %s", batch, rows, want, within)
+			t.Fatalf("event %s: rows %+v, want %s within %s", batch, rows, want, within)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -587,12 +594,18 @@ func TestRenewedLeaseIsNotTakenOver(t *testing.T) {
 	trig := trigger("t", "x", h.URL, "timeout: 1000, concurrency: 1")
 	opts := dispatch.Options{Lease: 400 * time.Millisecond, Poll: 50 * time.Millisecond}
 	a := e.start("a", trig, opts)
-	e.start("b", trig, opts)
 	var ids []uuid.UUID
 	for range 3 {
 		id, _, _ := a.d.Enqueue(context.Background(), dispatch.Event{Project: "p", Type: "x"})
 		ids = append(ids, id)
 	}
+	// A row enqueued while a's lane polls is staged unclaimed, for the next
+	// poll: b starts once a has claimed all three, one way or the other.
+	held := func(r store.Event) bool { return r.ClaimedBy == "a" || r.Status == store.StatusProcessed }
+	for _, id := range ids {
+		a.waitFor(t, id, "claimed by a", held, 5*time.Second)
+	}
+	e.start("b", trig, opts)
 	for _, id := range ids {
 		a.waitStatus(t, id, store.StatusProcessed, 10*time.Second)
 	}
