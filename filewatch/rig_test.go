@@ -184,16 +184,21 @@ func (r *rig) must(err error) {
 // indexed returns the store's index of the directory as "type path size" lines.
 func (r *rig) indexed() []string {
 	r.t.Helper()
-	ctx := context.Background()
-	if r.conn == nil {
-		c, err := pgx.Connect(ctx, r.storeURL)
-		r.must(err)
-		r.t.Cleanup(func() { c.Close(context.Background()) })
-		r.conn = c
-	}
-	rows, err := r.conn.Query(ctx, `SELECT type || ' ' || path || ' ' || size FROM `+pgx.Identifier{r.schema, "file_index"}.Sanitize()+` ORDER BY path`)
+	rows, err := r.db().Query(context.Background(), `SELECT type || ' ' || path || ' ' || size FROM `+pgx.Identifier{r.schema, "file_index"}.Sanitize()+` ORDER BY path`)
 	r.must(err)
 	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	r.must(err)
 	return out
+}
+
+// db is a connection to the store, made on first use.
+func (r *rig) db() *pgx.Conn {
+	r.t.Helper()
+	if r.conn == nil {
+		c, err := pgx.Connect(context.Background(), r.storeURL)
+		r.must(err)
+		r.t.Cleanup(func() { c.Close(context.Background()) })
+		r.conn = c
+	}
+	return r.conn
 }

@@ -38,7 +38,11 @@ func (s *Source) session(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%s: start watching: %w", s.where(), err)
 	}
-	defer fw.Close()
+	in := listen(fw, queueLimit())
+	defer func() {
+		_ = fw.Close()
+		<-in.done
+	}()
 	known, err := s.store.Files(ctx, s.project, s.alias)
 	if err != nil {
 		return fmt.Errorf("%s: %w", s.where(), err)
@@ -69,34 +73,8 @@ func (s *Source) session(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case ev, ok := <-fw.Events:
-			if !ok {
-				return fmt.Errorf("%s: the watcher closed", s.where())
-			}
-			if err := w.handle(ev); err != nil {
-				return err
-			}
-			// Take what else is queued, so that a burst is logged in few writes.
-			for drained := false; !drained && len(w.out) < s.opts.Batch; {
-				select {
-				case ev := <-fw.Events:
-					if err := w.handle(ev); err != nil {
-						return err
-					}
-				default:
-					drained = true
-				}
-			}
-		case err, ok := <-fw.Errors:
-			if !ok {
-				return fmt.Errorf("%s: the watcher closed", s.where())
-			}
-			if !errors.Is(err, fsnotify.ErrEventOverflow) {
-				return fmt.Errorf("%s: watch: %w", s.where(), err)
-			}
-			s.log.Warn("the kernel's event queue overflowed; comparing the directory with the index",
-				"hint", "raise fs.inotify.max_queued_events")
-			if err := w.rescan(ctx, "queue overflow"); err != nil {
+		case <-in.ready:
+			if err := w.receive(ctx, in); err != nil {
 				return err
 			}
 		case <-rescan:
@@ -115,6 +93,32 @@ func (s *Source) session(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// receive handles what the inbox holds, at most a write's worth of
+// events at a time, and compares the directory with the index when events
+// were lost after them.
+func (w *watcher) receive(ctx context.Context, in *inbox) error {
+	events, lost, err := in.take(w.s.opts.Batch)
+	if err != nil {
+		return fmt.Errorf("%s: watch: %w", w.s.where(), err)
+	}
+	for _, ev := range events {
+		if err := w.handle(ev); err != nil {
+			return err
+		}
+		if len(w.out) >= w.s.opts.Batch {
+			if err := w.flush(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	if lost == "" {
+		return nil
+	}
+	w.s.log.Warn("the event queue overflowed; comparing the directory with the index",
+		"queue", lost, "hint", "raise fs.inotify.max_queued_events")
+	return w.rescan(ctx, "queue overflow")
 }
 
 // watcher is one session's view of the directory.
