@@ -458,3 +458,18 @@ func TestFoldersMovedOutAndRemovedAtOnce(t *testing.T) {
 		t.Errorf("the watcher restarted:\n%s", r.logs.String())
 	}
 }
+
+func TestAPathLeftOutIsNamedOnce(t *testing.T) {
+	r := newRig(t)
+	r.start(r.config("n1", "", both), filewatch.Options{}, false)
+	r.write("not-utf8-\xff.txt", "x")
+	r.write("ok.txt", "o")
+	r.expect("created file ok.txt")
+	logs := r.logs.String()
+	if !strings.Contains(logs, `msg="a path is not valid UTF-8; it is left out"`) || !strings.Contains(logs, `not-utf8-\\xff.txt`) {
+		t.Errorf("no warning names the path that is not UTF-8:\n%s", logs)
+	}
+	if dups := r.repeatedKeys(); len(dups) > 0 {
+		t.Errorf("log lines with a key twice:\n%s", strings.Join(dups, "\n"))
+	}
+}

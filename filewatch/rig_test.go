@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -201,4 +202,41 @@ func (r *rig) db() *pgx.Conn {
 		r.conn = c
 	}
 	return r.conn
+}
+
+// repeatedKeys returns the lines of the node's log that give a key twice,
+// with the key.
+func (r *rig) repeatedKeys() []string {
+	var out []string
+	for line := range strings.Lines(r.logs.String()) {
+		seen := make(map[string]bool)
+		for _, k := range logKeys(line) {
+			if seen[k] {
+				out = append(out, k+" twice in: "+strings.TrimSpace(line))
+			}
+			seen[k] = true
+		}
+	}
+	return out
+}
+
+// logKeys returns the keys of a line of slog's text format, in order.
+func logKeys(line string) []string {
+	var keys []string
+	for rest := strings.TrimSpace(line); rest != ""; rest = strings.TrimLeft(rest, " ") {
+		k, v, ok := strings.Cut(rest, "=")
+		if !ok {
+			break
+		}
+		keys = append(keys, k)
+		switch q, err := strconv.QuotedPrefix(v); {
+		case err == nil:
+			rest = v[len(q):]
+		case strings.Contains(v, " "):
+			rest = v[strings.IndexByte(v, ' '):]
+		default:
+			rest = ""
+		}
+	}
+	return keys
 }

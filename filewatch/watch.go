@@ -162,7 +162,7 @@ func (w *watcher) rel(name string) (string, bool) {
 	r = filepath.ToSlash(r)
 	if !utf8.ValidString(r) {
 		// Postgres text and JSON strings hold UTF-8 only.
-		w.s.log.Warn("a path is not valid UTF-8; it is left out", "path", strconv.Quote(r))
+		w.s.log.Warn("a path is not valid UTF-8; it is left out", "name", strconv.Quote(r))
 		return "", false
 	}
 	return r, r == "." || !w.s.ignored(r)
@@ -271,7 +271,7 @@ func (w *watcher) walk(rel string, seen map[string]bool) error {
 			if r == "." {
 				return fmt.Errorf("%s: list %s: %w", w.s.where(), name, err)
 			}
-			w.s.log.Warn("cannot read a path; it is left out until it can be", "path", r, "err", err)
+			w.s.log.Warn("cannot read a path; it is left out until it can be", "name", r, "err", err)
 			return nil
 		}
 		if seen != nil {
@@ -449,7 +449,7 @@ func (w *watcher) meta(e store.FileEntry, fi fs.FileInfo) meta {
 	if e.Type == store.FileTypeFile && w.s.dir.HashLimit > 0 && e.Size <= w.s.dir.HashLimit {
 		sum, err := hashFile(w.abs(e.Path), e.Size)
 		if err != nil {
-			w.s.log.Warn("cannot hash a file; its event has no sha256", "path", e.Path, "err", err)
+			w.s.log.Warn("cannot hash a file; its event has no sha256", "file", e.Path, "err", err)
 		} else {
 			m.SHA256 = sum
 		}
