@@ -242,8 +242,7 @@ func (w *watcher) vanished(rel string) {
 	}
 	for p := range w.watched {
 		if p == rel || strings.HasPrefix(p, prefix) {
-			_ = w.fw.Remove(w.abs(p)) // the kernel may have dropped it already
-			delete(w.watched, p)
+			w.unwatch(p)
 		}
 	}
 	slices.SortFunc(gone, func(a, b string) int { return strings.Compare(b, a) }) // children sort after parents
@@ -274,27 +273,14 @@ func (w *watcher) walk(rel string, seen map[string]bool) error {
 			w.s.log.Warn("cannot read a path; it is left out until it can be", "name", r, "err", err)
 			return nil
 		}
-		if seen != nil {
-			seen[r] = true
-		}
 		if d.IsDir() {
-			// Watch before listing, so that nothing created in between is missed.
-			w.watch(r)
-			if r != "." {
-				fi, err := d.Info()
-				if err != nil {
-					return nil
-				}
-				e, ok := w.known[r]
-				if ok && e.Type == store.FileTypeDir {
-					return nil // known: a folder's own size and time are not worth a write
-				}
-				if ok {
-					w.vanished(r)
-				}
-				w.put(entryOf(r, fi), fi)
+			if !w.folder(r, d, seen) {
+				return filepath.SkipDir
 			}
 			return nil
+		}
+		if seen != nil {
+			seen[r] = true
 		}
 		if !d.Type().IsRegular() {
 			return nil
@@ -320,23 +306,73 @@ func (w *watcher) walk(rel string, seen map[string]bool) error {
 	})
 }
 
-// watch adds a kernel watch on the folder rel. When the kernel refuses
-// (the inotify watch limit), the folder is left to periodic rescans.
-func (w *watcher) watch(rel string) {
-	if w.watched[rel] {
-		return
-	}
-	if err := w.fw.Add(w.abs(rel)); err != nil {
-		hint := ""
-		if errors.Is(err, syscall.ENOSPC) {
-			hint = "raise fs.inotify.max_user_watches (see the README)"
+// folder takes a folder of a walk, rel, listed as d: it watches the
+// folder and logs it when new, and reports whether to list it. A folder
+// removed, or replaced by a file, since it was listed is left alone: the
+// kernel reports what became of it. With seen set, folder records there
+// the folders it takes.
+func (w *watcher) folder(rel string, d fs.DirEntry, seen map[string]bool) bool {
+	// Watch before listing, so that nothing created in between is missed.
+	there := w.watch(rel)
+	if rel == "." {
+		if seen != nil {
+			seen[rel] = true
 		}
-		w.s.log.Warn("cannot watch a folder; comparing the directory with the index every rescan period instead",
-			"folder", rel, "err", err, "rescan", w.s.opts.Rescan, "hint", hint)
-		w.unwatched = true
-		return
+		return true // gone or not, listing it says
 	}
-	w.watched[rel] = true
+	if !there {
+		return false
+	}
+	fi, err := d.Info() // now, after the watch
+	if err != nil || !fi.IsDir() {
+		w.unwatch(rel) // the kernel watches what is there now, or nothing
+		return false
+	}
+	if seen != nil {
+		seen[rel] = true
+	}
+	e, ok := w.known[rel]
+	if ok && e.Type == store.FileTypeDir {
+		return true // known: a folder's own size and time are not worth a write
+	}
+	if ok {
+		w.vanished(rel)
+	}
+	w.put(entryOf(rel, fi), fi)
+	return true
+}
+
+// watch adds a kernel watch on the folder rel, and reports whether rel
+// is there to watch: a folder removed since it was listed is not. When the
+// kernel refuses (the inotify watch limit), the folder is left to periodic
+// rescans.
+func (w *watcher) watch(rel string) bool {
+	if w.watched[rel] {
+		return true
+	}
+	err := w.fw.Add(w.abs(rel))
+	switch {
+	case err == nil:
+		w.watched[rel] = true
+		return true
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR):
+		return false // gone, or a folder it was in is
+	}
+	hint := ""
+	if errors.Is(err, syscall.ENOSPC) {
+		hint = "raise fs.inotify.max_user_watches (see the README)"
+	}
+	w.s.log.Warn("cannot watch a folder; comparing the directory with the index every rescan period instead",
+		"folder", rel, "err", err, "rescan", w.s.opts.Rescan, "hint", hint)
+	w.unwatched = true
+	return true
+}
+
+// unwatch removes the kernel watch of the folder rel, which the kernel may
+// have dropped already.
+func (w *watcher) unwatch(rel string) {
+	_ = w.fw.Remove(w.abs(rel))
+	delete(w.watched, rel)
 }
 
 // rescan compares the whole directory with the index and logs what differs.
@@ -365,8 +401,7 @@ func (w *watcher) rescan(ctx context.Context, why string) error {
 	}
 	for p := range w.watched {
 		if !seen[p] {
-			_ = w.fw.Remove(w.abs(p))
-			delete(w.watched, p)
+			w.unwatch(p)
 		}
 	}
 	w.s.log.Info("compared the directory with the index", "why", why, "entries", len(seen)-1,
