@@ -483,10 +483,11 @@ func (w *watcher) meta(e store.FileEntry, fi fs.FileInfo) meta {
 	m.Mode = fmt.Sprintf("%04o", fi.Mode().Perm())
 	if e.Type == store.FileTypeFile && w.s.dir.HashLimit > 0 && e.Size <= w.s.dir.HashLimit {
 		sum, err := hashFile(w.abs(e.Path), e.Size)
-		if err != nil {
-			w.s.log.Warn("cannot hash a file; its event has no sha256", "file", e.Path, "err", err)
-		} else {
+		switch {
+		case err == nil:
 			m.SHA256 = sum
+		case !errors.Is(err, fs.ErrNotExist): // removed since it settled: its FILE_DELETE follows
+			w.s.log.Warn("cannot hash a file; its event has no sha256", "file", e.Path, "err", err)
 		}
 	}
 	return m
