@@ -52,7 +52,8 @@ func (s *Source) session(ctx context.Context) error {
 		fw:      fw,
 		known:   known,
 		pending: make(map[string]time.Time),
-		watched: make(map[string]bool),
+		watched: make(map[string]fileID),
+		byID:    make(map[fileID]string),
 	}
 	if err := w.rescan(ctx, "start-up"); err != nil {
 		return err
@@ -132,8 +133,11 @@ type watcher struct {
 	// order they were last written to (with stale entries left behind).
 	pending map[string]time.Time
 	queue   []queued
-	// watched are the folders with a kernel watch, by relative path.
-	watched map[string]bool
+	// watched are the folders with a kernel watch, by relative path, with
+	// the folder's identity once known (where the platform tells); byID
+	// are the paths of those identities.
+	watched map[string]fileID
+	byID    map[fileID]string
 	// unwatched says a folder could not be watched: rescans stand in for it.
 	unwatched bool
 	// out are the changes to log in the next write.
@@ -328,6 +332,9 @@ func (w *watcher) folder(rel string, d fs.DirEntry, seen map[string]bool) bool {
 		w.unwatch(rel) // the kernel watches what is there now, or nothing
 		return false
 	}
+	if id, ok := identity(fi); ok {
+		w.identify(rel, id)
+	}
 	if seen != nil {
 		seen[rel] = true
 	}
@@ -347,13 +354,13 @@ func (w *watcher) folder(rel string, d fs.DirEntry, seen map[string]bool) bool {
 // kernel refuses (the inotify watch limit), the folder is left to periodic
 // rescans.
 func (w *watcher) watch(rel string) bool {
-	if w.watched[rel] {
+	if _, ok := w.watched[rel]; ok {
 		return true
 	}
 	err := w.fw.Add(w.abs(rel))
 	switch {
 	case err == nil:
-		w.watched[rel] = true
+		w.watched[rel] = fileID{}
 		return true
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR):
 		return false // gone, or a folder it was in is
@@ -368,10 +375,42 @@ func (w *watcher) watch(rel string) bool {
 	return true
 }
 
+// identify records that the folder watched at rel is id, the folder there
+// now. The kernel keeps one watch a folder, which fsnotify keeps under the
+// path it was first added with, and removes when the folder moves: when
+// rel held another folder before, or this folder was watched under another
+// path (it was moved, and the events of the move are not handled yet), the
+// watch is made again, under rel.
+func (w *watcher) identify(rel string, id fileID) {
+	was, watched := w.watched[rel]
+	if !watched {
+		return // the kernel refused
+	}
+	other, known := w.byID[id]
+	if (was == fileID{} || was == id) && (!known || other == rel) {
+		w.watched[rel] = id
+		w.byID[id] = rel
+		return
+	}
+	if known && other != rel {
+		w.unwatch(other)
+	}
+	w.unwatch(rel)
+	if w.watch(rel) {
+		if _, ok := w.watched[rel]; ok {
+			w.watched[rel] = id
+			w.byID[id] = rel
+		}
+	}
+}
+
 // unwatch removes the kernel watch of the folder rel, which the kernel may
 // have dropped already.
 func (w *watcher) unwatch(rel string) {
 	_ = w.fw.Remove(w.abs(rel))
+	if id, ok := w.watched[rel]; ok && w.byID[id] == rel {
+		delete(w.byID, id)
+	}
 	delete(w.watched, rel)
 }
 

@@ -29,7 +29,7 @@ func testWatcher(t *testing.T, dir config.Storage) (*watcher, *dispatchtest.Buff
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { fw.Close() })
-	return &watcher{s: s, fw: fw, known: make(map[string]store.FileEntry), pending: make(map[string]time.Time), watched: make(map[string]bool)}, logs
+	return &watcher{s: s, fw: fw, known: make(map[string]store.FileEntry), pending: make(map[string]time.Time), watched: make(map[string]fileID), byID: make(map[fileID]string)}, logs
 }
 
 // TestAFolderGoneWhileWalkedIsLeftAlone walks folders that were removed, or
@@ -69,7 +69,7 @@ func TestAFolderGoneWhileWalkedIsLeftAlone(t *testing.T) {
 	if w.unwatched {
 		t.Error("rescans stand in for a folder that is gone")
 	}
-	if !seen["kept"] || len(seen) != 1 || !w.watched["kept"] || len(w.watched) != 1 || len(w.fw.WatchList()) != 1 {
+	if _, watched := w.watched["kept"]; !seen["kept"] || len(seen) != 1 || !watched || len(w.watched) != 1 || len(w.fw.WatchList()) != 1 {
 		t.Errorf("seen %v, watched %v, kernel watches %q; want kept alone", seen, w.watched, w.fw.WatchList())
 	}
 	if len(w.out) != 1 || w.out[0].Index.Entry.Path != "kept" || w.out[0].Index.Entry.Type != store.FileTypeDir {
@@ -99,5 +99,90 @@ func TestAFileGoneOnceSettledIsNotHashed(t *testing.T) {
 	}
 	if logs.String() != "" {
 		t.Errorf("logs:\n%s", logs)
+	}
+}
+
+// TestAFolderWalkedUnderItsNewNameStaysWatched walks a watched folder
+// moved since, before the events of the move are handled: so does the walk
+// of a new folder that a folder was moved into at once, or a rescan. The
+// kernel keeps one watch a folder, which fsnotify kept under the old name,
+// and removed with it when the events of the move came. The folder stays
+// watched under its new name.
+func TestAFolderWalkedUnderItsNewNameStaysWatched(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "old", "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	w, logs := testWatcher(t, config.Storage{Path: dir})
+	in := listen(w.fw, 1000)
+	if err := w.walk(".", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "old"), filepath.Join(dir, "new")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.walk(".", nil); err != nil { // before the rename's events
+		t.Fatal(err)
+	}
+	if handleAll(t, w, in) == 0 {
+		t.Fatal("no event of the rename")
+	}
+	for _, f := range []string{"new/a.txt", "new/sub/b.txt"} {
+		if err := os.WriteFile(filepath.Join(dir, f), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if !created(t, in, filepath.Join(dir, f)) {
+			t.Errorf("no event for %s: watches %q", f, w.fw.WatchList())
+		}
+	}
+	if logs.String() != "" {
+		t.Errorf("logs:\n%s", logs)
+	}
+}
+
+// created waits up to a second for the inbox to hold the creation of name,
+// and reports whether it did.
+func created(t *testing.T, in *inbox, name string) bool {
+	t.Helper()
+	timeout := time.After(time.Second)
+	for {
+		select {
+		case <-in.ready:
+		case <-timeout:
+			return false
+		}
+		events, _, err := in.take(100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range events {
+			if ev.Name == name && ev.Has(fsnotify.Create) {
+				return true
+			}
+		}
+	}
+}
+
+// handleAll handles the inbox's events until none comes for 300ms, and
+// returns how many it handled.
+func handleAll(t *testing.T, w *watcher, in *inbox) int {
+	t.Helper()
+	n := 0
+	for {
+		select {
+		case <-in.ready:
+		case <-time.After(300 * time.Millisecond):
+			return n
+		}
+		events, _, err := in.take(100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range events {
+			if err := w.handle(ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n += len(events)
 	}
 }
