@@ -418,6 +418,7 @@ func (w *watcher) unwatch(rel string) {
 func (w *watcher) rescan(ctx context.Context, why string) error {
 	began := time.Now()
 	w.unwatched = false
+	w.reconcile()
 	seen := make(map[string]bool)
 	if err := w.walk(".", seen); err != nil {
 		return err
@@ -446,6 +447,26 @@ func (w *watcher) rescan(ctx context.Context, why string) error {
 	w.s.log.Info("compared the directory with the index", "why", why, "entries", len(seen)-1,
 		"removed", len(gone), "took", time.Since(began).Round(time.Millisecond))
 	return w.flush(ctx)
+}
+
+// reconcile makes the watches this session knows of those fsnotify has:
+// fsnotify drops the watch of a folder that moves, and when the events
+// that told of it were lost, the session still counts on it. The walk that
+// follows watches again what is left out here.
+func (w *watcher) reconcile() {
+	kept := make(map[string]bool)
+	for _, name := range w.fw.WatchList() {
+		kept[name] = true
+	}
+	for rel := range w.watched {
+		if !kept[w.abs(rel)] {
+			w.unwatch(rel)
+		}
+		delete(kept, w.abs(rel))
+	}
+	for name := range kept {
+		_ = w.fw.Remove(name) // a watch the session lost track of
+	}
 }
 
 // settle logs the pending files whose writes have been quiet for the

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -184,5 +185,59 @@ func handleAll(t *testing.T, w *watcher, in *inbox) int {
 			}
 		}
 		n += len(events)
+	}
+}
+
+// TestAFolderMovedAndBackWhileEventsWereLostStaysWatched moves a watched
+// folder away and back while the events that tell of it are lost, as when
+// a queue overflows: fsnotify dropped the folder's watch on its move, and
+// the comparison that follows the loss watches it again.
+func TestAFolderMovedAndBackWhileEventsWereLostStaysWatched(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "a"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	w, logs := testWatcher(t, config.Storage{Path: dir})
+	in := listen(w.fw, 1000)
+	if err := w.walk(".", nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range w.out { // logged
+		w.known[c.Index.Entry.Path] = c.Index.Entry
+	}
+	w.out = nil
+	for _, mv := range [][2]string{{"a", "b"}, {"b", "a"}} {
+		if err := os.Rename(filepath.Join(dir, mv[0]), filepath.Join(dir, mv[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	loseAll(t, in)
+	if err := w.rescan(t.Context(), "events lost"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "a", "x.txt"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if !created(t, in, filepath.Join(dir, "a", "x.txt")) {
+		t.Errorf("no event for a/x.txt: watches %q", w.fw.WatchList())
+	}
+	if strings.Contains(logs.String(), "level=WARN") {
+		t.Errorf("logs:\n%s", logs)
+	}
+}
+
+// loseAll takes the inbox's events, without handling them, until none
+// comes for 300ms.
+func loseAll(t *testing.T, in *inbox) {
+	t.Helper()
+	for {
+		select {
+		case <-in.ready:
+		case <-time.After(300 * time.Millisecond):
+			return
+		}
+		if _, _, err := in.take(100); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
