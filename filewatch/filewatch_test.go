@@ -282,7 +282,7 @@ func TestOverflowLeadsToARescan(t *testing.T) {
 	r := newRig(t)
 	r.start(r.config("n1", "settle: 50ms", `- {name: created, type: FILE_CREATE, url: "{hook}/created", concurrency: 64}`), filewatch.Options{}, false)
 
-	// Hold the watcher in its first write, so the kernel's queue fills up.
+	// Hold the watcher in its first write, so the queue of events fills up.
 	release := r.holdIndex("first.txt")
 
 	// In a folder already watched: the kernel queues an event for each.
@@ -311,7 +311,7 @@ func TestOverflowLeadsToARescan(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	if !strings.Contains(r.logs.String(), "overflowed") {
-		t.Errorf("the kernel queue (%d events) did not overflow with %d files; the rescan was not tested:\n%s", queue, n, r.logs.String())
+		t.Errorf("the event queue (%d events) did not overflow with %d files; the rescan was not tested:\n%s", queue, n, r.logs.String())
 	}
 }
 
