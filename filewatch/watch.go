@@ -40,8 +40,9 @@ func (s *Source) session(ctx context.Context) error {
 	}
 	in := listen(fw, queueLimit())
 	defer func() {
-		_ = fw.Close()
-		<-in.done
+		if fw.Close() == nil {
+			<-in.done // fsnotify has closed its channels
+		}
 	}()
 	known, err := s.store.Files(ctx, s.project, s.alias)
 	if err != nil {
