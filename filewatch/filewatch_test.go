@@ -473,3 +473,19 @@ func TestAPathLeftOutIsNamedOnce(t *testing.T) {
 		t.Errorf("log lines with a key twice:\n%s", strings.Join(dups, "\n"))
 	}
 }
+
+func TestAFileThatBecameAFolderWhileStoppedIsWatched(t *testing.T) {
+	r := newRig(t)
+	n := r.start(r.config("n1", "", both), filewatch.Options{}, false)
+	r.write("thing", "a file")
+	r.expect("created file thing")
+	n.stop()
+	r.reset()
+	r.must(os.Remove(r.path("thing")))
+	r.write("thing/in.txt", "now a folder")
+	r.start(r.config("n1", "", both), filewatch.Options{}, false)
+	r.expect("deleted file thing", "created dir thing", "created file thing/in.txt")
+	r.reset()
+	r.write("thing/later.txt", "l")
+	r.expect("created file thing/later.txt")
+}

@@ -317,6 +317,9 @@ func (w *watcher) walk(rel string, seen map[string]bool) error {
 // kernel reports what became of it. With seen set, folder records there
 // the folders it takes.
 func (w *watcher) folder(rel string, d fs.DirEntry, seen map[string]bool) bool {
+	if e, ok := w.known[rel]; ok && e.Type != store.FileTypeDir {
+		w.vanished(rel) // a file that became a folder; before the watch, which this would remove
+	}
 	// Watch before listing, so that nothing created in between is missed.
 	there := w.watch(rel)
 	if rel == "." {
@@ -339,12 +342,8 @@ func (w *watcher) folder(rel string, d fs.DirEntry, seen map[string]bool) bool {
 	if seen != nil {
 		seen[rel] = true
 	}
-	e, ok := w.known[rel]
-	if ok && e.Type == store.FileTypeDir {
+	if _, ok := w.known[rel]; ok {
 		return true // known: a folder's own size and time are not worth a write
-	}
-	if ok {
-		w.vanished(rel)
 	}
 	w.put(entryOf(rel, fi), fi)
 	return true
