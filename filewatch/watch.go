@@ -396,11 +396,10 @@ func (w *watcher) identify(rel string, id fileID) {
 		w.unwatch(other)
 	}
 	w.unwatch(rel)
-	if w.watch(rel) {
-		if _, ok := w.watched[rel]; ok {
-			w.watched[rel] = id
-			w.byID[id] = rel
-		}
+	w.watch(rel)
+	if _, ok := w.watched[rel]; ok {
+		w.watched[rel] = id
+		w.byID[id] = rel
 	}
 }
 
