@@ -489,3 +489,29 @@ func TestAFileThatBecameAFolderWhileStoppedIsWatched(t *testing.T) {
 	r.write("thing/later.txt", "l")
 	r.expect("created file thing/later.txt")
 }
+
+func TestAPathThatBecameASymlinkIsADelete(t *testing.T) {
+	r := newRig(t)
+	n := r.start(r.config("n1", "", both), filewatch.Options{}, false)
+	r.write("live.txt", "l")
+	r.write("stopped.txt", "s")
+	r.write("target.txt", "t")
+	r.expect("created file live.txt", "created file stopped.txt", "created file target.txt")
+
+	// A symbolic link moved over a file: the kernel tells of the move only.
+	r.reset()
+	r.must(os.Symlink(r.path("target.txt"), r.path("link")))
+	r.must(os.Rename(r.path("link"), r.path("live.txt")))
+	r.expect("deleted file live.txt")
+
+	// The same while no node watched.
+	n.stop()
+	r.reset()
+	r.must(os.Symlink(r.path("target.txt"), r.path("link")))
+	r.must(os.Rename(r.path("link"), r.path("stopped.txt")))
+	r.start(r.config("n1", "", both), filewatch.Options{}, false)
+	r.expect("deleted file stopped.txt")
+	if idx := r.indexed(); !slices.Equal(idx, []string{"file target.txt 1"}) {
+		t.Errorf("index %q, want target.txt alone", idx)
+	}
+}

@@ -206,7 +206,9 @@ func (w *watcher) handle(ev fsnotify.Event) error {
 }
 
 // appeared takes a path that was created or moved in: a folder is watched
-// and walked at once, a file waits until its writes settle.
+// and walked at once, a file waits until its writes settle. Anything else
+// (a symbolic link moved over a file) is left out, and what was there is
+// gone.
 func (w *watcher) appeared(rel string) error {
 	fi, err := os.Lstat(w.abs(rel))
 	if err != nil {
@@ -220,6 +222,8 @@ func (w *watcher) appeared(rel string) error {
 			w.vanished(rel)
 		}
 		w.touch(rel, time.Now())
+	default:
+		w.vanished(rel)
 	}
 	return nil
 }
@@ -284,11 +288,11 @@ func (w *watcher) walk(rel string, seen map[string]bool) error {
 			}
 			return nil
 		}
+		if !d.Type().IsRegular() {
+			return nil // left out: a path known here is gone
+		}
 		if seen != nil {
 			seen[r] = true
-		}
-		if !d.Type().IsRegular() {
-			return nil
 		}
 		e, ok := w.known[r]
 		if ok && e.Type != store.FileTypeFile {
