@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -281,18 +282,8 @@ func TestOverflowLeadsToARescan(t *testing.T) {
 	r := newRig(t)
 	r.start(r.config("n1", "settle: 50ms", `- {name: created, type: FILE_CREATE, url: "{hook}/created", concurrency: 64}`), filewatch.Options{}, false)
 
-	// Hold the watcher in its first write, so the kernel's queue fills up.
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, r.storeURL)
-	r.must(err)
-	defer conn.Close(ctx)
-	tx, err := conn.Begin(ctx)
-	r.must(err)
-	defer tx.Rollback(ctx)
-	_, err = tx.Exec(ctx, `LOCK TABLE `+pgx.Identifier{r.schema, "file_index"}.Sanitize()+` IN ACCESS EXCLUSIVE MODE`)
-	r.must(err)
-	r.write("first.txt", "1")
-	waitBlocked(t, conn, r.schema)
+	// Hold the watcher in its first write, so the queue of events fills up.
+	release := r.holdIndex("first.txt")
 
 	// In a folder already watched: the kernel queues an event for each.
 	n := queue + queue/4
@@ -301,8 +292,10 @@ func TestOverflowLeadsToARescan(t *testing.T) {
 		r.must(err)
 		r.must(f.Close())
 	}
-	r.must(tx.Rollback(ctx))
+	release()
 
+	ctx := context.Background()
+	conn := r.db()
 	deadline := time.Now().Add(60 * time.Second)
 	want := n + 1 // first.txt too
 	for {
@@ -318,27 +311,38 @@ func TestOverflowLeadsToARescan(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	if !strings.Contains(r.logs.String(), "overflowed") {
-		t.Errorf("the kernel queue (%d events) did not overflow with %d files; the rescan was not tested:\n%s", queue, n, r.logs.String())
+		t.Errorf("the event queue (%d events) did not overflow with %d files; the rescan was not tested:\n%s", queue, n, r.logs.String())
 	}
 }
 
-// waitBlocked waits until a triggerd connection waits for a lock on the
-// schema's file_index.
-func waitBlocked(t *testing.T, conn *pgx.Conn, schema string) {
-	t.Helper()
+// holdIndex locks the store's file_index and writes the file rel, and
+// returns when the watcher waits for the lock to log it; release lets it
+// go on.
+func (r *rig) holdIndex(rel string) (release func()) {
+	r.t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, r.storeURL)
+	r.must(err)
+	tx, err := conn.Begin(ctx)
+	r.must(err)
+	release = sync.OnceFunc(func() {
+		r.must(tx.Rollback(ctx))
+		r.must(conn.Close(ctx))
+	})
+	r.t.Cleanup(release)
+	table := pgx.Identifier{r.schema, "file_index"}.Sanitize()
+	_, err = tx.Exec(ctx, `LOCK TABLE `+table+` IN ACCESS EXCLUSIVE MODE`)
+	r.must(err)
+	r.write(rel, "1")
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var waiting bool
-		err := conn.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted AND relation = $1::regclass)`,
-			pgx.Identifier{schema, "file_index"}.Sanitize()).Scan(&waiting)
-		if err != nil {
-			t.Fatal(err)
-		}
+		r.must(r.db().QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted AND relation = $1::regclass)`, table).Scan(&waiting))
 		if waiting {
-			return
+			return release
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the watcher did not try to log within 10s")
+			r.t.Fatal("the watcher did not try to log within 10s")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -419,5 +423,95 @@ func TestHashLimit(t *testing.T) {
 		if hashed := d.Meta.SHA256 != ""; hashed != (d.Path == "small.txt") {
 			t.Errorf("with hash_limit 4, %s (%d bytes) has sha256 %q", d.Path, d.Meta.Size, d.Meta.SHA256)
 		}
+	}
+}
+
+func TestFoldersMovedOutAndRemovedAtOnce(t *testing.T) {
+	// The kernel reports a folder moved out to its parent's watch, then to
+	// the folder's own watch, which it has dropped when fsnotify reads that
+	// (the folder is removed). fsnotify fails to remove the watch, and
+	// reports it holding the lock that Remove takes, while the watcher
+	// removes the folder's watch on the first report: it goes on watching.
+	r := newRig(t)
+	r.start(r.config("n1", `ignore: ["*.tmp"]`, both), filewatch.Options{}, false)
+	outside := t.TempDir()
+	var want []string
+	for i := range 100 {
+		r.must(os.Mkdir(r.path(fmt.Sprintf("d%d", i)), 0o755))
+		want = append(want, fmt.Sprintf("created dir d%d", i), fmt.Sprintf("deleted dir d%d", i))
+	}
+	r.hook.Wait(t, 100, 15*time.Second) // watched
+	// The kernel queues it all while the watcher waits for the store. An
+	// event the watcher leaves out comes before each move, so that the
+	// watcher waits for the next event when fsnotify hands the move over.
+	release := r.holdIndex("first.txt")
+	for i := range 100 {
+		r.write("ignored.tmp", "i") // an event before each move
+		away := filepath.Join(outside, fmt.Sprintf("d%d", i))
+		r.must(os.Rename(r.path(fmt.Sprintf("d%d", i)), away))
+		r.must(os.Remove(away))
+	}
+	release()
+	r.write("after.txt", "a")
+	r.expect(append(want, "created file first.txt", "created file after.txt")...)
+	if strings.Contains(r.logs.String(), "watching stopped") {
+		t.Errorf("the watcher restarted:\n%s", r.logs.String())
+	}
+}
+
+func TestAPathLeftOutIsNamedOnce(t *testing.T) {
+	r := newRig(t)
+	r.start(r.config("n1", "", both), filewatch.Options{}, false)
+	r.write("not-utf8-\xff.txt", "x")
+	r.write("ok.txt", "o")
+	r.expect("created file ok.txt")
+	logs := r.logs.String()
+	if !strings.Contains(logs, `msg="a path is not valid UTF-8; it is left out"`) || !strings.Contains(logs, `not-utf8-\\xff.txt`) {
+		t.Errorf("no warning names the path that is not UTF-8:\n%s", logs)
+	}
+	if dups := r.repeatedKeys(); len(dups) > 0 {
+		t.Errorf("log lines with a key twice:\n%s", strings.Join(dups, "\n"))
+	}
+}
+
+func TestAFileThatBecameAFolderWhileStoppedIsWatched(t *testing.T) {
+	r := newRig(t)
+	n := r.start(r.config("n1", "", both), filewatch.Options{}, false)
+	r.write("thing", "a file")
+	r.expect("created file thing")
+	n.stop()
+	r.reset()
+	r.must(os.Remove(r.path("thing")))
+	r.write("thing/in.txt", "now a folder")
+	r.start(r.config("n1", "", both), filewatch.Options{}, false)
+	r.expect("deleted file thing", "created dir thing", "created file thing/in.txt")
+	r.reset()
+	r.write("thing/later.txt", "l")
+	r.expect("created file thing/later.txt")
+}
+
+func TestAPathThatBecameASymlinkIsADelete(t *testing.T) {
+	r := newRig(t)
+	n := r.start(r.config("n1", "", both), filewatch.Options{}, false)
+	r.write("live.txt", "l")
+	r.write("stopped.txt", "s")
+	r.write("target.txt", "t")
+	r.expect("created file live.txt", "created file stopped.txt", "created file target.txt")
+
+	// A symbolic link moved over a file: the kernel tells of the move only.
+	r.reset()
+	r.must(os.Symlink(r.path("target.txt"), r.path("link")))
+	r.must(os.Rename(r.path("link"), r.path("live.txt")))
+	r.expect("deleted file live.txt")
+
+	// The same while no node watched.
+	n.stop()
+	r.reset()
+	r.must(os.Symlink(r.path("target.txt"), r.path("link")))
+	r.must(os.Rename(r.path("link"), r.path("stopped.txt")))
+	r.start(r.config("n1", "", both), filewatch.Options{}, false)
+	r.expect("deleted file stopped.txt")
+	if idx := r.indexed(); !slices.Equal(idx, []string{"file target.txt 1"}) {
+		t.Errorf("index %q, want target.txt alone", idx)
 	}
 }

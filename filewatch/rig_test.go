@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -184,16 +185,58 @@ func (r *rig) must(err error) {
 // indexed returns the store's index of the directory as "type path size" lines.
 func (r *rig) indexed() []string {
 	r.t.Helper()
-	ctx := context.Background()
-	if r.conn == nil {
-		c, err := pgx.Connect(ctx, r.storeURL)
-		r.must(err)
-		r.t.Cleanup(func() { c.Close(context.Background()) })
-		r.conn = c
-	}
-	rows, err := r.conn.Query(ctx, `SELECT type || ' ' || path || ' ' || size FROM `+pgx.Identifier{r.schema, "file_index"}.Sanitize()+` ORDER BY path`)
+	rows, err := r.db().Query(context.Background(), `SELECT type || ' ' || path || ' ' || size FROM `+pgx.Identifier{r.schema, "file_index"}.Sanitize()+` ORDER BY path`)
 	r.must(err)
 	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	r.must(err)
 	return out
+}
+
+// db is a connection to the store, made on first use.
+func (r *rig) db() *pgx.Conn {
+	r.t.Helper()
+	if r.conn == nil {
+		c, err := pgx.Connect(context.Background(), r.storeURL)
+		r.must(err)
+		r.t.Cleanup(func() { c.Close(context.Background()) })
+		r.conn = c
+	}
+	return r.conn
+}
+
+// repeatedKeys returns the lines of the node's log that give a key twice,
+// with the key.
+func (r *rig) repeatedKeys() []string {
+	var out []string
+	for line := range strings.Lines(r.logs.String()) {
+		seen := make(map[string]bool)
+		for _, k := range logKeys(line) {
+			if seen[k] {
+				out = append(out, k+" twice in: "+strings.TrimSpace(line))
+			}
+			seen[k] = true
+		}
+	}
+	return out
+}
+
+// logKeys returns the keys of a line of slog's text format, in order.
+func logKeys(line string) []string {
+	var keys []string
+	for rest := strings.TrimSpace(line); rest != ""; rest = strings.TrimLeft(rest, " ") {
+		k, v, ok := strings.Cut(rest, "=")
+		if !ok {
+			break
+		}
+		keys = append(keys, k)
+		switch q, err := strconv.QuotedPrefix(v); {
+		case err == nil:
+			rest = v[len(q):]
+		case strings.Contains(v, " "):
+			rest = v[strings.IndexByte(v, ' '):]
+		default:
+			rest = ""
+		}
+	}
+	return keys
 }

@@ -38,7 +38,12 @@ func (s *Source) session(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%s: start watching: %w", s.where(), err)
 	}
-	defer fw.Close()
+	in := listen(fw, queueLimit())
+	defer func() {
+		if fw.Close() == nil {
+			<-in.done // fsnotify has closed its channels
+		}
+	}()
 	known, err := s.store.Files(ctx, s.project, s.alias)
 	if err != nil {
 		return fmt.Errorf("%s: %w", s.where(), err)
@@ -48,7 +53,8 @@ func (s *Source) session(ctx context.Context) error {
 		fw:      fw,
 		known:   known,
 		pending: make(map[string]time.Time),
-		watched: make(map[string]bool),
+		watched: make(map[string]fileID),
+		byID:    make(map[fileID]string),
 	}
 	if err := w.rescan(ctx, "start-up"); err != nil {
 		return err
@@ -69,34 +75,8 @@ func (s *Source) session(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case ev, ok := <-fw.Events:
-			if !ok {
-				return fmt.Errorf("%s: the watcher closed", s.where())
-			}
-			if err := w.handle(ev); err != nil {
-				return err
-			}
-			// Take what else is queued, so that a burst is logged in few writes.
-			for drained := false; !drained && len(w.out) < s.opts.Batch; {
-				select {
-				case ev := <-fw.Events:
-					if err := w.handle(ev); err != nil {
-						return err
-					}
-				default:
-					drained = true
-				}
-			}
-		case err, ok := <-fw.Errors:
-			if !ok {
-				return fmt.Errorf("%s: the watcher closed", s.where())
-			}
-			if !errors.Is(err, fsnotify.ErrEventOverflow) {
-				return fmt.Errorf("%s: watch: %w", s.where(), err)
-			}
-			s.log.Warn("the kernel's event queue overflowed; comparing the directory with the index",
-				"hint", "raise fs.inotify.max_queued_events")
-			if err := w.rescan(ctx, "queue overflow"); err != nil {
+		case <-in.ready:
+			if err := w.receive(ctx, in); err != nil {
 				return err
 			}
 		case <-rescan:
@@ -117,6 +97,32 @@ func (s *Source) session(ctx context.Context) error {
 	}
 }
 
+// receive handles what the inbox holds, at most a write's worth of
+// events at a time, and compares the directory with the index when events
+// were lost after them.
+func (w *watcher) receive(ctx context.Context, in *inbox) error {
+	events, lost, err := in.take(w.s.opts.Batch)
+	if err != nil {
+		return fmt.Errorf("%s: watch: %w", w.s.where(), err)
+	}
+	for _, ev := range events {
+		if err := w.handle(ev); err != nil {
+			return err
+		}
+		if len(w.out) >= w.s.opts.Batch {
+			if err := w.flush(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	if lost == "" {
+		return nil
+	}
+	w.s.log.Warn("the event queue overflowed; comparing the directory with the index",
+		"queue", lost, "hint", "raise fs.inotify.max_queued_events")
+	return w.rescan(ctx, "queue overflow")
+}
+
 // watcher is one session's view of the directory.
 type watcher struct {
 	s  *Source
@@ -128,8 +134,11 @@ type watcher struct {
 	// order they were last written to (with stale entries left behind).
 	pending map[string]time.Time
 	queue   []queued
-	// watched are the folders with a kernel watch, by relative path.
-	watched map[string]bool
+	// watched are the folders with a kernel watch, by relative path, with
+	// the folder's identity once known (where the platform tells); byID
+	// are the paths of those identities.
+	watched map[string]fileID
+	byID    map[fileID]string
 	// unwatched says a folder could not be watched: rescans stand in for it.
 	unwatched bool
 	// out are the changes to log in the next write.
@@ -158,7 +167,7 @@ func (w *watcher) rel(name string) (string, bool) {
 	r = filepath.ToSlash(r)
 	if !utf8.ValidString(r) {
 		// Postgres text and JSON strings hold UTF-8 only.
-		w.s.log.Warn("a path is not valid UTF-8; it is left out", "path", strconv.Quote(r))
+		w.s.log.Warn("a path is not valid UTF-8; it is left out", "name", strconv.Quote(r))
 		return "", false
 	}
 	return r, r == "." || !w.s.ignored(r)
@@ -197,7 +206,9 @@ func (w *watcher) handle(ev fsnotify.Event) error {
 }
 
 // appeared takes a path that was created or moved in: a folder is watched
-// and walked at once, a file waits until its writes settle.
+// and walked at once, a file waits until its writes settle. Anything else
+// (a symbolic link moved over a file) is left out, and what was there is
+// gone.
 func (w *watcher) appeared(rel string) error {
 	fi, err := os.Lstat(w.abs(rel))
 	if err != nil {
@@ -211,6 +222,8 @@ func (w *watcher) appeared(rel string) error {
 			w.vanished(rel)
 		}
 		w.touch(rel, time.Now())
+	default:
+		w.vanished(rel)
 	}
 	return nil
 }
@@ -238,8 +251,7 @@ func (w *watcher) vanished(rel string) {
 	}
 	for p := range w.watched {
 		if p == rel || strings.HasPrefix(p, prefix) {
-			_ = w.fw.Remove(w.abs(p)) // the kernel may have dropped it already
-			delete(w.watched, p)
+			w.unwatch(p)
 		}
 	}
 	slices.SortFunc(gone, func(a, b string) int { return strings.Compare(b, a) }) // children sort after parents
@@ -267,33 +279,20 @@ func (w *watcher) walk(rel string, seen map[string]bool) error {
 			if r == "." {
 				return fmt.Errorf("%s: list %s: %w", w.s.where(), name, err)
 			}
-			w.s.log.Warn("cannot read a path; it is left out until it can be", "path", r, "err", err)
+			w.s.log.Warn("cannot read a path; it is left out until it can be", "name", r, "err", err)
 			return nil
 		}
-		if seen != nil {
-			seen[r] = true
-		}
 		if d.IsDir() {
-			// Watch before listing, so that nothing created in between is missed.
-			w.watch(r)
-			if r != "." {
-				fi, err := d.Info()
-				if err != nil {
-					return nil
-				}
-				e, ok := w.known[r]
-				if ok && e.Type == store.FileTypeDir {
-					return nil // known: a folder's own size and time are not worth a write
-				}
-				if ok {
-					w.vanished(r)
-				}
-				w.put(entryOf(r, fi), fi)
+			if !w.folder(r, d, seen) {
+				return filepath.SkipDir
 			}
 			return nil
 		}
 		if !d.Type().IsRegular() {
-			return nil
+			return nil // left out: a path known here is gone
+		}
+		if seen != nil {
+			seen[r] = true
 		}
 		e, ok := w.known[r]
 		if ok && e.Type != store.FileTypeFile {
@@ -316,29 +315,113 @@ func (w *watcher) walk(rel string, seen map[string]bool) error {
 	})
 }
 
-// watch adds a kernel watch on the folder rel. When the kernel refuses
-// (the inotify watch limit), the folder is left to periodic rescans.
-func (w *watcher) watch(rel string) {
-	if w.watched[rel] {
-		return
+// folder takes a folder of a walk, rel, listed as d: it watches the
+// folder and logs it when new, and reports whether to list it. A folder
+// removed, or replaced by a file, since it was listed is left alone: the
+// kernel reports what became of it. With seen set, folder records there
+// the folders it takes.
+func (w *watcher) folder(rel string, d fs.DirEntry, seen map[string]bool) bool {
+	if e, ok := w.known[rel]; ok && e.Type != store.FileTypeDir {
+		w.vanished(rel) // a file that became a folder; before the watch, which this would remove
 	}
-	if err := w.fw.Add(w.abs(rel)); err != nil {
-		hint := ""
-		if errors.Is(err, syscall.ENOSPC) {
-			hint = "raise fs.inotify.max_user_watches (see the README)"
+	// Watch before listing, so that nothing created in between is missed.
+	there := w.watch(rel)
+	if rel == "." {
+		if seen != nil {
+			seen[rel] = true
 		}
-		w.s.log.Warn("cannot watch a folder; comparing the directory with the index every rescan period instead",
-			"folder", rel, "err", err, "rescan", w.s.opts.Rescan, "hint", hint)
-		w.unwatched = true
+		return true // gone or not, listing it says
+	}
+	if !there {
+		return false
+	}
+	fi, err := d.Info() // now, after the watch
+	if err != nil || !fi.IsDir() {
+		w.unwatch(rel) // the kernel watches what is there now, or nothing
+		return false
+	}
+	if id, ok := identity(fi); ok {
+		w.identify(rel, id)
+	}
+	if seen != nil {
+		seen[rel] = true
+	}
+	if _, ok := w.known[rel]; ok {
+		return true // known: a folder's own size and time are not worth a write
+	}
+	w.put(entryOf(rel, fi), fi)
+	return true
+}
+
+// watch adds a kernel watch on the folder rel, and reports whether rel
+// is there to watch: a folder removed since it was listed is not. When the
+// kernel refuses (the inotify watch limit), the folder is left to periodic
+// rescans.
+func (w *watcher) watch(rel string) bool {
+	if _, ok := w.watched[rel]; ok {
+		return true
+	}
+	err := w.fw.Add(w.abs(rel))
+	switch {
+	case err == nil:
+		w.watched[rel] = fileID{}
+		return true
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR):
+		return false // gone, or a folder it was in is
+	}
+	hint := ""
+	if errors.Is(err, syscall.ENOSPC) {
+		hint = "raise fs.inotify.max_user_watches (see the README)"
+	}
+	w.s.log.Warn("cannot watch a folder; comparing the directory with the index every rescan period instead",
+		"folder", rel, "err", err, "rescan", w.s.opts.Rescan, "hint", hint)
+	w.unwatched = true
+	return true
+}
+
+// identify records that the folder watched at rel is id, the folder there
+// now. The kernel keeps one watch a folder, which fsnotify keeps under the
+// path it was first added with, and removes when the folder moves: when
+// rel held another folder before, or this folder was watched under another
+// path (it was moved, and the events of the move are not handled yet), the
+// watch is made again, under rel.
+func (w *watcher) identify(rel string, id fileID) {
+	was, watched := w.watched[rel]
+	if !watched {
+		return // the kernel refused
+	}
+	other, known := w.byID[id]
+	if (was == fileID{} || was == id) && (!known || other == rel) {
+		w.watched[rel] = id
+		w.byID[id] = rel
 		return
 	}
-	w.watched[rel] = true
+	if known && other != rel {
+		w.unwatch(other)
+	}
+	w.unwatch(rel)
+	w.watch(rel)
+	if _, ok := w.watched[rel]; ok {
+		w.watched[rel] = id
+		w.byID[id] = rel
+	}
+}
+
+// unwatch removes the kernel watch of the folder rel, which the kernel may
+// have dropped already.
+func (w *watcher) unwatch(rel string) {
+	_ = w.fw.Remove(w.abs(rel))
+	if id, ok := w.watched[rel]; ok && w.byID[id] == rel {
+		delete(w.byID, id)
+	}
+	delete(w.watched, rel)
 }
 
 // rescan compares the whole directory with the index and logs what differs.
 func (w *watcher) rescan(ctx context.Context, why string) error {
 	began := time.Now()
 	w.unwatched = false
+	w.reconcile()
 	seen := make(map[string]bool)
 	if err := w.walk(".", seen); err != nil {
 		return err
@@ -361,13 +444,32 @@ func (w *watcher) rescan(ctx context.Context, why string) error {
 	}
 	for p := range w.watched {
 		if !seen[p] {
-			_ = w.fw.Remove(w.abs(p))
-			delete(w.watched, p)
+			w.unwatch(p)
 		}
 	}
 	w.s.log.Info("compared the directory with the index", "why", why, "entries", len(seen)-1,
 		"removed", len(gone), "took", time.Since(began).Round(time.Millisecond))
 	return w.flush(ctx)
+}
+
+// reconcile makes the watches this session knows of those fsnotify has:
+// fsnotify drops the watch of a folder that moves, and when the events
+// that told of it were lost, the session still counts on it. The walk that
+// follows watches again what is left out here.
+func (w *watcher) reconcile() {
+	kept := make(map[string]bool)
+	for _, name := range w.fw.WatchList() {
+		kept[name] = true
+	}
+	for rel := range w.watched {
+		if !kept[w.abs(rel)] {
+			w.unwatch(rel)
+		}
+		delete(kept, w.abs(rel))
+	}
+	for name := range kept {
+		_ = w.fw.Remove(name) // a watch the session lost track of
+	}
 }
 
 // settle logs the pending files whose writes have been quiet for the
@@ -444,10 +546,11 @@ func (w *watcher) meta(e store.FileEntry, fi fs.FileInfo) meta {
 	m.Mode = fmt.Sprintf("%04o", fi.Mode().Perm())
 	if e.Type == store.FileTypeFile && w.s.dir.HashLimit > 0 && e.Size <= w.s.dir.HashLimit {
 		sum, err := hashFile(w.abs(e.Path), e.Size)
-		if err != nil {
-			w.s.log.Warn("cannot hash a file; its event has no sha256", "path", e.Path, "err", err)
-		} else {
+		switch {
+		case err == nil:
 			m.SHA256 = sum
+		case !errors.Is(err, fs.ErrNotExist): // removed since it settled: its FILE_DELETE follows
+			w.s.log.Warn("cannot hash a file; its event has no sha256", "file", e.Path, "err", err)
 		}
 	}
 	return m
