@@ -281,7 +281,7 @@ func openStore(t *testing.T, url, schema string) *store.Store {
 }
 
 // waitRows waits until cond holds for every event_logs row.
-func waitRows(t *testing.T, st *store.Store, within time.Duration, want int, cond func(store.Event) bool) []store.Event {
+func waitRows(t *testing.T, st *store.Store, within time.Duration, want int, cond func(store.EventLog) bool) []store.EventLog {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
@@ -343,7 +343,7 @@ func TestKillAndRestartLosesNothing(t *testing.T) {
 	t.Logf("%d of 111 rows processed before SIGKILL", len(before))
 
 	startChild(t, cfg)
-	rows := waitRows(t, st, 30*time.Second, 111, func(r store.Event) bool {
+	rows := waitRows(t, st, 30*time.Second, 111, func(r store.EventLog) bool {
 		return r.Status == store.StatusProcessed || r.Status == store.StatusFailed
 	})
 	for _, r := range rows {
@@ -405,7 +405,7 @@ func TestDeadNodesClaimsComeBack(t *testing.T) {
 	a.kill(t)
 	killed := time.Now()
 	st := openStore(t, url, schema)
-	waitRows(t, st, 20*time.Second, 20, func(r store.Event) bool { return r.Status == store.StatusProcessed })
+	waitRows(t, st, 20*time.Second, 20, func(r store.EventLog) bool { return r.Status == store.StatusProcessed })
 	took := time.Since(killed)
 	t.Logf("node B delivered node A's rows %s after A died (lease 2s, timeout 3s)", took)
 	if took > 5*time.Second+5*time.Second {
@@ -513,7 +513,7 @@ func TestTailPrintsAndFollows(t *testing.T) {
 	node := startChild(t, cfg)
 	node.queue(t, `{"type":"sent-email"}`)
 	st := openStore(t, url, schema)
-	waitRows(t, st, 10*time.Second, 1, func(r store.Event) bool { return r.Status == store.StatusProcessed })
+	waitRows(t, st, 10*time.Second, 1, func(r store.EventLog) bool { return r.Status == store.StatusProcessed })
 
 	var out dispatchtest.Buffer
 	if err := run(context.Background(), []string{"tail", "--config", cfg}, &out, io.Discard); err != nil {

@@ -46,10 +46,10 @@ func TestAFrozenNodeDeliversNoRowTakenOver(t *testing.T) {
 	// lane's worth: attempts in flight, and rows waiting for a slot.
 	st := openStore(t, url, schema)
 	now := time.Now()
-	staged := make([]store.Event, events)
+	staged := make([]store.EventLog, events)
 	for i := range staged {
 		id := uuid.Must(uuid.NewV7())
-		staged[i] = store.Event{ID: id, BatchID: id, Project: "demo", Trigger: "t", Type: "work",
+		staged[i] = store.EventLog{ID: id, BatchID: id, Project: "demo", Trigger: "t", Type: "work",
 			Payload: []byte(fmt.Sprint(i)), EventTime: now, FireAt: now, Status: store.StatusStaged, DueAt: now}
 	}
 	if err := st.Insert(context.Background(), staged); err != nil {
@@ -71,7 +71,7 @@ func TestAFrozenNodeDeliversNoRowTakenOver(t *testing.T) {
 	frozen.signal(t, syscall.SIGSTOP)
 	time.Sleep(6 * time.Second)
 	frozen.signal(t, syscall.SIGCONT)
-	rows := waitRows(t, st, 60*time.Second, events, func(r store.Event) bool { return r.Status == store.StatusProcessed })
+	rows := waitRows(t, st, 60*time.Second, events, func(r store.EventLog) bool { return r.Status == store.StatusProcessed })
 	time.Sleep(2 * time.Second) // time for a late attempt of the node that froze
 
 	mu.Lock()

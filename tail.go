@@ -124,7 +124,7 @@ type rowPrinter struct {
 const seenLimit = 100000
 
 // printAll prints rows in order, stopping at the first that fails.
-func (p *rowPrinter) printAll(rows []store.Event) error {
+func (p *rowPrinter) printAll(rows []store.EventLog) error {
 	for i := range rows {
 		if err := p.print(&rows[i]); err != nil {
 			return err
@@ -134,7 +134,7 @@ func (p *rowPrinter) printAll(rows []store.Event) error {
 }
 
 // print writes a row as a line, unless it is the row's last line again.
-func (p *rowPrinter) print(r *store.Event) error {
+func (p *rowPrinter) print(r *store.EventLog) error {
 	state := rowState{r.Status, r.Attempts}
 	if last, ok := p.seen[r.ID]; ok && last == state {
 		return nil

@@ -395,7 +395,7 @@ func TestTimesStayInRange(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var got *store.Event
+		var got *store.EventLog
 		for i := range rows {
 			if rows[i].BatchID.String() == out["id"] {
 				got = &rows[i]

@@ -143,7 +143,7 @@ func checkStored(t *testing.T, f *fixture, body []byte, out map[string]any, befo
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []store.Event
+	var got []store.EventLog
 	for _, r := range rows {
 		if r.BatchID == id {
 			got = append(got, r)

@@ -216,7 +216,7 @@ func TestCloudEventsSDKReceivers(t *testing.T) {
 	}
 
 	// Every row is processed on its second attempt, the first NACKed.
-	var rows []store.Event
+	var rows []store.EventLog
 	for deadline := time.Now().Add(20 * time.Second); ; {
 		recent, err := run.Store.Recent(ctx, store.Filter{}, 100)
 		if err != nil {

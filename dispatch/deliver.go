@@ -42,7 +42,7 @@ const (
 // encodeBody renders a row as the body of its trigger's format: the data
 // alone for binary mode (JSON null when the event has none, as the
 // structured body's "data" is), else the structured-mode CloudEvent.
-func encodeBody(r *store.Event, source string, f config.Format) ([]byte, error) {
+func encodeBody(r *store.EventLog, source string, f config.Format) ([]byte, error) {
 	if f != config.FormatBinary {
 		return encodeEvent(r, source)
 	}
@@ -55,7 +55,7 @@ func encodeBody(r *store.Event, source string, f config.Format) ([]byte, error) 
 // setFormatHeaders sets the headers of a delivery's format: its
 // Content-Type and, in binary mode, the CloudEvent's other attributes as
 // ce- headers.
-func setFormatHeaders(h http.Header, r *store.Event, source string, f config.Format) {
+func setFormatHeaders(h http.Header, r *store.EventLog, source string, f config.Format) {
 	switch f {
 	case config.FormatStructured:
 		h.Set("Content-Type", contentTypeCloudEvent)
@@ -101,7 +101,7 @@ func headerValue(s string) string {
 // in the JSON format. It is written by hand: the data is JSON already
 // (the store's json column checked it), and re-encoding it cost a tenth
 // of a delivery's CPU.
-func encodeEvent(r *store.Event, source string) ([]byte, error) {
+func encodeEvent(r *store.EventLog, source string) ([]byte, error) {
 	data := r.Payload
 	if len(data) == 0 {
 		data = json.RawMessage("null")

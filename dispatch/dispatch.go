@@ -288,7 +288,7 @@ func (d *Dispatcher) submit(ctx context.Context, ev Event, w *waiter) (uuid.UUID
 	live, done := d.enter()
 	defer done()
 
-	rows := make([]store.Event, len(lanes))
+	rows := make([]store.EventLog, len(lanes))
 	var claimed []*job
 	for i, l := range lanes {
 		rowID, err := uuid.NewV7()
@@ -336,8 +336,8 @@ func (d *Dispatcher) enter() (live bool, done func()) {
 // at insert, for this node to deliver in-process, when the lane has room or
 // a synchronous caller waits; its job is returned, to start once the row
 // is committed.
-func (d *Dispatcher) newRow(l *lane, id, batch uuid.UUID, ev *Event, now time.Time, live bool, w *waiter, index int) (store.Event, *job) {
-	row := store.Event{
+func (d *Dispatcher) newRow(l *lane, id, batch uuid.UUID, ev *Event, now time.Time, live bool, w *waiter, index int) (store.EventLog, *job) {
+	row := store.EventLog{
 		ID: id, BatchID: batch, Project: ev.Project, Trigger: l.trig.Name, Type: ev.Type,
 		Payload: ev.Data, EventTime: ev.Time, FireAt: ev.FireAt, Synchronous: w != nil,
 		Status: store.StatusStaged, DueAt: ev.FireAt,
@@ -363,7 +363,7 @@ func (d *Dispatcher) newRow(l *lane, id, batch uuid.UUID, ev *Event, now time.Ti
 // launch starts the claimed jobs of committed rows and wakes the lanes of
 // the others when they fall due. Rows missing from written (nil: all were
 // written) were skipped by the store: their places are given back.
-func (d *Dispatcher) launch(rows []store.Event, claimed []*job, written map[uuid.UUID]bool) {
+func (d *Dispatcher) launch(rows []store.EventLog, claimed []*job, written map[uuid.UUID]bool) {
 	wake := make(map[*lane]time.Time)
 	for i := range rows {
 		r := &rows[i]

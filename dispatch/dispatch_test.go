@@ -163,13 +163,13 @@ func trigger(name, typ, url, extra string) string {
 }
 
 // rows reads the event_logs rows of an event.
-func (n *node) rows(t *testing.T, batch uuid.UUID) []store.Event {
+func (n *node) rows(t *testing.T, batch uuid.UUID) []store.EventLog {
 	t.Helper()
 	recent, err := n.st.Recent(context.Background(), store.Filter{}, 100000)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []store.Event
+	var out []store.EventLog
 	for _, r := range recent {
 		if r.BatchID == batch {
 			out = append(out, r)
@@ -179,14 +179,14 @@ func (n *node) rows(t *testing.T, batch uuid.UUID) []store.Event {
 }
 
 // waitStatus waits until every row of an event has the status.
-func (n *node) waitStatus(t *testing.T, batch uuid.UUID, want store.Status, within time.Duration) []store.Event {
+func (n *node) waitStatus(t *testing.T, batch uuid.UUID, want store.Status, within time.Duration) []store.EventLog {
 	t.Helper()
-	return n.waitFor(t, batch, "all "+string(want), func(r store.Event) bool { return r.Status == want }, within)
+	return n.waitFor(t, batch, "all "+string(want), func(r store.EventLog) bool { return r.Status == want }, within)
 }
 
 // waitFor waits until every row of an event (there is at least one) is as
 // ok says, described by want.
-func (n *node) waitFor(t *testing.T, batch uuid.UUID, want string, ok func(store.Event) bool, within time.Duration) []store.Event {
+func (n *node) waitFor(t *testing.T, batch uuid.UUID, want string, ok func(store.EventLog) bool, within time.Duration) []store.EventLog {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
@@ -601,7 +601,7 @@ func TestRenewedLeaseIsNotTakenOver(t *testing.T) {
 	}
 	// A row enqueued while a's lane polls is staged unclaimed, for the next
 	// poll: b starts once a has claimed all three, one way or the other.
-	held := func(r store.Event) bool { return r.ClaimedBy == "a" || r.Status == store.StatusProcessed }
+	held := func(r store.EventLog) bool { return r.ClaimedBy == "a" || r.Status == store.StatusProcessed }
 	for _, id := range ids {
 		a.waitFor(t, id, "claimed by a", held, 5*time.Second)
 	}
@@ -628,9 +628,9 @@ func TestDeadNodesRowsComeBack(t *testing.T) {
 	// A node that died held this row; it had made 2 of its 3 attempts.
 	id := uuid.Must(uuid.NewV7())
 	leaseEnds := time.Now().Add(500 * time.Millisecond)
-	row := store.Event{ID: id, BatchID: id, Project: "p", Trigger: "t", Type: "x", EventTime: time.Now(), FireAt: time.Now(),
+	row := store.EventLog{ID: id, BatchID: id, Project: "p", Trigger: "t", Type: "x", EventTime: time.Now(), FireAt: time.Now(),
 		Status: store.StatusStaged, DueAt: leaseEnds, ClaimedBy: "dead"}
-	if err := n.st.Insert(context.Background(), []store.Event{row}); err != nil {
+	if err := n.st.Insert(context.Background(), []store.EventLog{row}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := n.st.Pool().Exec(context.Background(), `UPDATE event_logs SET attempts = 2 WHERE id = $1`, id); err != nil {
@@ -651,9 +651,9 @@ func TestRowsOfRemovedTriggersAreCancelled(t *testing.T) {
 	h := newHook(t, nil)
 	first := e.start("a", trigger("t", "x", h.URL, "")+trigger("old", "y", h.URL, ""), dispatch.Options{})
 	id := uuid.Must(uuid.NewV7())
-	row := store.Event{ID: id, BatchID: id, Project: "p", Trigger: "old", Type: "y", EventTime: time.Now(), FireAt: time.Now(),
+	row := store.EventLog{ID: id, BatchID: id, Project: "p", Trigger: "old", Type: "y", EventTime: time.Now(), FireAt: time.Now(),
 		Status: store.StatusStaged, DueAt: time.Now().Add(time.Hour)}
-	if err := first.st.Insert(context.Background(), []store.Event{row}); err != nil {
+	if err := first.st.Insert(context.Background(), []store.EventLog{row}); err != nil {
 		t.Fatal(err)
 	}
 	first.shutdown()

@@ -93,13 +93,13 @@ func (d *Dispatcher) IngestFiles(ctx context.Context, project, alias string, cha
 
 // changeRows builds the rows of changes, one per trigger in order, with ids
 // derived from their keys.
-func (d *Dispatcher) changeRows(changes []Change, live bool) ([]store.Event, []*job, error) {
+func (d *Dispatcher) changeRows(changes []Change, live bool) ([]store.EventLog, []*job, error) {
 	now := time.Now()
 	n := 0
 	for i := range changes {
 		n += len(changes[i].Triggers)
 	}
-	rows := make([]store.Event, 0, n)
+	rows := make([]store.EventLog, 0, n)
 	var claimed []*job
 	for i := range changes {
 		c := &changes[i]

@@ -16,7 +16,7 @@ import (
 
 // job is a row this node holds, from claim to its last attempt here.
 type job struct {
-	row   store.Event
+	row   store.EventLog
 	lane  *lane
 	wait  *waiter   // the synchronous caller, if it is waiting on this node
 	index int       // the row's trigger position, for the waiter

@@ -204,6 +204,6 @@ func (l *lane) poll(ctx context.Context) {
 }
 
 // rowRef identifies a row for logs.
-func (l *lane) rowRef(r *store.Event) []any {
+func (l *lane) rowRef(r *store.EventLog) []any {
 	return []any{"project", l.proj.cfg.ID, "trigger", l.trig.Name, "id", r.ID}
 }

@@ -21,7 +21,7 @@ func BenchmarkInsert(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			row := staged(time.Now().Add(time.Hour), "")
-			if err := st.Insert(ctx, []store.Event{row}); err != nil {
+			if err := st.Insert(ctx, []store.EventLog{row}); err != nil {
 				b.Error(err)
 				return
 			}
@@ -43,7 +43,7 @@ func BenchmarkApplyFiles(b *testing.B) {
 		for j := range changes {
 			changes[j] = store.FileChange{
 				Entry:  store.FileEntry{Path: fmt.Sprintf("d%d/f%d", i, j), Type: store.FileTypeFile, Size: 100, Modified: start},
-				Events: []store.Event{staged(time.Now().Add(time.Hour), "")},
+				Events: []store.EventLog{staged(time.Now().Add(time.Hour), "")},
 			}
 		}
 		if _, err := st.ApplyFiles(ctx, "p", "up", changes); err != nil {

@@ -17,8 +17,8 @@ const eventColumnsSQL = `id, batch_id, project, trigger_name, type, payload, eve
 	is_synchronous, status, attempts, due_at, claimed_by, remark, response, created_at, updated_at`
 
 // scanEvent reads one row selected with eventColumnsSQL.
-func scanEvent(row pgx.CollectableRow) (Event, error) {
-	var e Event
+func scanEvent(row pgx.CollectableRow) (EventLog, error) {
+	var e EventLog
 	var payload, response, claimedBy, remark *string
 	var dueAt *time.Time
 	err := row.Scan(&e.ID, &e.BatchID, &e.Project, &e.Trigger, &e.Type, &payload, &e.EventTime, &e.FireAt,
@@ -54,7 +54,7 @@ const dueRowsSQL = `SELECT id FROM event_logs
 
 // Claim takes up to limit due staged rows of one trigger for node, leasing
 // them until now + lease. Rows other nodes hold are skipped, not waited for.
-func (s *Store) Claim(ctx context.Context, node, project, trigger string, limit int, lease time.Duration) ([]Event, error) {
+func (s *Store) Claim(ctx context.Context, node, project, trigger string, limit int, lease time.Duration) ([]EventLog, error) {
 	rows, err := s.pool.Query(ctx, `
 		UPDATE event_logs e SET claimed_by = $4, due_at = now() + $5::interval
 		FROM (`+dueRowsSQL+`) due

@@ -36,7 +36,7 @@ type FileChange struct {
 	// removed that was indexed, or a path put that was not indexed, or was
 	// indexed with the other type. Putting a path the index has refreshes
 	// its size and time and logs nothing.
-	Events []Event
+	Events []EventLog
 }
 
 // ApplyFiles applies changes, in order, to the index of the watched

@@ -30,7 +30,7 @@ func TestFileChangesLookUpTheirPaths(t *testing.T) {
 		changes = append(changes, FileChange{
 			Entry:   FileEntry{Path: fmt.Sprintf("f%d", i%10), Type: FileTypeFile, Size: 1, Modified: time.Now()},
 			Removed: i < 10,
-			Events:  []Event{{ID: id, BatchID: id, Project: "p", Trigger: "t", Type: "x", EventTime: time.Now(), FireAt: time.Now()}},
+			Events:  []EventLog{{ID: id, BatchID: id, Project: "p", Trigger: "t", Type: "x", EventTime: time.Now(), FireAt: time.Now()}},
 		})
 	}
 	b := &pgx.Batch{}

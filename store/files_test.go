@@ -27,7 +27,7 @@ func TestApplyFilesLogsOnlyNews(t *testing.T) {
 	}
 	change := func(e store.FileEntry, removed bool) (store.FileChange, uuid.UUID) {
 		ev := staged(time.Now(), "")
-		return store.FileChange{Entry: e, Removed: removed, Events: []store.Event{ev}}, ev.ID
+		return store.FileChange{Entry: e, Removed: removed, Events: []store.EventLog{ev}}, ev.ID
 	}
 	apply := func(want []bool, changes ...store.FileChange) {
 		t.Helper()
@@ -139,7 +139,7 @@ func TestApplyFilesLogsOnceAcrossNodes(t *testing.T) {
 					changes = append(changes, store.FileChange{
 						Entry:   store.FileEntry{Path: fmt.Sprintf("f%03d", i), Type: store.FileTypeFile, Size: 1, Modified: time.Now()},
 						Removed: removed,
-						Events:  []store.Event{staged(time.Now(), "")},
+						Events:  []store.EventLog{staged(time.Now(), "")},
 					})
 				}
 				inserted, err := st.ApplyFiles(ctx, "p", "up", changes)

@@ -38,7 +38,7 @@ func (f Filter) where(args []any) (string, []any) {
 // Recent returns the newest limit rows matching f, oldest first. Row ids
 // begin with a time (UUIDv7, or UUIDv8 for a change: see dispatch.Change),
 // so id order is time order.
-func (s *Store) Recent(ctx context.Context, f Filter, limit int) ([]Event, error) {
+func (s *Store) Recent(ctx context.Context, f Filter, limit int) ([]EventLog, error) {
 	cond, args := f.where([]any{limit})
 	rows, err := s.pool.Query(ctx, `SELECT * FROM (SELECT `+eventColumnsSQL+` FROM event_logs WHERE `+cond+
 		` ORDER BY id DESC LIMIT $1) r ORDER BY id`, args...)
@@ -53,7 +53,7 @@ func (s *Store) Recent(ctx context.Context, f Filter, limit int) ([]Event, error
 }
 
 // Events returns the rows with the given ids that match f, in id order.
-func (s *Store) Events(ctx context.Context, ids []uuid.UUID, f Filter) ([]Event, error) {
+func (s *Store) Events(ctx context.Context, ids []uuid.UUID, f Filter) ([]EventLog, error) {
 	cond, args := f.where([]any{ids})
 	rows, err := s.pool.Query(ctx, `SELECT `+eventColumnsSQL+` FROM event_logs WHERE id = ANY($1) AND `+cond+
 		` ORDER BY id`, args...)

@@ -22,8 +22,8 @@ const (
 	StatusCancelled Status = "cancelled"
 )
 
-// Event is one event_logs row: the delivery of one event to one trigger.
-type Event struct {
+// EventLog is one event_logs row: the delivery of one event to one trigger.
+type EventLog struct {
 	ID          uuid.UUID
 	BatchID     uuid.UUID
 	Project     string

@@ -36,9 +36,9 @@ func open(t testing.TB) *store.Store {
 }
 
 // staged builds a staged row of trigger "t" in project "p", due at due.
-func staged(due time.Time, claimedBy string) store.Event {
+func staged(due time.Time, claimedBy string) store.EventLog {
 	id := uuid.Must(uuid.NewV7())
-	return store.Event{
+	return store.EventLog{
 		ID: id, BatchID: id, Project: "p", Trigger: "t", Type: "x", Payload: json.RawMessage(`{"a":1}`),
 		EventTime: due, FireAt: due, Status: store.StatusStaged, DueAt: due, ClaimedBy: claimedBy,
 	}
@@ -132,7 +132,7 @@ func TestInsertNotifiesFollowers(t *testing.T) {
 	defer l.Close()
 	row := staged(time.Now(), "")
 	row.Payload = json.RawMessage(`{"b": [1, 2],  "a": "<&>"}`)
-	if err := st.Insert(ctx, []store.Event{row}); err != nil {
+	if err := st.Insert(ctx, []store.EventLog{row}); err != nil {
 		t.Fatal(err)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -157,7 +157,7 @@ func TestRefusedInsertWritesNothing(t *testing.T) {
 	st := open(t)
 	ctx := context.Background()
 	existing := staged(time.Now(), "")
-	if err := st.Insert(ctx, []store.Event{existing}); err != nil {
+	if err := st.Insert(ctx, []store.EventLog{existing}); err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
@@ -166,7 +166,7 @@ func TestRefusedInsertWritesNothing(t *testing.T) {
 	for i := range 50 {
 		wg.Go(func() {
 			fresh := staged(time.Now(), "")
-			rows := []store.Event{fresh}
+			rows := []store.EventLog{fresh}
 			if i%5 == 0 {
 				rows = append(rows, existing) // a duplicate id: the whole call must fail
 			}
@@ -198,7 +198,7 @@ func TestInsertOnceSkipsExistingIDs(t *testing.T) {
 	st := open(t)
 	ctx := context.Background()
 	a, b := staged(time.Now(), ""), staged(time.Now(), "")
-	inserted, err := st.InsertOnce(ctx, []store.Event{a})
+	inserted, err := st.InsertOnce(ctx, []store.EventLog{a})
 	if err != nil || !inserted[a.ID] {
 		t.Fatalf("first insert: %v %v", inserted, err)
 	}
@@ -206,10 +206,10 @@ func TestInsertOnceSkipsExistingIDs(t *testing.T) {
 	// shares the group commit: only b is new, and nobody fails.
 	c := staged(time.Now(), "")
 	done := make(chan error, 1)
-	go func() { done <- st.Insert(ctx, []store.Event{c}) }()
+	go func() { done <- st.Insert(ctx, []store.EventLog{c}) }()
 	replay := a
 	replay.Payload = json.RawMessage(`{"a":2}`)
-	inserted, err = st.InsertOnce(ctx, []store.Event{replay, b})
+	inserted, err = st.InsertOnce(ctx, []store.EventLog{replay, b})
 	if err != nil || inserted[a.ID] || !inserted[b.ID] {
 		t.Fatalf("replay: %v %v", inserted, err)
 	}
@@ -235,7 +235,7 @@ func TestClaimSkipsHeldAndFutureRows(t *testing.T) {
 	future := staged(now.Add(time.Hour), "")
 	heldByB := staged(now.Add(time.Minute), "b") // B's lease runs for another minute
 	expired := staged(now.Add(-time.Minute), "dead")
-	if err := st.Insert(ctx, []store.Event{due, future, heldByB, expired}); err != nil {
+	if err := st.Insert(ctx, []store.EventLog{due, future, heldByB, expired}); err != nil {
 		t.Fatal(err)
 	}
 	got, err := st.Claim(ctx, "a", "p", "t", 10, 5*time.Second)
@@ -267,7 +267,7 @@ func TestClaimSkipsHeldAndFutureRows(t *testing.T) {
 func TestConcurrentClaimsTakeEachRowOnce(t *testing.T) {
 	st := open(t)
 	ctx := context.Background()
-	rows := make([]store.Event, 500)
+	rows := make([]store.EventLog, 500)
 	for i := range rows {
 		rows[i] = staged(time.Now().Add(-time.Second), "")
 	}
@@ -312,7 +312,7 @@ func TestRecordAppliesOnlyToHeldRows(t *testing.T) {
 	ctx := context.Background()
 	mine := staged(time.Now().Add(time.Minute), "a")
 	theirs := staged(time.Now().Add(time.Minute), "b")
-	if err := st.Insert(ctx, []store.Event{mine, theirs}); err != nil {
+	if err := st.Insert(ctx, []store.EventLog{mine, theirs}); err != nil {
 		t.Fatal(err)
 	}
 	inv := func(id uuid.UUID) *store.Invocation {
@@ -334,7 +334,7 @@ func TestRecordAppliesOnlyToHeldRows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	byID := map[uuid.UUID]store.Event{got[0].ID: got[0], got[1].ID: got[1]}
+	byID := map[uuid.UUID]store.EventLog{got[0].ID: got[0], got[1].ID: got[1]}
 	if e := byID[mine.ID]; e.Status != store.StatusProcessed || e.Attempts != 1 || string(e.Response) != `{"ok":true}` || !e.DueAt.IsZero() {
 		t.Fatalf("row a held: %+v", e)
 	}
@@ -355,7 +355,7 @@ func TestRecordRetryReleasesOrKeeps(t *testing.T) {
 	ctx := context.Background()
 	released := staged(time.Now().Add(time.Minute), "a")
 	kept := staged(time.Now().Add(time.Minute), "a")
-	if err := st.Insert(ctx, []store.Event{released, kept}); err != nil {
+	if err := st.Insert(ctx, []store.EventLog{released, kept}); err != nil {
 		t.Fatal(err)
 	}
 	retryAt := time.Now().Add(30 * time.Second).Truncate(time.Microsecond)
@@ -386,7 +386,7 @@ func TestRenewAndRelease(t *testing.T) {
 	mine := staged(time.Now().Add(time.Second), "a")
 	longer := staged(time.Now().Add(time.Second), "a")
 	lost := staged(time.Now().Add(time.Second), "b")
-	if err := st.Insert(ctx, []store.Event{mine, longer, lost}); err != nil {
+	if err := st.Insert(ctx, []store.EventLog{mine, longer, lost}); err != nil {
 		t.Fatal(err)
 	}
 	before := time.Now()
@@ -422,7 +422,7 @@ func TestCancelOrphans(t *testing.T) {
 	notYet.Trigger = "removed"
 	justDue := staged(time.Now().Add(-time.Second), "") // perhaps a newer node's trigger
 	justDue.Trigger = "added"
-	if err := st.Insert(ctx, []store.Event{known, orphan, notYet, justDue}); err != nil {
+	if err := st.Insert(ctx, []store.EventLog{known, orphan, notYet, justDue}); err != nil {
 		t.Fatal(err)
 	}
 	n, err := st.CancelOrphans(ctx, []store.Trigger{{Project: "p", Name: "t"}}, time.Minute)
@@ -441,7 +441,7 @@ func TestCancelOrphans(t *testing.T) {
 func TestRecentFiltersAndOrders(t *testing.T) {
 	st := open(t)
 	ctx := context.Background()
-	var rows []store.Event
+	var rows []store.EventLog
 	for i := range 5 {
 		r := staged(time.Now(), "")
 		if i%2 == 1 {

@@ -14,7 +14,7 @@ import (
 
 // writeOp is one caller's share of a group commit.
 type writeOp struct {
-	events   []Event
+	events   []EventLog
 	once     bool // events whose id exists are skipped, not refused
 	node     string
 	outcomes []Outcome
@@ -35,7 +35,7 @@ const commitTimeout = 30 * time.Second
 // Concurrent calls are committed together in one transaction; a call whose
 // rows are refused (an id that exists) fails alone, and none of its rows
 // are written.
-func (s *Store) Insert(ctx context.Context, events []Event) error {
+func (s *Store) Insert(ctx context.Context, events []EventLog) error {
 	_, err := s.write(ctx, &writeOp{events: events})
 	return err
 }
@@ -44,7 +44,7 @@ func (s *Store) Insert(ctx context.Context, events []Event) error {
 // returns those it inserted, once committed. Sources that replay after a
 // crash give their events ids derived from their position, so a replayed
 // event is skipped rather than written twice.
-func (s *Store) InsertOnce(ctx context.Context, events []Event) (inserted map[uuid.UUID]bool, err error) {
+func (s *Store) InsertOnce(ctx context.Context, events []EventLog) (inserted map[uuid.UUID]bool, err error) {
 	return s.write(ctx, &writeOp{events: events, once: true})
 }
 
@@ -296,7 +296,7 @@ type eventColumns struct {
 	sync                  []bool
 }
 
-func (c *eventColumns) add(e *Event) {
+func (c *eventColumns) add(e *EventLog) {
 	c.id = append(c.id, e.ID)
 	c.batchID = append(c.batchID, e.BatchID)
 	c.project = append(c.project, e.Project)
