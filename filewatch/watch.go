@@ -273,8 +273,8 @@ func (w *watcher) walk(rel string, seen map[string]bool) error {
 			return nil
 		}
 		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil // removed while walking: its removal is reported
+			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+				return nil // removed, or replaced by a file, while walked: the kernel reports it
 			}
 			if r == "." {
 				return fmt.Errorf("%s: list %s: %w", w.s.where(), name, err)
