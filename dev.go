@@ -25,6 +25,7 @@ import (
 	"github.com/triggerd/triggerd/cdc"
 	"github.com/triggerd/triggerd/config"
 	"github.com/triggerd/triggerd/filewatch"
+	"github.com/triggerd/triggerd/node"
 	"github.com/triggerd/triggerd/store/localpg"
 )
 
@@ -202,7 +203,7 @@ func dev(ctx context.Context, listen string, stdout io.Writer, log *slog.Logger)
 	if err != nil {
 		return err
 	}
-	return serve(ctx, cfg, log, func(addr string) {
+	n, err := node.New(cfg, node.Options{Logger: log, Version: version(), Started: func(addr string) {
 		// Rows inserted before the slot streams would not be captured:
 		// print the psql line once they are.
 		capture := "Insert a row into the demo table signups; the receiver gets a DB_INSERT event:"
@@ -248,7 +249,11 @@ Follow event_logs from another terminal:
 Ctrl-C stops everything and deletes the throwaway database and this config; the folder storage stays.
 
 `, addr, receiverURL, storeURL, path, storageDir, kept, queue, queue, queue, token, capture, storeURL, files, path)
-	})
+	}})
+	if err != nil {
+		return err
+	}
+	return n.Run(ctx)
 }
 
 // checkDevListen checks that the API's address can be listened on before
