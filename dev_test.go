@@ -20,6 +20,7 @@ import (
 	"github.com/triggerd/triggerd/auth"
 	"github.com/triggerd/triggerd/config"
 	"github.com/triggerd/triggerd/dispatch/dispatchtest"
+	"github.com/triggerd/triggerd/node/nodetest"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
 
@@ -52,7 +53,7 @@ func launchDev(t *testing.T) *devChild {
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := childCommand("dev", "--listen", "127.0.0.1:0")
+	cmd := nodetest.Command("dev", "--listen", "127.0.0.1:0")
 	cmd.Dir = t.TempDir()
 	cmd.Env = append(cmd.Env, "TMPDIR="+tmp)
 	r, w, err := os.Pipe()
@@ -253,25 +254,25 @@ func TestSIGHUPIgnoredAtStartStaysIgnored(t *testing.T) {
 		t.Skip("no sh to start triggerd with SIGHUP ignored:", err)
 	}
 	url, schema := pgtest.Schema(t)
-	cfg := writeConfig(t, "node-1", url, schema, "      - {name: t, type: work, url: 'http://127.0.0.1:1/'}\n")
-	cmd := childCommand("serve", "--config", cfg, "--log-format", "json")
+	cfg := nodetest.WriteConfig(t, "node-1", url, schema, "      - {name: t, type: work, url: 'http://127.0.0.1:1/'}\n")
+	cmd := nodetest.Command("serve", "--config", cfg, "--log-format", "json")
 	cmd.Args = append([]string{"sh", "-c", `trap '' HUP; exec "$0" "$@"`}, cmd.Args...)
 	cmd.Path = sh
-	node := startCommand(t, cmd, cfg)
-	if err := node.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	node := nodetest.StartCommand(t, cmd, cfg)
+	if err := node.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case <-node.exited:
-		t.Fatalf("triggerd started with SIGHUP ignored exited on SIGHUP: %v", node.cmd.ProcessState)
+	case <-node.Exited():
+		t.Fatalf("triggerd started with SIGHUP ignored exited on SIGHUP: %v", node.Cmd.ProcessState)
 	case <-time.After(time.Second):
 	}
-	resp, err := http.Get("http://" + node.addr + "/healthz")
+	resp, err := http.Get("http://" + node.Addr + "/healthz")
 	if err != nil {
 		t.Fatalf("after SIGHUP: %v", err)
 	}
 	resp.Body.Close()
-	node.terminate(t)
+	node.Terminate(t)
 }
 
 // TestDevListenTaken runs dev on an address another process holds, and on
@@ -419,7 +420,7 @@ func TestVersionShowsTheBuild(t *testing.T) {
 // refuses the second and gives up on the third.
 func TestDevReceiverLimits(t *testing.T) {
 	t.Parallel()
-	keys, err := auth.NewKeyring([]config.Secret{{KID: "dev", Alg: "HS256", Secret: testSecret}}, nil)
+	keys, err := auth.NewKeyring([]config.Secret{{KID: "dev", Alg: "HS256", Secret: nodetest.Secret}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
