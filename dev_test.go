@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -473,5 +474,34 @@ func TestDevReceiverLimits(t *testing.T) {
 		t.Errorf("the receiver still waited for the body after %s (%v)", took.Round(time.Second), err)
 	} else {
 		t.Logf("the receiver gave up on the body after %s", took.Round(100*time.Millisecond))
+	}
+}
+
+// TestDevBannerShowsEachPart renders dev's banner with a distinct value
+// for each part: every value shows, at its place in the banner.
+func TestDevBannerShowsEachPart(t *testing.T) {
+	t.Parallel()
+	b := devBanner{Receiver: "http://127.0.0.1:2/deliveries", Store: "postgres://postgres@/postgres?host=%2Ftmp%2Fx",
+		Config: "/tmp/triggerd-dev-1/triggerd.yaml", Storage: "/work/storage", Kept: "made for dev; kept when it stops",
+		Token: "header.claims.signature", CaptureLine: "Insert a row:", FilesLine: "Write a file:"}
+	var out bytes.Buffer
+	b.print(&out, "127.0.0.1:1")
+	text := out.String()
+	for _, want := range []string{
+		"\ntriggerd dev is running.\n  API       http://127.0.0.1:1\n",
+		"\n  receiver  http://127.0.0.1:2/deliveries (prints each delivery below)\n",
+		"\n  store     postgres://postgres@/postgres?host=%2Ftmp%2Fx\n",
+		"\n  config    /tmp/triggerd-dev-1/triggerd.yaml\n",
+		"\n  storage   /work/storage (made for dev; kept when it stops)\n",
+		"\n  curl -s -X POST http://127.0.0.1:1/v1/api/demo/event-triggers/queue -d '{\"type\":\"sent-email\",\"data\":{\"to\":\"user1@email.com\"}}'\n",
+		"\n  curl -s -X POST http://127.0.0.1:1/v1/api/demo/event-triggers/queue -H 'Authorization: Bearer header.claims.signature' -d",
+		"\nInsert a row:\n  psql 'postgres://postgres@/postgres?host=%2Ftmp%2Fx' -c \"INSERT INTO signups (email) VALUES ('ada@example.com')\"\n",
+		"\nWrite a file:\n  echo hello > storage/hello.txt\n",
+		"\n  go run . tail --config /tmp/triggerd-dev-1/triggerd.yaml --follow\n",
+		"the folder storage stays.\n\n",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the banner lacks %q:\n%s", want, text)
+		}
 	}
 }
