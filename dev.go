@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"text/template"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -25,6 +26,7 @@ import (
 	"github.com/triggerd/triggerd/cdc"
 	"github.com/triggerd/triggerd/config"
 	"github.com/triggerd/triggerd/filewatch"
+	"github.com/triggerd/triggerd/node"
 	"github.com/triggerd/triggerd/store/localpg"
 )
 
@@ -202,53 +204,85 @@ func dev(ctx context.Context, listen string, stdout io.Writer, log *slog.Logger)
 	if err != nil {
 		return err
 	}
-	return serve(ctx, cfg, log, func(addr string) {
-		// Rows inserted before the slot streams would not be captured:
-		// print the psql line once they are.
-		capture := "Insert a row into the demo table signups; the receiver gets a DB_INSERT event:"
-		if err := waitCapturing(ctx, storeURL, devSlot, 15*time.Second); ctx.Err() != nil {
-			return // stopping already
-		} else if err != nil {
-			capture = fmt.Sprintf("Change capture is not running yet (%v; see the log above).\nOnce it is, insert a row into the demo table signups; the receiver gets a DB_INSERT event:", err)
+	banner := devBanner{Receiver: receiverURL, Store: storeURL, Config: path, Storage: storageDir, Token: token,
+		Kept: "made for dev; kept when it stops"}
+	if !created {
+		banner.Kept = "kept when dev stops; the files already in it are announced as FILE_CREATE at start"
+	}
+	n, err := node.New(cfg, node.Options{Logger: log, Version: version(), Started: func(addr string) {
+		if banner.waitSources(ctx, cfg.Store.Schema) {
+			banner.print(stdout, addr)
 		}
-		// Likewise, say to write a file once a node holds the folder.
-		files := "Write a file into storage, then remove it; the receiver gets a FILE_CREATE event, then a FILE_DELETE:"
-		if err := waitWatched(ctx, storeURL, cfg.Store.Schema, "demo", "uploads", 15*time.Second); ctx.Err() != nil {
-			return
-		} else if err != nil {
-			files = fmt.Sprintf("The folder storage is not watched yet (%v; see the log above).\nOnce it is, write a file into it, then remove it; the receiver gets a FILE_CREATE event, then a FILE_DELETE:", err)
-		}
-		kept := "made for dev; kept when it stops"
-		if !created {
-			kept = "kept when dev stops; the files already in it are announced as FILE_CREATE at start"
-		}
-		queue := "http://" + addr + "/v1/api/demo/event-triggers/queue"
-		fmt.Fprintf(stdout, `
+	}})
+	if err != nil {
+		return err
+	}
+	return n.Run(ctx)
+}
+
+// devBanner is what dev prints once its node listens: where its parts are,
+// and what to try.
+type devBanner struct {
+	API, Queue              string // the node's address, and its queue url
+	Receiver, Store, Config string // urls of the receiver and the store, and the config's path
+	Storage, Kept           string // the watched folder, and whether dev made it
+	Token                   string // a client token for the demo project
+	CaptureLine, FilesLine  string // what to do to see a DB_INSERT and file events
+}
+
+// devBannerText is the banner's template. It starts and ends with an
+// empty line, to stand apart from the log.
+var devBannerText = template.Must(template.New("banner").Parse(`
 triggerd dev is running.
-  API       http://%s
-  receiver  %s (prints each delivery below)
-  store     %s
-  config    %s
-  storage   %s (%s)
+  API       http://{{.API}}
+  receiver  {{.Receiver}} (prints each delivery below)
+  store     {{.Store}}
+  config    {{.Config}}
+  storage   {{.Storage}} ({{.Kept}})
 
 Queue an event, then a synchronous one that waits for the receiver's response:
-  curl -s -X POST %s -d '{"type":"sent-email","data":{"to":"user1@email.com"}}'
-  curl -s -X POST %s -d '{"type":"sent-email","data":{"to":"user1@email.com"},"isSynchronous":true}'
+  curl -s -X POST {{.Queue}} -d '{"type":"sent-email","data":{"to":"user1@email.com"}}'
+  curl -s -X POST {{.Queue}} -d '{"type":"sent-email","data":{"to":"user1@email.com"},"isSynchronous":true}'
 Other types need a token signed with the project's secret (rule authenticated); this one lasts a day:
-  curl -s -X POST %s -H 'Authorization: Bearer %s' -d '{"type":"user-signed-up","data":{"id":7}}'
+  curl -s -X POST {{.Queue}} -H 'Authorization: Bearer {{.Token}}' -d '{"type":"user-signed-up","data":{"id":7}}'
   (no trigger handles user-signed-up, so it is accepted and stored nowhere)
-%s
-  psql '%s' -c "INSERT INTO signups (email) VALUES ('ada@example.com')"
-%s
+{{.CaptureLine}}
+  psql '{{.Store}}' -c "INSERT INTO signups (email) VALUES ('ada@example.com')"
+{{.FilesLine}}
   echo hello > storage/hello.txt
   rm storage/hello.txt
 Follow event_logs from another terminal:
-  go run . tail --config %s --follow
+  go run . tail --config {{.Config}} --follow
 
 Ctrl-C stops everything and deletes the throwaway database and this config; the folder storage stays.
 
-`, addr, receiverURL, storeURL, path, storageDir, kept, queue, queue, queue, token, capture, storeURL, files, path)
-	})
+`))
+
+// waitSources waits until the node captures the demo table and watches
+// the folder storage, since rows inserted or files written before then
+// would not be seen, and says in the banner what to do once they are if
+// either takes too long. It reports false when dev is stopping already.
+func (b *devBanner) waitSources(ctx context.Context, schema string) bool {
+	b.CaptureLine = "Insert a row into the demo table signups; the receiver gets a DB_INSERT event:"
+	if err := waitCapturing(ctx, b.Store, devSlot, 15*time.Second); ctx.Err() != nil {
+		return false
+	} else if err != nil {
+		b.CaptureLine = fmt.Sprintf("Change capture is not running yet (%v; see the log above).\nOnce it is, insert a row into the demo table signups; the receiver gets a DB_INSERT event:", err)
+	}
+	b.FilesLine = "Write a file into storage, then remove it; the receiver gets a FILE_CREATE event, then a FILE_DELETE:"
+	if err := waitWatched(ctx, b.Store, schema, "demo", "uploads", 15*time.Second); ctx.Err() != nil {
+		return false
+	} else if err != nil {
+		b.FilesLine = fmt.Sprintf("The folder storage is not watched yet (%v; see the log above).\nOnce it is, write a file into it, then remove it; the receiver gets a FILE_CREATE event, then a FILE_DELETE:", err)
+	}
+	return true
+}
+
+// print writes the banner of the node listening on addr. A failed write
+// stops dev (see stopOnFailedWrite), so its error needs no other handling.
+func (b *devBanner) print(w io.Writer, addr string) {
+	b.API, b.Queue = addr, "http://"+addr+"/v1/api/demo/event-triggers/queue"
+	_ = devBannerText.Execute(w, b)
 }
 
 // checkDevListen checks that the API's address can be listened on before

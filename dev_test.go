@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"github.com/triggerd/triggerd/auth"
 	"github.com/triggerd/triggerd/config"
 	"github.com/triggerd/triggerd/dispatch/dispatchtest"
+	"github.com/triggerd/triggerd/node/nodetest"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
 
@@ -52,7 +54,7 @@ func launchDev(t *testing.T) *devChild {
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := childCommand("dev", "--listen", "127.0.0.1:0")
+	cmd := nodetest.Command("dev", "--listen", "127.0.0.1:0")
 	cmd.Dir = t.TempDir()
 	cmd.Env = append(cmd.Env, "TMPDIR="+tmp)
 	r, w, err := os.Pipe()
@@ -253,25 +255,25 @@ func TestSIGHUPIgnoredAtStartStaysIgnored(t *testing.T) {
 		t.Skip("no sh to start triggerd with SIGHUP ignored:", err)
 	}
 	url, schema := pgtest.Schema(t)
-	cfg := writeConfig(t, "node-1", url, schema, "      - {name: t, type: work, url: 'http://127.0.0.1:1/'}\n")
-	cmd := childCommand("serve", "--config", cfg, "--log-format", "json")
+	cfg := nodetest.WriteConfig(t, "node-1", url, schema, "      - {name: t, type: work, url: 'http://127.0.0.1:1/'}\n")
+	cmd := nodetest.Command("serve", "--config", cfg, "--log-format", "json")
 	cmd.Args = append([]string{"sh", "-c", `trap '' HUP; exec "$0" "$@"`}, cmd.Args...)
 	cmd.Path = sh
-	node := startCommand(t, cmd, cfg)
-	if err := node.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	node := nodetest.StartCommand(t, cmd, cfg)
+	if err := node.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case <-node.exited:
-		t.Fatalf("triggerd started with SIGHUP ignored exited on SIGHUP: %v", node.cmd.ProcessState)
+	case <-node.Exited():
+		t.Fatalf("triggerd started with SIGHUP ignored exited on SIGHUP: %v", node.Cmd.ProcessState)
 	case <-time.After(time.Second):
 	}
-	resp, err := http.Get("http://" + node.addr + "/healthz")
+	resp, err := http.Get("http://" + node.Addr + "/healthz")
 	if err != nil {
 		t.Fatalf("after SIGHUP: %v", err)
 	}
 	resp.Body.Close()
-	node.terminate(t)
+	node.Terminate(t)
 }
 
 // TestDevListenTaken runs dev on an address another process holds, and on
@@ -419,7 +421,7 @@ func TestVersionShowsTheBuild(t *testing.T) {
 // refuses the second and gives up on the third.
 func TestDevReceiverLimits(t *testing.T) {
 	t.Parallel()
-	keys, err := auth.NewKeyring([]config.Secret{{KID: "dev", Alg: "HS256", Secret: testSecret}}, nil)
+	keys, err := auth.NewKeyring([]config.Secret{{KID: "dev", Alg: "HS256", Secret: nodetest.Secret}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -472,5 +474,34 @@ func TestDevReceiverLimits(t *testing.T) {
 		t.Errorf("the receiver still waited for the body after %s (%v)", took.Round(time.Second), err)
 	} else {
 		t.Logf("the receiver gave up on the body after %s", took.Round(100*time.Millisecond))
+	}
+}
+
+// TestDevBannerShowsEachPart renders dev's banner with a distinct value
+// for each part: every value shows, at its place in the banner.
+func TestDevBannerShowsEachPart(t *testing.T) {
+	t.Parallel()
+	b := devBanner{Receiver: "http://127.0.0.1:2/deliveries", Store: "postgres://postgres@/postgres?host=%2Ftmp%2Fx",
+		Config: "/tmp/triggerd-dev-1/triggerd.yaml", Storage: "/work/storage", Kept: "made for dev; kept when it stops",
+		Token: "header.claims.signature", CaptureLine: "Insert a row:", FilesLine: "Write a file:"}
+	var out bytes.Buffer
+	b.print(&out, "127.0.0.1:1")
+	text := out.String()
+	for _, want := range []string{
+		"\ntriggerd dev is running.\n  API       http://127.0.0.1:1\n",
+		"\n  receiver  http://127.0.0.1:2/deliveries (prints each delivery below)\n",
+		"\n  store     postgres://postgres@/postgres?host=%2Ftmp%2Fx\n",
+		"\n  config    /tmp/triggerd-dev-1/triggerd.yaml\n",
+		"\n  storage   /work/storage (made for dev; kept when it stops)\n",
+		"\n  curl -s -X POST http://127.0.0.1:1/v1/api/demo/event-triggers/queue -d '{\"type\":\"sent-email\",\"data\":{\"to\":\"user1@email.com\"}}'\n",
+		"\n  curl -s -X POST http://127.0.0.1:1/v1/api/demo/event-triggers/queue -H 'Authorization: Bearer header.claims.signature' -d",
+		"\nInsert a row:\n  psql 'postgres://postgres@/postgres?host=%2Ftmp%2Fx' -c \"INSERT INTO signups (email) VALUES ('ada@example.com')\"\n",
+		"\nWrite a file:\n  echo hello > storage/hello.txt\n",
+		"\n  go run . tail --config /tmp/triggerd-dev-1/triggerd.yaml --follow\n",
+		"the folder storage stays.\n\n",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the banner lacks %q:\n%s", want, text)
+		}
 	}
 }

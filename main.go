@@ -1,6 +1,7 @@
 // Command triggerd is an event-trigger engine: it turns custom events posted
-// over HTTP (and, in later versions, Postgres row changes and files) into
-// reliable webhook deliveries, logged in Postgres.
+// over HTTP, Postgres row changes and files written to watched folders into
+// reliable webhook deliveries, logged in Postgres. This package reads the
+// command line, the config and the signals; package node runs the node.
 //
 // Usage:
 //

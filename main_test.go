@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -10,412 +9,29 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/triggerd/triggerd/dispatch/dispatchtest"
+	"github.com/triggerd/triggerd/node/nodetest"
 	"github.com/triggerd/triggerd/store"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
 
-// childEnv makes the test binary run triggerd itself, with the arguments
-// in childArgsEnv: the crash tests kill real processes.
-const (
-	childEnv     = "TRIGGERD_TEST_CHILD"
-	childArgsEnv = "TRIGGERD_TEST_CHILD_ARGS"
-)
-
+// TestMain lets the test binary run as triggerd itself, as a child
+// process of the tests (see nodetest.Main): they send real signals.
 func TestMain(m *testing.M) {
-	if os.Getenv(childEnv) == "1" {
-		var args []string
-		if err := json.Unmarshal([]byte(os.Getenv(childArgsEnv)), &args); err != nil {
-			fmt.Fprintln(os.Stderr, "bad child args:", err)
-			os.Exit(2)
-		}
+	nodetest.Main(m, func(args []string) {
 		os.Args = append([]string{"triggerd"}, args...)
 		main()
-		os.Exit(0)
-	}
-	pgtest.Main(m)
-}
-
-const testSecret = "main-test-secret-0123456789abcdef"
-
-// writeConfig writes a config for a store schema and returns its path.
-// triggers are YAML list items at two spaces of indent.
-func writeConfig(t testing.TB, nodeID, url, schema, triggers string) string {
-	t.Helper()
-	return writeProjectConfig(t, nodeID, url, schema, "", triggers)
-}
-
-// writeProjectConfig is writeConfig with more keys for the project "demo"
-// (such as databases:), as YAML lines at four spaces of indent.
-func writeProjectConfig(t testing.TB, nodeID, url, schema, project, triggers string) string {
-	t.Helper()
-	text := fmt.Sprintf(`listen: 127.0.0.1:0
-node_id: %s
-lease: 2s
-shutdown_grace: 5s
-store: {url: %q, schema: %s}
-projects:
-  - id: demo
-    secrets: [{kid: k1, alg: HS256, secret: %s}]
-    rules: {default: allow}
-%s    triggers:
-%s`, nodeID, url, schema, testSecret, project, triggers)
-	path := filepath.Join(t.TempDir(), nodeID+".yaml")
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// child is triggerd running as a separate process.
-type child struct {
-	cmd    *exec.Cmd
-	addr   string
-	exited chan struct{}
-	mu     sync.Mutex
-	log    bytes.Buffer
-}
-
-// childCommand is the test binary running as triggerd with args.
-func childCommand(args ...string) *exec.Cmd {
-	js, _ := json.Marshal(args)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"=1", childArgsEnv+"="+string(js))
-	return cmd
-}
-
-// startChild runs "triggerd serve" and waits until it listens.
-func startChild(t testing.TB, config string) *child {
-	t.Helper()
-	return startCommand(t, childCommand("serve", "--config", config, "--log-format", "json"), config)
-}
-
-// startCommand starts cmd, which runs "triggerd serve" with a config, and
-// waits until it listens.
-func startCommand(t testing.TB, cmd *exec.Cmd, config string) *child {
-	t.Helper()
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	c := &child{cmd: cmd, exited: make(chan struct{})}
-	listening := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			line := sc.Text()
-			c.mu.Lock()
-			c.log.WriteString(line + "\n")
-			c.mu.Unlock()
-			var entry struct {
-				Msg    string `json:"msg"`
-				Listen string `json:"listen"`
-			}
-			if json.Unmarshal([]byte(line), &entry) == nil && entry.Msg == "triggerd is serving" {
-				listening <- entry.Listen
-			}
-		}
-		cmd.Wait()
-		close(c.exited)
-	}()
-	t.Cleanup(func() {
-		c.cmd.Process.Kill()
-		<-c.exited
-		if t.Failed() {
-			t.Logf("log of %s:\n%s", config, c.logText())
-		}
 	})
-	select {
-	case c.addr = <-listening:
-		return c
-	case <-c.exited:
-		t.Fatalf("triggerd exited before listening:\n%s", c.logText())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("triggerd did not start listening:\n%s", c.logText())
-	}
-	return nil
-}
-
-func (c *child) logText() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.log.String()
-}
-
-// logs reports whether the child logged msg, as a whole message.
-func (c *child) logs(msg string) bool {
-	return strings.Contains(c.logText(), fmt.Sprintf(`"msg":%q`, msg))
-}
-
-// waitLog waits until the child logs msg.
-func waitLog(t *testing.T, c *child, msg string, within time.Duration) {
-	t.Helper()
-	for deadline := time.Now().Add(within); !c.logs(msg); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the node did not log %q within %s:\n%s", msg, within, c.logText())
-		}
-	}
-}
-
-// kill crashes the child with SIGKILL.
-func (c *child) kill(t *testing.T) {
-	t.Helper()
-	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	<-c.exited
-}
-
-// terminate sends the child SIGTERM and waits until it exits 0.
-func (c *child) terminate(t *testing.T) {
-	t.Helper()
-	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-c.exited:
-	case <-time.After(10 * time.Second):
-		t.Fatal("triggerd did not exit after SIGTERM")
-	}
-	if code := c.cmd.ProcessState.ExitCode(); code != 0 {
-		t.Fatalf("exit code %d after SIGTERM", code)
-	}
-}
-
-// queue posts an event to the child's API and returns the event id.
-func (c *child) queue(t *testing.T, body string) string {
-	t.Helper()
-	resp, err := http.Post("http://"+c.addr+"/v1/api/demo/event-triggers/queue", "application/json", strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var out struct {
-		ID    string `json:"id"`
-		Error string `json:"error"`
-	}
-	json.NewDecoder(resp.Body).Decode(&out)
-	if resp.StatusCode != 200 {
-		t.Fatalf("queue %s: %d %s", body, resp.StatusCode, out.Error)
-	}
-	return out.ID
-}
-
-// counter is a webhook that counts deliveries per CloudEvent id and node.
-type counter struct {
-	*httptest.Server
-	mu    sync.Mutex
-	byID  map[string]int
-	nodes map[string]int // deliveries per sending node (X-SC-Token's id claim)
-}
-
-// newCounter starts a counting webhook; handle decides each answer.
-func newCounter(t *testing.T, handle func(id, node string, w http.ResponseWriter, r *http.Request)) *counter {
-	c := &counter{byID: map[string]int{}, nodes: map[string]int{}}
-	c.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var ev struct {
-			ID string `json:"id"`
-		}
-		json.NewDecoder(r.Body).Decode(&ev)
-		tok, err := jwt.Parse(r.Header.Get("X-SC-Token"), func(*jwt.Token) (any, error) { return []byte(testSecret), nil },
-			jwt.WithValidMethods([]string{"HS256"}))
-		if err != nil {
-			t.Errorf("delivery with a bad X-SC-Token: %v", err)
-			w.WriteHeader(http.StatusUnauthorized)
-			return
-		}
-		node, _ := tok.Claims.(jwt.MapClaims)["id"].(string)
-		c.mu.Lock()
-		c.byID[ev.ID]++
-		c.nodes[node]++
-		c.mu.Unlock()
-		handle(ev.ID, node, w, r)
-	}))
-	t.Cleanup(c.Close)
-	return c
-}
-
-// total is how many deliveries the counter received.
-func (c *counter) total() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := 0
-	for _, v := range c.byID {
-		n += v
-	}
-	return n
-}
-
-func (c *counter) count(id string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.byID[id]
-}
-
-// openStore opens the test's store schema to inspect rows.
-func openStore(t *testing.T, url, schema string) *store.Store {
-	t.Helper()
-	st, err := store.Open(context.Background(), store.Options{URL: url, Schema: schema, MaxConns: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
-	return st
-}
-
-// waitRows waits until cond holds for every event_logs row.
-func waitRows(t *testing.T, st *store.Store, within time.Duration, want int, cond func(store.EventLog) bool) []store.EventLog {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		rows, err := st.Recent(context.Background(), store.Filter{}, 100000)
-		if err == nil && len(rows) == want {
-			ok := true
-			for _, r := range rows {
-				ok = ok && cond(r)
-			}
-			if ok {
-				return rows
-			}
-		}
-		if time.Now().After(deadline) {
-			summary := map[string]int{}
-			for _, r := range rows {
-				summary[string(r.Status)]++
-			}
-			t.Fatalf("after %s: %d rows (want %d), by status %v, err %v", within, len(rows), want, summary, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// TestKillAndRestartLosesNothing crashes triggerd with SIGKILL while events
-// are staged, in flight, scheduled and between retries, restarts it, and
-// checks that every event is delivered and attempts made before the crash
-// count against retries.
-func TestKillAndRestartLosesNothing(t *testing.T) {
-	url, schema := pgtest.Schema(t)
-	slow := newCounter(t, func(string, string, http.ResponseWriter, *http.Request) { time.Sleep(100 * time.Millisecond) })
-	failing := newCounter(t, func(_ string, _ string, w http.ResponseWriter, _ *http.Request) {
-		w.WriteHeader(http.StatusServiceUnavailable)
-	})
-	cfg := writeConfig(t, "node-1", url, schema, fmt.Sprintf(`      - {name: slow, type: work, url: %q, concurrency: 4}
-      - {name: failing, type: doomed, url: %q, retries: 2, retry_backoff: {initial: 400ms, max: 400ms}}
-`, slow.URL, failing.URL))
-	node := startChild(t, cfg)
-
-	for i := range 100 {
-		node.queue(t, fmt.Sprintf(`{"type":"work","data":{"n":%d}}`, i))
-	}
-	for i := range 10 {
-		node.queue(t, fmt.Sprintf(`{"type":"work","data":{"later":%d},"delay":1.5}`, i))
-	}
-	node.queue(t, `{"type":"doomed"}`)
-	// Let some deliveries and the first failed attempt happen, then crash.
-	deadline := time.Now().Add(10 * time.Second)
-	for failing.total() < 1 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	time.Sleep(200 * time.Millisecond)
-	node.kill(t)
-	st := openStore(t, url, schema)
-	before, _ := st.Recent(context.Background(), store.Filter{Status: store.StatusProcessed}, 1000)
-	if len(before) >= 110 {
-		t.Fatalf("everything was delivered before the crash (%d rows); the test needs work left over", len(before))
-	}
-	t.Logf("%d of 111 rows processed before SIGKILL", len(before))
-
-	startChild(t, cfg)
-	rows := waitRows(t, st, 30*time.Second, 111, func(r store.EventLog) bool {
-		return r.Status == store.StatusProcessed || r.Status == store.StatusFailed
-	})
-	for _, r := range rows {
-		switch r.Trigger {
-		case "slow":
-			if r.Status != store.StatusProcessed || slow.count(r.ID.String()) < 1 {
-				t.Errorf("row %s: %s, delivered %d times", r.ID, r.Status, slow.count(r.ID.String()))
-			}
-		case "failing":
-			if r.Status != store.StatusFailed || r.Attempts != 3 || !strings.Contains(r.Remark, "503") {
-				t.Errorf("failing row %+v: want failed after 3 attempts in all", r)
-			}
-			invs, _ := st.Invocations(context.Background(), r.ID)
-			if len(invs) != 3 {
-				t.Errorf("failing row has %d logged attempts, want 3", len(invs))
-			}
-		}
-	}
-	dup := 0
-	for _, id := range slow.byID {
-		if id > 1 {
-			dup++
-		}
-	}
-	t.Logf("%d rows delivered twice (attempts in flight at the crash)", dup)
-	if dup > 4 {
-		t.Errorf("%d rows delivered twice; only the 4 in flight at the crash may be", dup)
-	}
-}
-
-// TestDeadNodesClaimsComeBack runs two nodes on one store, crashes the one
-// holding rows mid-attempt, and checks that the other delivers them within
-// about the lease plus the trigger's timeout (how long a claim lasts).
-func TestDeadNodesClaimsComeBack(t *testing.T) {
-	url, schema := pgtest.Schema(t)
-	hook := newCounter(t, func(_ string, node string, _ http.ResponseWriter, r *http.Request) {
-		if node == "node-a" {
-			<-r.Context().Done() // node A's attempts hang until it dies
-		}
-	})
-	// A claim lasts the lease (2s) plus the timeout (3s), which is longer
-	// than node A lives once its attempts hang.
-	trig := fmt.Sprintf("      - {name: t, type: work, url: %q, timeout: 3s}\n", hook.URL)
-	a := startChild(t, writeConfig(t, "node-a", url, schema, trig))
-	startChild(t, writeConfig(t, "node-b", url, schema, trig))
-	for i := range 20 {
-		a.queue(t, fmt.Sprintf(`{"type":"work","data":%d}`, i))
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		hook.mu.Lock()
-		n := hook.nodes["node-a"]
-		hook.mu.Unlock()
-		if n >= 16 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	a.kill(t)
-	killed := time.Now()
-	st := openStore(t, url, schema)
-	waitRows(t, st, 20*time.Second, 20, func(r store.EventLog) bool { return r.Status == store.StatusProcessed })
-	took := time.Since(killed)
-	t.Logf("node B delivered node A's rows %s after A died (lease 2s, timeout 3s)", took)
-	if took > 5*time.Second+5*time.Second {
-		t.Errorf("takeover took %s, want within the lease (2s) and the timeout (3s), plus a few seconds", took)
-	}
-	hook.mu.Lock()
-	defer hook.mu.Unlock()
-	if hook.nodes["node-b"] < 20 {
-		t.Errorf("node B made %d deliveries, want all 20", hook.nodes["node-b"])
-	}
 }
 
 // TestSIGTERMLetsAttemptsFinish stops triggerd with SIGTERM during an
@@ -423,21 +39,21 @@ func TestDeadNodesClaimsComeBack(t *testing.T) {
 func TestSIGTERMLetsAttemptsFinish(t *testing.T) {
 	url, schema := pgtest.Schema(t)
 	arrived := make(chan struct{}, 1)
-	hook := newCounter(t, func(string, string, http.ResponseWriter, *http.Request) {
+	hook := nodetest.NewCounter(t, func(string, string, http.ResponseWriter, *http.Request) {
 		arrived <- struct{}{}
 		time.Sleep(time.Second)
 	})
-	node := startChild(t, writeConfig(t, "node-1", url, schema, fmt.Sprintf("      - {name: t, type: work, url: %q}\n", hook.URL)))
-	node.queue(t, `{"type":"work"}`)
+	node := nodetest.Start(t, nodetest.WriteConfig(t, "node-1", url, schema, fmt.Sprintf("      - {name: t, type: work, url: %q}\n", hook.URL)))
+	node.Queue(t, `{"type":"work"}`)
 	<-arrived
-	node.terminate(t)
-	st := openStore(t, url, schema)
+	node.Terminate(t)
+	st := nodetest.OpenStore(t, url, schema)
 	rows, _ := st.Recent(context.Background(), store.Filter{}, 10)
 	if len(rows) != 1 || rows[0].Status != store.StatusProcessed {
 		t.Fatalf("the attempt in flight at SIGTERM was not recorded: %+v", rows)
 	}
 	// A new request is refused once stopped.
-	if _, err := http.Get("http://" + node.addr + "/healthz"); err == nil {
+	if _, err := http.Get("http://" + node.Addr + "/healthz"); err == nil {
 		t.Fatal("the API still answers after exit")
 	}
 }
@@ -445,18 +61,18 @@ func TestSIGTERMLetsAttemptsFinish(t *testing.T) {
 func TestServeExplainsBadStarts(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
-	os.WriteFile(bad, []byte("store: {url: x}\nprojects: [{id: p, secrets: [{kid: k, alg: HS256, secret: "+testSecret+"}], triggers: [{name: t, type: x, url: 'http://h/', retrys: 1}]}]\n"), 0o600)
+	os.WriteFile(bad, []byte("store: {url: x}\nprojects: [{id: p, secrets: [{kid: k, alg: HS256, secret: "+nodetest.Secret+"}], triggers: [{name: t, type: x, url: 'http://h/', retrys: 1}]}]\n"), 0o600)
 	unreachable := filepath.Join(dir, "unreachable.yaml")
-	os.WriteFile(unreachable, []byte("store: {url: 'postgres://u@127.0.0.1:1/db?connect_timeout=2'}\nprojects: [{id: p, secrets: [{kid: k, alg: HS256, secret: "+testSecret+"}]}]\n"), 0o600)
+	os.WriteFile(unreachable, []byte("store: {url: 'postgres://u@127.0.0.1:1/db?connect_timeout=2'}\nprojects: [{id: p, secrets: [{kid: k, alg: HS256, secret: "+nodetest.Secret+"}]}]\n"), 0o600)
 	// A change capture source whose table does not exist: serve stops
 	// before listening, saying which table and how to fix it.
 	src := pgtest.Database(t)
 	storeURL, schema := pgtest.Schema(t)
-	noTable := writeProjectConfig(t, "no-table", storeURL, schema, fmt.Sprintf("    databases: {app: {url: %q}}\n", src),
+	noTable := nodetest.WriteProjectConfig(t, "no-table", storeURL, schema, fmt.Sprintf("    databases: {app: {url: %q}}\n", src),
 		"      - {name: welcome, type: DB_INSERT, url: 'http://127.0.0.1:1/', options: {col: users}}\n")
 	// A storage directory that does not exist (a relative path is taken
 	// from the config's folder): serve stops before listening, naming it.
-	noDir := writeProjectConfig(t, "no-dir", storeURL, schema, "    storage:\n      uploads: {path: no-such-folder}\n",
+	noDir := nodetest.WriteProjectConfig(t, "no-dir", storeURL, schema, "    storage:\n      uploads: {path: no-such-folder}\n",
 		"      - {name: thumbnail, type: FILE_CREATE, url: 'http://127.0.0.1:1/', options: {path: 'images/**'}}\n")
 	cases := []struct {
 		args []string
@@ -508,12 +124,12 @@ func waitFor(t *testing.T, b *dispatchtest.Buffer, re string, within time.Durati
 // then rows as they are created and change status.
 func TestTailPrintsAndFollows(t *testing.T) {
 	url, schema := pgtest.Schema(t)
-	hook := newCounter(t, func(_ string, _ string, w http.ResponseWriter, _ *http.Request) {})
-	cfg := writeConfig(t, "node-1", url, schema, fmt.Sprintf("      - {name: mailer, type: sent-email, url: %q}\n", hook.URL))
-	node := startChild(t, cfg)
-	node.queue(t, `{"type":"sent-email"}`)
-	st := openStore(t, url, schema)
-	waitRows(t, st, 10*time.Second, 1, func(r store.EventLog) bool { return r.Status == store.StatusProcessed })
+	hook := nodetest.NewCounter(t, func(_ string, _ string, w http.ResponseWriter, _ *http.Request) {})
+	cfg := nodetest.WriteConfig(t, "node-1", url, schema, fmt.Sprintf("      - {name: mailer, type: sent-email, url: %q}\n", hook.URL))
+	node := nodetest.Start(t, cfg)
+	node.Queue(t, `{"type":"sent-email"}`)
+	st := nodetest.OpenStore(t, url, schema)
+	nodetest.WaitRows(t, st, 10*time.Second, 1, func(r store.EventLog) bool { return r.Status == store.StatusProcessed })
 
 	var out dispatchtest.Buffer
 	if err := run(context.Background(), []string{"tail", "--config", cfg}, &out, io.Discard); err != nil {
@@ -530,7 +146,7 @@ func TestTailPrintsAndFollows(t *testing.T) {
 		done <- run(ctx, []string{"tail", "--config", cfg, "--follow", "--json", "--type", "sent-email"}, &follow, io.Discard)
 	}()
 	waitFor(t, &follow, `"status":"processed"`, 10*time.Second) // the existing row
-	node.queue(t, `{"type":"sent-email","data":{"n":2},"delay":0.5}`)
+	node.Queue(t, `{"type":"sent-email","data":{"n":2},"delay":0.5}`)
 	waitFor(t, &follow, `"data":\{"n":2\},"response":null|"status":"staged"`, 10*time.Second)
 	m := waitFor(t, &follow, `(?s)"status":"staged".*"status":"processed"`, 10*time.Second)
 	if len(m) == 0 {

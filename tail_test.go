@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/triggerd/triggerd/node/nodetest"
 	"github.com/triggerd/triggerd/store"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
@@ -82,8 +83,8 @@ func TestTailEndsOnWriteErrors(t *testing.T) {
 func tailStore(t *testing.T) (string, *store.Store) {
 	t.Helper()
 	url, schema := pgtest.Schema(t)
-	cfg := writeConfig(t, "node-1", url, schema, "      - {name: mailer, type: sent-email, url: \"http://127.0.0.1:1\"}\n")
-	st := openStore(t, url, schema)
+	cfg := nodetest.WriteConfig(t, "node-1", url, schema, "      - {name: mailer, type: sent-email, url: \"http://127.0.0.1:1\"}\n")
+	st := nodetest.OpenStore(t, url, schema)
 	if err := st.Migrate(context.Background()); err != nil {
 		t.Fatal(err)
 	}

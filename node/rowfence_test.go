@@ -1,4 +1,4 @@
-package main
+package node_test
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/triggerd/triggerd/node/nodetest"
 	"github.com/triggerd/triggerd/store"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
@@ -29,7 +30,7 @@ func TestAFrozenNodeDeliversNoRowTakenOver(t *testing.T) {
 	}
 	var mu sync.Mutex
 	got := make(map[string][]arrival)
-	hook := newCounter(t, func(id, node string, _ http.ResponseWriter, _ *http.Request) {
+	hook := nodetest.NewCounter(t, func(id, node string, _ http.ResponseWriter, _ *http.Request) {
 		mu.Lock()
 		got[id] = append(got[id], arrival{node, time.Now()})
 		mu.Unlock()
@@ -38,13 +39,13 @@ func TestAFrozenNodeDeliversNoRowTakenOver(t *testing.T) {
 	// lease 2s (writeConfig) and timeout 1s: a claim lasts 3s.
 	const concurrency, events = 16, 1500
 	trig := fmt.Sprintf("      - {name: t, type: work, url: %q, concurrency: %d, timeout: 1s}\n", hook.URL, concurrency)
-	var nodes []*child
+	var nodes []*nodetest.Child
 	for _, id := range []string{"node-a", "node-b", "node-c"} {
-		nodes = append(nodes, startChild(t, writeConfig(t, id, url, schema, trig)))
+		nodes = append(nodes, nodetest.Start(t, nodetest.WriteConfig(t, id, url, schema, trig)))
 	}
 	// Every event is staged due at once, so that each node claims a
 	// lane's worth: attempts in flight, and rows waiting for a slot.
-	st := openStore(t, url, schema)
+	st := nodetest.OpenStore(t, url, schema)
 	now := time.Now()
 	staged := make([]store.EventLog, events)
 	for i := range staged {
@@ -56,9 +57,7 @@ func TestAFrozenNodeDeliversNoRowTakenOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		hook.mu.Lock()
-		n := hook.nodes["node-a"]
-		hook.mu.Unlock()
+		n := hook.Nodes()["node-a"]
 		if n >= 2*concurrency {
 			break
 		}
@@ -68,10 +67,10 @@ func TestAFrozenNodeDeliversNoRowTakenOver(t *testing.T) {
 	}
 	frozen := nodes[0]
 	stopped := time.Now()
-	frozen.signal(t, syscall.SIGSTOP)
+	frozen.Signal(t, syscall.SIGSTOP)
 	time.Sleep(6 * time.Second)
-	frozen.signal(t, syscall.SIGCONT)
-	rows := waitRows(t, st, 60*time.Second, events, func(r store.EventLog) bool { return r.Status == store.StatusProcessed })
+	frozen.Signal(t, syscall.SIGCONT)
+	rows := nodetest.WaitRows(t, st, 60*time.Second, events, func(r store.EventLog) bool { return r.Status == store.StatusProcessed })
 	time.Sleep(2 * time.Second) // time for a late attempt of the node that froze
 
 	mu.Lock()
@@ -112,5 +111,5 @@ func TestAFrozenNodeDeliversNoRowTakenOver(t *testing.T) {
 	if extra > concurrency {
 		t.Errorf("%d rows delivered more than once: more than the %d attempts node A can have had in flight", extra, concurrency)
 	}
-	t.Logf("%d events; %d delivered twice (in flight at the freeze); deliveries by node %v", events, extra, hook.nodes)
+	t.Logf("%d events; %d delivered twice (in flight at the freeze); deliveries by node %v", events, extra, hook.Nodes())
 }

@@ -1,4 +1,4 @@
-package main
+package node_test
 
 import (
 	"context"
@@ -16,12 +16,13 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/triggerd/triggerd/cdc"
+	"github.com/triggerd/triggerd/node/nodetest"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
 
 // BenchmarkMillionRowTxnRSS measures the peak resident memory of a real
-// "triggerd serve" process (the test binary re-executed as triggerd, see
-// TestMain) while it captures one 1,000,000-row INSERT transaction from a
+// node process (the test binary re-executed to run a node, see TestMain)
+// while it captures one 1,000,000-row INSERT transaction from a
 // source database and delivers the 1,000,000 DB_INSERT events to a local
 // webhook (trigger concurrency 64), every event logged in event_logs and
 // every attempt in invocation_logs. The figure is the child's VmHWM from
@@ -30,7 +31,7 @@ import (
 // how long after the commit every event was logged (polled every 2 s) and
 // delivered, and the child's CPU time. Each op is one such transaction:
 //
-//	go test -run '^$' -bench BenchmarkMillionRowTxnRSS -benchtime 1x -timeout 60m .
+//	go test -run '^$' -bench BenchmarkMillionRowTxnRSS -benchtime 1x -timeout 60m ./node
 //
 // TRIGGERD_BENCH_ROWS sets another row count.
 func BenchmarkMillionRowTxnRSS(b *testing.B) {
@@ -69,10 +70,10 @@ func BenchmarkMillionRowTxnRSS(b *testing.B) {
 	}))
 	b.Cleanup(hook.Close)
 
-	cfg := writeProjectConfig(b, "rss", storeURL, schema, fmt.Sprintf("    databases: {app: {url: %q}}\n", src),
+	cfg := nodetest.WriteProjectConfig(b, "rss", storeURL, schema, fmt.Sprintf("    databases: {app: {url: %q}}\n", src),
 		fmt.Sprintf("      - {name: ins, type: DB_INSERT, url: %q, concurrency: 64, options: {col: orders}}\n", hook.URL))
-	node := startChild(b, cfg)
-	pid := node.cmd.Process.Pid
+	node := nodetest.Start(b, cfg)
+	pid := node.Cmd.Process.Pid
 	rssWait(b, "the slot streamed", 30*time.Second, func() bool {
 		streaming, err := cdc.Streaming(ctx, srcConn, "triggerd_demo_app")
 		time.Sleep(20 * time.Millisecond)

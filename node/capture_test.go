@@ -1,4 +1,4 @@
-package main
+package node_test
 
 import (
 	"context"
@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/triggerd/triggerd/cdc"
+	"github.com/triggerd/triggerd/node/nodetest"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
 
@@ -55,7 +56,7 @@ func newCapture(t *testing.T) *capture {
 
 // config writes the config of a node capturing inserts into items.
 func (c *capture) config(node string) string {
-	return writeProjectConfig(c.t, node, c.storeURL, c.schema,
+	return nodetest.WriteProjectConfig(c.t, node, c.storeURL, c.schema,
 		fmt.Sprintf("    databases:\n      app: {url: %q}\n", c.src),
 		fmt.Sprintf("      - {name: items, type: DB_INSERT, url: %q, options: {db: app, col: items}}\n", c.hook.URL))
 }
@@ -71,7 +72,7 @@ func TestChangeCaptureSurvivesSIGKILL(t *testing.T) {
 	c := newCapture(t)
 	db, storeURL, schema, hook := c.db, c.storeURL, c.schema, c.hook
 	cfg := c.config("node-1")
-	first := startChild(t, cfg)
+	first := nodetest.Start(t, cfg)
 	waitWalsender(t, db, slot, 30*time.Second)
 
 	// Small transactions of one to six rows in two statements, from three
@@ -166,7 +167,7 @@ func TestChangeCaptureSurvivesSIGKILL(t *testing.T) {
 	// was committed meanwhile, so that it logs small transactions as they
 	// commit.
 	time.Sleep(time.Second)
-	second := startChild(t, cfg)
+	second := nodetest.Start(t, cfg)
 	waitWalsender(t, db, slot, 30*time.Second)
 	for backlog, deadline := committed.len(), time.Now().Add(20*time.Second); countDocs(0, 1<<62) < backlog; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -235,7 +236,7 @@ func TestChangeCaptureSurvivesSIGKILL(t *testing.T) {
 
 	// Write on while no node runs; restart, write on through the takeover.
 	time.Sleep(time.Second)
-	startChild(t, cfg)
+	nodetest.Start(t, cfg)
 	waitWalsender(t, db, slot, 30*time.Second)
 	time.Sleep(500 * time.Millisecond)
 	stopWriters()
@@ -365,7 +366,7 @@ func TestChangeCaptureSurvivesSIGKILL(t *testing.T) {
 // left: no process, and none of its Postgres sessions, which would keep
 // the slot from its successor. afterKill, when set, runs between the kill
 // and the look at the sessions.
-func killAndCheck(t *testing.T, c *child, db *pgxpool.Pool, afterKill func()) {
+func killAndCheck(t *testing.T, c *nodetest.Child, db *pgxpool.Pool, afterKill func()) {
 	t.Helper()
 	before := triggerdBackends(t, db)
 	capturing := 0
@@ -377,8 +378,8 @@ func killAndCheck(t *testing.T, c *child, db *pgxpool.Pool, afterKill func()) {
 	if capturing < 2 {
 		t.Errorf("the node had %d Postgres sessions for change capture before the kill (%v), want its lock holder and its walsender", capturing, before)
 	}
-	family := append(descendants(c.cmd.Process.Pid), c.cmd.Process.Pid)
-	c.kill(t)
+	family := append(descendants(c.Cmd.Process.Pid), c.Cmd.Process.Pid)
+	c.Kill(t)
 	if afterKill != nil {
 		afterKill()
 	}
@@ -555,13 +556,13 @@ func descendants(pid int) []int {
 // row logged exactly once and delivered at least once.
 func TestStandbyTakesOverFromAKilledNode(t *testing.T) {
 	c := newCapture(t)
-	streaming := startChild(t, c.config("node-a"))
+	streaming := nodetest.Start(t, c.config("node-a"))
 	waitWalsender(t, c.db, slot, 30*time.Second)
-	startChild(t, c.config("node-b"))
+	nodetest.Start(t, c.config("node-b"))
 
 	w := c.startWriter()
 	time.Sleep(time.Second)
-	streaming.kill(t)
+	streaming.Kill(t)
 	killed := time.Now()
 	took := c.waitDeliveredAfter(w.last()+1, killed, 20*time.Second)
 	t.Logf("the standby delivered a row committed after the kill %s after it", took.Round(time.Millisecond))

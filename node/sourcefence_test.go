@@ -1,4 +1,4 @@
-package main
+package node_test
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/triggerd/triggerd/node/nodetest"
 	"github.com/triggerd/triggerd/store"
 )
 
@@ -27,42 +28,34 @@ const (
 // frozen holder: the fencing bound, a lock retry, and a session's start.
 const takeoverBound = store.FenceAfter + 3*time.Second
 
-// signal sends the child a signal.
-func (c *child) signal(t *testing.T, sig syscall.Signal) {
-	t.Helper()
-	if err := c.cmd.Process.Signal(sig); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestStandbyFencesAFrozenStreamer freezes the node streaming the slot
 // while rows are committed: the standby must fence it and deliver the rows
 // within the bound, and the frozen node, once it runs again, must give the
 // slot up; every row is logged exactly once.
 func TestStandbyFencesAFrozenStreamer(t *testing.T) {
 	c := newCapture(t)
-	streaming := startChild(t, c.config("node-a"))
+	streaming := nodetest.Start(t, c.config("node-a"))
 	waitWalsender(t, c.db, slot, 30*time.Second)
-	standby := startChild(t, c.config("node-b"))
-	waitLog(t, standby, slotStandingByMsg, 30*time.Second)
+	standby := nodetest.Start(t, c.config("node-b"))
+	standby.WaitLog(t, slotStandingByMsg, 30*time.Second)
 
 	w := c.startWriter()
 	time.Sleep(time.Second)
-	streaming.signal(t, syscall.SIGSTOP)
+	streaming.Signal(t, syscall.SIGSTOP)
 	frozen := time.Now()
 	took := c.waitDeliveredAfter(w.last()+1, frozen, 20*time.Second)
 	t.Logf("the standby delivered a row committed after the freeze %s after it", took.Round(time.Millisecond))
 	if took > takeoverBound {
 		t.Errorf("the standby took %s to take over, more than %s", took, takeoverBound)
 	}
-	if !standby.logs(fencedSlotMsg) {
+	if !standby.Logs(fencedSlotMsg) {
 		t.Errorf("the standby did not log %q", fencedSlotMsg)
 	}
 
 	// Thawed, the node finds its session ended and stands by.
-	streaming.signal(t, syscall.SIGCONT)
-	waitLog(t, streaming, captureStoppedMsg, 10*time.Second)
-	waitLog(t, streaming, slotStandingByMsg, 20*time.Second)
+	streaming.Signal(t, syscall.SIGCONT)
+	streaming.WaitLog(t, captureStoppedMsg, 10*time.Second)
+	streaming.WaitLog(t, slotStandingByMsg, 20*time.Second)
 	time.Sleep(500 * time.Millisecond)
 	w.stop()
 	c.expectEachRowOnce(w.last())
@@ -79,18 +72,18 @@ func TestStandbyFencesAFrozenWatcher(t *testing.T) {
 	s.write(before...)
 	s.expect(events("FILE_CREATE", before...))
 
-	watcher.signal(t, syscall.SIGSTOP)
+	watcher.Signal(t, syscall.SIGSTOP)
 	frozen := time.Now()
 	during := numbered("during", 20)
 	s.write(during...)
 	s.remove(before[0])
-	waitLog(t, standby, watchingMsg, 20*time.Second)
+	standby.WaitLog(t, watchingMsg, 20*time.Second)
 	took := time.Since(frozen)
 	t.Logf("the standby watched the directory %s after the watcher froze", took.Round(time.Millisecond))
 	if took > takeoverBound {
 		t.Errorf("the standby took %s to take over, more than %s", took, takeoverBound)
 	}
-	if !standby.logs(fencedDirMsg) {
+	if !standby.Logs(fencedDirMsg) {
 		t.Errorf("the standby did not log %q", fencedDirMsg)
 	}
 	want := append(events("FILE_CREATE", append(before, during...)...), events("FILE_DELETE", before[0])...)
@@ -98,9 +91,9 @@ func TestStandbyFencesAFrozenWatcher(t *testing.T) {
 
 	// Thawed, the node finds its lock gone and stands by; what it saw
 	// meanwhile is not logged again.
-	watcher.signal(t, syscall.SIGCONT)
-	waitLog(t, watcher, watchingStoppedMsg, 10*time.Second)
-	waitLog(t, watcher, standingByMsg, 20*time.Second)
+	watcher.Signal(t, syscall.SIGCONT)
+	watcher.WaitLog(t, watchingStoppedMsg, 10*time.Second)
+	watcher.WaitLog(t, standingByMsg, 20*time.Second)
 	after := numbered("after", 5)
 	s.write(after...)
 	s.expect(append(want, events("FILE_CREATE", after...)...))
@@ -117,24 +110,24 @@ func TestSlowHolderIsNotFenced(t *testing.T) {
 	c := newCapture(t)
 	c.storeURL, c.schema = s.url, s.schema // one store for both sources
 	config := func(node string) string {
-		return writeProjectConfig(t, node, s.url, s.schema,
+		return nodetest.WriteProjectConfig(t, node, s.url, s.schema,
 			fmt.Sprintf("    storage:\n      uploads: {path: %q, settle: 100ms}\n    databases:\n      app: {url: %q}\n", s.dir, c.src),
 			fmt.Sprintf("      - {name: created, type: FILE_CREATE, url: %q}\n      - {name: items, type: DB_INSERT, url: %q, options: {db: app, col: items}}\n",
 				s.hook.URL, c.hook.URL))
 	}
-	holder := startChild(t, config("node-a"))
-	waitLog(t, holder, watchingMsg, 30*time.Second)
+	holder := nodetest.Start(t, config("node-a"))
+	holder.WaitLog(t, watchingMsg, 30*time.Second)
 	waitWalsender(t, c.db, slot, 30*time.Second)
-	standby := startChild(t, config("node-b"))
-	waitLog(t, standby, standingByMsg, 30*time.Second)
-	waitLog(t, standby, slotStandingByMsg, 30*time.Second)
+	standby := nodetest.Start(t, config("node-b"))
+	standby.WaitLog(t, standingByMsg, 30*time.Second)
+	standby.WaitLog(t, slotStandingByMsg, 30*time.Second)
 	w := c.startWriter()
 
-	holder.signal(t, syscall.SIGSTOP)
+	holder.Signal(t, syscall.SIGSTOP)
 	paused := numbered("paused", 5)
 	s.write(paused...)
 	time.Sleep(store.FenceAfter / 2)
-	holder.signal(t, syscall.SIGCONT)
+	holder.Signal(t, syscall.SIGCONT)
 	s.expect(events("FILE_CREATE", paused...))
 
 	locker := connect(t, s.url)
@@ -164,12 +157,12 @@ func TestSlowHolderIsNotFenced(t *testing.T) {
 	w.stop()
 	c.expectEachRowOnce(w.last())
 	for _, msg := range []string{fencedDirMsg, fencedSlotMsg, tookOverMsg, watchingMsg, "took over the slot"} {
-		if standby.logs(msg) {
+		if standby.Logs(msg) {
 			t.Errorf("the standby logged %q", msg)
 		}
 	}
 	for _, msg := range []string{watchingStoppedMsg, captureStoppedMsg} {
-		if holder.logs(msg) {
+		if holder.Logs(msg) {
 			t.Errorf("the holder logged %q", msg)
 		}
 	}

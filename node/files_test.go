@@ -1,4 +1,4 @@
-package main
+package node_test
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/triggerd/triggerd/node/nodetest"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
 
@@ -29,12 +30,12 @@ const (
 type storage struct {
 	t                *testing.T
 	dir, url, schema string
-	hook             *counter
+	hook             *nodetest.Counter
 	db               *pgx.Conn // the store, to read event_logs
 }
 
 func newStorage(t *testing.T) *storage {
-	s := &storage{t: t, dir: t.TempDir(), hook: newCounter(t, func(string, string, http.ResponseWriter, *http.Request) {})}
+	s := &storage{t: t, dir: t.TempDir(), hook: nodetest.NewCounter(t, func(string, string, http.ResponseWriter, *http.Request) {})}
 	s.url, s.schema = pgtest.Schema(t)
 	s.db = connect(t, s.url)
 	return s
@@ -54,7 +55,7 @@ func connect(t *testing.T, url string) *pgx.Conn {
 // config writes the config of a node watching the directory as the storage
 // uploads of project demo, with a FILE_CREATE and a FILE_DELETE trigger.
 func (s *storage) config(node string) string {
-	return writeProjectConfig(s.t, node, s.url, s.schema,
+	return nodetest.WriteProjectConfig(s.t, node, s.url, s.schema,
 		fmt.Sprintf("    storage:\n      uploads: {path: %q, settle: 100ms}\n", s.dir),
 		fmt.Sprintf("      - {name: created, type: FILE_CREATE, url: %q}\n      - {name: deleted, type: FILE_DELETE, url: %q}\n",
 			s.hook.URL, s.hook.URL))
@@ -113,7 +114,7 @@ func (s *storage) logged() (byEvent map[string]int, unfinished int) {
 	var processed bool
 	_, err = pgx.ForEachRow(rows, []any{&id, &event, &processed}, func() error {
 		byEvent[event]++
-		if !processed || s.hook.count(id) == 0 {
+		if !processed || s.hook.Count(id) == 0 {
 			unfinished++
 		}
 		return nil
@@ -178,8 +179,8 @@ func TestFileWatchSurvivesSIGKILL(t *testing.T) {
 	ctx := context.Background()
 	s := newStorage(t)
 	cfg := s.config("node-1")
-	first := startChild(t, cfg)
-	waitLog(t, first, watchingMsg, 30*time.Second)
+	first := nodetest.Start(t, cfg)
+	first.WaitLog(t, watchingMsg, 30*time.Second)
 
 	// Hold the index, so that no write of the node commits; write files,
 	// and wait until the node's write of them waits on the index.
@@ -208,7 +209,7 @@ func TestFileWatchSurvivesSIGKILL(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	first.kill(t)
+	first.Kill(t)
 	// The server does not notice a vanished client while a statement
 	// waits on a lock, so the waiting write could still commit once the
 	// index is free: end it, so that none of what the node saw is logged.
@@ -228,15 +229,15 @@ func TestFileWatchSurvivesSIGKILL(t *testing.T) {
 	late := numbered("late", 20)
 	s.write(late...)
 	s.remove(early[0])
-	second := startChild(t, cfg)
-	waitLog(t, second, watchingMsg, 30*time.Second)
+	second := nodetest.Start(t, cfg)
+	second.WaitLog(t, watchingMsg, 30*time.Second)
 	want := events("FILE_CREATE", append(early[1:], late...)...)
 	s.expect(want)
 
 	// Crash again once everything is logged: the restart finds nothing new.
-	second.kill(t)
-	third := startChild(t, cfg)
-	waitLog(t, third, watchingMsg, 30*time.Second)
+	second.Kill(t)
+	third := nodetest.Start(t, cfg)
+	third.WaitLog(t, watchingMsg, 30*time.Second)
 	s.expect(want)
 }
 
@@ -251,18 +252,18 @@ func TestStandbyWatchesAfterAKilledNode(t *testing.T) {
 	s.write(before...)
 	s.expect(events("FILE_CREATE", before...))
 
-	watcher.kill(t)
+	watcher.Kill(t)
 	killed := time.Now()
 	after := numbered("after", 20)
 	s.write(after...)
 	s.remove(before[0])
-	waitLog(t, standby, watchingMsg, 15*time.Second)
+	standby.WaitLog(t, watchingMsg, 15*time.Second)
 	took := time.Since(killed)
 	t.Logf("the standby watched the directory %s after the watcher's SIGKILL", took.Round(time.Millisecond))
 	if took > 5*time.Second {
 		t.Errorf("the standby took %s to take over", took)
 	}
-	if !standby.logs(tookOverMsg) {
+	if !standby.Logs(tookOverMsg) {
 		t.Errorf("the standby did not log %q", tookOverMsg)
 	}
 	s.expect(append(events("FILE_CREATE", append(before, after...)...), events("FILE_DELETE", before[0])...))
@@ -270,20 +271,20 @@ func TestStandbyWatchesAfterAKilledNode(t *testing.T) {
 
 // startPair starts two nodes on the directory and tells which one watches
 // it and which one stands by.
-func (s *storage) startPair() (watcher, standby *child) {
+func (s *storage) startPair() (watcher, standby *nodetest.Child) {
 	s.t.Helper()
-	a := startChild(s.t, s.config("node-a"))
-	b := startChild(s.t, s.config("node-b"))
+	a := nodetest.Start(s.t, s.config("node-a"))
+	b := nodetest.Start(s.t, s.config("node-b"))
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		switch {
-		case a.logs(watchingMsg) && b.logs(watchingMsg):
+		case a.Logs(watchingMsg) && b.Logs(watchingMsg):
 			s.t.Fatal("both nodes watch the directory")
-		case a.logs(watchingMsg) && b.logs(standingByMsg):
+		case a.Logs(watchingMsg) && b.Logs(standingByMsg):
 			return a, b
-		case b.logs(watchingMsg) && a.logs(standingByMsg):
+		case b.Logs(watchingMsg) && a.Logs(standingByMsg):
 			return b, a
 		case time.Now().After(deadline):
-			s.t.Fatalf("not one node watching and one standing by within 30s:\n%s\n%s", a.logText(), b.logText())
+			s.t.Fatalf("not one node watching and one standing by within 30s:\n%s\n%s", a.LogText(), b.LogText())
 		}
 	}
 }

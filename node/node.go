@@ -1,0 +1,181 @@
+// Package node runs a triggerd node: one process that takes events from
+// the API, from captured Postgres row changes and from watched folders,
+// stages them in the store and delivers them to webhooks. Nodes that share
+// a store share its rows; each row is delivered by one node at a time.
+//
+// The commands in package main read flags and a config, then call New and
+// Run; the order in which a node starts and stops its parts lives here.
+package node
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+
+	"github.com/triggerd/triggerd/api"
+	"github.com/triggerd/triggerd/auth"
+	"github.com/triggerd/triggerd/cdc"
+	"github.com/triggerd/triggerd/config"
+	"github.com/triggerd/triggerd/dispatch"
+	"github.com/triggerd/triggerd/filewatch"
+	"github.com/triggerd/triggerd/store"
+)
+
+// Options are what a node takes besides its config.
+type Options struct {
+	// Logger receives the node's log; nil discards it.
+	Logger *slog.Logger
+	// Version is the build, logged at start and sent in the User-Agent of
+	// deliveries as triggerd/Version.
+	Version string
+	// Started, when set, is called with the API's address once it listens.
+	Started func(addr string)
+}
+
+// Node is a node built from a config, ready to run once.
+type Node struct {
+	cfg  *config.Config
+	opts Options
+	log  *slog.Logger
+	keys map[string]*auth.Keyring
+}
+
+// New checks what a node needs beyond the config (the projects' keys) and
+// builds it. It connects to nothing: Run does.
+func New(cfg *config.Config, opts Options) (*Node, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	keys, err := auth.Keyrings(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	return &Node{cfg: cfg, opts: opts, log: log, keys: keys}, nil
+}
+
+// Run runs the node until ctx ends: it opens and migrates the store,
+// checks the event sources, then starts the dispatcher, the sources and
+// the API. When ctx ends (or the API server fails) intake stops first: the
+// sources end and the API takes no new request; attempts in flight get the
+// config's shutdown grace; the dispatcher hands its rows back; the store
+// closes last. A failure before the API listens is returned as is.
+func (n *Node) Run(ctx context.Context) error {
+	cfg, log := n.cfg, n.log
+	st, err := store.Open(ctx, store.Options{URL: cfg.Store.URL, Schema: cfg.Store.Schema, MaxConns: cfg.Store.MaxConns})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := st.Migrate(ctx); err != nil {
+		return err
+	}
+	disp, err := dispatch.New(cfg, st, n.keys, dispatch.Options{
+		NodeID:    cfg.NodeID,
+		Logger:    log,
+		UserAgent: "triggerd/" + n.opts.Version,
+	})
+	if err != nil {
+		return err
+	}
+	sources, err := eventSources(cfg, disp, st, log)
+	if err != nil {
+		return err
+	}
+	for _, src := range sources {
+		if err := src.Check(ctx); err != nil {
+			return err
+		}
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (is another process using it? change listen in the config)", cfg.Listen, err)
+	}
+	srv := httpServer(cfg, api.New(cfg, disp, n.keys, st.Ready, log), log)
+
+	// The dispatcher and the sources outlive ctx: each is stopped in turn
+	// below, in the order that hands every row back.
+	dispCtx, stopDispatch := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopDispatch()
+	dispDone := make(chan error, 1)
+	go func() { dispDone <- disp.Run(dispCtx) }()
+	srcCtx, stopSources := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSources()
+	var capturing sync.WaitGroup
+	for _, src := range sources {
+		capturing.Go(func() { src.Run(srcCtx) })
+	}
+	srvDone := make(chan error, 1)
+	go func() { srvDone <- srv.Serve(ln) }()
+	log.Info("triggerd is serving", "listen", ln.Addr().String(), "node", cfg.NodeID,
+		"store_schema", cfg.Store.Schema, "projects", len(cfg.Projects), "version", n.opts.Version)
+	if n.opts.Started != nil {
+		n.opts.Started(ln.Addr().String())
+	}
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-srvDone:
+		serveErr = fmt.Errorf("http server: %w", serveErr)
+	}
+	grace := cfg.ShutdownGrace.Std()
+	log.Info("stopping: no new events are taken; attempts in flight may finish", "grace", grace)
+	stopSources()
+	capturing.Wait()
+	stopDispatch()
+	shutCtx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if err := srv.Shutdown(shutCtx); err != nil {
+		srv.Close()
+	}
+	if err := <-dispDone; err != nil {
+		log.Error("releasing held rows failed; their leases will lapse", "err", err)
+	}
+	log.Info("stopped")
+	return serveErr
+}
+
+// httpServer is the API's server, with the config's limits.
+func httpServer(cfg *config.Config, h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout.Std(),
+		ReadTimeout:       cfg.HTTP.ReadTimeout.Std(),
+		WriteTimeout:      cfg.HTTP.WriteTimeout.Std(),
+		IdleTimeout:       cfg.HTTP.IdleTimeout.Std(),
+		MaxHeaderBytes:    cfg.HTTP.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+// source is a feed of events: database changes or watched directories.
+type source interface {
+	// Check says what to fix when the source cannot start.
+	Check(ctx context.Context) error
+	// Run feeds the dispatcher until ctx ends.
+	Run(ctx context.Context)
+}
+
+// eventSources builds the change capture and file sources of every project.
+func eventSources(cfg *config.Config, disp *dispatch.Dispatcher, st *store.Store, log *slog.Logger) ([]source, error) {
+	var out []source
+	dbs, err := cdc.Sources(cfg, disp, cdc.Options{StoreSchema: cfg.Store.Schema, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range dbs {
+		out = append(out, s)
+	}
+	dirs, err := filewatch.Sources(cfg, disp, st, filewatch.Options{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range dirs {
+		out = append(out, s)
+	}
+	return out, nil
+}
