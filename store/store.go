@@ -121,6 +121,12 @@ func (s *Store) Close() {
 	s.pool.Close()
 }
 
+// Querier runs a query returning one row: a connection, a pool or a
+// transaction.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
 // Schema is the name of the schema holding the tables.
 func (s *Store) Schema() string { return s.schema }
 
