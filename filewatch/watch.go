@@ -87,7 +87,7 @@ func (s *Source) session(ctx context.Context) error {
 		case <-tick.C:
 			w.settle(time.Now())
 		case <-lockCheck.C:
-			if err := lock.Check(ctx); err != nil {
+			if err := lock.Check(); err != nil {
 				return fmt.Errorf("%s: %w", s.where(), err)
 			}
 		}

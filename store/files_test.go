@@ -90,7 +90,7 @@ func TestLockIsHeldByOneSession(t *testing.T) {
 	if err != nil || first == nil {
 		t.Fatalf("first: %v %v", first, err)
 	}
-	if err := first.Check(ctx); err != nil {
+	if err := first.Check(); err != nil {
 		t.Fatal(err)
 	}
 	if second, err := st.TryLock(ctx, "k"); err != nil || second != nil {

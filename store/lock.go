@@ -187,7 +187,7 @@ func (l *Lock) renew(ctx context.Context) {
 // (another node may have ended it), or it was not renewed for longer than
 // FenceAfter (this process was frozen, or cut off from the store). It does
 // not wait for the store.
-func (l *Lock) Check(context.Context) error {
+func (l *Lock) Check() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.err != nil {
