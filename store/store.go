@@ -130,9 +130,6 @@ type Querier interface {
 // Schema is the name of the schema holding the tables.
 func (s *Store) Schema() string { return s.schema }
 
-// Pool is the store's connection pool, for callers with their own queries.
-func (s *Store) Pool() *pgxpool.Pool { return s.pool }
-
 // Ready reports whether the store answers and its schema is up to date.
 func (s *Store) Ready(ctx context.Context) error {
 	v, err := s.version(ctx, s.pool)
