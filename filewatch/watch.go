@@ -18,7 +18,6 @@ import (
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/triggerd/triggerd/config"
-	"github.com/triggerd/triggerd/dispatch"
 	"github.com/triggerd/triggerd/store"
 )
 
@@ -142,7 +141,7 @@ type watcher struct {
 	// unwatched says a folder could not be watched: rescans stand in for it.
 	unwatched bool
 	// out are the changes to log in the next write.
-	out []dispatch.FileChange
+	out []dirChange
 }
 
 // queued is a file written to at a time.
@@ -519,21 +518,21 @@ func (w *watcher) settle(now time.Time) {
 func (w *watcher) put(e store.FileEntry, fi fs.FileInfo) {
 	k, ok := w.known[e.Path]
 	w.known[e.Path] = e
-	fc := dispatch.FileChange{Index: store.FileChange{Entry: e}}
+	c := dirChange{index: store.IndexChange{Entry: e}}
 	if !ok || k.Type != e.Type {
-		w.s.event(&fc, config.TypeFileCreate, e, func() meta { return w.meta(e, fi) })
+		w.s.event(&c, config.TypeFileCreate, e, func() meta { return w.meta(e, fi) })
 	}
-	w.out = append(w.out, fc)
+	w.out = append(w.out, c)
 }
 
 // remove logs that e's path is gone; with announce, as a FILE_DELETE.
 func (w *watcher) remove(e store.FileEntry, announce bool) {
 	delete(w.known, e.Path)
-	fc := dispatch.FileChange{Index: store.FileChange{Entry: e, Removed: true}}
+	c := dirChange{index: store.IndexChange{Entry: e, Removed: true}}
 	if announce {
-		w.s.event(&fc, config.TypeFileDelete, e, func() meta { return w.meta(e, nil) })
+		w.s.event(&c, config.TypeFileDelete, e, func() meta { return w.meta(e, nil) })
 	}
-	w.out = append(w.out, fc)
+	w.out = append(w.out, c)
 }
 
 // meta describes e for an event, with the mode and hash of a file read from
@@ -560,7 +559,7 @@ func (w *watcher) meta(e store.FileEntry, fi fs.FileInfo) meta {
 func (w *watcher) flush(ctx context.Context) error {
 	for len(w.out) > 0 {
 		n := min(len(w.out), w.s.opts.Batch)
-		if err := w.s.disp.IngestFiles(ctx, w.s.project, w.s.alias, w.out[:n]); err != nil {
+		if err := w.s.commit(ctx, w.out[:n]); err != nil {
 			return fmt.Errorf("%s: %w", w.s.where(), err)
 		}
 		w.out = w.out[n:]
