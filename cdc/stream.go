@@ -89,7 +89,7 @@ func (s *Source) session(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { cancel(s.read(sctx, rconn, items, &confirmed)) })
 	wg.Go(func() { cancel(s.heartbeat(sctx, shared)) })
-	c := &consumer{s: s, plan: pl, shared: shared, enc: newValueEncoder(), rels: make(map[uint32]*relation), confirmed: &confirmed}
+	c := newConsumer(s, pl, shared, &confirmed)
 	err = c.run(sctx, items)
 	cancel(err)
 	wg.Wait()
@@ -339,6 +339,12 @@ type consumer struct {
 	pos     int  // the next change's position in tx
 	pending []dispatch.Change
 	ended   pglogrepl.LSN // every change before it has been received
+}
+
+// newConsumer makes the consumer of a session of s: it looks up relations
+// on shared and stores the logged position in confirmed.
+func newConsumer(s *Source, pl *plan, shared *sharedConn, confirmed *atomic.Uint64) *consumer {
+	return &consumer{s: s, plan: pl, shared: shared, enc: newValueEncoder(), rels: make(map[uint32]*relation), confirmed: confirmed}
 }
 
 // run consumes items until ctx ends or a write fails.
