@@ -43,9 +43,21 @@ func (s *Source) session(ctx context.Context) error {
 			<-in.done // fsnotify has closed its channels
 		}
 	}()
+	w, err := s.startWatcher(ctx, fw)
+	if err != nil {
+		return err
+	}
+	s.watching.Store(true)
+	defer s.watching.Store(false)
+	return w.run(ctx, in, lock)
+}
+
+// startWatcher reads the index and compares the directory with it,
+// watching its folders with fw.
+func (s *Source) startWatcher(ctx context.Context, fw *fsnotify.Watcher) (*watcher, error) {
 	known, err := s.store.Files(ctx, s.project, s.alias)
 	if err != nil {
-		return fmt.Errorf("%s: %w", s.where(), err)
+		return nil, fmt.Errorf("%s: %w", s.where(), err)
 	}
 	w := &watcher{
 		s:       s,
@@ -56,41 +68,46 @@ func (s *Source) session(ctx context.Context) error {
 		byID:    make(map[fileID]string),
 	}
 	if err := w.rescan(ctx, "start-up"); err != nil {
-		return err
+		return nil, err
 	}
 	s.log.Info("watching", "indexed", len(w.known), "settling", len(w.pending), "folders", len(w.watched))
-	s.watching.Store(true)
-	defer s.watching.Store(false)
+	return w, nil
+}
 
-	tick := time.NewTicker(max(s.dir.Settle.Std()/5, 10*time.Millisecond))
+// run logs what the kernel reports, the files whose writes have settled,
+// and what rescans find while folders are unwatched, until ctx ends or
+// something breaks: a write, the directory, or the lock, checked every
+// second.
+func (w *watcher) run(ctx context.Context, in *inbox, lock *store.Lock) error {
+	tick := time.NewTicker(max(w.s.dir.Settle.Std()/5, 10*time.Millisecond))
 	defer tick.Stop()
 	lockCheck := time.NewTicker(time.Second)
 	defer lockCheck.Stop()
 	var rescan <-chan time.Time
 	for {
 		if w.unwatched && rescan == nil {
-			rescan = time.After(s.opts.Rescan)
+			rescan = time.After(w.s.opts.Rescan)
 		}
+		var err error
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-in.ready:
-			if err := w.receive(ctx, in); err != nil {
-				return err
-			}
+			err = w.receive(ctx, in)
 		case <-rescan:
 			rescan = nil
-			if err := w.rescan(ctx, "unwatched folders"); err != nil {
-				return err
-			}
+			err = w.rescan(ctx, "unwatched folders")
 		case <-tick.C:
 			w.settle(time.Now())
 		case <-lockCheck.C:
-			if err := lock.Check(); err != nil {
-				return fmt.Errorf("%s: %w", s.where(), err)
+			if err = lock.Check(); err != nil {
+				err = fmt.Errorf("%s: %w", w.s.where(), err)
 			}
 		}
-		if err := w.flush(ctx); err != nil {
+		if err == nil {
+			err = w.flush(ctx)
+		}
+		if err != nil {
 			return err
 		}
 	}
