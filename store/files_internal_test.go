@@ -11,11 +11,11 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// TestFileChangesLookUpTheirPaths checks that a write of file changes reads
+// TestIndexChangesLookUpTheirPaths checks that a write of index changes reads
 // the index rows of its own paths only, even when a generic plan was cached
 // while the index was small (Postgres keeps using it as the index grows): a
 // write must not cost in proportion to the size of the directory.
-func TestFileChangesLookUpTheirPaths(t *testing.T) {
+func TestIndexChangesLookUpTheirPaths(t *testing.T) {
 	ctx := context.Background()
 	st := openMigrated(t)
 	conn, err := st.pool.Acquire(ctx)

@@ -260,11 +260,11 @@ func (s *Store) commit(batch []*writeOp) (map[uuid.UUID]bool, error) {
 	}
 	// The statements that read go last, after customPlanSQL: the setting
 	// lasts until the commit.
-	files := false
+	index := false
 	for _, op := range batch {
-		files = files || op.index != nil
+		index = index || op.index != nil
 	}
-	if files || len(oc.id) > 0 {
+	if index || len(oc.id) > 0 {
 		b.Queue(customPlanSQL)
 	}
 	for _, op := range batch {
