@@ -56,29 +56,11 @@ func (s *Source) session(ctx context.Context) error {
 		return err
 	}
 
-	rcfg, err := pgconn.ParseConfig(s.db.URL)
+	rconn, err := s.startStream(ctx)
 	if err != nil {
-		return fmt.Errorf("%s: url: %w", s.where(), err)
-	}
-	// Values arrive as text in the walsender's formats: fix them.
-	for k, v := range map[string]string{
-		"replication": "database", "application_name": "triggerd-cdc", "DateStyle": "ISO",
-		"TimeZone": "UTC", "IntervalStyle": "postgres", "extra_float_digits": "3", "bytea_output": "hex",
-	} {
-		rcfg.RuntimeParams[k] = v
-	}
-	if rcfg.ConnectTimeout == 0 {
-		rcfg.ConnectTimeout = 10 * time.Second
-	}
-	rconn, err := pgconn.ConnectConfig(ctx, rcfg)
-	if err != nil {
-		return fmt.Errorf("%s: open a replication connection: %w", s.where(), err)
+		return err
 	}
 	defer rconn.Close(context.WithoutCancel(ctx))
-	args := []string{"proto_version '1'", fmt.Sprintf("publication_names '%s'", s.db.Publication), "messages 'true'"}
-	if err := pglogrepl.StartReplication(ctx, rconn, s.db.Slot, 0, pglogrepl.StartReplicationOptions{PluginArgs: args}); err != nil {
-		return fmt.Errorf("%s: start streaming slot %s: %w", s.where(), s.db.Slot, err)
-	}
 	s.log.Info("capturing changes", "publication", s.db.Publication, "tables", len(pl.tables))
 
 	sctx, cancel := context.WithCancelCause(ctx)
@@ -100,6 +82,35 @@ func (s *Source) session(ctx context.Context) error {
 		return cause
 	}
 	return nil
+}
+
+// startStream opens a replication connection and starts streaming the
+// slot from its confirmed position.
+func (s *Source) startStream(ctx context.Context) (*pgconn.PgConn, error) {
+	rcfg, err := pgconn.ParseConfig(s.db.URL)
+	if err != nil {
+		return nil, fmt.Errorf("%s: url: %w", s.where(), err)
+	}
+	// Values arrive as text in the walsender's formats: fix them.
+	for k, v := range map[string]string{
+		"replication": "database", "application_name": "triggerd-cdc", "DateStyle": "ISO",
+		"TimeZone": "UTC", "IntervalStyle": "postgres", "extra_float_digits": "3", "bytea_output": "hex",
+	} {
+		rcfg.RuntimeParams[k] = v
+	}
+	if rcfg.ConnectTimeout == 0 {
+		rcfg.ConnectTimeout = 10 * time.Second
+	}
+	rconn, err := pgconn.ConnectConfig(ctx, rcfg)
+	if err != nil {
+		return nil, fmt.Errorf("%s: open a replication connection: %w", s.where(), err)
+	}
+	args := []string{"proto_version '1'", fmt.Sprintf("publication_names '%s'", s.db.Publication), "messages 'true'"}
+	if err := pglogrepl.StartReplication(ctx, rconn, s.db.Slot, 0, pglogrepl.StartReplicationOptions{PluginArgs: args}); err != nil {
+		rconn.Close(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("%s: start streaming slot %s: %w", s.where(), s.db.Slot, err)
+	}
+	return rconn, nil
 }
 
 // lock waits until this node holds the slot's advisory lock on conn,
