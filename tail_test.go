@@ -12,8 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/triggerd/triggerd/node/nodetest"
-	"github.com/triggerd/triggerd/store"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
 
@@ -21,11 +22,11 @@ import (
 // write (years past 9999 and before 1): --json prints each as an object
 // with its times, none as an empty line.
 func TestTailPrintsAnyTime(t *testing.T) {
-	cfg, st := tailStore(t)
+	cfg, db := tailStore(t)
 	ctx := context.Background()
 	want := map[string]bool{"10000-01-01T04:00:00Z": true, "294276-12-31T23:59:59.999999Z": true, "-4712-01-01T00:00:00Z": true}
 	for _, at := range []string{"9999-12-31 23:00:00-05", "294276-12-31 23:59:59.999999+00", "4713-01-01 00:00:00+00 BC"} {
-		if _, err := st.Pool().Exec(ctx, `
+		if _, err := db.Exec(ctx, `
 			INSERT INTO event_logs (id, batch_id, project, trigger_name, type, payload, event_time, fire_at)
 			VALUES (gen_random_uuid(), gen_random_uuid(), 'demo', 'mailer', 'sent-email', '{"n":1}', $1, $1)`, at); err != nil {
 			t.Fatal(err)
@@ -59,9 +60,9 @@ func TestTailEndsOnWriteErrors(t *testing.T) {
 		t.Skipf("this test writes to /dev/full: %v", err)
 	}
 	defer full.Close()
-	cfg, st := tailStore(t)
+	cfg, db := tailStore(t)
 	ctx := context.Background()
-	if _, err := st.Pool().Exec(ctx, `
+	if _, err := db.Exec(ctx, `
 		INSERT INTO event_logs (id, batch_id, project, trigger_name, type, event_time, fire_at)
 		VALUES (gen_random_uuid(), gen_random_uuid(), 'demo', 'mailer', 'sent-email', now(), now())`); err != nil {
 		t.Fatal(err)
@@ -79,8 +80,8 @@ func TestTailEndsOnWriteErrors(t *testing.T) {
 }
 
 // tailStore makes a migrated store schema and a config for it, for tail
-// to read, and returns the config's path and the store.
-func tailStore(t *testing.T) (string, *store.Store) {
+// to read, and returns the config's path and a pool on the schema.
+func tailStore(t *testing.T) (string, *pgxpool.Pool) {
 	t.Helper()
 	url, schema := pgtest.Schema(t)
 	cfg := nodetest.WriteConfig(t, "node-1", url, schema, "      - {name: mailer, type: sent-email, url: \"http://127.0.0.1:1\"}\n")
@@ -88,5 +89,5 @@ func tailStore(t *testing.T) (string, *store.Store) {
 	if err := st.Migrate(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	return cfg, st
+	return cfg, pgtest.Pool(t, url, schema)
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/triggerd/triggerd/api"
 	"github.com/triggerd/triggerd/config"
@@ -36,6 +37,11 @@ type fixture struct {
 	st    *store.Store
 	log   *dispatchtest.Buffer // the node's log
 	hooks atomic.Int64         // requests the webhook received
+}
+
+// db connects to the node's store schema, for the test's own queries.
+func (f *fixture) db(t *testing.T) *pgxpool.Pool {
+	return pgtest.Pool(t, f.dbURL, f.st.Schema())
 }
 
 // setup starts a node with project "demo": rules default authenticated,
@@ -585,7 +591,7 @@ func TestProbes(t *testing.T) {
 	}
 	// Readiness follows the store: drop the schema's tables and it fails,
 	// saying so without naming the store; the log has the detail.
-	if _, err := f.st.Pool().Exec(context.Background(), `DROP TABLE schema_migrations`); err != nil {
+	if _, err := f.db(t).Exec(context.Background(), `DROP TABLE schema_migrations`); err != nil {
 		t.Fatal(err)
 	}
 	status, out := f.do(t, http.MethodGet, "/readyz", "", "")
@@ -602,7 +608,7 @@ func TestProbes(t *testing.T) {
 // the log.
 func TestStoreFailureNamesNoStore(t *testing.T) {
 	f := setup(t, "")
-	if _, err := f.st.Pool().Exec(context.Background(), `ALTER TABLE event_logs RENAME TO event_logs_away`); err != nil {
+	if _, err := f.db(t).Exec(context.Background(), `ALTER TABLE event_logs RENAME TO event_logs_away`); err != nil {
 		t.Fatal(err)
 	}
 	for _, body := range []string{`{"type":"open"}`, `{"type":"open","isSynchronous":true}`} {

@@ -14,7 +14,7 @@ import (
 // store is named; the log has the reason.
 func TestEventsTheStoreRefusesAre400s(t *testing.T) {
 	f := setup(t, "")
-	if _, err := f.st.Pool().Exec(context.Background(),
+	if _, err := f.db(t).Exec(context.Background(),
 		`ALTER TABLE event_logs ADD CONSTRAINT no_poison CHECK (payload::text NOT LIKE '%poison%')`); err != nil {
 		t.Fatal(err)
 	}

@@ -335,15 +335,10 @@ func (s *Source) prepare(ctx context.Context, conn *pgx.Conn, tables []table) er
 	return nil
 }
 
-// Querier runs a query returning one row: a *pgx.Conn or a *pgxpool.Pool.
-type Querier interface {
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
-
 // Streaming reports whether a node streams the slot, so that every change
 // committed from now on is captured. (A slot being created shows as
 // active too, held by the session creating it: that does not count.)
-func Streaming(ctx context.Context, db Querier, slot string) (bool, error) {
+func Streaming(ctx context.Context, db store.Querier, slot string) (bool, error) {
 	var streaming bool
 	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots s
 		JOIN pg_stat_activity a ON a.pid = s.active_pid

@@ -35,6 +35,13 @@ type Options struct {
 	LockRetry time.Duration
 }
 
+// Ingester stages a batch of changes and returns once they are committed:
+// the dispatcher (*dispatch.Dispatcher), which skips the rows of changes
+// it logged before.
+type Ingester interface {
+	Ingest(ctx context.Context, changes []dispatch.Change) error
+}
+
 // Source streams the changes of one database of one project to a
 // dispatcher. Create it with New, check it with Check, run it with Run.
 type Source struct {
@@ -42,13 +49,13 @@ type Source struct {
 	alias    string
 	db       config.Database
 	triggers []*config.Trigger // the project's DB_* triggers on this database
-	disp     *dispatch.Dispatcher
+	disp     Ingester
 	opts     Options
 	log      *slog.Logger
 }
 
 // New builds the source of the database alias of project p.
-func New(p *config.Project, alias string, d *dispatch.Dispatcher, opts Options) (*Source, error) {
+func New(p *config.Project, alias string, d Ingester, opts Options) (*Source, error) {
 	db, ok := p.Databases[alias]
 	if !ok {
 		return nil, fmt.Errorf("project %s has no database %q", p.ID, alias)
@@ -80,7 +87,7 @@ func New(p *config.Project, alias string, d *dispatch.Dispatcher, opts Options) 
 }
 
 // Sources builds a source for every database of every project of cfg.
-func Sources(cfg *config.Config, d *dispatch.Dispatcher, opts Options) ([]*Source, error) {
+func Sources(cfg *config.Config, d Ingester, opts Options) ([]*Source, error) {
 	var out []*Source
 	for i := range cfg.Projects {
 		p := &cfg.Projects[i]

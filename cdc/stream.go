@@ -56,9 +56,40 @@ func (s *Source) session(ctx context.Context) error {
 		return err
 	}
 
+	rconn, err := s.startStream(ctx)
+	if err != nil {
+		return err
+	}
+	defer rconn.Close(context.WithoutCancel(ctx))
+	s.log.Info("capturing changes", "publication", s.db.Publication, "tables", len(pl.tables))
+
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	shared := &sharedConn{conn: conn}
+	items := make(chan item, 4096)
+	var confirmed atomic.Uint64
+	var wg sync.WaitGroup
+	wg.Go(func() { cancel(s.read(sctx, rconn, items, &confirmed)) })
+	wg.Go(func() { cancel(s.heartbeat(sctx, shared)) })
+	c := newConsumer(s, pl, shared, &confirmed)
+	err = c.run(sctx, items)
+	cancel(err)
+	wg.Wait()
+	// Tell the server what is logged before leaving, so a successor
+	// replays as little as possible.
+	_ = pglogrepl.SendStandbyStatusUpdate(ctx, rconn, pglogrepl.StandbyStatusUpdate{WALWritePosition: pglogrepl.LSN(confirmed.Load())})
+	if cause := context.Cause(sctx); ctx.Err() == nil && cause != nil {
+		return cause
+	}
+	return nil
+}
+
+// startStream opens a replication connection and starts streaming the
+// slot from its confirmed position.
+func (s *Source) startStream(ctx context.Context) (*pgconn.PgConn, error) {
 	rcfg, err := pgconn.ParseConfig(s.db.URL)
 	if err != nil {
-		return fmt.Errorf("%s: url: %w", s.where(), err)
+		return nil, fmt.Errorf("%s: url: %w", s.where(), err)
 	}
 	// Values arrive as text in the walsender's formats: fix them.
 	for k, v := range map[string]string{
@@ -72,34 +103,14 @@ func (s *Source) session(ctx context.Context) error {
 	}
 	rconn, err := pgconn.ConnectConfig(ctx, rcfg)
 	if err != nil {
-		return fmt.Errorf("%s: open a replication connection: %w", s.where(), err)
+		return nil, fmt.Errorf("%s: open a replication connection: %w", s.where(), err)
 	}
-	defer rconn.Close(context.WithoutCancel(ctx))
 	args := []string{"proto_version '1'", fmt.Sprintf("publication_names '%s'", s.db.Publication), "messages 'true'"}
 	if err := pglogrepl.StartReplication(ctx, rconn, s.db.Slot, 0, pglogrepl.StartReplicationOptions{PluginArgs: args}); err != nil {
-		return fmt.Errorf("%s: start streaming slot %s: %w", s.where(), s.db.Slot, err)
+		rconn.Close(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("%s: start streaming slot %s: %w", s.where(), s.db.Slot, err)
 	}
-	s.log.Info("capturing changes", "publication", s.db.Publication, "tables", len(pl.tables))
-
-	sctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	shared := &sharedConn{conn: conn}
-	items := make(chan item, 4096)
-	var confirmed atomic.Uint64
-	var wg sync.WaitGroup
-	wg.Go(func() { cancel(s.read(sctx, rconn, items, &confirmed)) })
-	wg.Go(func() { cancel(s.heartbeat(sctx, shared)) })
-	c := &consumer{s: s, plan: pl, shared: shared, enc: newValueEncoder(), rels: make(map[uint32]*relation), confirmed: &confirmed}
-	err = c.run(sctx, items)
-	cancel(err)
-	wg.Wait()
-	// Tell the server what is logged before leaving, so a successor
-	// replays as little as possible.
-	_ = pglogrepl.SendStandbyStatusUpdate(ctx, rconn, pglogrepl.StandbyStatusUpdate{WALWritePosition: pglogrepl.LSN(confirmed.Load())})
-	if cause := context.Cause(sctx); ctx.Err() == nil && cause != nil {
-		return cause
-	}
-	return nil
+	return rconn, nil
 }
 
 // lock waits until this node holds the slot's advisory lock on conn,
@@ -202,101 +213,125 @@ func (s *Source) heartbeat(ctx context.Context, shared *sharedConn) error {
 	}
 }
 
-// read receives the stream, hands its messages to the consumer in order,
-// and confirms the logged position to the server every Status period and
-// whenever the server asks. It owns the replication connection.
+// read receives the stream and hands its messages to the consumer in
+// order until ctx ends or the stream breaks, confirming the logged
+// position to the server every Status period and whenever the server
+// asks. It owns the replication connection.
 func (s *Source) read(ctx context.Context, rconn *pgconn.PgConn, out chan<- item, confirmed *atomic.Uint64) error {
-	next := time.Now().Add(s.opts.Status)
-	status := func() error {
-		next = time.Now().Add(s.opts.Status)
-		err := pglogrepl.SendStandbyStatusUpdate(ctx, rconn, pglogrepl.StandbyStatusUpdate{WALWritePosition: pglogrepl.LSN(confirmed.Load())})
-		if err != nil {
-			return fmt.Errorf("%s: confirm position: %w", s.where(), err)
-		}
-		return nil
-	}
-	push := func(it item) error {
-		select {
-		case out <- it:
-			return nil
-		default: // the consumer is busy: wait, confirming meanwhile
-		}
-		for {
-			t := time.NewTimer(time.Until(next))
-			select {
-			case out <- it:
-				t.Stop()
-				return nil
-			case <-ctx.Done():
-				t.Stop()
-				return nil
-			case <-t.C:
-				if err := status(); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	// One deadline serves every receive until the next status is due.
+	r := &reader{s: s, conn: rconn, out: out, confirmed: confirmed, next: time.Now().Add(s.opts.Status)}
+	// One deadline serves every receive until the next confirmation is due.
 	deadline := &deadlineCtx{parent: ctx}
 	defer deadline.stop()
 	for {
-		if !time.Now().Before(next) {
-			if err := status(); err != nil {
+		if !time.Now().Before(r.next) {
+			if err := r.confirm(ctx); err != nil {
 				return err
 			}
 		}
-		raw, err := rconn.ReceiveMessage(deadline.until(next))
-		if ctx.Err() != nil {
+		raw, err := rconn.ReceiveMessage(deadline.until(r.next))
+		switch {
+		case ctx.Err() != nil:
 			return nil
-		}
-		if err != nil {
-			if pgconn.Timeout(err) {
-				continue
-			}
+		case pgconn.Timeout(err):
+			continue
+		case err != nil:
 			return fmt.Errorf("%s: receive: %w", s.where(), err)
 		}
-		var it item
-		switch m := raw.(type) {
-		case *pgproto3.CopyData:
-			if len(m.Data) == 0 {
-				continue
-			}
-			switch m.Data[0] {
-			case pglogrepl.PrimaryKeepaliveMessageByteID:
-				ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(m.Data[1:])
-				if err != nil {
-					return fmt.Errorf("%s: %w", s.where(), err)
-				}
-				if ka.ReplyRequested {
-					next = time.Now()
-				}
-				it = item{lsn: ka.ServerWALEnd}
-			case pglogrepl.XLogDataByteID:
-				x, err := pglogrepl.ParseXLogData(m.Data[1:])
-				if err != nil {
-					return fmt.Errorf("%s: %w", s.where(), err)
-				}
-				// The receive buffer is reused: the message keeps a copy.
-				msg, err := pglogrepl.Parse(bytes.Clone(x.WALData))
-				if err != nil {
-					return fmt.Errorf("%s: decode message at %s: %w", s.where(), x.WALStart, err)
-				}
-				it = item{msg: msg, lsn: x.WALStart}
-			default:
-				continue
-			}
-		case *pgproto3.ErrorResponse:
-			return fmt.Errorf("%s: %w", s.where(), pgconn.ErrorResponseToPgError(m))
-		case *pgproto3.CopyDone:
-			return fmt.Errorf("%s: the server ended the stream", s.where())
-		default:
+		it, ok, err := r.decode(raw)
+		if err != nil {
+			return err
+		}
+		if !ok {
 			continue
 		}
-		if err := push(it); err != nil {
+		if err := r.send(ctx, it); err != nil {
 			return err
 		}
 	}
+}
+
+// reader is the state of read.
+type reader struct {
+	s         *Source
+	conn      *pgconn.PgConn
+	out       chan<- item
+	confirmed *atomic.Uint64 // the position the consumer has logged
+	next      time.Time      // when the next confirmation is due
+}
+
+// decode turns a message of the stream into an item for the consumer; ok
+// is false for a message that carries none. A keepalive asking for a reply
+// makes the next confirmation due now.
+func (r *reader) decode(raw pgproto3.BackendMessage) (it item, ok bool, err error) {
+	switch m := raw.(type) {
+	case *pgproto3.ErrorResponse:
+		return item{}, false, fmt.Errorf("%s: %w", r.s.where(), pgconn.ErrorResponseToPgError(m))
+	case *pgproto3.CopyDone:
+		return item{}, false, fmt.Errorf("%s: the server ended the stream", r.s.where())
+	case *pgproto3.CopyData:
+		if len(m.Data) == 0 {
+			return item{}, false, nil
+		}
+		switch m.Data[0] {
+		case pglogrepl.PrimaryKeepaliveMessageByteID:
+			ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(m.Data[1:])
+			if err != nil {
+				return item{}, false, fmt.Errorf("%s: %w", r.s.where(), err)
+			}
+			if ka.ReplyRequested {
+				r.next = time.Now()
+			}
+			return item{lsn: ka.ServerWALEnd}, true, nil
+		case pglogrepl.XLogDataByteID:
+			x, err := pglogrepl.ParseXLogData(m.Data[1:])
+			if err != nil {
+				return item{}, false, fmt.Errorf("%s: %w", r.s.where(), err)
+			}
+			// The receive buffer is reused: the message keeps a copy.
+			msg, err := pglogrepl.Parse(bytes.Clone(x.WALData))
+			if err != nil {
+				return item{}, false, fmt.Errorf("%s: decode message at %s: %w", r.s.where(), x.WALStart, err)
+			}
+			return item{msg: msg, lsn: x.WALStart}, true, nil
+		}
+	}
+	return item{}, false, nil
+}
+
+// send hands it to the consumer. While the consumer is busy, it confirms
+// the position whenever that is due, so that the server keeps the stream.
+func (r *reader) send(ctx context.Context, it item) error {
+	select {
+	case r.out <- it:
+		return nil
+	default:
+	}
+	for {
+		t := time.NewTimer(time.Until(r.next))
+		select {
+		case r.out <- it:
+			t.Stop()
+			return nil
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+			if err := r.confirm(ctx); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// confirm tells the server the position the consumer has logged, and
+// makes the next confirmation due a Status period from now.
+func (r *reader) confirm(ctx context.Context) error {
+	r.next = time.Now().Add(r.s.opts.Status)
+	err := pglogrepl.SendStandbyStatusUpdate(ctx, r.conn, pglogrepl.StandbyStatusUpdate{WALWritePosition: pglogrepl.LSN(r.confirmed.Load())})
+	if err != nil {
+		return fmt.Errorf("%s: confirm position: %w", r.s.where(), err)
+	}
+	return nil
 }
 
 // deadlineCtx hands out a context ending at a deadline, made anew only
@@ -339,6 +374,12 @@ type consumer struct {
 	pos     int  // the next change's position in tx
 	pending []dispatch.Change
 	ended   pglogrepl.LSN // every change before it has been received
+}
+
+// newConsumer makes the consumer of a session of s: it looks up relations
+// on shared and stores the logged position in confirmed.
+func newConsumer(s *Source, pl *plan, shared *sharedConn, confirmed *atomic.Uint64) *consumer {
+	return &consumer{s: s, plan: pl, shared: shared, enc: newValueEncoder(), rels: make(map[uint32]*relation), confirmed: confirmed}
 }
 
 // run consumes items until ctx ends or a write fails.

@@ -140,7 +140,7 @@ func TestRefusedOutcomeIsRecordedWithoutTheAnswer(t *testing.T) {
 	n := e.start("a", trigger("ok", "ok", h.URL, "retries: 0")+
 		trigger("fails", "fails", h.URL, "retries: 0, headers: {X-Fail: yes}"), dispatch.Options{})
 	ctx := context.Background()
-	if _, err := n.st.Pool().Exec(ctx, `ALTER TABLE invocation_logs
+	if _, err := e.db().Exec(ctx, `ALTER TABLE invocation_logs
 		ADD CONSTRAINT no_poison CHECK (response_body NOT LIKE '%poison%')`); err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +282,7 @@ func TestASlowCommitDoesNotDeliverTwice(t *testing.T) {
 	a := e.start("a", trig, opts)
 	e.start("b", trig, opts)
 	ctx := context.Background()
-	lock, err := a.st.Pool().Begin(ctx)
+	lock, err := e.db().Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/triggerd/triggerd/config"
 	"github.com/triggerd/triggerd/dispatch"
@@ -105,6 +106,9 @@ func newEnv(t testing.TB) *env {
 	url, schema := pgtest.Schema(t)
 	return &env{t: t, url: url, schema: schema}
 }
+
+// db connects to the schema, for the test's own queries.
+func (e *env) db() *pgxpool.Pool { return pgtest.Pool(e.t, e.url, e.schema) }
 
 // node is one running dispatcher.
 type node struct {
@@ -633,7 +637,7 @@ func TestDeadNodesRowsComeBack(t *testing.T) {
 	if err := n.st.Insert(context.Background(), []store.EventLog{row}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := n.st.Pool().Exec(context.Background(), `UPDATE event_logs SET attempts = 2 WHERE id = $1`, id); err != nil {
+	if _, err := e.db().Exec(context.Background(), `UPDATE event_logs SET attempts = 2 WHERE id = $1`, id); err != nil {
 		t.Fatal(err)
 	}
 	d := h.next(t, 5*time.Second)
@@ -657,7 +661,7 @@ func TestRowsOfRemovedTriggersAreCancelled(t *testing.T) {
 		t.Fatal(err)
 	}
 	first.shutdown()
-	if _, err := first.st.Pool().Exec(context.Background(), `UPDATE event_logs SET due_at = now() - interval '2 minutes' WHERE id = $1`, id); err != nil {
+	if _, err := e.db().Exec(context.Background(), `UPDATE event_logs SET due_at = now() - interval '2 minutes' WHERE id = $1`, id); err != nil {
 		t.Fatal(err)
 	}
 	n := e.start("a", trigger("t", "x", h.URL, ""), dispatch.Options{})

@@ -37,55 +37,38 @@ type Change struct {
 // that the source may then confirm them. Rows already logged by an earlier
 // run are skipped. Rows due now are handed to their lanes in-process.
 func (d *Dispatcher) Ingest(ctx context.Context, changes []Change) error {
+	return d.IngestWith(ctx, changes, func(ctx context.Context, rows []store.EventLog) (map[uuid.UUID]bool, error) {
+		if len(rows) == 0 {
+			return nil, nil
+		}
+		return d.store.InsertOnce(ctx, rows)
+	})
+}
+
+// A Write commits the rows of a source's changes, in one transaction with
+// what the source keeps beside them (such as the index of a watched
+// directory), and returns the ids of the rows it inserted, once committed.
+// It may leave rows out, such as those of changes the source logged
+// before; a row left out is not delivered.
+type Write func(ctx context.Context, rows []store.EventLog) (inserted map[uuid.UUID]bool, err error)
+
+// IngestWith stages changes like Ingest, but has write commit their rows:
+// one row per trigger of each change, in the order of changes and of their
+// Triggers. write is called even when there are no rows.
+func (d *Dispatcher) IngestWith(ctx context.Context, changes []Change, write Write) error {
 	live, done := d.enter()
 	defer done()
 	rows, claimed, err := d.changeRows(changes, live)
-	if err != nil || len(rows) == 0 {
+	if err != nil {
 		return err
 	}
-	written, err := d.store.InsertOnce(context.WithoutCancel(ctx), rows)
+	written, err := write(context.WithoutCancel(ctx), rows)
 	if err != nil {
 		unreserve(claimed)
 		return fmt.Errorf("stage %d changes: %w", len(changes), err)
 	}
-	d.launch(rows, claimed, written)
-	return nil
-}
-
-// FileChange is a change to a watched directory: its index update and the
-// event it causes when the index did not know of it.
-type FileChange struct {
-	Change
-	// Index is the change to the directory's index.
-	Index store.FileChange
-}
-
-// IngestFiles applies changes to the index of the watched directory alias
-// of project and stages the events of those that are news to it, in one
-// transaction, returning once it is committed. A change already applied
-// (after a crash, or seen twice) stages nothing.
-func (d *Dispatcher) IngestFiles(ctx context.Context, project, alias string, changes []FileChange) error {
-	live, done := d.enter()
-	defer done()
-	plain := make([]Change, len(changes))
-	for i := range changes {
-		plain[i] = changes[i].Change
-	}
-	rows, claimed, err := d.changeRows(plain, live)
-	if err != nil {
-		return err
-	}
-	index := make([]store.FileChange, len(changes))
-	rest := rows
-	for i := range changes {
-		index[i] = changes[i].Index
-		n := len(plain[i].Triggers)
-		index[i].Events, rest = rest[:n:n], rest[n:]
-	}
-	written, err := d.store.ApplyFiles(context.WithoutCancel(ctx), project, alias, index)
-	if err != nil {
-		unreserve(claimed)
-		return fmt.Errorf("log %d file changes: %w", len(changes), err)
+	if written == nil {
+		written = map[uuid.UUID]bool{} // for launch, nil would mean every row
 	}
 	d.launch(rows, claimed, written)
 	return nil

@@ -3,9 +3,13 @@ package dispatch_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/triggerd/triggerd/dispatch"
 	"github.com/triggerd/triggerd/store"
@@ -61,5 +65,56 @@ func TestIngestLogsAReplayedChangeOnce(t *testing.T) {
 	}
 	if recent, _ := n.st.Recent(ctx, store.Filter{}, 100); len(recent) != 2 {
 		t.Errorf("a refused change left rows: %d", len(recent))
+	}
+}
+
+// TestIngestWithDeliversWhatTheWriteInserted: IngestWith hands its write
+// the rows of the changes, one per trigger in order, and delivers only the
+// rows the write says it inserted; a failed write stages nothing.
+func TestIngestWithDeliversWhatTheWriteInserted(t *testing.T) {
+	e := newEnv(t)
+	a, b := newHook(t, nil), newHook(t, nil)
+	n := e.start("n1", trigger("a", "x", a.URL, "")+trigger("b", "x", b.URL, ""), dispatch.Options{})
+	ctx := context.Background()
+	changes := []dispatch.Change{
+		{Event: dispatch.Event{Project: "p", Type: "x", Data: json.RawMessage(`{"n":1}`)}, Key: "k1", Triggers: []string{"a", "b"}},
+		{Event: dispatch.Event{Project: "p", Type: "x", Data: json.RawMessage(`{"n":2}`)}, Key: "k2"},
+		{Event: dispatch.Event{Project: "p", Type: "x", Data: json.RawMessage(`{"n":3}`)}, Key: "k3", Triggers: []string{"b"}},
+	}
+	var got []string
+	err := n.d.IngestWith(ctx, changes, func(ctx context.Context, rows []store.EventLog) (map[uuid.UUID]bool, error) {
+		for _, r := range rows {
+			got = append(got, r.Trigger+string(r.Payload))
+		}
+		if len(rows) != 3 {
+			return nil, errors.New("unexpected rows")
+		}
+		// The source's own write keeps the first change's row for b out.
+		return n.st.InsertOnce(ctx, []store.EventLog{rows[0], rows[2]})
+	})
+	if want := []string{`a{"n":1}`, `b{"n":1}`, `b{"n":3}`}; err != nil || !slices.Equal(got, want) {
+		t.Fatalf("IngestWith: %v; the write got rows %q, want %q", err, got, want)
+	}
+	if d := a.next(t, 5*time.Second); string(d.event.Data) != `{"n":1}` {
+		t.Errorf("hook a got %s, want the first change", d.event.Data)
+	}
+	if d := b.next(t, 5*time.Second); string(d.event.Data) != `{"n":3}` {
+		t.Errorf("hook b got %s, want the third change: the first's row for b was left out", d.event.Data)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if len(a.deliveries()) != 1 || len(b.deliveries()) != 1 {
+		t.Errorf("hooks got %d and %d deliveries, want 1 each", len(a.deliveries()), len(b.deliveries()))
+	}
+
+	calls := 0
+	err = n.d.IngestWith(ctx, changes[1:2], func(context.Context, []store.EventLog) (map[uuid.UUID]bool, error) {
+		calls++
+		return nil, errors.New("the source's write failed")
+	})
+	if calls != 1 || err == nil || !strings.Contains(err.Error(), "the source's write failed") {
+		t.Errorf("a change without rows: write called %d times, err %v; want once, its error", calls, err)
+	}
+	if recent, err := n.st.Recent(ctx, store.Filter{}, 100); err != nil || len(recent) != 2 {
+		t.Errorf("event_logs holds %d rows (%v), want the 2 the write inserted", len(recent), err)
 	}
 }

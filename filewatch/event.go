@@ -1,6 +1,7 @@
 package filewatch
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/bmatcuk/doublestar/v4"
+	"github.com/google/uuid"
 
 	"github.com/triggerd/triggerd/dispatch"
 	"github.com/triggerd/triggerd/store"
@@ -34,10 +36,38 @@ type meta struct {
 	SHA256   string `json:"sha256,omitempty"`
 }
 
-// event attaches to fc the event of type typ for e, addressed to the
+// dirChange is a change to the directory: its index update and the event
+// it causes when the index did not know of it.
+type dirChange struct {
+	index store.IndexChange
+	// event has no Triggers when no trigger takes the change.
+	event dispatch.Change
+}
+
+// commit applies changes to the directory's index and stages the events of
+// those that are news to it, in one transaction, returning once it is
+// committed: a change applied before (after a crash, or seen twice)
+// stages nothing.
+func (s *Source) commit(ctx context.Context, changes []dirChange) error {
+	events := make([]dispatch.Change, len(changes))
+	for i := range changes {
+		events[i] = changes[i].event
+	}
+	return s.disp.IngestWith(ctx, events, func(ctx context.Context, rows []store.EventLog) (map[uuid.UUID]bool, error) {
+		index := make([]store.IndexChange, len(changes))
+		for i := range changes {
+			index[i] = changes[i].index
+			n := len(events[i].Triggers) // the change's rows, one per trigger
+			index[i].Events, rows = rows[:n:n], rows[n:]
+		}
+		return s.store.ApplyFiles(ctx, s.project, s.alias, index)
+	})
+}
+
+// event attaches to c the event of type typ for e, addressed to the
 // triggers of that type whose path glob matches e's path. describe is
 // called only when a trigger takes the event.
-func (s *Source) event(fc *dispatch.FileChange, typ string, e store.FileEntry, describe func() meta) {
+func (s *Source) event(c *dirChange, typ string, e store.FileEntry, describe func() meta) {
 	var names []string
 	for _, t := range s.triggers {
 		if t.Type != typ {
@@ -58,7 +88,7 @@ func (s *Source) event(fc *dispatch.FileChange, typ string, e store.FileEntry, d
 		panic(fmt.Sprintf("filewatch: encode event data: %v", err)) // strings and numbers always encode
 	}
 	seen := time.Now()
-	fc.Change = dispatch.Change{
+	c.event = dispatch.Change{
 		Event:    dispatch.Event{Project: s.project, Type: typ, Data: body, Time: seen},
 		Key:      strings.Join([]string{s.project, s.alias, typ, e.Path, strconv.FormatInt(seen.UnixNano(), 10)}, "\x00"),
 		Triggers: names,

@@ -17,8 +17,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/triggerd/triggerd/config"
 	"github.com/triggerd/triggerd/dispatch"
 	"github.com/triggerd/triggerd/dispatch/supervise"
@@ -167,11 +165,11 @@ func lockKey(schema, project, alias string) string {
 }
 
 // Watched reports whether some node holds the lock of the storage alias of
-// project in the store schema, asking the store through conn: it watches
+// project in the store schema, asking the store through db: it watches
 // the directory, or is comparing it with the index, which finds what is
 // written meanwhile.
-func Watched(ctx context.Context, conn *pgx.Conn, schema, project, alias string) (bool, error) {
-	return store.LockHeld(ctx, conn, lockKey(schema, project, alias))
+func Watched(ctx context.Context, db store.Querier, schema, project, alias string) (bool, error) {
+	return store.LockHeld(ctx, db, lockKey(schema, project, alias))
 }
 
 // Watching reports whether this node watches the directory now: it holds

@@ -18,7 +18,6 @@ import (
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/triggerd/triggerd/config"
-	"github.com/triggerd/triggerd/dispatch"
 	"github.com/triggerd/triggerd/store"
 )
 
@@ -44,9 +43,21 @@ func (s *Source) session(ctx context.Context) error {
 			<-in.done // fsnotify has closed its channels
 		}
 	}()
+	w, err := s.startWatcher(ctx, fw)
+	if err != nil {
+		return err
+	}
+	s.watching.Store(true)
+	defer s.watching.Store(false)
+	return w.run(ctx, in, lock)
+}
+
+// startWatcher reads the index and compares the directory with it,
+// watching its folders with fw.
+func (s *Source) startWatcher(ctx context.Context, fw *fsnotify.Watcher) (*watcher, error) {
 	known, err := s.store.Files(ctx, s.project, s.alias)
 	if err != nil {
-		return fmt.Errorf("%s: %w", s.where(), err)
+		return nil, fmt.Errorf("%s: %w", s.where(), err)
 	}
 	w := &watcher{
 		s:       s,
@@ -57,41 +68,46 @@ func (s *Source) session(ctx context.Context) error {
 		byID:    make(map[fileID]string),
 	}
 	if err := w.rescan(ctx, "start-up"); err != nil {
-		return err
+		return nil, err
 	}
 	s.log.Info("watching", "indexed", len(w.known), "settling", len(w.pending), "folders", len(w.watched))
-	s.watching.Store(true)
-	defer s.watching.Store(false)
+	return w, nil
+}
 
-	tick := time.NewTicker(max(s.dir.Settle.Std()/5, 10*time.Millisecond))
+// run logs what the kernel reports, the files whose writes have settled,
+// and what rescans find while folders are unwatched, until ctx ends or
+// something breaks: a write, the directory, or the lock, checked every
+// second.
+func (w *watcher) run(ctx context.Context, in *inbox, lock *store.Lock) error {
+	tick := time.NewTicker(max(w.s.dir.Settle.Std()/5, 10*time.Millisecond))
 	defer tick.Stop()
 	lockCheck := time.NewTicker(time.Second)
 	defer lockCheck.Stop()
 	var rescan <-chan time.Time
 	for {
 		if w.unwatched && rescan == nil {
-			rescan = time.After(s.opts.Rescan)
+			rescan = time.After(w.s.opts.Rescan)
 		}
+		var err error
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-in.ready:
-			if err := w.receive(ctx, in); err != nil {
-				return err
-			}
+			err = w.receive(ctx, in)
 		case <-rescan:
 			rescan = nil
-			if err := w.rescan(ctx, "unwatched folders"); err != nil {
-				return err
-			}
+			err = w.rescan(ctx, "unwatched folders")
 		case <-tick.C:
 			w.settle(time.Now())
 		case <-lockCheck.C:
-			if err := lock.Check(ctx); err != nil {
-				return fmt.Errorf("%s: %w", s.where(), err)
+			if err = lock.Check(); err != nil {
+				err = fmt.Errorf("%s: %w", w.s.where(), err)
 			}
 		}
-		if err := w.flush(ctx); err != nil {
+		if err == nil {
+			err = w.flush(ctx)
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -142,7 +158,7 @@ type watcher struct {
 	// unwatched says a folder could not be watched: rescans stand in for it.
 	unwatched bool
 	// out are the changes to log in the next write.
-	out []dispatch.FileChange
+	out []dirChange
 }
 
 // queued is a file written to at a time.
@@ -519,21 +535,21 @@ func (w *watcher) settle(now time.Time) {
 func (w *watcher) put(e store.FileEntry, fi fs.FileInfo) {
 	k, ok := w.known[e.Path]
 	w.known[e.Path] = e
-	fc := dispatch.FileChange{Index: store.FileChange{Entry: e}}
+	c := dirChange{index: store.IndexChange{Entry: e}}
 	if !ok || k.Type != e.Type {
-		w.s.event(&fc, config.TypeFileCreate, e, func() meta { return w.meta(e, fi) })
+		w.s.event(&c, config.TypeFileCreate, e, func() meta { return w.meta(e, fi) })
 	}
-	w.out = append(w.out, fc)
+	w.out = append(w.out, c)
 }
 
 // remove logs that e's path is gone; with announce, as a FILE_DELETE.
 func (w *watcher) remove(e store.FileEntry, announce bool) {
 	delete(w.known, e.Path)
-	fc := dispatch.FileChange{Index: store.FileChange{Entry: e, Removed: true}}
+	c := dirChange{index: store.IndexChange{Entry: e, Removed: true}}
 	if announce {
-		w.s.event(&fc, config.TypeFileDelete, e, func() meta { return w.meta(e, nil) })
+		w.s.event(&c, config.TypeFileDelete, e, func() meta { return w.meta(e, nil) })
 	}
-	w.out = append(w.out, fc)
+	w.out = append(w.out, c)
 }
 
 // meta describes e for an event, with the mode and hash of a file read from
@@ -560,7 +576,7 @@ func (w *watcher) meta(e store.FileEntry, fi fs.FileInfo) meta {
 func (w *watcher) flush(ctx context.Context) error {
 	for len(w.out) > 0 {
 		n := min(len(w.out), w.s.opts.Batch)
-		if err := w.s.disp.IngestFiles(ctx, w.s.project, w.s.alias, w.out[:n]); err != nil {
+		if err := w.s.commit(ctx, w.out[:n]); err != nil {
 			return fmt.Errorf("%s: %w", w.s.where(), err)
 		}
 		w.out = w.out[n:]

@@ -73,7 +73,7 @@ func TestAFolderGoneWhileWalkedIsLeftAlone(t *testing.T) {
 	if _, watched := w.watched["kept"]; !seen["kept"] || len(seen) != 1 || !watched || len(w.watched) != 1 || len(w.fw.WatchList()) != 1 {
 		t.Errorf("seen %v, watched %v, kernel watches %q; want kept alone", seen, w.watched, w.fw.WatchList())
 	}
-	if len(w.out) != 1 || w.out[0].Index.Entry.Path != "kept" || w.out[0].Index.Entry.Type != store.FileTypeDir {
+	if len(w.out) != 1 || w.out[0].index.Entry.Path != "kept" || w.out[0].index.Entry.Type != store.FileTypeDir {
 		t.Errorf("logged %+v; want the folder kept alone", w.out)
 	}
 }
@@ -203,7 +203,7 @@ func TestAFolderMovedAndBackWhileEventsWereLostStaysWatched(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range w.out { // logged
-		w.known[c.Index.Entry.Path] = c.Index.Entry
+		w.known[c.index.Entry.Path] = c.index.Entry
 	}
 	w.out = nil
 	for _, mv := range [][2]string{{"a", "b"}, {"b", "a"}} {

@@ -39,9 +39,9 @@ func BenchmarkApplyFiles(b *testing.B) {
 	b.ResetTimer()
 	start := time.Now()
 	for i := range b.N {
-		changes := make([]store.FileChange, perCall)
+		changes := make([]store.IndexChange, perCall)
 		for j := range changes {
-			changes[j] = store.FileChange{
+			changes[j] = store.IndexChange{
 				Entry:  store.FileEntry{Path: fmt.Sprintf("d%d/f%d", i, j), Type: store.FileTypeFile, Size: 100, Modified: start},
 				Events: []store.EventLog{staged(time.Now().Add(time.Hour), "")},
 			}

@@ -25,9 +25,9 @@ type FileEntry struct {
 	Modified time.Time
 }
 
-// FileChange is a change to one path of a watched directory's index, with
+// IndexChange is a change to one path of a watched directory's index, with
 // the event rows it causes.
-type FileChange struct {
+type IndexChange struct {
 	// Entry is the path's new state; only its Path counts when Removed.
 	Entry FileEntry
 	// Removed says the path is gone.
@@ -44,8 +44,8 @@ type FileChange struct {
 // in the same transaction: a change is logged once however often it is
 // applied, and never without its index update. It returns the ids it
 // inserted, once committed.
-func (s *Store) ApplyFiles(ctx context.Context, project, alias string, changes []FileChange) (inserted map[uuid.UUID]bool, err error) {
-	return s.write(ctx, &writeOp{files: &fileWrite{project: project, alias: alias, changes: changes}})
+func (s *Store) ApplyFiles(ctx context.Context, project, alias string, changes []IndexChange) (inserted map[uuid.UUID]bool, err error) {
+	return s.write(ctx, &writeOp{index: &indexWrite{project: project, alias: alias, changes: changes}})
 }
 
 // Files returns the index of the watched directory alias of project, by path.
@@ -69,13 +69,13 @@ func (s *Store) Files(ctx context.Context, project, alias string) (map[string]Fi
 	return out, nil
 }
 
-// fileWrite is an ApplyFiles call's share of a group commit.
-type fileWrite struct {
+// indexWrite is an ApplyFiles call's share of a group commit.
+type indexWrite struct {
 	project, alias string
-	changes        []FileChange
+	changes        []IndexChange
 }
 
-func (w *fileWrite) size() int {
+func (w *indexWrite) size() int {
 	n := len(w.changes)
 	for i := range w.changes {
 		n += len(w.changes[i].Events)
@@ -127,7 +127,7 @@ RETURNING id`
 
 // queue adds the statements of w to b. A path may appear once per
 // statement, so the changes are cut into rounds where a path repeats.
-func (w *fileWrite) queue(b *pgx.Batch, collect func(pgx.Rows) error) {
+func (w *indexWrite) queue(b *pgx.Batch, collect func(pgx.Rows) error) {
 	var ev eventColumns
 	var evOrd []int32
 	var ord []int32

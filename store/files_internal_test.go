@@ -11,11 +11,11 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// TestFileChangesLookUpTheirPaths checks that a write of file changes reads
+// TestIndexChangesLookUpTheirPaths checks that a write of index changes reads
 // the index rows of its own paths only, even when a generic plan was cached
 // while the index was small (Postgres keeps using it as the index grows): a
 // write must not cost in proportion to the size of the directory.
-func TestFileChangesLookUpTheirPaths(t *testing.T) {
+func TestIndexChangesLookUpTheirPaths(t *testing.T) {
 	ctx := context.Background()
 	st := openMigrated(t)
 	conn, err := st.pool.Acquire(ctx)
@@ -24,17 +24,17 @@ func TestFileChangesLookUpTheirPaths(t *testing.T) {
 	}
 	defer conn.Release()
 	// One round of ten changes, each path removed and put again.
-	var changes []FileChange
+	var changes []IndexChange
 	for i := range 20 {
 		id := uuid.Must(uuid.NewV7())
-		changes = append(changes, FileChange{
+		changes = append(changes, IndexChange{
 			Entry:   FileEntry{Path: fmt.Sprintf("f%d", i%10), Type: FileTypeFile, Size: 1, Modified: time.Now()},
 			Removed: i < 10,
 			Events:  []EventLog{{ID: id, BatchID: id, Project: "p", Trigger: "t", Type: "x", EventTime: time.Now(), FireAt: time.Now()}},
 		})
 	}
 	b := &pgx.Batch{}
-	(&fileWrite{project: "p", alias: "up", changes: changes[:10]}).queue(b, nil)
+	(&indexWrite{project: "p", alias: "up", changes: changes[:10]}).queue(b, nil)
 	q := b.QueuedQueries[0]
 
 	if _, err := conn.Exec(ctx, "SET plan_cache_mode = force_generic_plan"); err != nil {

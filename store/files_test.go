@@ -25,11 +25,11 @@ func TestApplyFilesLogsOnlyNews(t *testing.T) {
 	dir := func(p string) store.FileEntry {
 		return store.FileEntry{Path: p, Type: store.FileTypeDir, Modified: mod}
 	}
-	change := func(e store.FileEntry, removed bool) (store.FileChange, uuid.UUID) {
+	change := func(e store.FileEntry, removed bool) (store.IndexChange, uuid.UUID) {
 		ev := staged(time.Now(), "")
-		return store.FileChange{Entry: e, Removed: removed, Events: []store.EventLog{ev}}, ev.ID
+		return store.IndexChange{Entry: e, Removed: removed, Events: []store.EventLog{ev}}, ev.ID
 	}
-	apply := func(want []bool, changes ...store.FileChange) {
+	apply := func(want []bool, changes ...store.IndexChange) {
 		t.Helper()
 		var ids []uuid.UUID
 		for _, c := range changes {
@@ -62,7 +62,7 @@ func TestApplyFilesLogsOnlyNews(t *testing.T) {
 
 	// Another store's index is separate.
 	other, id := change(file("a", 9), false)
-	if inserted, err := st.ApplyFiles(ctx, "p", "other", []store.FileChange{other}); err != nil || !inserted[id] {
+	if inserted, err := st.ApplyFiles(ctx, "p", "other", []store.IndexChange{other}); err != nil || !inserted[id] {
 		t.Fatalf("other store: %v %v", inserted, err)
 	}
 	got, err := st.Files(ctx, "p", "up")
@@ -90,7 +90,7 @@ func TestLockIsHeldByOneSession(t *testing.T) {
 	if err != nil || first == nil {
 		t.Fatalf("first: %v %v", first, err)
 	}
-	if err := first.Check(ctx); err != nil {
+	if err := first.Check(); err != nil {
 		t.Fatal(err)
 	}
 	if second, err := st.TryLock(ctx, "k"); err != nil || second != nil {
@@ -134,9 +134,9 @@ func TestApplyFilesLogsOnceAcrossNodes(t *testing.T) {
 		results := make(chan map[uuid.UUID]bool, 2)
 		for _, st := range []*store.Store{a, b} {
 			go func() {
-				var changes []store.FileChange
+				var changes []store.IndexChange
 				for i := range paths {
-					changes = append(changes, store.FileChange{
+					changes = append(changes, store.IndexChange{
 						Entry:   store.FileEntry{Path: fmt.Sprintf("f%03d", i), Type: store.FileTypeFile, Size: 1, Modified: time.Now()},
 						Removed: removed,
 						Events:  []store.EventLog{staged(time.Now(), "")},

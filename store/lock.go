@@ -35,7 +35,7 @@ type Fenced struct {
 // session holds the lock and has been idle for longer than FenceAfter, it
 // ends that session and waits a moment for the lock; fenced then says
 // whom it ended.
-func TakeLock(ctx context.Context, q querier, key string) (got bool, fenced *Fenced, err error) {
+func TakeLock(ctx context.Context, q Querier, key string) (got bool, fenced *Fenced, err error) {
 	if got, err = tryLock(ctx, q, key); got || err != nil {
 		return got, nil, err
 	}
@@ -64,7 +64,7 @@ func TakeLock(ctx context.Context, q querier, key string) (got bool, fenced *Fen
 }
 
 // tryLock takes the advisory lock named key on the session of q, if free.
-func tryLock(ctx context.Context, q querier, key string) (bool, error) {
+func tryLock(ctx context.Context, q Querier, key string) (bool, error) {
 	var got bool
 	if err := q.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended($1, 0))`, key).Scan(&got); err != nil {
 		return false, fmt.Errorf("take lock %s: %w", key, err)
@@ -93,7 +93,7 @@ WHERE ` + holderWhere
 
 // fence ends the session holding the lock named key when it has been idle
 // for longer than FenceAfter, and says whom it ended (nil when none).
-func fence(ctx context.Context, q querier, key string) (*Fenced, error) {
+func fence(ctx context.Context, q Querier, key string) (*Fenced, error) {
 	var f Fenced
 	var visible, ended bool
 	var idle float64
@@ -187,7 +187,7 @@ func (l *Lock) renew(ctx context.Context) {
 // (another node may have ended it), or it was not renewed for longer than
 // FenceAfter (this process was frozen, or cut off from the store). It does
 // not wait for the store.
-func (l *Lock) Check(context.Context) error {
+func (l *Lock) Check() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.err != nil {
@@ -217,7 +217,7 @@ const heldLockSQL = `SELECT EXISTS (SELECT 1 FROM pg_locks l WHERE ` + holderWhe
 
 // LockHeld reports whether some session holds the lock named key, asking
 // the store's database through q.
-func LockHeld(ctx context.Context, q querier, key string) (bool, error) {
+func LockHeld(ctx context.Context, q Querier, key string) (bool, error) {
 	var held bool
 	if err := q.QueryRow(ctx, heldLockSQL, key).Scan(&held); err != nil {
 		return false, fmt.Errorf("read the state of lock %s: %w", key, err)

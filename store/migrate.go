@@ -101,13 +101,8 @@ func (s *Store) Migrate(ctx context.Context) error {
 	return nil
 }
 
-// querier is what both a pool and a transaction can do.
-type querier interface {
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
-
 // version is the highest applied migration, 0 when none is.
-func (s *Store) version(ctx context.Context, q querier) (int, error) {
+func (s *Store) version(ctx context.Context, q Querier) (int, error) {
 	var v int
 	err := q.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&v)
 	var pgErr *pgconn.PgError

@@ -121,11 +121,14 @@ func (s *Store) Close() {
 	s.pool.Close()
 }
 
+// Querier runs a query returning one row: a connection, a pool or a
+// transaction.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
 // Schema is the name of the schema holding the tables.
 func (s *Store) Schema() string { return s.schema }
-
-// Pool is the store's connection pool, for callers with their own queries.
-func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 // Ready reports whether the store answers and its schema is up to date.
 func (s *Store) Ready(ctx context.Context) error {

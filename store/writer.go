@@ -18,7 +18,7 @@ type writeOp struct {
 	once     bool // events whose id exists are skipped, not refused
 	node     string
 	outcomes []Outcome
-	files    *fileWrite
+	index    *indexWrite
 	done     chan writeResult
 }
 
@@ -117,8 +117,8 @@ func (s *Store) gather(first *writeOp) []*writeOp {
 // size is how many rows op writes, about.
 func (op *writeOp) size() int {
 	n := len(op.events) + len(op.outcomes)
-	if op.files != nil {
-		n += op.files.size()
+	if op.index != nil {
+		n += op.index.size()
 	}
 	return n
 }
@@ -144,8 +144,8 @@ func (s *Store) flush(batch []*writeOp) {
 			for _, o := range op.outcomes {
 				r.changed[o.EventID] = changed[o.EventID]
 			}
-			if op.files != nil {
-				for _, c := range op.files.changes {
+			if op.index != nil {
+				for _, c := range op.index.changes {
 					for _, e := range c.Events {
 						r.changed[e.ID] = changed[e.ID]
 					}
@@ -260,16 +260,16 @@ func (s *Store) commit(batch []*writeOp) (map[uuid.UUID]bool, error) {
 	}
 	// The statements that read go last, after customPlanSQL: the setting
 	// lasts until the commit.
-	files := false
+	index := false
 	for _, op := range batch {
-		files = files || op.files != nil
+		index = index || op.index != nil
 	}
-	if files || len(oc.id) > 0 {
+	if index || len(oc.id) > 0 {
 		b.Queue(customPlanSQL)
 	}
 	for _, op := range batch {
-		if op.files != nil {
-			op.files.queue(b, collect)
+		if op.index != nil {
+			op.index.queue(b, collect)
 		}
 	}
 	if len(oc.id) > 0 {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/triggerd/triggerd/store/localpg"
 )
@@ -88,6 +89,24 @@ func Schema(t testing.TB) (dbURL, schema string) {
 	schema = "t_" + randomHex(t)
 	t.Cleanup(func() { exec(t, s.url, "DROP SCHEMA IF EXISTS "+schema+" CASCADE") })
 	return s.url, schema
+}
+
+// Pool connects to the database at dbURL with schema first on the search
+// path, for a test's own queries on a store's tables, and closes the
+// connections at cleanup.
+func Pool(t testing.TB, dbURL, schema string) *pgxpool.Pool {
+	t.Helper()
+	pc, err := pgxpool.ParseConfig(dbURL)
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	pc.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{schema}.Sanitize()
+	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
+	if err != nil {
+		t.Fatalf("pgtest: connect to %s: %v", dbURL, err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
 }
 
 // Cluster returns the throwaway cluster, for tests that restart or crash

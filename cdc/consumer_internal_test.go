@@ -1,0 +1,172 @@
+package cdc
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+
+	"github.com/triggerd/triggerd/config"
+	"github.com/triggerd/triggerd/dispatch"
+)
+
+// recorder is an Ingester that keeps the batches it is given, or fails
+// with err.
+type recorder struct {
+	batches [][]dispatch.Change
+	err     error
+}
+
+func (r *recorder) Ingest(_ context.Context, changes []dispatch.Change) error {
+	if r.err != nil {
+		return r.err
+	}
+	r.batches = append(r.batches, slices.Clone(changes)) // the consumer reuses its slice
+	return nil
+}
+
+// consumerRig is a consumer of a source whose trigger "ins" takes the
+// inserts of table public.orders (relation 1), logging to a recorder.
+type consumerRig struct {
+	t   *testing.T
+	c   *consumer
+	rec *recorder
+}
+
+func newConsumerRig(t *testing.T, batch int) *consumerRig {
+	p := &config.Project{
+		ID:        "p",
+		Databases: map[string]config.Database{"app": {Slot: "s", Publication: "pub"}},
+		Triggers:  []config.Trigger{{Name: "ins", Type: config.TypeInsert, Options: config.TriggerOptions{DB: "app"}}},
+	}
+	rec := &recorder{}
+	s, err := New(p, "app", rec, Options{Batch: batch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newConsumer(s, &plan{}, nil, new(atomic.Uint64))
+	// The relation as a RelationMessage describes it; handling that
+	// message looks up its primary key and types in the database.
+	rel := &pglogrepl.RelationMessage{RelationID: 1, Namespace: "public", RelationName: "orders", ReplicaIdentity: 'd',
+		Columns: []*pglogrepl.RelationMessageColumn{{Flags: 1, Name: "id", DataType: 23}, {Name: "note", DataType: 25}}}
+	c.rels[1] = newRelation(s, c.plan, rel, []string{"id"})
+	return &consumerRig{t: t, c: c, rec: rec}
+}
+
+// feed hands the consumer messages at lsn, each with others waiting after
+// it but the last when idle.
+func (r *consumerRig) feed(idle bool, lsn pglogrepl.LSN, msgs ...pglogrepl.Message) error {
+	for i, m := range msgs {
+		if err := r.c.handle(context.Background(), item{msg: m, lsn: lsn}, idle && i == len(msgs)-1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// mustFeed is feed failing the test on an error.
+func (r *consumerRig) mustFeed(idle bool, lsn pglogrepl.LSN, msgs ...pglogrepl.Message) {
+	r.t.Helper()
+	if err := r.feed(idle, lsn, msgs...); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// keepalive is a keepalive with the position the server has sent.
+func (r *consumerRig) keepalive(lsn pglogrepl.LSN) {
+	r.t.Helper()
+	if err := r.c.handle(context.Background(), item{lsn: lsn}, true); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// check fails the test unless the recorder has the batches of positions
+// (Sub) given, and the confirmed position is confirmed.
+func (r *consumerRig) check(when string, confirmed pglogrepl.LSN, batches ...[]uint64) {
+	r.t.Helper()
+	var got [][]uint64
+	for _, b := range r.rec.batches {
+		var subs []uint64
+		for _, c := range b {
+			subs = append(subs, c.Sub)
+		}
+		got = append(got, subs)
+	}
+	if !slices.EqualFunc(got, batches, slices.Equal) {
+		r.t.Fatalf("%s: logged batches %v, want %v", when, got, batches)
+	}
+	if c := pglogrepl.LSN(r.c.confirmed.Load()); c != confirmed {
+		r.t.Errorf("%s: confirmed %s, want %s", when, c, confirmed)
+	}
+}
+
+func insert(id string) *pglogrepl.InsertMessage {
+	return &pglogrepl.InsertMessage{RelationID: 1, Tuple: &pglogrepl.TupleData{Columns: []*pglogrepl.TupleDataColumn{
+		{DataType: pglogrepl.TupleDataTypeText, Data: []byte(id)}, {DataType: pglogrepl.TupleDataTypeNull}}}}
+}
+
+func del(id string) *pglogrepl.DeleteMessage {
+	return &pglogrepl.DeleteMessage{RelationID: 1, OldTupleType: pglogrepl.DeleteMessageTupleTypeKey,
+		OldTuple: &pglogrepl.TupleData{Columns: []*pglogrepl.TupleDataColumn{{DataType: pglogrepl.TupleDataTypeText, Data: []byte(id)}}}}
+}
+
+// TestConsumerBatchesAndConfirmsWhatIsLogged feeds the consumer a stream's
+// messages: it logs a batch when it is full or when nothing else waits,
+// and confirms a position only once every change before it is logged.
+func TestConsumerBatchesAndConfirmsWhatIsLogged(t *testing.T) {
+	r := newConsumerRig(t, 2)
+	commit := time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)
+	r.mustFeed(false, 0x10, &pglogrepl.BeginMessage{FinalLSN: 0x100, CommitTime: commit, Xid: 7}, insert("1"), insert("2"))
+	r.check("a full batch within a transaction", 0, []uint64{0, 1})
+	r.mustFeed(false, 0x20, insert("3"), &pglogrepl.CommitMessage{CommitLSN: 0x100, TransactionEndLSN: 0x108})
+	r.check("a commit with more messages waiting", 0, []uint64{0, 1})
+	r.keepalive(0x200)
+	r.check("a keepalive with nothing waiting", 0x200, []uint64{0, 1}, []uint64{2})
+
+	b := r.rec.batches[1][0]
+	if b.Key != "p\x00app" || b.Seq != 0x100 || !slices.Equal(b.Triggers, []string{"ins"}) ||
+		b.Project != "p" || b.Type != config.TypeInsert || !b.Time.Equal(commit) {
+		t.Errorf("change %+v: want key p/app, seq the commit's position, trigger ins, type %s at the commit's time", b, config.TypeInsert)
+	}
+	if data := string(b.Data); !strings.Contains(data, `"find":{"id":3}`) || !strings.Contains(data, `"doc":{"id":3,"note":null}`) || !strings.Contains(data, `"xid":7`) {
+		t.Errorf("change data %s lacks the row, its key or its transaction", data)
+	}
+
+	// Nothing is confirmed inside a transaction, even when idle.
+	r.mustFeed(true, 0x300, &pglogrepl.BeginMessage{FinalLSN: 0x400, CommitTime: commit, Xid: 8}, del("1"))
+	r.keepalive(0x350)
+	r.check("inside a transaction", 0x200, []uint64{0, 1}, []uint64{2})
+	// A transaction no trigger takes is confirmed without a write.
+	r.mustFeed(true, 0x400, &pglogrepl.CommitMessage{CommitLSN: 0x400, TransactionEndLSN: 0x408})
+	r.check("a commit of changes no trigger takes", 0x408, []uint64{0, 1}, []uint64{2})
+	// So is a heartbeat message between transactions.
+	r.mustFeed(true, 0x500, &pglogrepl.LogicalDecodingMessage{LSN: 0x500, Prefix: "triggerd.heartbeat"})
+	r.check("a heartbeat", 0x500, []uint64{0, 1}, []uint64{2})
+}
+
+// TestConsumerConfirmsNothingItCouldNotLog: a failed write ends the
+// session with the write's error, and the position stays where it was, so
+// the next session replays the changes.
+func TestConsumerConfirmsNothingItCouldNotLog(t *testing.T) {
+	r := newConsumerRig(t, 10)
+	r.mustFeed(true, 0x10, &pglogrepl.BeginMessage{FinalLSN: 0x100, Xid: 7}, insert("1"),
+		&pglogrepl.CommitMessage{CommitLSN: 0x100, TransactionEndLSN: 0x108})
+	r.check("the first transaction", 0x108, []uint64{0})
+
+	r.rec.err = errors.New("store unreachable")
+	err := r.feed(true, 0x110, &pglogrepl.BeginMessage{FinalLSN: 0x200, Xid: 8}, insert("2"),
+		&pglogrepl.CommitMessage{CommitLSN: 0x200, TransactionEndLSN: 0x208})
+	if err == nil || !strings.Contains(err.Error(), "store unreachable") || !strings.Contains(err.Error(), "database app of project p") {
+		t.Errorf("a failed write: %v, want its error naming the source", err)
+	}
+	r.check("a failed write", 0x108, []uint64{0})
+
+	if err := r.feed(true, 0x300, insert("3")); err == nil || !strings.Contains(err.Error(), "outside a transaction") {
+		t.Errorf("a row change outside a transaction: %v", err)
+	}
+}
