@@ -1,6 +1,9 @@
 // Package dispatch is triggerd's core: it matches events to triggers, stages
 // them in the store, and delivers them to webhooks on time, with retries,
 // leases shared between nodes, and answers for synchronous callers.
+//
+// docs/dispatch.md draws a row's states and the phases of a shutdown, and
+// names the functions that make each step.
 package dispatch
 
 import (
@@ -106,7 +109,8 @@ type Dispatcher struct {
 	ran    atomic.Bool // set by the first Run
 }
 
-// project is a configured project with its keys and lanes.
+// project is a configured project with its keys and lanes. Set by New;
+// read-only after.
 type project struct {
 	cfg    *config.Project
 	keys   *auth.Keyring
