@@ -1,6 +1,9 @@
 // Package dispatch is triggerd's core: it matches events to triggers, stages
 // them in the store, and delivers them to webhooks on time, with retries,
 // leases shared between nodes, and answers for synchronous callers.
+//
+// docs/dispatch.md draws a row's states and the phases of a shutdown, and
+// names the functions that make each step.
 package dispatch
 
 import (
@@ -10,7 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -92,29 +95,22 @@ type Result struct {
 // Dispatcher stages events and delivers them. Create it with New, start it
 // with Run, and hand it events with Enqueue and Call.
 type Dispatcher struct {
+	// Set by New; read-only after.
 	opts     Options
 	store    *store.Store
 	log      *slog.Logger
 	client   *http.Client
 	projects map[string]*project
 	lanes    []*lane
-	held     heldRows
 
-	mu       sync.Mutex
-	ran      bool
-	stopping bool
-
-	soft     context.Context // ends when Run's context ends: no new attempts
-	stopSoft context.CancelFunc
-	hard     context.Context // ends after the grace period: attempts abort
-	abort    context.CancelFunc
-	// submitting counts submits that may still start jobs; jobs counts the
-	// jobs' goroutines. Run waits for both when it stops.
-	submitting sync.WaitGroup
-	jobs       sync.WaitGroup
+	held   heldRows    // the rows this node holds and their leases
+	intake intake      // admits submits until Run stops
+	crew   *crew       // the jobs' goroutines and their stop contexts
+	ran    atomic.Bool // set by the first Run
 }
 
-// project is a configured project with its keys and lanes.
+// project is a configured project with its keys and lanes. Set by New;
+// read-only after.
 type project struct {
 	cfg    *config.Project
 	keys   *auth.Keyring
@@ -148,10 +144,9 @@ func New(cfg *config.Config, st *store.Store, keys map[string]*auth.Keyring, opt
 		log:      opts.Logger,
 		client:   opts.Client,
 		projects: make(map[string]*project),
+		crew:     newCrew(),
 	}
-	d.held.jobs = make(map[uuid.UUID]*job)
-	d.soft, d.stopSoft = context.WithCancel(context.Background())
-	d.hard, d.abort = context.WithCancel(context.Background())
+	d.held.rows = make(map[uuid.UUID]*holding)
 	for i := range cfg.Projects {
 		pc := &cfg.Projects[i]
 		k := keys[pc.ID]
@@ -186,50 +181,43 @@ func (d *Dispatcher) NodeID() string { return d.opts.NodeID }
 // every row it still holds back to the store, and returns. Events handed
 // over before Run starts are delivered once it does.
 func (d *Dispatcher) Run(ctx context.Context) error {
-	defer d.abort()
-	d.mu.Lock()
-	if d.ran {
-		d.mu.Unlock()
+	if d.ran.Swap(true) {
 		return errors.New("dispatcher has already run")
 	}
-	d.ran = true
-	d.mu.Unlock()
+	defer d.crew.abort()
 
-	var loops sync.WaitGroup
+	stopRenew := startService(d.crew.hard, &renewer{
+		held: &d.held, store: d.store, node: d.opts.NodeID, lease: d.opts.Lease, log: d.log,
+	})
+	stops := make([]func(), 0, len(d.lanes)+1)
 	for _, l := range d.lanes {
-		loops.Go(func() { l.run(ctx) })
+		stops = append(stops, startService(ctx, l))
 	}
-	loops.Go(func() { d.sweep(ctx) })
-	renewCtx, stopRenew := context.WithCancel(d.hard)
-	renewDone := make(chan struct{})
-	go func() {
-		defer close(renewDone)
-		d.renew(renewCtx)
-	}()
+	stops = append(stops, startService(ctx, &sweeper{store: d.store, known: d.triggers(), log: d.log}))
 
 	<-ctx.Done()
-	d.mu.Lock()
-	d.stopping = true
-	d.mu.Unlock()
-	d.stopSoft()
-	d.submitting.Wait()
-	loops.Wait()
-
-	finished := make(chan struct{})
-	go func() {
-		d.jobs.Wait()
-		close(finished)
-	}()
-	select {
-	case <-finished:
-	case <-time.After(d.opts.Grace):
-		d.log.Warn("grace period over: aborting attempts in flight", "grace", d.opts.Grace)
-		d.abort()
-		<-finished
+	// Stop intake, and start no new attempt.
+	d.intake.close()
+	d.crew.stopSoft()
+	d.intake.wait()
+	// Stop claiming: the lanes and the sweeper end with ctx.
+	for _, stop := range stops {
+		stop()
 	}
+	// Let attempts in flight finish for the grace period, then abort them.
+	d.crew.finish(d.opts.Grace, d.log)
 	stopRenew()
-	<-renewDone
+	// Hand back the rows still held.
 	return d.releaseAll()
+}
+
+// triggers lists the triggers of this node's config.
+func (d *Dispatcher) triggers() []store.Trigger {
+	known := make([]store.Trigger, 0, len(d.lanes))
+	for _, l := range d.lanes {
+		known = append(known, store.Trigger{Project: l.proj.cfg.ID, Name: l.trig.Name})
+	}
+	return known
 }
 
 // Enqueue stages an event for every trigger of its type and returns once the
@@ -320,17 +308,9 @@ func (d *Dispatcher) submit(ctx context.Context, ev Event, w *waiter) (uuid.UUID
 	return id, len(rows), nil
 }
 
-// enter registers a submit that may start jobs, unless Run is stopping:
-// live says which. Call done when the submit has started its jobs.
-func (d *Dispatcher) enter() (live bool, done func()) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.stopping {
-		return false, func() {}
-	}
-	d.submitting.Add(1)
-	return true, d.submitting.Done
-}
+// enter admits a submit that may start jobs, unless Run is stopping: live
+// says which. Call done when the submit has started its jobs.
+func (d *Dispatcher) enter() (live bool, done func()) { return d.intake.enter() }
 
 // newRow builds the staged row of ev for lane l. A row due now is claimed
 // at insert, for this node to deliver in-process, when the lane has room or
@@ -344,10 +324,10 @@ func (d *Dispatcher) newRow(l *lane, id, batch uuid.UUID, ev *Event, now time.Ti
 	}
 	claim := false
 	if live && w != nil {
-		l.hold(1)
+		l.places.hold(1)
 		claim = true
 	} else if live && !ev.FireAt.After(now) {
-		claim = l.reserve(1) == 1
+		claim = l.places.reserve(1) == 1
 	}
 	if !claim {
 		return row, nil
@@ -376,7 +356,7 @@ func (d *Dispatcher) launch(rows []store.EventLog, claimed []*job, written map[u
 		}
 	}
 	for l, t := range wake {
-		l.schedule(t)
+		l.alarm.set(t)
 	}
 	for _, j := range claimed {
 		if written == nil || written[j.row.ID] {

@@ -757,3 +757,29 @@ func TestStoreCrashLosesNothing(t *testing.T) {
 		t.Errorf("%d rows, want 2 (in flight, after)", len(all))
 	}
 }
+
+// TestSecondRunLeavesTheFirstAlone calls Run again while an attempt is in
+// flight: the second call fails at once, and the attempt goes on to be
+// recorded.
+func TestSecondRunLeavesTheFirstAlone(t *testing.T) {
+	e := newEnv(t)
+	answer := make(chan struct{})
+	h := newHook(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
+		<-answer
+		w.Write([]byte(`{}`))
+	})
+	var once sync.Once
+	release := func() { once.Do(func() { close(answer) }) }
+	t.Cleanup(release) // before the hook closes, which waits for its handlers
+	n := e.start("a", trigger("t", "x", h.URL, ""), dispatch.Options{})
+	id, _, err := n.d.Enqueue(context.Background(), dispatch.Event{Project: "p", Type: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.next(t, 5*time.Second)
+	if err := n.d.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "already run") {
+		t.Fatalf("second Run: %v, want an error saying the dispatcher has already run", err)
+	}
+	release()
+	n.waitStatus(t, id, store.StatusProcessed, 5*time.Second)
+}

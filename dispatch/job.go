@@ -14,7 +14,11 @@ import (
 	"github.com/triggerd/triggerd/store"
 )
 
-// job is a row this node holds, from claim to its last attempt here.
+// job is a row this node holds, from claim to its last attempt here. Its
+// fields are set when it is made; after Dispatcher.start, next, body and
+// row.Attempts are written only by the job's own goroutine, and read by
+// releaseAll once that goroutine has ended. Its lease is not here: heldRows
+// owns it.
 type job struct {
 	row   store.EventLog
 	lane  *lane
@@ -22,11 +26,6 @@ type job struct {
 	index int       // the row's trigger position, for the waiter
 	next  time.Time // when to attempt; zero or past means now
 	body  []byte    // the request body in the trigger's format, the same on every attempt
-
-	// Guarded by heldRows.mu.
-	leaseUntil time.Time
-	recording  bool // an outcome is being written: the renewer leaves it be
-	lost       bool // the lease went to another node: attempt no more
 }
 
 // start holds j, whose lease ends at leaseUntil by this node's clock, and
@@ -38,45 +37,38 @@ func (d *Dispatcher) start(j *job, leaseUntil time.Time) {
 		j.lane.unreserve(1)
 		return
 	}
-	d.jobs.Add(1)
-	go func() {
-		defer d.jobs.Done()
-		if d.work(j) {
+	d.crew.run(func(soft, hard context.Context) {
+		if d.work(soft, hard, j) {
 			d.held.remove(j)
 			j.lane.unreserve(1)
 		} else if j.wait != nil {
 			j.wait.abandon()
 		}
-	}()
+	})
 }
 
 // work attempts j until it is processed or failed, released for a later
-// retry, or lost. It returns false when shutdown interrupts it with the row
-// still held, for Run to release.
-func (d *Dispatcher) work(j *job) bool {
+// retry, or lost. It starts no attempt once soft ends, and hard aborts the
+// attempt in flight. It returns false when shutdown interrupts it with the
+// row still held, for Run to release.
+func (d *Dispatcher) work(soft, hard context.Context, j *job) bool {
 	l := j.lane
 	for {
-		if wait := time.Until(j.next); wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-t.C:
-			case <-d.soft.Done():
-				t.Stop()
-				return false
-			}
+		if !sleepUntil(soft, j.next) {
+			return false
 		}
 		if d.held.isLost(j) {
 			return true
 		}
-		if d.soft.Err() != nil { // stopping: start no new attempt
+		if soft.Err() != nil { // stopping: start no new attempt
 			return false
 		}
 		select {
 		case l.slots <- struct{}{}:
-		case <-d.soft.Done():
+		case <-soft.Done():
 			return false
 		}
-		switch held, err := d.fence(j); {
+		switch held, err := d.fence(hard, j); {
 		case err != nil:
 			<-l.slots
 			// The renewer warns of the store's outage; one line per row
@@ -92,13 +84,13 @@ func (d *Dispatcher) work(j *job) bool {
 		// The slot is held until the outcome is written: a crash can then
 		// leave at most concurrency attempts per trigger unrecorded, and
 		// so delivered again.
-		res := d.attempt(d.hard, j)
+		res := d.attempt(hard, j)
 		if res.aborted {
 			<-l.slots
 			return false
 		}
 		d.held.setRecording(j, true)
-		out, applied := d.record(j, res)
+		out, applied := d.record(hard, j, res)
 		d.held.setRecording(j, false)
 		<-l.slots
 		if !applied {
@@ -114,7 +106,7 @@ func (d *Dispatcher) work(j *job) bool {
 			return true
 		}
 		if !out.Keep {
-			l.schedule(out.DueAt)
+			l.alarm.set(out.DueAt)
 			return true
 		}
 		j.next = out.DueAt.Add(-l.lease) // the retry (see decide)
@@ -122,17 +114,33 @@ func (d *Dispatcher) work(j *job) bool {
 	}
 }
 
+// sleepUntil waits until t, and reports false when soft ends first.
+func sleepUntil(soft context.Context, t time.Time) bool {
+	wait := time.Until(t)
+	if wait <= 0 {
+		return true
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return true
+	case <-soft.Done():
+		return false
+	}
+}
+
 // fence reports whether this node may attempt j's row now: only while its
 // lease, by this node's clock, outlasts the attempt (the trigger's timeout)
 // with room to spare. A lease that ran short (the node stalled, a commit
 // was slow) is renewed first; false means another node holds the row.
-func (d *Dispatcher) fence(j *job) (bool, error) {
+func (d *Dispatcher) fence(hard context.Context, j *job) (bool, error) {
 	need := j.lane.trig.Timeout() + d.opts.Lease/8
 	now := time.Now()
 	if d.held.leaseLeft(j, now) >= need {
 		return true, nil
 	}
-	ctx, cancel := context.WithTimeout(d.hard, claimTimeout)
+	ctx, cancel := context.WithTimeout(hard, claimTimeout)
 	defer cancel()
 	kept, err := d.store.Renew(ctx, d.opts.NodeID, []uuid.UUID{j.row.ID}, []time.Duration{j.lane.lease})
 	if err != nil {
@@ -195,12 +203,13 @@ const recordRetry = time.Second
 // the outcome written and whether the row was still ours. When the store
 // refuses the outcome for a reason that retrying cannot change (its data),
 // the outcome is written once more without the webhook's answer; if even
-// that is refused, the row is given up here and its lease lapses.
-func (d *Dispatcher) record(j *job, res attemptResult) (store.Outcome, bool) {
+// that is refused, the row is given up here and its lease lapses. It stops
+// trying when hard ends.
+func (d *Dispatcher) record(hard context.Context, j *job, res attemptResult) (store.Outcome, bool) {
 	out := d.decide(j, res)
 	stripped := false
 	for {
-		applied, err := d.store.Record(context.WithoutCancel(d.hard), d.opts.NodeID, []store.Outcome{out})
+		applied, err := d.store.Record(context.WithoutCancel(hard), d.opts.NodeID, []store.Outcome{out})
 		switch {
 		case err == nil:
 			return out, applied[out.EventID]
@@ -217,7 +226,7 @@ func (d *Dispatcher) record(j *job, res attemptResult) (store.Outcome, bool) {
 		d.log.Error("recording an attempt failed; trying again", append(j.lane.rowRef(&j.row), "err", err)...)
 		select {
 		case <-time.After(recordRetry):
-		case <-d.hard.Done():
+		case <-hard.Done():
 			return out, true // the lease lapses and the row is attempted again
 		}
 	}
@@ -249,7 +258,9 @@ func callerReason(out store.Outcome) string {
 	return fmt.Sprintf("failed after %d attempt(s): %s", out.Attempts, what)
 }
 
-// waiter collects the outcomes of a synchronous event's rows.
+// waiter collects the outcomes of a synchronous event's rows. Read and
+// written only through its methods, under mu; done is closed once every row
+// has finished.
 type waiter struct {
 	mu      sync.Mutex
 	n       int // rows of the event

@@ -20,97 +20,169 @@ const (
 
 // lane delivers one trigger's rows. Each trigger has its own lane, with its
 // own attempt slots and its own cap on rows held, so a slow or dead webhook
-// holds up nothing but itself.
+// holds up nothing but itself. A lane is a service: its Run goroutine polls
+// for due rows.
 type lane struct {
-	d        *Dispatcher
-	proj     *project
-	trig     *config.Trigger
-	signer   *auth.WebhookSigner // signs deliveries the Standard Webhooks way; nil when not
-	slots    chan struct{}       // one per attempt in flight
-	capacity int                 // rows held at most: in flight, waiting for a slot or sleeping
+	// Set by newLane; read-only after.
+	d      *Dispatcher
+	proj   *project
+	trig   *config.Trigger
+	signer *auth.WebhookSigner // signs deliveries the Standard Webhooks way; nil when not
 	// lease is how long this node's claim on a row lasts: the config's
 	// lease plus the trigger's timeout, so that an attempt in flight
 	// always ends before its lease does (see Dispatcher.fence).
 	lease time.Duration
 
-	mu      sync.Mutex
-	held    int
-	backlog bool      // rows were left due when the lane was full: poll when one leaves
-	wakeAt  time.Time // when to poll next; zero when only the periodic poll is due
-	poke    chan struct{}
+	// slots holds a token per attempt in flight, up to the trigger's
+	// concurrency. Only the jobs' goroutines use it: each takes a token
+	// before an attempt and gives it back once the outcome is recorded
+	// (see Dispatcher.work).
+	slots chan struct{}
+	// places counts the rows the lane holds; any goroutine takes and gives
+	// them through its methods.
+	places places
+	// alarm is when the lane polls next; any goroutine may bring it
+	// forward, the lane's Run goroutine alone takes it.
+	alarm alarm
 }
 
 func newLane(d *Dispatcher, p *project, t *config.Trigger, signer *auth.WebhookSigner) *lane {
 	return &lane{
-		d:        d,
-		proj:     p,
-		trig:     t,
-		signer:   signer,
-		slots:    make(chan struct{}, t.Concurrency),
-		capacity: 16 * t.Concurrency,
-		lease:    d.opts.Lease + t.Timeout(),
-		wakeAt:   time.Now(),
-		poke:     make(chan struct{}, 1),
+		d:      d,
+		proj:   p,
+		trig:   t,
+		signer: signer,
+		lease:  d.opts.Lease + t.Timeout(),
+		slots:  make(chan struct{}, t.Concurrency),
+		places: places{capacity: 16 * t.Concurrency},
+		alarm:  alarm{at: time.Now(), poke: make(chan struct{}, 1)},
 	}
 }
 
-// reserve takes up to n places for rows, and returns how many it took.
-// When it cannot take all, the lane polls again once a row leaves.
-func (l *lane) reserve(n int) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	free := min(n, l.capacity-l.held)
+// places counts a lane's rows held against its capacity: rows claimed for
+// this node and not yet done here, whether in flight, waiting for a slot or
+// sleeping until a retry. Read and written only through its methods, under
+// mu.
+type places struct {
+	mu       sync.Mutex
+	capacity int // rows held at most; set when the lane is made
+	held     int
+	backlog  bool // rows were left due when the lane was full: poll when one leaves
+}
+
+// reserve takes up to n places, and returns how many it took. When it
+// cannot take all, the lane is to poll again once a row leaves.
+func (p *places) reserve(n int) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	free := min(n, p.capacity-p.held)
 	if free < n {
-		l.backlog = true
+		p.backlog = true
 	}
 	if free < 0 {
 		free = 0
 	}
-	l.held += free
+	p.held += free
 	return free
 }
 
 // hold takes n places whether or not the lane is full (synchronous rows,
 // whose callers are waiting, are never turned away).
-func (l *lane) hold(n int) {
-	l.mu.Lock()
-	l.held += n
-	l.mu.Unlock()
+func (p *places) hold(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.held += n
 }
 
-// unreserve gives n places back, and wakes the lane when rows were left due.
-func (l *lane) unreserve(n int) {
-	l.mu.Lock()
-	l.held -= n
-	wake := l.backlog && l.held < l.capacity
-	if wake {
-		l.backlog = false
+// takeFree takes every free place, for a poll, and returns how many. When
+// none is free, the lane is to poll again once a row leaves.
+func (p *places) takeFree() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	free := max(p.capacity-p.held, 0)
+	p.held += free
+	if free == 0 {
+		p.backlog = true
 	}
-	l.mu.Unlock()
-	if wake {
-		l.schedule(time.Now())
-	}
+	return free
 }
 
-// schedule makes the lane poll at t, or earlier if it already would.
-func (l *lane) schedule(t time.Time) {
-	l.mu.Lock()
-	sooner := l.wakeAt.IsZero() || t.Before(l.wakeAt)
+// fillBacklog notes that more rows may be due than the lane took: it is to
+// poll again once a row leaves.
+func (p *places) fillBacklog() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.backlog = true
+}
+
+// give gives n places back, and reports whether the lane should poll now:
+// rows were left due and a place is free.
+func (p *places) give(n int) (poll bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.held -= n
+	poll = p.backlog && p.held < p.capacity
+	if poll {
+		p.backlog = false
+	}
+	return poll
+}
+
+// alarm is when a lane polls next. Any goroutine may bring it forward
+// (set); only the lane's Run goroutine takes it (take, next) and receives
+// from poke. Read and written only through its methods, under mu.
+type alarm struct {
+	mu   sync.Mutex
+	at   time.Time     // when to poll next; zero when only the periodic poll is due
+	poke chan struct{} // a token when at was brought forward since Run last looked
+}
+
+// set makes the lane poll at t, or earlier if it already would.
+func (a *alarm) set(t time.Time) {
+	a.mu.Lock()
+	sooner := a.at.IsZero() || t.Before(a.at)
 	if sooner {
-		l.wakeAt = t
+		a.at = t
 	}
-	l.mu.Unlock()
+	a.mu.Unlock()
 	if sooner {
 		select {
-		case l.poke <- struct{}{}:
+		case a.poke <- struct{}{}:
 		default:
 		}
 	}
 }
 
-// run polls for due rows when a scheduled time comes, when rows were left
+// take reports whether to poll now: the alarm's time has come, or periodic
+// says the periodic poll is due. Either way the alarm is cleared, for the
+// poll to set anew.
+func (a *alarm) take(now time.Time, periodic bool) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	due := !a.at.IsZero() && !a.at.After(now)
+	if due || periodic {
+		a.at = time.Time{}
+	}
+	return due || periodic
+}
+
+// next is when to poll next; zero when only the periodic poll is due.
+func (a *alarm) next() time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.at
+}
+
+// unreserve gives n places back, and wakes the lane when rows were left due.
+func (l *lane) unreserve(n int) {
+	if l.places.give(n) {
+		l.alarm.set(time.Now())
+	}
+}
+
+// Run polls for due rows when the alarm's time comes, when rows were left
 // due and a place frees up, and every Poll period, until ctx ends.
-func (l *lane) run(ctx context.Context) {
+func (l *lane) Run(ctx context.Context) {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	tick := time.NewTicker(l.d.opts.Poll)
@@ -121,41 +193,25 @@ func (l *lane) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
-		case <-l.poke:
+		case <-l.alarm.poke:
 		case <-tick.C:
 			periodic = true
 		}
-		now := time.Now()
-		l.mu.Lock()
-		due := !l.wakeAt.IsZero() && !l.wakeAt.After(now)
-		if due || periodic {
-			l.wakeAt = time.Time{}
-		}
-		l.mu.Unlock()
-		if due || periodic {
+		if l.alarm.take(time.Now(), periodic) {
 			l.poll(ctx)
 		}
-		l.mu.Lock()
-		next := l.wakeAt
-		l.mu.Unlock()
 		timer.Stop()
-		if !next.IsZero() {
+		if next := l.alarm.next(); !next.IsZero() {
 			timer.Reset(time.Until(next))
 		}
 	}
 }
 
 // poll claims the trigger's due rows that fit in the lane, starts them, and
-// schedules the next poll for the earliest row still staged.
+// sets the alarm for the earliest row still staged.
 func (l *lane) poll(ctx context.Context) {
 	d := l.d
-	l.mu.Lock()
-	free := max(l.capacity-l.held, 0)
-	l.held += free
-	if free == 0 {
-		l.backlog = true // poll again when a row leaves
-	}
-	l.mu.Unlock()
+	free := l.places.takeFree()
 	if free == 0 {
 		return
 	}
@@ -175,32 +231,36 @@ func (l *lane) poll(ctx context.Context) {
 	}
 	full := len(rows) == free
 	if full {
-		l.mu.Lock()
-		l.backlog = true // more may be due: poll again when a row leaves
-		l.mu.Unlock()
+		l.places.fillBacklog() // more may be due
 	}
 	for _, r := range rows {
 		d.start(&job{row: r, lane: l}, started.Add(l.lease))
 	}
-	if full {
-		return
+	if !full {
+		l.setAlarm(ctx, started)
 	}
-	wait, ok, err := d.store.NextDue(ctx, l.proj.cfg.ID, l.trig.Name)
+}
+
+// setAlarm sets the alarm for the earliest row of the trigger still staged,
+// after a poll that began at started and left none due that it could take.
+func (l *lane) setAlarm(ctx context.Context, started time.Time) {
+	wait, ok, err := l.d.store.NextDue(ctx, l.proj.cfg.ID, l.trig.Name)
 	if err != nil {
 		if ctx.Err() == nil {
-			d.log.Warn("next due lookup failed; retrying at the next poll", "project", l.proj.cfg.ID, "trigger", l.trig.Name, "err", err)
+			l.d.log.Warn("next due lookup failed; retrying at the next poll", "project", l.proj.cfg.ID, "trigger", l.trig.Name, "err", err)
 		}
 		return
 	}
-	if ok {
-		// A row that was due before the claim began, yet not claimed, is
-		// locked by another node's claim in progress: look again shortly.
-		// A row that became due since is claimed at once.
-		if wait <= -time.Since(started) {
-			wait = recheck
-		}
-		l.schedule(time.Now().Add(wait))
+	if !ok {
+		return
 	}
+	// A row that was due before the claim began, yet not claimed, is
+	// locked by another node's claim in progress: look again shortly.
+	// A row that became due since is claimed at once.
+	if wait <= -time.Since(started) {
+		wait = recheck
+	}
+	l.alarm.set(time.Now().Add(wait))
 }
 
 // rowRef identifies a row for logs.
