@@ -273,7 +273,7 @@ func (d *Dispatcher) submit(ctx context.Context, ev Event, w *waiter) (uuid.UUID
 	if ev.FireAt.IsZero() {
 		ev.FireAt = ev.Time
 	}
-	live, done := d.enter()
+	live, done := d.intake.enter()
 	defer done()
 
 	rows := make([]store.EventLog, len(lanes))
@@ -307,10 +307,6 @@ func (d *Dispatcher) submit(ctx context.Context, ev Event, w *waiter) (uuid.UUID
 	}
 	return id, len(rows), nil
 }
-
-// enter admits a submit that may start jobs, unless Run is stopping: live
-// says which. Call done when the submit has started its jobs.
-func (d *Dispatcher) enter() (live bool, done func()) { return d.intake.enter() }
 
 // newRow builds the staged row of ev for lane l. A row due now is claimed
 // at insert, for this node to deliver in-process, when the lane has room or

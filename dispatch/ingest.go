@@ -56,7 +56,7 @@ type Write func(ctx context.Context, rows []store.EventLog) (inserted map[uuid.U
 // one row per trigger of each change, in the order of changes and of their
 // Triggers. write is called even when there are no rows.
 func (d *Dispatcher) IngestWith(ctx context.Context, changes []Change, write Write) error {
-	live, done := d.enter()
+	live, done := d.intake.enter()
 	defer done()
 	rows, claimed, err := d.changeRows(changes, live)
 	if err != nil {
