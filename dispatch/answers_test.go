@@ -276,9 +276,12 @@ func TestKeptRetriesAreNotClaimedTwice(t *testing.T) {
 func TestASlowCommitDoesNotDeliverTwice(t *testing.T) {
 	e := newEnv(t)
 	h := newHook(t, nil)
-	// A claim lasts the lease plus the timeout: 1s here.
+	// A claim lasts the lease plus the timeout: 2.9s here. An attempt
+	// starts only with an eighth of a lease to spare (300ms), which a node
+	// starved of CPU for longer between its check and its request, as on
+	// a loaded CI machine, would overrun.
 	trig := trigger("t", "x", h.URL, "timeout: 500ms")
-	opts := dispatch.Options{Lease: 500 * time.Millisecond, Poll: 50 * time.Millisecond}
+	opts := dispatch.Options{Lease: 2400 * time.Millisecond, Poll: 50 * time.Millisecond}
 	a := e.start("a", trig, opts)
 	e.start("b", trig, opts)
 	ctx := context.Background()
@@ -299,7 +302,7 @@ func TestASlowCommitDoesNotDeliverTwice(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(3 * time.Second) // three times as long as a claim lasts
+	time.Sleep(4 * time.Second) // longer than a claim lasts
 	if err := lock.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
