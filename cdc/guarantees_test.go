@@ -317,9 +317,9 @@ func TestPublicationFollowsTheConfig(t *testing.T) {
 		t.Errorf("after the config changed, published %q", got)
 	}
 	r.exec(`INSERT INTO users VALUES (1); INSERT INTO audit.log VALUES (2)`)
-	got := r.hook.Wait(t, 1, 10*time.Second)
+	r.hook.Wait(t, 1, 10*time.Second)
 	time.Sleep(300 * time.Millisecond)
-	if got = r.hook.Receipts(); len(got) != 1 || data(t, got[0].Data)["col"] != "log" {
+	if got := r.hook.Receipts(); len(got) != 1 || data(t, got[0].Data)["col"] != "log" {
 		t.Errorf("deliveries %v", got)
 	}
 }
