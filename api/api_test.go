@@ -51,7 +51,9 @@ func setup(t *testing.T, extra string) *fixture {
 			Data json.RawMessage `json:"data"`
 		}
 		body, _ := io.ReadAll(r.Body)
-		json.Unmarshal(body, &ev)
+		if err := json.Unmarshal(body, &ev); err != nil {
+			t.Errorf("the webhook got a body that is not a JSON CloudEvent: %v: %s", err, body)
+		}
 		switch ev.Type {
 		case "broken":
 			http.Error(w, "webhook broke", http.StatusInternalServerError)

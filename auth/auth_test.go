@@ -32,8 +32,12 @@ func rsaFiles(t *testing.T) (privPath, pubPath string, key *rsa.PrivateKey) {
 	privPath, pubPath = filepath.Join(dir, "k.pem"), filepath.Join(dir, "k.pub")
 	pkcs8, _ := x509.MarshalPKCS8PrivateKey(key)
 	pkix, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	os.WriteFile(privPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}), 0o600)
-	os.WriteFile(pubPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pkix}), 0o600)
+	if err := os.WriteFile(privPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pubPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pkix}), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	return privPath, pubPath, key
 }
 
@@ -142,9 +146,13 @@ func TestRS256SignsWithPrivateKeyOnly(t *testing.T) {
 func TestBadKeyFiles(t *testing.T) {
 	dir := t.TempDir()
 	notPEM := filepath.Join(dir, "not.pem")
-	os.WriteFile(notPEM, []byte("hello"), 0o600)
+	if err := os.WriteFile(notPEM, []byte("hello"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cert := filepath.Join(dir, "ec.pem")
-	os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: []byte("junk")}), 0o600)
+	if err := os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: []byte("junk")}), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		secret config.Secret
 		says   string

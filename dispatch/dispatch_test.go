@@ -656,7 +656,9 @@ func TestRowsOfRemovedTriggersAreCancelled(t *testing.T) {
 	if err := first.st.Insert(context.Background(), []store.EventLog{row}); err != nil {
 		t.Fatal(err)
 	}
-	first.shutdown()
+	if err := first.shutdown(); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := first.st.Pool().Exec(context.Background(), `UPDATE event_logs SET due_at = now() - interval '2 minutes' WHERE id = $1`, id); err != nil {
 		t.Fatal(err)
 	}
@@ -721,7 +723,9 @@ func TestStoreCrashLosesNothing(t *testing.T) {
 	restarted := false
 	t.Cleanup(func() {
 		if !restarted {
-			cluster.StartAgain(context.Background())
+			if err := cluster.StartAgain(context.Background()); err != nil {
+				t.Errorf("start the cluster again for the next tests: %v", err)
+			}
 		}
 	})
 	if _, _, err := n.d.Enqueue(ctx, dispatch.Event{Project: "p", Type: "x", Data: json.RawMessage(`"refused"`)}); err == nil {

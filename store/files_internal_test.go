@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -79,7 +80,7 @@ func TestFileChangesLookUpTheirPaths(t *testing.T) {
 		}
 		return errRollback
 	})
-	if err != nil && err != errRollback {
+	if err != nil && !errors.Is(err, errRollback) {
 		t.Fatal(err)
 	}
 	text := strings.Join(plan, "\n")

@@ -114,7 +114,9 @@ func connectAsNewRole(t *testing.T, st *store.Store) *pgx.Conn {
 	}
 	t.Cleanup(func() {
 		conn.Close(context.Background())
-		st.Pool().Exec(context.Background(), `DROP ROLE `+role)
+		if _, err := st.Pool().Exec(context.Background(), `DROP ROLE `+role); err != nil {
+			t.Errorf("drop role %s: %v", role, err)
+		}
 	})
 	return conn
 }
