@@ -17,6 +17,7 @@ import (
 // while the index was small (Postgres keeps using it as the index grows): a
 // write must not cost in proportion to the size of the directory.
 func TestFileChangesLookUpTheirPaths(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	st := openMigrated(t)
 	conn, err := st.pool.Acquire(ctx)
