@@ -20,6 +20,7 @@ import (
 	"github.com/triggerd/triggerd/config"
 	"github.com/triggerd/triggerd/dispatch"
 	"github.com/triggerd/triggerd/dispatch/dispatchtest"
+	"github.com/triggerd/triggerd/internal/waittest"
 	"github.com/triggerd/triggerd/store"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
@@ -188,24 +189,23 @@ func (n *node) waitStatus(t *testing.T, batch uuid.UUID, want store.Status, with
 // ok says, described by want.
 func (n *node) waitFor(t *testing.T, batch uuid.UUID, want string, ok func(store.EventLog) bool, within time.Duration) []store.EventLog {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		rows := n.rows(t, batch)
+	var rows []store.EventLog
+	waittest.For(t, within, func() error {
+		rows = n.rows(t, batch)
 		done := len(rows) > 0
 		for _, r := range rows {
 			done = done && ok(r)
 		}
-		if done {
-			return rows
+		if !done {
+			return fmt.Errorf("event %s: rows %+v, want %s", batch, rows, want)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("event %s: rows %+v, want %s within %s", batch, rows, want, within)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
+	return rows
 }
 
 func TestDeliversASignedCloudEvent(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	h := newHook(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte(`{"response": {"sent": true}}`))
@@ -259,6 +259,7 @@ func TestDeliversASignedCloudEvent(t *testing.T) {
 // percent-encoded as the CloudEvents HTTP binding asks, Content-Type for
 // datacontenttype, and JSON null as the body of an event without data.
 func TestBinaryDelivery(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	h := newHook(t, nil)
 	const typ = `sent "email" ✓ 100%`
@@ -293,6 +294,7 @@ func TestBinaryDelivery(t *testing.T) {
 }
 
 func TestOneRowPerMatchingTrigger(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	h1, h2 := newHook(t, nil), newHook(t, nil)
 	n := e.start("a", trigger("one", "x", h1.URL, "")+trigger("two", "x", h2.URL, "")+trigger("other", "y", h1.URL, ""), dispatch.Options{})
@@ -316,6 +318,7 @@ func TestOneRowPerMatchingTrigger(t *testing.T) {
 }
 
 func TestRetriesWithBackoffThenFails(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	h := newHook(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "database is down", http.StatusInternalServerError)
@@ -357,6 +360,7 @@ func TestRetriesWithBackoffThenFails(t *testing.T) {
 }
 
 func TestSucceedsOnRetry(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	h := newHook(t, func(n int, w http.ResponseWriter, _ *http.Request) {
 		if n == 1 {
@@ -374,6 +378,7 @@ func TestSucceedsOnRetry(t *testing.T) {
 }
 
 func TestRetryAfterIsHonoured(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	h := newHook(t, func(n int, w http.ResponseWriter, _ *http.Request) {
 		if n == 1 {
@@ -392,6 +397,7 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 }
 
 func TestRetryAfterNeverAboveMax(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	h := newHook(t, func(n int, w http.ResponseWriter, _ *http.Request) {
 		if n == 1 {
@@ -409,6 +415,7 @@ func TestRetryAfterNeverAboveMax(t *testing.T) {
 }
 
 func TestTimeoutAndRefusedAreFailedAttempts(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	release := make(chan struct{})
 	slow := newHook(t, func(int, http.ResponseWriter, *http.Request) { <-release })
@@ -431,6 +438,7 @@ func TestTimeoutAndRefusedAreFailedAttempts(t *testing.T) {
 }
 
 func TestSlowTriggerDoesNotHoldUpOthers(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	release := make(chan struct{})
 	stuck := newHook(t, func(int, http.ResponseWriter, *http.Request) { <-release })
@@ -485,6 +493,7 @@ func TestScheduledEventsFireOnTime(t *testing.T) {
 }
 
 func TestCall(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	answer := newHook(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte(`{"response": {"foo": "bar"}}`))
@@ -537,6 +546,7 @@ func TestCall(t *testing.T) {
 }
 
 func TestTwoNodesDeliverEachRowOnce(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	var mu sync.Mutex
 	count := map[string]int{}
@@ -622,6 +632,7 @@ func TestRenewedLeaseIsNotTakenOver(t *testing.T) {
 }
 
 func TestDeadNodesRowsComeBack(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	h := newHook(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusInternalServerError) })
 	n := e.start("live", trigger("t", "x", h.URL, "retries: 2, retry_backoff: {initial: 50ms}"), dispatch.Options{Poll: 50 * time.Millisecond})
@@ -647,6 +658,7 @@ func TestDeadNodesRowsComeBack(t *testing.T) {
 }
 
 func TestRowsOfRemovedTriggersAreCancelled(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	h := newHook(t, nil)
 	first := e.start("a", trigger("t", "x", h.URL, "")+trigger("old", "y", h.URL, ""), dispatch.Options{})
@@ -670,6 +682,7 @@ func TestRowsOfRemovedTriggersAreCancelled(t *testing.T) {
 }
 
 func TestShutdownFinishesAttemptsAndReleasesTheRest(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	h := newHook(t, func(int, http.ResponseWriter, *http.Request) { time.Sleep(300 * time.Millisecond) })
 	n := e.start("a", trigger("t", "x", h.URL, "concurrency: 1"), dispatch.Options{})
