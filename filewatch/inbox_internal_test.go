@@ -13,6 +13,7 @@ import (
 // TestInboxHoldsWhatComesInOrderUpToItsLimit feeds an inbox as fsnotify
 // does, and takes from it as the session's loop does.
 func TestInboxHoldsWhatComesInOrderUpToItsLimit(t *testing.T) {
+	t.Parallel()
 	events, errs := make(chan fsnotify.Event), make(chan error)
 	in := &inbox{ready: make(chan struct{}, 1), done: make(chan struct{}), limit: 3}
 	go in.run(events, errs)
