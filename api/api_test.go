@@ -22,6 +22,7 @@ import (
 	"github.com/triggerd/triggerd/config"
 	"github.com/triggerd/triggerd/dispatch"
 	"github.com/triggerd/triggerd/dispatch/dispatchtest"
+	"github.com/triggerd/triggerd/internal/waittest"
 	"github.com/triggerd/triggerd/store"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
@@ -57,7 +58,9 @@ func setup(t *testing.T, extra string) *fixture {
 			Data json.RawMessage `json:"data"`
 		}
 		body, _ := io.ReadAll(r.Body)
-		json.Unmarshal(body, &ev)
+		if err := json.Unmarshal(body, &ev); err != nil {
+			t.Errorf("the webhook got a body that is not a JSON CloudEvent: %v: %s", err, body)
+		}
 		switch ev.Type {
 		case "broken":
 			http.Error(w, "webhook broke", http.StatusInternalServerError)
@@ -251,6 +254,7 @@ func bearer(t *testing.T, key, kid string, exp time.Time) string {
 const queue = "/v1/api/demo/event-triggers/queue"
 
 func TestBadRequestsAreExplainedAndStoreNothing(t *testing.T) {
+	t.Parallel()
 	f := setup(t, "")
 	good := bearer(t, secret, "k1", time.Now().Add(time.Minute))
 	cases := []struct {
@@ -318,6 +322,7 @@ func TestBadRequestsAreExplainedAndStoreNothing(t *testing.T) {
 // keep and types that are not text: each is a 400 saying what is wrong and
 // where, and nothing is stored.
 func TestUnstorableBodiesAreExplained(t *testing.T) {
+	t.Parallel()
 	f := setup(t, "")
 	cases := []struct{ name, body, says string }{
 		{"bad byte in a data string", "{\"type\":\"open\",\"data\":{\"s\":\"a\xffb\"}}", "not valid UTF-8 at byte offset 29 (0xff)"},
@@ -364,6 +369,7 @@ func TestUnstorableBodiesAreExplained(t *testing.T) {
 // both ends of the range epoch milliseconds cover, in UTC: past them is a
 // 400 that says so, at them the event is stored with those times.
 func TestTimesStayInRange(t *testing.T) {
+	t.Parallel()
 	f := setup(t, "")
 	for _, c := range []struct{ body, says string }{
 		{`{"type":"open","timestamp":253402300799999,"delay":0.001}`, "timestamp plus delay falls after 9999-12-31T23:59:59.999Z"},
@@ -417,6 +423,7 @@ func TestTimesStayInRange(t *testing.T) {
 // a trailing slash: each is answered, not redirected, with a JSON error
 // naming the path as sent; the routes themselves still work.
 func TestPathsAreTakenAsSent(t *testing.T) {
+	t.Parallel()
 	f := setup(t, "")
 	for _, c := range []struct{ method, path, says string }{
 		{"POST", "/v1/api/demo/../demo/event-triggers/queue", `no such endpoint: POST "/v1/api/demo/../demo/event-triggers/queue"`},
@@ -463,6 +470,7 @@ func TestPathsAreTakenAsSent(t *testing.T) {
 // another the last) and a stray bracket after the object are refused;
 // data, which triggerd passes on byte for byte, keeps its duplicate keys.
 func TestOneReadingOfTheBody(t *testing.T) {
+	t.Parallel()
 	f := setup(t, "")
 	for _, c := range []struct{ body, says string }{
 		{`{"type":"closed","type":"open"}`, `field "type" appears twice`},
@@ -493,6 +501,7 @@ func TestOneReadingOfTheBody(t *testing.T) {
 }
 
 func TestAsyncQueueCommitsBeforeReplying(t *testing.T) {
+	t.Parallel()
 	f := setup(t, "")
 	status, out := f.post(t, queue, `{"type":"open","data":{"to":"user1@email.com"}}`, "")
 	if status != 200 {
@@ -521,6 +530,7 @@ func TestAsyncQueueCommitsBeforeReplying(t *testing.T) {
 }
 
 func TestScheduledQueueSetsFireTime(t *testing.T) {
+	t.Parallel()
 	f := setup(t, "")
 	ts := time.Now().Add(time.Hour).Truncate(time.Millisecond)
 	for _, body := range []string{
@@ -544,6 +554,7 @@ func TestScheduledQueueSetsFireTime(t *testing.T) {
 }
 
 func TestSynchronousQueue(t *testing.T) {
+	t.Parallel()
 	f := setup(t, "")
 	status, out := f.post(t, queue, `{"type":"open","data":{"foo":"bar"},"isSynchronous":true}`, "")
 	if status != 200 || fmt.Sprint(out["result"]) != "map[echo:map[foo:bar]]" || out["id"] == nil {
@@ -562,17 +573,13 @@ func TestSynchronousQueue(t *testing.T) {
 		t.Fatalf("504 came after %s, want about sync_timeout (500ms)", waited)
 	}
 	id := uuid.MustParse(fmt.Sprint(out["id"]))
-	deadline := time.Now().Add(10 * time.Second)
-	for { // delivery went on in the background
-		rows, _ := f.st.Recent(context.Background(), store.Filter{Type: "slow"}, 10)
+	waittest.For(t, 10*time.Second, func() error { // delivery went on in the background
+		rows, err := f.st.Recent(context.Background(), store.Filter{Type: "slow"}, 10)
 		if len(rows) == 1 && rows[0].BatchID == id && rows[0].Status == store.StatusProcessed {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the timed-out sync event was not delivered in the background: %+v", rows)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("the timed-out sync event was not delivered in the background: %+v %v", rows, err)
+	})
 	status, out = f.post(t, queue, `{"type":"nobody","isSynchronous":true}`, bearer(t, secret, "k1", time.Time{}))
 	if status != 404 {
 		t.Fatalf("sync without trigger: %d %v", status, out)
@@ -580,6 +587,7 @@ func TestSynchronousQueue(t *testing.T) {
 }
 
 func TestProbes(t *testing.T) {
+	t.Parallel()
 	f := setup(t, "")
 	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/nope": 404} {
 		if status, out := f.do(t, http.MethodGet, path, "", ""); status != want {
@@ -607,6 +615,7 @@ func TestProbes(t *testing.T) {
 // is 503 "try again" without the store's URL or SQL error, which go to
 // the log.
 func TestStoreFailureNamesNoStore(t *testing.T) {
+	t.Parallel()
 	f := setup(t, "")
 	if _, err := f.db(t).Exec(context.Background(), `ALTER TABLE event_logs RENAME TO event_logs_away`); err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 // told, with a 400, that sending it again will not help, and nothing of the
 // store is named; the log has the reason.
 func TestEventsTheStoreRefusesAre400s(t *testing.T) {
+	t.Parallel()
 	f := setup(t, "")
 	if _, err := f.db(t).Exec(context.Background(),
 		`ALTER TABLE event_logs ADD CONSTRAINT no_poison CHECK (payload::text NOT LIKE '%poison%')`); err != nil {
@@ -39,6 +40,7 @@ func TestEventsTheStoreRefusesAre400s(t *testing.T) {
 // TestFailedSyncCallsDoNotNameTheWebhook: a synchronous caller whose
 // webhook cannot be reached learns that, not the webhook's address.
 func TestFailedSyncCallsDoNotNameTheWebhook(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -61,6 +61,7 @@ var spaceCloudAnswers = map[string]clientAnswer{
 // should, and every queued event is stored with the body's data, time and
 // delay.
 func TestSpaceCloudClients(t *testing.T) {
+	t.Parallel()
 	f := setup(t, "")
 	for _, client := range []string{"js-0.19.3", "go-ca55d30"} {
 		dir := filepath.Join("..", "testdata", "spacecloud", client)

@@ -16,6 +16,7 @@ import (
 // verifies it with the project's secret as before, and the client token
 // signed with that secret is still taken.
 func TestDeliveryTokensDoNotOpenTheAPI(t *testing.T) {
+	t.Parallel()
 	got := make(chan string, 1)
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {

@@ -32,8 +32,12 @@ func rsaFiles(t *testing.T) (privPath, pubPath string, key *rsa.PrivateKey) {
 	privPath, pubPath = filepath.Join(dir, "k.pem"), filepath.Join(dir, "k.pub")
 	pkcs8, _ := x509.MarshalPKCS8PrivateKey(key)
 	pkix, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	os.WriteFile(privPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}), 0o600)
-	os.WriteFile(pubPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pkix}), 0o600)
+	if err := os.WriteFile(privPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pubPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pkix}), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	return privPath, pubPath, key
 }
 
@@ -63,6 +67,7 @@ func signed(t *testing.T, method jwt.SigningMethod, key any, kid string, claims 
 var hs = config.Secret{KID: "h1", Alg: "HS256", Secret: "first-secret-0123456789abcdefghij"}
 
 func TestHS256RoundTripAndRotation(t *testing.T) {
+	t.Parallel()
 	old := config.Secret{KID: "h0", Alg: "HS256", Secret: "retired-secret-0123456789abcdefgh"}
 	k := keyring(t, hs, old)
 	tok, err := k.Sign(jwt.MapClaims{"sub": "a", "exp": time.Now().Add(time.Minute).Unix()})
@@ -81,6 +86,7 @@ func TestHS256RoundTripAndRotation(t *testing.T) {
 }
 
 func TestVerifyRejects(t *testing.T) {
+	t.Parallel()
 	_, pub, key := rsaFiles(t)
 	rs := config.Secret{KID: "r1", Alg: "RS256", PublicKeyFile: pub}
 	k := keyring(t, hs, rs)
@@ -124,6 +130,7 @@ func mustKey(t *testing.T) *rsa.PrivateKey {
 }
 
 func TestRS256SignsWithPrivateKeyOnly(t *testing.T) {
+	t.Parallel()
 	priv, _, key := rsaFiles(t)
 	k := keyring(t, config.Secret{KID: "r1", Alg: "RS256", PrivateKeyFile: priv})
 	tok, err := k.NodeToken("node-1", time.Now())
@@ -140,11 +147,16 @@ func TestRS256SignsWithPrivateKeyOnly(t *testing.T) {
 }
 
 func TestBadKeyFiles(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	notPEM := filepath.Join(dir, "not.pem")
-	os.WriteFile(notPEM, []byte("hello"), 0o600)
+	if err := os.WriteFile(notPEM, []byte("hello"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cert := filepath.Join(dir, "ec.pem")
-	os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: []byte("junk")}), 0o600)
+	if err := os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: []byte("junk")}), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		secret config.Secret
 		says   string
@@ -163,6 +175,7 @@ func TestBadKeyFiles(t *testing.T) {
 }
 
 func TestNodeTokenIsReusedForAMinute(t *testing.T) {
+	t.Parallel()
 	k := keyring(t, hs)
 	now := time.Now()
 	first, err := k.NodeToken("node-1", now)
@@ -202,6 +215,7 @@ func TestNodeTokenIsReusedForAMinute(t *testing.T) {
 // and a client's bearer token are signed with the same secret, and each
 // verifier takes only its own kind.
 func TestTokensOfOneKindDoNotPassForTheOther(t *testing.T) {
+	t.Parallel()
 	k := keyring(t, hs)
 	delivery, err := k.NodeToken("node-1", time.Now())
 	if err != nil {
@@ -234,6 +248,7 @@ func TestTokensOfOneKindDoNotPassForTheOther(t *testing.T) {
 // may read is used, with a warning that says how to fix it; one only its
 // owner reads brings no warning.
 func TestWarnsOfAPrivateKeyEveryoneCanRead(t *testing.T) {
+	t.Parallel()
 	priv, _, _ := rsaFiles(t)
 	for mode, warned := range map[os.FileMode]bool{0o600: false, 0o640: false, 0o644: true} {
 		if err := os.Chmod(priv, mode); err != nil {

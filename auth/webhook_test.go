@@ -28,6 +28,7 @@ func whsec(t *testing.T, n int) string {
 // changed body, id or timestamp does not, nor one older than the
 // verifier's tolerance (5 minutes).
 func TestWebhookSignatures(t *testing.T) {
+	t.Parallel()
 	newer, older, other := whsec(t, 32), whsec(t, 24), whsec(t, 64)
 	s, err := auth.NewWebhookSigner([]string{newer, older})
 	if err != nil {
@@ -90,6 +91,7 @@ func TestWebhookSignatures(t *testing.T) {
 // TestWebhookSignerConcurrent signs from many goroutines at once: each
 // signature verifies (the signer reuses its HMACs).
 func TestWebhookSignerConcurrent(t *testing.T) {
+	t.Parallel()
 	secret := whsec(t, 32)
 	s, err := auth.NewWebhookSigner([]string{secret})
 	if err != nil {
@@ -121,6 +123,7 @@ func TestWebhookSignerConcurrent(t *testing.T) {
 // TestNewWebhookSignerRefusesBadSecrets checks that a bad secret is an
 // error that does not show it.
 func TestNewWebhookSignerRefusesBadSecrets(t *testing.T) {
+	t.Parallel()
 	for _, secrets := range [][]string{nil, {"whsec_hunter2"}, {whsec(t, 32), "hunter2"}, {"whsec_" + base64.StdEncoding.EncodeToString([]byte("hunter2-is-short"))}} {
 		_, err := auth.NewWebhookSigner(secrets)
 		if err == nil || strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), "aHVudGVy") {

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/triggerd/triggerd/cdc"
+	"github.com/triggerd/triggerd/internal/waittest"
 	"github.com/triggerd/triggerd/store/localpg"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
@@ -38,13 +39,16 @@ func docIDs(t *testing.T, payloads []json.RawMessage) map[int64]int {
 func checkOnce(t *testing.T, r *rig, committed map[int64]bool, within time.Duration) {
 	t.Helper()
 	ctx := context.Background()
-	deadline := time.Now().Add(within)
-	for r.count(ctx) < len(committed) || r.hook.Count() < len(committed) {
-		if time.Now().After(deadline) {
-			break // report what is missing
+	_ = waittest.Until(within, func() error { // the checks below report what is missing
+		// Deliveries first: counting event_logs is the costly part.
+		if delivered := r.hook.Count(); delivered < len(committed) {
+			return fmt.Errorf("%d of %d delivered", delivered, len(committed))
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		if logged := r.count(ctx); logged < len(committed) {
+			return fmt.Errorf("%d of %d logged", logged, len(committed))
+		}
+		return nil
+	})
 	time.Sleep(200 * time.Millisecond) // let doubles, if any, arrive
 	logged, rows := r.logged(ctx)
 	if rows != len(logged) {
@@ -259,17 +263,12 @@ func TestQuietDatabaseKeepsTheSlotMoving(t *testing.T) {
 // from which it keeps WAL, pass lsn.
 func waitSlot(t *testing.T, r *rig, lsn uint64, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		confirmed, restart := r.slotLSN(slot)
-		if confirmed >= lsn && restart >= lsn {
-			return
+	waittest.For(t, within, func() error {
+		if confirmed, restart := r.slotLSN(slot); confirmed < lsn || restart < lsn {
+			return fmt.Errorf("the slot is confirmed to %X and keeps WAL from %X, behind %X", confirmed, restart, lsn)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s the slot is confirmed to %X and keeps WAL from %X, behind %X", within, confirmed, restart, lsn)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestStoreTablesAreNeverCaptured(t *testing.T) {
@@ -317,9 +316,9 @@ func TestPublicationFollowsTheConfig(t *testing.T) {
 		t.Errorf("after the config changed, published %q", got)
 	}
 	r.exec(`INSERT INTO users VALUES (1); INSERT INTO audit.log VALUES (2)`)
-	got := r.hook.Wait(t, 1, 10*time.Second)
+	r.hook.Wait(t, 1, 10*time.Second)
 	time.Sleep(300 * time.Millisecond)
-	if got = r.hook.Receipts(); len(got) != 1 || data(t, got[0].Data)["col"] != "log" {
+	if got := r.hook.Receipts(); len(got) != 1 || data(t, got[0].Data)["col"] != "log" {
 		t.Errorf("deliveries %v", got)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/triggerd/triggerd/config"
 	"github.com/triggerd/triggerd/dispatch"
 	"github.com/triggerd/triggerd/dispatch/dispatchtest"
+	"github.com/triggerd/triggerd/internal/waittest"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
 
@@ -154,17 +155,12 @@ func (r *rig) walLSN() uint64 {
 func (r *rig) waitStreaming(slot string) {
 	r.t.Helper()
 	conn := r.connect(r.src)
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		streaming, err := cdc.Streaming(context.Background(), conn, slot)
-		if streaming {
-			return
+	waittest.For(r.t, 15*time.Second, func() error {
+		if streaming, err := cdc.Streaming(context.Background(), conn, slot); !streaming {
+			return fmt.Errorf("slot %s is not streamed (%v)", slot, err)
 		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("slot %s is not streamed within 15s (%v)", slot, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // count returns the number of event_logs rows.

@@ -276,7 +276,7 @@ func (e *valueEncoder) unquoteElement(s []byte) (v, rest []byte, ok bool) {
 	if s[i] == '"' {
 		return s[:i], s[i+1:], true
 	}
-	buf := append(e.unquote[:0], s[:i]...)
+	buf := append(e.unquote[:0], s[:i]...) //nolint:gocritic // reuses e.unquote's array; kept in e.unquote below
 	for ; i < len(s); i++ {
 		switch c := s[i]; c {
 		case '"':

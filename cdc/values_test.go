@@ -90,6 +90,7 @@ func compact(t *testing.T, what string, js []byte) string {
 
 // TestAppendJSON encodes values of every family as Postgres sends them.
 func TestAppendJSON(t *testing.T) {
+	t.Parallel()
 	conn := valuesConn(t)
 	longBytea := `"` + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0xab}, 1000)) + `"`
 	tests := []struct {
@@ -236,6 +237,7 @@ func TestAppendJSON(t *testing.T) {
 // TestAppendJSONMalformed feeds text Postgres does not send: numbers and
 // arrays that do not parse become strings, and nothing panics.
 func TestAppendJSONMalformed(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		oid        uint32
 		text, want string

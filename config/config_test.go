@@ -52,6 +52,7 @@ projects:
 `
 
 func TestParseFullConfig(t *testing.T) {
+	t.Parallel()
 	cfg, err := config.Parse("t.yaml", []byte(full), env(map[string]string{
 		"TRIGGERD_STORE_URL": "postgres://u:p@db/events",
 		"DEMO_SECRET":        "a: b # not a comment, 0123456789abcdef",
@@ -95,6 +96,7 @@ func TestParseFullConfig(t *testing.T) {
 }
 
 func TestRulesDefaultToAuthenticated(t *testing.T) {
+	t.Parallel()
 	cfg, err := config.Parse("t.yaml", []byte(`store: {url: x}
 projects: [{id: p, secrets: [{kid: k, alg: HS256, secret: `+longSecret+`}]}]`), env(nil))
 	if err != nil {
@@ -107,6 +109,7 @@ projects: [{id: p, secrets: [{kid: k, alg: HS256, secret: `+longSecret+`}]}]`), 
 }
 
 func TestExpansion(t *testing.T) {
+	t.Parallel()
 	base := "store:\n  url: %s\nprojects: [{id: p, secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]}]\n"
 	cases := []struct {
 		url, want, err string
@@ -140,6 +143,7 @@ func TestExpansion(t *testing.T) {
 // TestErrors checks that each bad config names the file, the line, the key
 // and what to do.
 func TestErrors(t *testing.T) {
+	t.Parallel()
 	const head = "store: {url: postgres://x}\n"
 	const proj = "projects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n"
 	const dbs = proj + "    databases:\n      a: {url: 'postgres://a'}\n"
@@ -251,6 +255,7 @@ func TestErrors(t *testing.T) {
 }
 
 func TestDatabaseDefaults(t *testing.T) {
+	t.Parallel()
 	text := "store: {url: x}\nprojects:\n  - id: My-App\n    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n" +
 		"    databases:\n      main-db: {url: 'postgres://a'}\n      other: {url: 'postgres://b', slot: s1, publication: p1, heartbeat: 2s}\n" +
 		"    triggers:\n      - {name: t, type: DB_UPDATE, url: 'http://h/', options: {db: main-db, col: 'users, audit.orders', columns: 'status,total'}}\n"
@@ -277,6 +282,7 @@ func TestDatabaseDefaults(t *testing.T) {
 }
 
 func TestStorageDefaults(t *testing.T) {
+	t.Parallel()
 	text := "store: {url: x}\nprojects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n" +
 		"    storage:\n      uploads: {path: ./uploads}\n      block:\n        path: /srv/block\n" +
 		"      other:\n        path: /srv/other\n        ignore: ['*.tmp', 'cache/**']\n        settle: 2s\n        hash_limit: 0\n" +
@@ -319,6 +325,7 @@ func TestStorageDefaults(t *testing.T) {
 }
 
 func TestLoadResolvesStorageNextToTheConfig(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "triggerd.yaml")
 	text := "store: {url: x}\nprojects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n" +
@@ -340,6 +347,7 @@ func TestLoadResolvesStorageNextToTheConfig(t *testing.T) {
 }
 
 func TestLoadResolvesKeyFilesNextToTheConfig(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "triggerd.yaml")
 	text := "store: {url: x}\nprojects: [{id: p, secrets: [{kid: k, alg: RS256, private_key_file: keys/k.pem, public_key_file: /abs/k.pub}]}]\n"
@@ -360,6 +368,7 @@ func TestLoadResolvesKeyFilesNextToTheConfig(t *testing.T) {
 }
 
 func TestIsFileType(t *testing.T) {
+	t.Parallel()
 	for typ, want := range map[string]bool{"FILE_CREATE": true, "FILE_DELETE": true, "FILE_MODIFY": false, "DB_DELETE": false, "file_create": false} {
 		if config.IsFileType(typ) != want {
 			t.Errorf("IsFileType(%q) != %v", typ, want)
@@ -368,6 +377,7 @@ func TestIsFileType(t *testing.T) {
 }
 
 func TestIsReservedType(t *testing.T) {
+	t.Parallel()
 	for typ, want := range map[string]bool{"DB_INSERT": true, "FILE_CREATE": true, "DB_anything": true, "sent-email": false, "db_insert": false} {
 		if config.IsReservedType(typ) != want {
 			t.Errorf("IsReservedType(%q) != %v", typ, want)
@@ -426,6 +436,7 @@ const longSecret = "config-test-secret-0123456789abcdef"
 // TestAliasBomb checks that a small file whose aliases expand to a huge
 // tree fails at once, naming the file and line, instead of expanding it.
 func TestAliasBomb(t *testing.T) {
+	t.Parallel()
 	// A smaller one, that yaml.v3 refuses before validation does.
 	var small strings.Builder
 	small.WriteString("store: {url: postgres://x}\nprojects:\n  - &p\n    id: p\n")
@@ -463,6 +474,7 @@ func TestAliasBomb(t *testing.T) {
 // TestManyAliasesLoad checks that a large real config reusing anchors
 // loads: hundreds of triggers sharing headers, backoff and options.
 func TestManyAliasesLoad(t *testing.T) {
+	t.Parallel()
 	var b strings.Builder
 	b.WriteString("store: {url: postgres://x}\nprojects:\n  - id: p\n")
 	b.WriteString("    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n")
@@ -489,6 +501,7 @@ func TestManyAliasesLoad(t *testing.T) {
 // TestAliasedValueExpandsOnce checks that a value behind an anchor is
 // expanded once, however many aliases reach it: $$ stays a literal $.
 func TestAliasedValueExpandsOnce(t *testing.T) {
+	t.Parallel()
 	text := "store: {url: postgres://x}\nprojects:\n  - id: p\n" +
 		"    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n    triggers:\n" +
 		"      - {name: a, type: x, url: 'http://h/', headers: {X-A: &v \"$${HOME}\"}}\n" +
@@ -509,6 +522,7 @@ func TestAliasedValueExpandsOnce(t *testing.T) {
 // a secret: secrets, URLs and header values are never shown, and a value
 // that came from the environment is shown as the file writes it.
 func TestErrorsHideSecrets(t *testing.T) {
+	t.Parallel()
 	const hidden = "hunter2"
 	const proj = "projects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n"
 	const head = "store: {url: postgres://x}\n"
@@ -556,6 +570,7 @@ func TestErrorsHideSecrets(t *testing.T) {
 // TestSyntaxErrors checks that a YAML syntax error names the file and the
 // line and says what to check, instead of yaml.v3's bare message.
 func TestSyntaxErrors(t *testing.T) {
+	t.Parallel()
 	const hint = `check the indentation of this line and the lines above it (spaces, not tabs; list items start with "- " at one indent), ` +
 		"close every quote, [ and {, and quote values that contain \": \" or start with *, &, !, {, [, %, @ or `"
 	head := "store: {url: postgres://x}\nprojects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n"
@@ -584,6 +599,7 @@ func TestSyntaxErrors(t *testing.T) {
 // TestTriggerTimeout checks that a trigger's timeout takes a duration like
 // every other duration key, and a bare number as milliseconds.
 func TestTriggerTimeout(t *testing.T) {
+	t.Parallel()
 	text := func(timeout string) string {
 		return "store: {url: postgres://x}\nprojects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n" +
 			"    triggers:\n      - name: t\n        type: x\n        url: http://h/\n        timeout: " + timeout + "\n"
@@ -622,6 +638,7 @@ func TestTriggerTimeout(t *testing.T) {
 // TestShortHS256Secret checks that an HS256 secret shorter than 32 bytes,
 // which can be guessed offline from one signed token, is refused.
 func TestShortHS256Secret(t *testing.T) {
+	t.Parallel()
 	text := func(secret string) string {
 		return "store: {url: postgres://x}\nprojects:\n  - id: p\n    secrets:\n      - {kid: k, alg: RS256, private_key_file: k.pem}\n" +
 			"      - {kid: h, alg: HS256, secret: '" + secret + "'}\n"
@@ -643,6 +660,7 @@ func TestShortHS256Secret(t *testing.T) {
 // TestHTTP checks the API server's limits: their defaults, write_timeout
 // following sync_timeout, and the values refused.
 func TestHTTP(t *testing.T) {
+	t.Parallel()
 	base := "store: {url: postgres://x}\nprojects: [{id: p, secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]}]\n"
 	cfg, err := config.Parse("t.yaml", []byte(base), env(nil))
 	if err != nil {
@@ -704,6 +722,7 @@ func TestHTTP(t *testing.T) {
 // TestReferenceConfigShowsEveryKey checks that testdata/triggerd.yaml, the
 // README's reference config, writes every key the config takes.
 func TestReferenceConfigShowsEveryKey(t *testing.T) {
+	t.Parallel()
 	data, err := os.ReadFile(filepath.Join("..", "testdata", "triggerd.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -729,6 +748,7 @@ func TestReferenceConfigShowsEveryKey(t *testing.T) {
 // TestErrorsInAStableOrder checks that a file with several bad values in
 // maps gives the same error every time, whatever the order of the maps.
 func TestErrorsInAStableOrder(t *testing.T) {
+	t.Parallel()
 	const proj = "store: {url: x}\nprojects:\n  - id: p\n    secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]\n"
 	for text, want := range map[string]string{
 		proj + "    rules: {c: never, a: maybe, b: perhaps}\n":                                                          `projects[0].rules.a: "maybe" is not a rule`,

@@ -15,6 +15,7 @@ import (
 
 	"github.com/triggerd/triggerd/dispatch"
 	"github.com/triggerd/triggerd/dispatch/dispatchtest"
+	"github.com/triggerd/triggerd/internal/waittest"
 	"github.com/triggerd/triggerd/store"
 )
 
@@ -24,6 +25,7 @@ import (
 // recorded once, with the answer kept as text, and a synchronous caller is
 // answered only once the outcome is recorded.
 func TestAnyWebhookAnswerIsRecorded(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	big := bytes.Repeat([]byte("ab\x00\xff"), 3<<20/4) // 3 MiB
 	answers := map[string]struct {
@@ -130,6 +132,7 @@ func TestAnyWebhookAnswerIsRecorded(t *testing.T) {
 // without the answer rather than retried forever, and the row is neither
 // left staged nor delivered again.
 func TestRefusedOutcomeIsRecordedWithoutTheAnswer(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	h := newHook(t, func(_ int, w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("X-Fail") != "" {
@@ -175,6 +178,7 @@ func TestRefusedOutcomeIsRecordedWithoutTheAnswer(t *testing.T) {
 // and a token in its query, where nothing listens: the remark, the
 // attempt's error and the log say what failed without either secret.
 func TestWebhookURLSecretsAreRedacted(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -212,6 +216,7 @@ func TestWebhookURLSecretsAreRedacted(t *testing.T) {
 // attempt number is sent and recorded once, and each caller hears that
 // the row failed rather than timing out.
 func TestKeptRetriesAreNotClaimedTwice(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	var logs dispatchtest.Buffer
 	h := newHook(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusInternalServerError) })
@@ -307,10 +312,12 @@ func TestASlowCommitDoesNotDeliverTwice(t *testing.T) {
 		t.Fatal(err)
 	}
 	queued.Wait()
-	deadline := time.Now().Add(10 * time.Second)
-	for len(h.deliveries()) < events && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	_ = waittest.Until(10*time.Second, func() error { // the check below says what is missing
+		if n := len(h.deliveries()); n < events {
+			return fmt.Errorf("%d of %d deliveries", n, events)
+		}
+		return nil
+	})
 	time.Sleep(time.Second) // for any second delivery
 	seen := make(map[string]int)
 	for _, d := range h.deliveries() {

@@ -27,6 +27,7 @@ import (
 	"github.com/triggerd/triggerd/dispatch"
 	"github.com/triggerd/triggerd/dispatch/dispatchtest"
 	"github.com/triggerd/triggerd/filewatch"
+	"github.com/triggerd/triggerd/internal/waittest"
 	"github.com/triggerd/triggerd/store"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
@@ -149,6 +150,7 @@ func newEnvelopeReceiver(t *testing.T) *ceHook {
 // built on the CloudEvents Go SDK: every delivery must parse and validate,
 // carry the row's attributes and data, and a NACK must be retried.
 func TestCloudEventsSDKReceivers(t *testing.T) {
+	t.Parallel()
 	src := pgtest.Database(t)
 	storeURL, schema := pgtest.Schema(t)
 	dir := t.TempDir()
@@ -192,17 +194,13 @@ func TestCloudEventsSDKReceivers(t *testing.T) {
 	if _, err := run.RunSources(t, dbs[0], files[0]); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	waittest.For(t, 15*time.Second, func() error {
 		streaming, err := cdc.Streaming(ctx, conn, cfg.Projects[0].Databases["app"].Slot)
 		if streaming && files[0].Watching() {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the sources are not running within 15s (%v)", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("the sources are not running (streaming %v, %v; watching %v)", streaming, err, files[0].Watching())
+	})
 
 	if _, _, err := run.Dispatcher.Enqueue(ctx, dispatch.Event{Project: "p", Type: "sent-email",
 		Data: json.RawMessage(`{"to":"user1@email.com"}`), Time: time.Now(), FireAt: time.Now()}); err != nil {
@@ -217,10 +215,10 @@ func TestCloudEventsSDKReceivers(t *testing.T) {
 
 	// Every row is processed on its second attempt, the first NACKed.
 	var rows []store.EventLog
-	for deadline := time.Now().Add(20 * time.Second); ; {
+	waittest.For(t, 20*time.Second, func() error {
 		recent, err := run.Store.Recent(ctx, store.Filter{}, 100)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		done := len(recent) == 9
 		for _, r := range recent {
@@ -228,17 +226,14 @@ func TestCloudEventsSDKReceivers(t *testing.T) {
 		}
 		if done {
 			rows = recent
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			var got []string
-			for _, r := range recent {
-				got = append(got, fmt.Sprintf("%s %s attempts %d: %s", r.Trigger, r.Status, r.Attempts, r.Remark))
-			}
-			t.Fatalf("want 9 rows processed within 20s, got:\n%s", strings.Join(got, "\n"))
+		var got []string
+		for _, r := range recent {
+			got = append(got, fmt.Sprintf("%s %s attempts %d: %s", r.Trigger, r.Status, r.Attempts, r.Remark))
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("want 9 rows processed, got:\n%s", strings.Join(got, "\n"))
+	})
 
 	wantType := map[string]string{"structured": "application/cloudevents+json", "binary": "application/json", "envelope": "application/json"}
 	for _, r := range rows {

@@ -21,6 +21,7 @@ import (
 	"github.com/triggerd/triggerd/config"
 	"github.com/triggerd/triggerd/dispatch"
 	"github.com/triggerd/triggerd/dispatch/dispatchtest"
+	"github.com/triggerd/triggerd/internal/waittest"
 	"github.com/triggerd/triggerd/store"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
@@ -192,24 +193,23 @@ func (n *node) waitStatus(t *testing.T, batch uuid.UUID, want store.Status, with
 // ok says, described by want.
 func (n *node) waitFor(t *testing.T, batch uuid.UUID, want string, ok func(store.EventLog) bool, within time.Duration) []store.EventLog {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		rows := n.rows(t, batch)
+	var rows []store.EventLog
+	waittest.For(t, within, func() error {
+		rows = n.rows(t, batch)
 		done := len(rows) > 0
 		for _, r := range rows {
 			done = done && ok(r)
 		}
-		if done {
-			return rows
+		if !done {
+			return fmt.Errorf("event %s: rows %+v, want %s", batch, rows, want)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("event %s: rows %+v, want %s within %s", batch, rows, want, within)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
+	return rows
 }
 
 func TestDeliversASignedCloudEvent(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	h := newHook(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte(`{"response": {"sent": true}}`))
@@ -263,6 +263,7 @@ func TestDeliversASignedCloudEvent(t *testing.T) {
 // percent-encoded as the CloudEvents HTTP binding asks, Content-Type for
 // datacontenttype, and JSON null as the body of an event without data.
 func TestBinaryDelivery(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	h := newHook(t, nil)
 	const typ = `sent "email" ✓ 100%`
@@ -297,6 +298,7 @@ func TestBinaryDelivery(t *testing.T) {
 }
 
 func TestOneRowPerMatchingTrigger(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	h1, h2 := newHook(t, nil), newHook(t, nil)
 	n := e.start("a", trigger("one", "x", h1.URL, "")+trigger("two", "x", h2.URL, "")+trigger("other", "y", h1.URL, ""), dispatch.Options{})
@@ -320,6 +322,7 @@ func TestOneRowPerMatchingTrigger(t *testing.T) {
 }
 
 func TestRetriesWithBackoffThenFails(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	h := newHook(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "database is down", http.StatusInternalServerError)
@@ -361,6 +364,7 @@ func TestRetriesWithBackoffThenFails(t *testing.T) {
 }
 
 func TestSucceedsOnRetry(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	h := newHook(t, func(n int, w http.ResponseWriter, _ *http.Request) {
 		if n == 1 {
@@ -378,6 +382,7 @@ func TestSucceedsOnRetry(t *testing.T) {
 }
 
 func TestRetryAfterIsHonoured(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	h := newHook(t, func(n int, w http.ResponseWriter, _ *http.Request) {
 		if n == 1 {
@@ -396,6 +401,7 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 }
 
 func TestRetryAfterNeverAboveMax(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	h := newHook(t, func(n int, w http.ResponseWriter, _ *http.Request) {
 		if n == 1 {
@@ -413,6 +419,7 @@ func TestRetryAfterNeverAboveMax(t *testing.T) {
 }
 
 func TestTimeoutAndRefusedAreFailedAttempts(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	release := make(chan struct{})
 	slow := newHook(t, func(int, http.ResponseWriter, *http.Request) { <-release })
@@ -435,6 +442,7 @@ func TestTimeoutAndRefusedAreFailedAttempts(t *testing.T) {
 }
 
 func TestSlowTriggerDoesNotHoldUpOthers(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	release := make(chan struct{})
 	stuck := newHook(t, func(int, http.ResponseWriter, *http.Request) { <-release })
@@ -489,6 +497,7 @@ func TestScheduledEventsFireOnTime(t *testing.T) {
 }
 
 func TestCall(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	answer := newHook(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte(`{"response": {"foo": "bar"}}`))
@@ -541,6 +550,7 @@ func TestCall(t *testing.T) {
 }
 
 func TestTwoNodesDeliverEachRowOnce(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	var mu sync.Mutex
 	count := map[string]int{}
@@ -626,6 +636,7 @@ func TestRenewedLeaseIsNotTakenOver(t *testing.T) {
 }
 
 func TestDeadNodesRowsComeBack(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	h := newHook(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusInternalServerError) })
 	n := e.start("live", trigger("t", "x", h.URL, "retries: 2, retry_backoff: {initial: 50ms}"), dispatch.Options{Poll: 50 * time.Millisecond})
@@ -651,6 +662,7 @@ func TestDeadNodesRowsComeBack(t *testing.T) {
 }
 
 func TestRowsOfRemovedTriggersAreCancelled(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	h := newHook(t, nil)
 	first := e.start("a", trigger("t", "x", h.URL, "")+trigger("old", "y", h.URL, ""), dispatch.Options{})
@@ -660,7 +672,9 @@ func TestRowsOfRemovedTriggersAreCancelled(t *testing.T) {
 	if err := first.st.Insert(context.Background(), []store.EventLog{row}); err != nil {
 		t.Fatal(err)
 	}
-	first.shutdown()
+	if err := first.shutdown(); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := e.db().Exec(context.Background(), `UPDATE event_logs SET due_at = now() - interval '2 minutes' WHERE id = $1`, id); err != nil {
 		t.Fatal(err)
 	}
@@ -672,6 +686,7 @@ func TestRowsOfRemovedTriggersAreCancelled(t *testing.T) {
 }
 
 func TestShutdownFinishesAttemptsAndReleasesTheRest(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	h := newHook(t, func(int, http.ResponseWriter, *http.Request) { time.Sleep(300 * time.Millisecond) })
 	n := e.start("a", trigger("t", "x", h.URL, "concurrency: 1"), dispatch.Options{})
@@ -725,7 +740,9 @@ func TestStoreCrashLosesNothing(t *testing.T) {
 	restarted := false
 	t.Cleanup(func() {
 		if !restarted {
-			cluster.StartAgain(context.Background())
+			if err := cluster.StartAgain(context.Background()); err != nil {
+				t.Errorf("start the cluster again for the next tests: %v", err)
+			}
 		}
 	})
 	if _, _, err := n.d.Enqueue(ctx, dispatch.Event{Project: "p", Type: "x", Data: json.RawMessage(`"refused"`)}); err == nil {

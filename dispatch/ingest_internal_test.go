@@ -16,6 +16,7 @@ import (
 // in commit order); and that they stay version-8 UUIDs, are the same for
 // the same change, and differ between triggers and sources.
 func TestStableIDsSortInOrder(t *testing.T) {
+	t.Parallel()
 	rnd := rand.New(rand.NewPCG(1, 2))
 	base := time.Date(2026, 11, 25, 8, 0, 0, 0, time.UTC)
 	check := func(what string, changes []Change, key func(*Change) string) {

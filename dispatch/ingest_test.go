@@ -16,6 +16,7 @@ import (
 )
 
 func TestIngestLogsAReplayedChangeOnce(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	a, b := newHook(t, nil), newHook(t, nil)
 	n := e.start("n1", trigger("a", "row-change", a.URL, "")+trigger("b", "row-change", b.URL, ""), dispatch.Options{})

@@ -2,7 +2,6 @@ package dispatch
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -325,7 +324,7 @@ func (w *waiter) result(id uuid.UUID) (Result, error) {
 		}
 		processed = true
 		if out.Response != nil && res.Response == nil {
-			res.Response = json.RawMessage(out.Response)
+			res.Response = out.Response
 		}
 	}
 	switch {

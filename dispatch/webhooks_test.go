@@ -41,6 +41,7 @@ type signedRequest struct {
 // replaces the project's, a changed body or an old timestamp is refused,
 // and a retry keeps webhook-id, the CloudEvent id, and signs anew.
 func TestStandardWebhooksSignatures(t *testing.T) {
+	t.Parallel()
 	newSecret, oldSecret, ownSecret := newWebhookSecret(t), newWebhookSecret(t), newWebhookSecret(t)
 	var mu sync.Mutex
 	got := make(map[string][]signedRequest) // by URL path

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -19,9 +20,11 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/triggerd/triggerd/filewatch"
+	"github.com/triggerd/triggerd/internal/waittest"
 )
 
 func TestCreateCarriesTheFilesMeta(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	r.start(r.config("n1", "", both), filewatch.Options{}, false)
 	before := time.Now()
@@ -99,6 +102,7 @@ func TestSlowWriterIsLoggedOnceDone(t *testing.T) {
 }
 
 func TestFoldersNestedAndMovedInWithFiles(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	r.start(r.config("n1", "", both), filewatch.Options{}, false)
 	r.write("a/b/c/deep.txt", "deep")
@@ -122,6 +126,7 @@ func TestFoldersNestedAndMovedInWithFiles(t *testing.T) {
 }
 
 func TestRenamesAndMovesOut(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	r.start(r.config("n1", "", both), filewatch.Options{}, false)
 	r.write("x.txt", "x")
@@ -158,6 +163,7 @@ func TestRenamesAndMovesOut(t *testing.T) {
 }
 
 func TestDeletesOfFilesAndFolders(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	r.start(r.config("n1", "", both), filewatch.Options{}, false)
 	r.write("keep.txt", "k")
@@ -183,6 +189,7 @@ func TestDeletesOfFilesAndFolders(t *testing.T) {
 }
 
 func TestRewriteIsNotACreate(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	r.start(r.config("n1", "", both), filewatch.Options{}, false)
 	r.write("a.txt", "one")
@@ -190,16 +197,16 @@ func TestRewriteIsNotACreate(t *testing.T) {
 	r.reset()
 	r.write("a.txt", "three")
 	r.expect()
-	deadline := time.Now().Add(5 * time.Second)
-	for idx := r.indexed(); len(idx) != 1 || idx[0] != "file a.txt 5"; idx = r.indexed() {
-		if time.Now().After(deadline) {
-			t.Fatalf("the index does not follow the rewrite: %q", idx)
+	waittest.For(t, 5*time.Second, func() error {
+		if idx := r.indexed(); len(idx) != 1 || idx[0] != "file a.txt 5" {
+			return fmt.Errorf("the index does not follow the rewrite: %q", idx)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestIgnoreGlobs(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	r.start(r.config("n1", `ignore: ["*.tmp", ".*", "cache/**"]`, both), filewatch.Options{}, false)
 	r.write("upload.bin.tmp", "partial")
@@ -221,6 +228,7 @@ func TestIgnoreGlobs(t *testing.T) {
 }
 
 func TestPathGlobsChooseTriggers(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	r.start(r.config("n1", "", `
 - {name: thumb, type: FILE_CREATE, url: "{hook}/thumb", options: {path: "images/**/*.png"}}
@@ -239,6 +247,7 @@ func TestPathGlobsChooseTriggers(t *testing.T) {
 }
 
 func TestChangesWhileStoppedAreLoggedAtStart(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	cfg := r.config("n1", "", both)
 	n := r.start(cfg, filewatch.Options{}, false)
@@ -334,21 +343,19 @@ func (r *rig) holdIndex(rel string) (release func()) {
 	_, err = tx.Exec(ctx, `LOCK TABLE `+table+` IN ACCESS EXCLUSIVE MODE`)
 	r.must(err)
 	r.write(rel, "1")
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	waittest.For(r.t, 10*time.Second, func() error {
 		var waiting bool
 		r.must(r.db().QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted AND relation = $1::regclass)`, table).Scan(&waiting))
-		if waiting {
-			return release
+		if !waiting {
+			return errors.New("the watcher did not try to log")
 		}
-		if time.Now().After(deadline) {
-			r.t.Fatal("the watcher did not try to log within 10s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
+	return release
 }
 
 func TestStandbyTakesOverAndCatchesUp(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	a := r.start(r.config("a", "", both), filewatch.Options{LockRetry: 100 * time.Millisecond}, false)
 	b := r.start(r.config("b", "", both), filewatch.Options{LockRetry: 100 * time.Millisecond}, true)
@@ -366,6 +373,7 @@ func TestStandbyTakesOverAndCatchesUp(t *testing.T) {
 }
 
 func TestFileReplacedByAFolder(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	r.start(r.config("n1", "", both), filewatch.Options{}, false)
 	r.write("thing", "a file")
@@ -377,6 +385,7 @@ func TestFileReplacedByAFolder(t *testing.T) {
 }
 
 func TestCheckExplainsABadPath(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	r.write("plain-file", "x")
 	for _, c := range []struct{ path, want string }{
@@ -396,6 +405,7 @@ func TestCheckExplainsABadPath(t *testing.T) {
 }
 
 func TestDirectoryRemovedAndBack(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	r.start(r.config("n1", "", both), filewatch.Options{}, false)
 	r.write("old.txt", "o")
@@ -412,6 +422,7 @@ func TestDirectoryRemovedAndBack(t *testing.T) {
 }
 
 func TestHashLimit(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	r.start(r.config("n1", "hash_limit: 4", `- {name: created, type: FILE_CREATE, url: "{hook}/created"}`), filewatch.Options{}, false)
 	r.write("small.txt", "hey")
@@ -427,6 +438,7 @@ func TestHashLimit(t *testing.T) {
 }
 
 func TestFoldersMovedOutAndRemovedAtOnce(t *testing.T) {
+	t.Parallel()
 	// The kernel reports a folder moved out to its parent's watch, then to
 	// the folder's own watch, which it has dropped when fsnotify reads that
 	// (the folder is removed). fsnotify fails to remove the watch, and
@@ -460,6 +472,7 @@ func TestFoldersMovedOutAndRemovedAtOnce(t *testing.T) {
 }
 
 func TestAPathLeftOutIsNamedOnce(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	r.start(r.config("n1", "", both), filewatch.Options{}, false)
 	r.write("not-utf8-\xff.txt", "x")
@@ -475,6 +488,7 @@ func TestAPathLeftOutIsNamedOnce(t *testing.T) {
 }
 
 func TestAFileThatBecameAFolderWhileStoppedIsWatched(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	n := r.start(r.config("n1", "", both), filewatch.Options{}, false)
 	r.write("thing", "a file")
@@ -491,6 +505,7 @@ func TestAFileThatBecameAFolderWhileStoppedIsWatched(t *testing.T) {
 }
 
 func TestAPathThatBecameASymlinkIsADelete(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	n := r.start(r.config("n1", "", both), filewatch.Options{}, false)
 	r.write("live.txt", "l")

@@ -16,5 +16,5 @@ func identity(fi fs.FileInfo) (fileID, bool) {
 	if !ok {
 		return fileID{}, false
 	}
-	return fileID{uint64(st.Dev), uint64(st.Ino)}, true // Dev is not a uint64 on every platform
+	return fileID{uint64(st.Dev), uint64(st.Ino)}, true //nolint:unconvert // Dev and Ino are not uint64 on every platform
 }

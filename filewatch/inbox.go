@@ -129,17 +129,17 @@ func (in *inbox) signal() {
 	}
 }
 
-// take returns the first max events queued; once it returns the last
+// take returns the first limit events queued; once it returns the last
 // event before a loss, it says why events were lost after it, and queues
 // events again. It returns an error that ends the session when there is
 // one.
-func (in *inbox) take(max int) (events []fsnotify.Event, lost string, err error) {
+func (in *inbox) take(limit int) (events []fsnotify.Event, lost string, err error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.err != nil {
 		return nil, "", in.err
 	}
-	n := min(len(in.events), max)
+	n := min(len(in.events), limit)
 	events = append(events, in.events[:n]...)
 	in.events = in.events[n:]
 	if len(in.events) > 0 {

@@ -13,6 +13,7 @@ import (
 // TestInboxHoldsWhatComesInOrderUpToItsLimit feeds an inbox as fsnotify
 // does, and takes from it as the session's loop does.
 func TestInboxHoldsWhatComesInOrderUpToItsLimit(t *testing.T) {
+	t.Parallel()
 	events, errs := make(chan fsnotify.Event), make(chan error)
 	in := &inbox{ready: make(chan struct{}, 1), done: make(chan struct{}), limit: 3}
 	go in.run(events, errs)
@@ -24,15 +25,15 @@ func TestInboxHoldsWhatComesInOrderUpToItsLimit(t *testing.T) {
 		}
 		return out
 	}
-	take := func(max int, want []string, wantLost string) {
+	take := func(limit int, want []string, wantLost string) {
 		t.Helper()
 		// An error removing a watch the kernel had dropped is ignored;
 		// once the inbox has it, it holds what came before.
 		errs <- syscall.EINVAL
 		<-in.ready
-		got, lost, err := in.take(max)
+		got, lost, err := in.take(limit)
 		if err != nil || lost != wantLost || !slices.Equal(names(got), want) {
-			t.Fatalf("take(%d): %q, lost %q, err %v; want %q, lost %q", max, names(got), lost, err, want, wantLost)
+			t.Fatalf("take(%d): %q, lost %q, err %v; want %q, lost %q", limit, names(got), lost, err, want, wantLost)
 		}
 	}
 

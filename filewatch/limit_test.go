@@ -28,6 +28,7 @@ const childConfig = "TRIGGERD_FILEWATCH_CHILD_CONFIG"
 // whose inotify watch limit leaves some folders unwatched: what happens in
 // them is found by the periodic rescans.
 func TestWatchLimitLeadsToRescans(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	folders := []string{"a", "b", "c", "d", "e"}
 	for _, f := range folders {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/triggerd/triggerd/dispatch/dispatchtest"
 	"github.com/triggerd/triggerd/filewatch"
+	"github.com/triggerd/triggerd/internal/waittest"
 )
 
 var (
@@ -48,6 +49,7 @@ var ciSeeds = []uint64{1, 2, 3}
 // name it alone). A watcher that stops for good hangs the test's cleanup
 // until go test's -timeout, after the test has printed its goroutines.
 func TestRandomFileOperations(t *testing.T) {
+	t.Parallel()
 	seeds := ciSeeds
 	if *randomSeed != 0 {
 		seeds = nil
@@ -100,16 +102,16 @@ func randomRun(t *testing.T, seed uint64, ops int) {
 		r.write(deepest+"/sentinel.txt", "s")
 		want = append(want, "created file "+deepest+"/sentinel.txt")
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for missing := want; len(missing) > 0; {
-		missing = slices.DeleteFunc(slices.Clone(want), func(w string) bool {
+	if err := waittest.Until(20*time.Second, func() error {
+		missing := slices.DeleteFunc(slices.Clone(want), func(w string) bool {
 			return slices.ContainsFunc(r.hook.Receipts(), func(rc dispatchtest.Receipt) bool { return seen(rc) == w })
 		})
-		if len(missing) > 0 && time.Now().After(deadline) {
-			t.Errorf("not delivered within 20s: %q; the watcher's goroutines:\n%s", missing, stacks())
-			break
+		if len(missing) > 0 {
+			return fmt.Errorf("not delivered: %q", missing)
 		}
-		time.Sleep(20 * time.Millisecond)
+		return nil
+	}); err != nil {
+		t.Errorf("%v; the watcher's goroutines:\n%s", err, stacks())
 	}
 
 	// Nothing was logged late, such as a stale event's.

@@ -3,6 +3,7 @@ package filewatch_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"github.com/triggerd/triggerd/dispatch"
 	"github.com/triggerd/triggerd/dispatch/dispatchtest"
 	"github.com/triggerd/triggerd/filewatch"
+	"github.com/triggerd/triggerd/internal/waittest"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
 
@@ -94,15 +96,14 @@ func (r *rig) start(cfg *config.Config, opts filewatch.Options, standby bool) *n
 // waitWatching waits until every source of the node watches.
 func (n *node) waitWatching(t testing.TB) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for _, s := range n.sources {
-		for !s.Watching() {
-			if time.Now().After(deadline) {
-				t.Fatal("the directory is not watched within 15s")
+	waittest.For(t, 15*time.Second, func() error {
+		for _, s := range n.sources {
+			if !s.Watching() {
+				return errors.New("the directory is not watched")
 			}
-			time.Sleep(5 * time.Millisecond)
 		}
-	}
+		return nil
+	})
 }
 
 // fileData is a file event's data.
@@ -131,17 +132,14 @@ func seen(rc dispatchtest.Receipt) string {
 // moment after them, and fails listing the difference.
 func (r *rig) expect(want ...string) []dispatchtest.Receipt {
 	r.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	var got []dispatchtest.Receipt
-	for {
-		got = r.hook.Receipts()
-		if len(got) >= len(want) || time.Now().After(deadline) {
-			break
+	_ = waittest.Until(15*time.Second, func() error { // the check below lists the difference
+		if n := r.hook.Count(); n < len(want) {
+			return fmt.Errorf("%d of %d deliveries", n, len(want))
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	time.Sleep(600 * time.Millisecond) // more than a settle time, for extras
-	got = r.hook.Receipts()
+	got := r.hook.Receipts()
 	var have []string
 	for _, rc := range got {
 		have = append(have, seen(rc))

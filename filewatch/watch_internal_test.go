@@ -37,6 +37,7 @@ func testWatcher(t *testing.T, dir config.Storage) (*watcher, *dispatchtest.Buff
 // replaced by a file, after their folder was listed: they are simply gone,
 // and what became of them is reported by the kernel.
 func TestAFolderGoneWhileWalkedIsLeftAlone(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	for _, name := range []string{"removed", "now-a-file", "kept"} {
 		if err := os.Mkdir(filepath.Join(dir, name), 0o755); err != nil {
@@ -82,6 +83,7 @@ func TestAFolderGoneWhileWalkedIsLeftAlone(t *testing.T) {
 // after it settled: its event has no hash, and no warning is logged, since
 // its FILE_DELETE follows.
 func TestAFileGoneOnceSettledIsNotHashed(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	name := filepath.Join(dir, "brief.txt")
 	if err := os.WriteFile(name, []byte("brief"), 0o644); err != nil {
@@ -110,6 +112,7 @@ func TestAFileGoneOnceSettledIsNotHashed(t *testing.T) {
 // and removed with it when the events of the move came. The folder stays
 // watched under its new name.
 func TestAFolderWalkedUnderItsNewNameStaysWatched(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(dir, "old", "sub"), 0o755); err != nil {
 		t.Fatal(err)
@@ -193,6 +196,7 @@ func handleAll(t *testing.T, w *watcher, in *inbox) int {
 // a queue overflows: fsnotify dropped the folder's watch on its move, and
 // the comparison that follows the loss watches it again.
 func TestAFolderMovedAndBackWhileEventsWereLostStaysWatched(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if err := os.Mkdir(filepath.Join(dir, "a"), 0o755); err != nil {
 		t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 // and stop at the rows they need: no full scan per claim, with statistics
 // fresh or stale.
 func TestClaimUsesTheDueIndex(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	st := openMigrated(t)
 	_, err := st.pool.Exec(ctx, `
@@ -61,6 +62,7 @@ func TestClaimUsesTheDueIndex(t *testing.T) {
 // many rows were staged, and when a generic plan was cached while the
 // table was small.
 func TestUpdatesByIDUseThePrimaryKey(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	st := openMigrated(t)
 	conn, err := st.pool.Acquire(ctx)

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 // while the index was small (Postgres keeps using it as the index grows): a
 // write must not cost in proportion to the size of the directory.
 func TestIndexChangesLookUpTheirPaths(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	st := openMigrated(t)
 	conn, err := st.pool.Acquire(ctx)
@@ -79,7 +81,7 @@ func TestIndexChangesLookUpTheirPaths(t *testing.T) {
 		}
 		return errRollback
 	})
-	if err != nil && err != errRollback {
+	if err != nil && !errors.Is(err, errRollback) {
 		t.Fatal(err)
 	}
 	text := strings.Join(plan, "\n")

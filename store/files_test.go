@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/triggerd/triggerd/internal/waittest"
 	"github.com/triggerd/triggerd/store"
 )
 
@@ -16,6 +17,7 @@ import (
 // it stands for, so applying a change again (a crash, a rescan, a second
 // node) logs nothing more, and a path may change twice in one write.
 func TestApplyFilesLogsOnlyNews(t *testing.T) {
+	t.Parallel()
 	st := open(t)
 	ctx := context.Background()
 	mod := time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)
@@ -84,6 +86,7 @@ func TestApplyFilesLogsOnlyNews(t *testing.T) {
 // TestLockIsHeldByOneSession: a second TryLock fails while the first holds
 // the lock, and succeeds once it is released.
 func TestLockIsHeldByOneSession(t *testing.T) {
+	t.Parallel()
 	st := open(t)
 	ctx := context.Background()
 	first, err := st.TryLock(ctx, "k")
@@ -113,6 +116,7 @@ func TestLockIsHeldByOneSession(t *testing.T) {
 // one of them has not noticed it lost its directory's lock) put and remove
 // the same paths at once; each change is logged by one of them only.
 func TestApplyFilesLogsOnceAcrossNodes(t *testing.T) {
+	t.Parallel()
 	a := open(t)
 	ctx := context.Background()
 	b, err := store.Open(ctx, store.Options{URL: a.Pool().Config().ConnString(), Schema: a.Schema()})
@@ -149,7 +153,15 @@ func TestApplyFilesLogsOnceAcrossNodes(t *testing.T) {
 				results <- inserted
 			}()
 		}
-		time.Sleep(200 * time.Millisecond)
+		waittest.For(t, 10*time.Second, func() error { // both writes wait for the lock
+			var waiting int
+			err := a.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_locks
+				WHERE relation = to_regclass($1) AND NOT granted`, a.Schema()+".file_index").Scan(&waiting)
+			if err == nil && waiting < 2 {
+				err = fmt.Errorf("%d of 2 writes wait for the lock on file_index", waiting)
+			}
+			return err
+		})
 		if err := tx.Rollback(ctx); err != nil {
 			t.Fatal(err)
 		}

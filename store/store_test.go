@@ -45,6 +45,7 @@ func staged(due time.Time, claimedBy string) store.EventLog {
 }
 
 func TestOpenUnreachable(t *testing.T) {
+	t.Parallel()
 	_, err := store.Open(context.Background(), store.Options{URL: "postgres://nobody@127.0.0.1:1/none?connect_timeout=2"})
 	if err == nil || !strings.Contains(err.Error(), "unreachable") || !strings.Contains(err.Error(), "store.url") {
 		t.Fatalf("want an unreachable error that names store.url, got %v", err)
@@ -56,6 +57,7 @@ func TestOpenUnreachable(t *testing.T) {
 }
 
 func TestMigrateOnceAndReady(t *testing.T) {
+	t.Parallel()
 	url, schema := pgtest.Schema(t)
 	ctx := context.Background()
 	st, err := store.Open(ctx, store.Options{URL: url, Schema: schema})
@@ -108,6 +110,7 @@ func TestMigrateOnceAndReady(t *testing.T) {
 }
 
 func TestMigrateRefusesNewerSchema(t *testing.T) {
+	t.Parallel()
 	st := open(t)
 	ctx := context.Background()
 	if _, err := st.Pool().Exec(ctx, `INSERT INTO schema_migrations (version, name) VALUES (999, '999_future.sql')`); err != nil {
@@ -123,6 +126,7 @@ func TestMigrateRefusesNewerSchema(t *testing.T) {
 }
 
 func TestInsertNotifiesFollowers(t *testing.T) {
+	t.Parallel()
 	st := open(t)
 	ctx := context.Background()
 	l, err := st.Listen(ctx)
@@ -154,6 +158,7 @@ func TestInsertNotifiesFollowers(t *testing.T) {
 // them refused: each refused call fails alone and leaves none of its rows,
 // and every other call's rows are there.
 func TestRefusedInsertWritesNothing(t *testing.T) {
+	t.Parallel()
 	st := open(t)
 	ctx := context.Background()
 	existing := staged(time.Now(), "")
@@ -195,6 +200,7 @@ func TestRefusedInsertWritesNothing(t *testing.T) {
 }
 
 func TestInsertOnceSkipsExistingIDs(t *testing.T) {
+	t.Parallel()
 	st := open(t)
 	ctx := context.Background()
 	a, b := staged(time.Now(), ""), staged(time.Now(), "")
@@ -228,6 +234,7 @@ func TestInsertOnceSkipsExistingIDs(t *testing.T) {
 }
 
 func TestClaimSkipsHeldAndFutureRows(t *testing.T) {
+	t.Parallel()
 	st := open(t)
 	ctx := context.Background()
 	now := time.Now()
@@ -265,6 +272,7 @@ func TestClaimSkipsHeldAndFutureRows(t *testing.T) {
 }
 
 func TestConcurrentClaimsTakeEachRowOnce(t *testing.T) {
+	t.Parallel()
 	st := open(t)
 	ctx := context.Background()
 	rows := make([]store.EventLog, 500)
@@ -308,6 +316,7 @@ func TestConcurrentClaimsTakeEachRowOnce(t *testing.T) {
 }
 
 func TestRecordAppliesOnlyToHeldRows(t *testing.T) {
+	t.Parallel()
 	st := open(t)
 	ctx := context.Background()
 	mine := staged(time.Now().Add(time.Minute), "a")
@@ -351,6 +360,7 @@ func TestRecordAppliesOnlyToHeldRows(t *testing.T) {
 }
 
 func TestRecordRetryReleasesOrKeeps(t *testing.T) {
+	t.Parallel()
 	st := open(t)
 	ctx := context.Background()
 	released := staged(time.Now().Add(time.Minute), "a")
@@ -381,6 +391,7 @@ func TestRecordRetryReleasesOrKeeps(t *testing.T) {
 }
 
 func TestRenewAndRelease(t *testing.T) {
+	t.Parallel()
 	st := open(t)
 	ctx := context.Background()
 	mine := staged(time.Now().Add(time.Second), "a")
@@ -413,6 +424,7 @@ func TestRenewAndRelease(t *testing.T) {
 }
 
 func TestCancelOrphans(t *testing.T) {
+	t.Parallel()
 	st := open(t)
 	ctx := context.Background()
 	known := staged(time.Now().Add(-time.Hour), "")
@@ -439,6 +451,7 @@ func TestCancelOrphans(t *testing.T) {
 }
 
 func TestRecentFiltersAndOrders(t *testing.T) {
+	t.Parallel()
 	st := open(t)
 	ctx := context.Background()
 	var rows []store.EventLog

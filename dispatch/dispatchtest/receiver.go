@@ -2,12 +2,15 @@ package dispatchtest
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/triggerd/triggerd/internal/waittest"
 )
 
 // Receipt is one CloudEvent a Receiver got.
@@ -77,17 +80,14 @@ func (r *Receiver) Count() int {
 // Wait waits until n deliveries arrived, and returns them.
 func (r *Receiver) Wait(tb testing.TB, n int, within time.Duration) []Receipt {
 	tb.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		got := r.Receipts()
-		if len(got) >= n {
-			return got
+	var got []Receipt
+	waittest.For(tb, within, func() error {
+		if got = r.Receipts(); len(got) < n {
+			return fmt.Errorf("%d deliveries, want %d", len(got), n)
 		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("%d deliveries within %s, want %d", len(got), within, n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
+	return got
 }
 
 // Reset forgets what arrived so far.

@@ -11,6 +11,7 @@ import (
 )
 
 func TestSessionsRunAgainAfterFailuresUntilCancelled(t *testing.T) {
+	t.Parallel()
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -34,6 +35,7 @@ func TestSessionsRunAgainAfterFailuresUntilCancelled(t *testing.T) {
 }
 
 func TestStandbyWaitsForTheLock(t *testing.T) {
+	t.Parallel()
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	tries := 0

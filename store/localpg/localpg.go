@@ -99,26 +99,10 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	return c, nil
 }
 
-// Dir is the folder holding the cluster.
-func (c *Cluster) Dir() string { return c.dir }
-
 // URL is a connection URL for the superuser "postgres" and a database.
 func (c *Cluster) URL(database string) string {
 	return fmt.Sprintf("postgres://postgres@/%s?host=%s&port=%d&sslmode=disable",
 		url.PathEscape(database), url.QueryEscape(c.dir), socketPort)
-}
-
-// CreateDatabase creates a database.
-func (c *Cluster) CreateDatabase(ctx context.Context, name string) error {
-	conn, err := pgx.Connect(ctx, c.URL("postgres"))
-	if err != nil {
-		return fmt.Errorf("connect to create database %s: %w", name, err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-		return fmt.Errorf("create database %s: %w", name, err)
-	}
-	return nil
 }
 
 // Stop shuts the server down (fast: sessions are disconnected, data is
@@ -232,7 +216,9 @@ func (c *Cluster) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open the server log: %w", err)
 	}
-	cmd := exec.Command(filepath.Join(c.bin, "postgres"), args...)
+	// The server outlives ctx, which bounds the start alone; Stop, Kill
+	// and Close end it.
+	cmd := exec.Command(filepath.Join(c.bin, "postgres"), args...) //nolint:noctx // see above
 	cmd.Dir = c.dir
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
