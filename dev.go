@@ -196,7 +196,11 @@ func dev(ctx context.Context, listen string, stdout io.Writer, log *slog.Logger)
 		return err
 	}
 	recv := newReceiver(stdout, keys["demo"], cfg.NodeID)
-	go recv.Serve(rl)
+	go func() {
+		if err := recv.Serve(rl); !errors.Is(err, http.ErrServerClosed) {
+			log.Error("the demo receiver stopped", "err", err)
+		}
+	}()
 	defer recv.Close()
 
 	// A token for types whose rule is authenticated, as a client would hold.

@@ -53,17 +53,26 @@ func TestSIGTERMLetsAttemptsFinish(t *testing.T) {
 		t.Fatalf("the attempt in flight at SIGTERM was not recorded: %+v", rows)
 	}
 	// A new request is refused once stopped.
-	if _, err := http.Get("http://" + node.Addr + "/healthz"); err == nil {
+	if resp, err := http.Get("http://" + node.Addr + "/healthz"); err == nil {
+		resp.Body.Close()
 		t.Fatal("the API still answers after exit")
+	}
+}
+
+// writeFile writes a test's file.
+func writeFile(t *testing.T, name, text string) {
+	t.Helper()
+	if err := os.WriteFile(name, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
 
 func TestServeExplainsBadStarts(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
-	os.WriteFile(bad, []byte("store: {url: x}\nprojects: [{id: p, secrets: [{kid: k, alg: HS256, secret: "+nodetest.Secret+"}], triggers: [{name: t, type: x, url: 'http://h/', retrys: 1}]}]\n"), 0o600)
+	writeFile(t, bad, "store: {url: x}\nprojects: [{id: p, secrets: [{kid: k, alg: HS256, secret: "+nodetest.Secret+"}], triggers: [{name: t, type: x, url: 'http://h/', retrys: 1}]}]\n")
 	unreachable := filepath.Join(dir, "unreachable.yaml")
-	os.WriteFile(unreachable, []byte("store: {url: 'postgres://u@127.0.0.1:1/db?connect_timeout=2'}\nprojects: [{id: p, secrets: [{kid: k, alg: HS256, secret: "+nodetest.Secret+"}]}]\n"), 0o600)
+	writeFile(t, unreachable, "store: {url: 'postgres://u@127.0.0.1:1/db?connect_timeout=2'}\nprojects: [{id: p, secrets: [{kid: k, alg: HS256, secret: "+nodetest.Secret+"}]}]\n")
 	// A change capture source whose table does not exist: serve stops
 	// before listening, saying which table and how to fix it.
 	src := pgtest.Database(t)

@@ -74,7 +74,8 @@ func TestRunStopsInOrder(t *testing.T) {
 	if err != nil || len(rows) != 1 || rows[0].Status != store.StatusProcessed {
 		t.Fatalf("the attempt in flight when the context ended was not recorded: %+v %v", rows, err)
 	}
-	if _, err := http.Get("http://" + c.Addr + "/healthz"); err == nil {
+	if resp, err := http.Get("http://" + c.Addr + "/healthz"); err == nil {
+		resp.Body.Close()
 		t.Error("the API still answers after Run returned")
 	}
 	text := log.String()

@@ -228,7 +228,9 @@ func (c *Child) Queue(t testing.TB, body string) string {
 		ID    string `json:"id"`
 		Error string `json:"error"`
 	}
-	json.NewDecoder(resp.Body).Decode(&out)
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatalf("queue %s: %d, and the answer is not JSON: %v", body, resp.StatusCode, err)
+	}
 	if resp.StatusCode != 200 {
 		t.Fatalf("queue %s: %d %s", body, resp.StatusCode, out.Error)
 	}
@@ -251,7 +253,11 @@ func NewCounter(t testing.TB, handle func(id, node string, w http.ResponseWriter
 		var ev struct {
 			ID string `json:"id"`
 		}
-		json.NewDecoder(r.Body).Decode(&ev)
+		if err := json.NewDecoder(r.Body).Decode(&ev); err != nil {
+			t.Errorf("a delivery that is not JSON: %v", err)
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
 		tok, err := jwt.Parse(r.Header.Get("X-SC-Token"), func(*jwt.Token) (any, error) { return []byte(Secret), nil },
 			jwt.WithValidMethods([]string{"HS256"}))
 		if err != nil {
