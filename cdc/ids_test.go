@@ -27,7 +27,7 @@ func TestIDsSortInCommitOrder(t *testing.T) {
 - {name: rows, type: DB_INSERT, url: "{hook}/rows", options: {col: "parents, children"}}
 - {name: kids, type: DB_INSERT, url: "{hook}/kids", options: {col: children}}
 `, ""), cdc.Options{})
-	r.waitStreaming(slot)
+	r.waitStreaming()
 	r.exec(`BEGIN;
 		INSERT INTO parents VALUES (1);
 		INSERT INTO children SELECT i, 1 FROM generate_series(1, 50) i;

@@ -462,7 +462,7 @@ func TestValuesAgainstToJSONB(t *testing.T) {
 	ddl.WriteString(")")
 	r.exec(ddl.String())
 	r.mustStart(r.config("n1", `- {name: ins, type: DB_INSERT, url: "{hook}", options: {col: alltypes}}`, ""), cdc.Options{})
-	r.waitStreaming(slot)
+	r.waitStreaming()
 	for row := range n + 1 {
 		var ins strings.Builder
 		fmt.Fprintf(&ins, "INSERT INTO alltypes VALUES (%d", row)
