@@ -50,6 +50,7 @@ func byLSN(t *testing.T, got []dispatchtest.Receipt) []dispatchtest.Receipt {
 }
 
 func TestInsertUpdateDelete(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, `CREATE TABLE users (id int PRIMARY KEY, name text, email text)`)
 	r.mustStart(r.config("n1", `
 - {name: ins, type: DB_INSERT, url: "{hook}/ins", options: {db: app, col: users}}
@@ -99,6 +100,7 @@ func TestInsertUpdateDelete(t *testing.T) {
 }
 
 func TestTypedValuesAndTOAST(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, `
 CREATE TYPE mood AS ENUM ('happy', 'sad');
 CREATE TABLE things (
@@ -159,6 +161,7 @@ line', '2026-11-25 08:00:00.123456+02', '2026-11-25', '{"k": [1, {"x": null}]}',
 }
 
 func TestUpdateColumnFilter(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, `CREATE TABLE orders (id int PRIMARY KEY, status text, total numeric, note text);
 		ALTER TABLE orders REPLICA IDENTITY FULL`)
 	r.mustStart(r.config("n1", `
@@ -174,7 +177,7 @@ func TestUpdateColumnFilter(t *testing.T) {
 	r.exec(`UPDATE orders SET total = NULL WHERE id = 1`)           // fires: a value became NULL
 	r.exec(`DELETE FROM orders WHERE id = 1`)                       // the marker: everything before it is in
 	r.hook.Wait(t, 4, 10*time.Second)
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(200 * time.Millisecond) // more deliveries, if any, would arrive
 	got := byLSN(t, r.hook.Receipts())
 	var statuses []any
 	for _, g := range got[:len(got)-1] {
@@ -188,6 +191,7 @@ func TestUpdateColumnFilter(t *testing.T) {
 }
 
 func TestTransactions(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, `CREATE TABLE items (id int PRIMARY KEY, n int)`)
 	r.mustStart(r.config("n1", `
 - {name: ins, type: DB_INSERT, url: "{hook}", options: {col: items}}
@@ -199,7 +203,7 @@ func TestTransactions(t *testing.T) {
 	r.exec(`BEGIN; INSERT INTO items VALUES (7, 7); UPDATE items SET n = 70 WHERE id = 1; ROLLBACK`)
 	r.exec(`INSERT INTO items VALUES (3, 3)`)
 	r.hook.Wait(t, 5, 10*time.Second)
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // the rolled back changes, if delivered, would arrive
 	got := byLSN(t, r.hook.Receipts())
 	if len(got) != 5 {
 		t.Fatalf("%d events, want 4 from the committed transaction and 1 after the rolled back one", len(got))
@@ -232,6 +236,7 @@ func TestTransactions(t *testing.T) {
 }
 
 func TestPartitionedAndQuotedTables(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, `
 CREATE TABLE measurements (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
 CREATE TABLE measurements_2025 PARTITION OF measurements FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');

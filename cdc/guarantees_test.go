@@ -85,6 +85,9 @@ func checkOnce(t *testing.T, r *rig, committed map[int64]bool, within time.Durat
 	}
 }
 
+// TestLargeTransaction logs and delivers a transaction of 100,000 rows.
+// It stays serial, so that the package's other tests do not slow it past
+// its deadline.
 func TestLargeTransaction(t *testing.T) {
 	r := newRig(t, `CREATE TABLE items (id bigint PRIMARY KEY, note text)`)
 	r.mustStart(r.config("n1", `- {name: ins, type: DB_INSERT, url: "{hook}", concurrency: 64, options: {col: items}}`, ""), cdc.Options{})
@@ -176,6 +179,7 @@ func (w *writer) finish(t *testing.T, r *rig) map[int64]bool {
 	return out
 }
 
+// TestServerRestartMidStream restarts the cluster, so it stays serial.
 func TestServerRestartMidStream(t *testing.T) {
 	cluster := pgtest.Cluster(t)
 	r := newRig(t, `CREATE TABLE items (id bigint PRIMARY KEY, note text)`)
@@ -191,6 +195,7 @@ func TestServerRestartMidStream(t *testing.T) {
 }
 
 func TestStandbyNodeTakesOver(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, `CREATE TABLE items (id bigint PRIMARY KEY, note text)`)
 	triggers := `- {name: ins, type: DB_INSERT, url: "{hook}", options: {col: items}}`
 	n1 := r.mustStart(r.config("n1", triggers, ""), cdc.Options{})
@@ -209,6 +214,9 @@ func TestStandbyNodeTakesOver(t *testing.T) {
 	checkOnce(t, r, w.finish(t, r), time.Minute)
 }
 
+// TestDeadEndpointDoesNotHoldTheSlot, like TestQuietDatabaseKeepsTheSlotMoving,
+// waits for the slot's restart_lsn, which a transaction open in any
+// database of the cluster holds back: both stay serial.
 func TestDeadEndpointDoesNotHoldTheSlot(t *testing.T) {
 	r := newRig(t, `CREATE TABLE items (id bigint PRIMARY KEY, note text)`)
 	r.hook.SetStatus(http.StatusServiceUnavailable)
@@ -273,6 +281,7 @@ func waitSlot(t *testing.T, r *rig, lsn uint64, within time.Duration) {
 }
 
 func TestStoreTablesAreNeverCaptured(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, `CREATE TABLE users (id int PRIMARY KEY)`)
 	r.storeURL, r.storeSchema = r.src, "triggerd" // one database for both
 	r.mustStart(r.config("n1", `
@@ -295,6 +304,7 @@ func TestStoreTablesAreNeverCaptured(t *testing.T) {
 }
 
 func TestPublicationFollowsTheConfig(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, `CREATE TABLE users (id int PRIMARY KEY); CREATE TABLE orders (id int PRIMARY KEY); CREATE SCHEMA audit; CREATE TABLE audit.log (id int PRIMARY KEY)`)
 	published := func() string {
 		ctx := context.Background()
@@ -318,13 +328,14 @@ func TestPublicationFollowsTheConfig(t *testing.T) {
 	}
 	r.exec(`INSERT INTO users VALUES (1); INSERT INTO audit.log VALUES (2)`)
 	r.hook.Wait(t, 1, 10*time.Second)
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // a delivery from users, if any, would arrive
 	if got := r.hook.Receipts(); len(got) != 1 || data(t, got[0].Data)["col"] != "log" {
 		t.Errorf("deliveries %v", got)
 	}
 }
 
 func TestStartupErrorsNameTheFix(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, `CREATE TABLE users (id int PRIMARY KEY, name text);
 		CREATE TABLE keyless (v text);
 		CREATE VIEW named_users AS SELECT * FROM users;
@@ -391,6 +402,7 @@ func TestStartupErrorsNameTheFix(t *testing.T) {
 }
 
 func TestNothingIsConfirmedBeforeItIsLogged(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, `CREATE TABLE items (id bigint PRIMARY KEY, note text)`)
 	r.mustStart(r.config("n1", `- {name: ins, type: DB_INSERT, url: "{hook}", options: {col: items}}`, ""), cdc.Options{Status: 50 * time.Millisecond})
 	r.waitStreaming()
@@ -427,6 +439,7 @@ func TestNothingIsConfirmedBeforeItIsLogged(t *testing.T) {
 }
 
 func TestRunsAsAReplicationRoleThatIsNotSuperuser(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, `DO $$ BEGIN CREATE ROLE capture LOGIN REPLICATION; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
 		CREATE TABLE users (id int PRIMARY KEY, name text);
 		ALTER TABLE users OWNER TO capture`)

@@ -21,6 +21,7 @@ import (
 // commit order. That holds for the event ids (batch_id) and for the row
 // ids of each trigger.
 func TestIDsSortInCommitOrder(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, `CREATE TABLE parents (id int PRIMARY KEY);
 		CREATE TABLE children (id int PRIMARY KEY, parent int REFERENCES parents)`)
 	r.mustStart(r.config("n1", `

@@ -371,6 +371,7 @@ func (c *column) value(ours, pg, text any) error {
 // Postgres's to_jsonb of it. They must be the same value but for the
 // differences listed in differences.
 func TestValuesAgainstToJSONB(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, typesSQL)
 	ctx := context.Background()
 	conn := r.connect(r.src)
