@@ -36,7 +36,7 @@ func TestRunStopsInOrder(t *testing.T) {
 	arrived := make(chan struct{}, 1)
 	hook := nodetest.NewCounter(t, func(string, string, http.ResponseWriter, *http.Request) {
 		arrived <- struct{}{}
-		time.Sleep(time.Second)
+		time.Sleep(time.Second) // an attempt still in flight when the context ends
 	})
 	cfg := load(t, nodetest.WriteConfig(t, "node-1", url, schema, fmt.Sprintf("      - {name: t, type: work, url: %q}\n", hook.URL)))
 	var log dispatchtest.Buffer
