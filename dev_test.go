@@ -21,6 +21,7 @@ import (
 	"github.com/triggerd/triggerd/auth"
 	"github.com/triggerd/triggerd/config"
 	"github.com/triggerd/triggerd/dispatch/dispatchtest"
+	"github.com/triggerd/triggerd/internal/waittest"
 	"github.com/triggerd/triggerd/node/nodetest"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
@@ -235,12 +236,13 @@ func TestDevCleansUpHoweverStopped(t *testing.T) {
 			if runtime.GOOS == "linux" {
 				// A killed postmaster's children may take a moment; a
 				// clean stop leaves none at all.
-				deadline := time.Now().Add(5 * time.Second)
-				for len(clusterProcesses(d.tmp)) > 0 && time.Now().Before(deadline) {
-					time.Sleep(50 * time.Millisecond)
-				}
-				if pids := clusterProcesses(d.tmp); len(pids) > 0 {
-					t.Errorf("postgres processes %v of %s still run", pids, d.tmp)
+				if err := waittest.Until(5*time.Second, func() error {
+					if pids := clusterProcesses(d.tmp); len(pids) > 0 {
+						return fmt.Errorf("postgres processes %v of %s still run", pids, d.tmp)
+					}
+					return nil
+				}); err != nil {
+					t.Error(err)
 				}
 			}
 		})
@@ -266,7 +268,7 @@ func TestSIGHUPIgnoredAtStartStaysIgnored(t *testing.T) {
 	select {
 	case <-node.Exited():
 		t.Fatalf("triggerd started with SIGHUP ignored exited on SIGHUP: %v", node.Cmd.ProcessState)
-	case <-time.After(time.Second):
+	case <-time.After(time.Second): // a second in which it must not exit
 	}
 	resp, err := http.Get("http://" + node.Addr + "/healthz")
 	if err != nil {

@@ -25,7 +25,7 @@ func TestServeStopsCleanlyWithItsLogReaderGone(t *testing.T) {
 	arrived := make(chan struct{}, 1)
 	hook := nodetest.NewCounter(t, func(string, string, http.ResponseWriter, *http.Request) {
 		arrived <- struct{}{}
-		time.Sleep(time.Second)
+		time.Sleep(time.Second) // an attempt still in flight at SIGTERM
 	})
 	cfg := nodetest.WriteConfig(t, "node-1", url, schema, fmt.Sprintf("      - {name: t, type: work, url: %q}\n", hook.URL))
 	cmd := nodetest.Command("serve", "--config", cfg, "--log-format", "json")
