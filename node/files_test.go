@@ -173,6 +173,7 @@ func differences(got, want map[string]int) []string {
 // came and went unlogged. A second crash, once everything is logged, must
 // log nothing again.
 func TestFileWatchSurvivesSIGKILL(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := newStorage(t)
 	cfg := s.config("node-1")

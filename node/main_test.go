@@ -63,6 +63,7 @@ func serve(args []string) error {
 // checks that every event is delivered and attempts made before the crash
 // count against retries.
 func TestKillAndRestartLosesNothing(t *testing.T) {
+	t.Parallel()
 	url, schema := pgtest.Schema(t)
 	slow := nodetest.NewCounter(t, func(string, string, http.ResponseWriter, *http.Request) { time.Sleep(100 * time.Millisecond) })
 	failing := nodetest.NewCounter(t, func(_ string, _ string, w http.ResponseWriter, _ *http.Request) {
@@ -134,6 +135,7 @@ func TestKillAndRestartLosesNothing(t *testing.T) {
 // holding rows mid-attempt, and checks that the other delivers them within
 // about the lease plus the trigger's timeout (how long a claim lasts).
 func TestDeadNodesClaimsComeBack(t *testing.T) {
+	t.Parallel()
 	url, schema := pgtest.Schema(t)
 	hook := nodetest.NewCounter(t, func(_ string, node string, _ http.ResponseWriter, r *http.Request) {
 		if node == "node-a" {
