@@ -178,6 +178,7 @@ func killClusterProcesses(dir string) {
 // user's session can end, and checks that each removes its throwaway
 // cluster and its config, and stops Postgres.
 func TestDevCleansUpHoweverStopped(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name string
 		// starting: stop dev while it starts Postgres, not once it runs.
@@ -252,6 +253,7 @@ func TestDevCleansUpHoweverStopped(t *testing.T) {
 // TestSIGHUPIgnoredAtStartStaysIgnored runs a node as nohup would, with
 // SIGHUP ignored: a SIGHUP does not stop it.
 func TestSIGHUPIgnoredAtStartStaysIgnored(t *testing.T) {
+	t.Parallel()
 	sh, err := exec.LookPath("sh")
 	if err != nil {
 		t.Skip("no sh to start triggerd with SIGHUP ignored:", err)
@@ -310,6 +312,7 @@ func TestDevListenTaken(t *testing.T) {
 // TestDevConfigTakesAnyListenAddress writes dev's config with addresses
 // YAML would read as something else unquoted, such as an IPv6 one.
 func TestDevConfigTakesAnyListenAddress(t *testing.T) {
+	t.Parallel()
 	for _, listen := range []string{"127.0.0.1:4122", "[::1]:4122", ":4122", "localhost:0"} {
 		_, cfg, err := writeDevConfig(t.TempDir(), listen, "postgres://postgres@/postgres?host=%2Ftmp%2Fx&port=5432", "http://127.0.0.1:1/deliveries", t.TempDir())
 		if err != nil {

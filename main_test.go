@@ -38,6 +38,7 @@ func TestMain(m *testing.M) {
 // TestSIGTERMLetsAttemptsFinish stops triggerd with SIGTERM during an
 // attempt: the attempt completes and is recorded, and the process exits 0.
 func TestSIGTERMLetsAttemptsFinish(t *testing.T) {
+	t.Parallel()
 	url, schema := pgtest.Schema(t)
 	arrived := make(chan struct{}, 1)
 	hook := nodetest.NewCounter(t, func(string, string, http.ResponseWriter, *http.Request) {
@@ -69,6 +70,7 @@ func writeFile(t *testing.T, name, text string) {
 }
 
 func TestServeExplainsBadStarts(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
 	writeFile(t, bad, "store: {url: x}\nprojects: [{id: p, secrets: [{kid: k, alg: HS256, secret: "+nodetest.Secret+"}], triggers: [{name: t, type: x, url: 'http://h/', retrys: 1}]}]\n")
@@ -134,6 +136,7 @@ func waitFor(t *testing.T, b *dispatchtest.Buffer, re string, within time.Durati
 // TestTailPrintsAndFollows runs a node and tails it: existing rows first,
 // then rows as they are created and change status.
 func TestTailPrintsAndFollows(t *testing.T) {
+	t.Parallel()
 	url, schema := pgtest.Schema(t)
 	hook := nodetest.NewCounter(t, func(_ string, _ string, w http.ResponseWriter, _ *http.Request) {})
 	cfg := nodetest.WriteConfig(t, "node-1", url, schema, fmt.Sprintf("      - {name: mailer, type: sent-email, url: %q}\n", hook.URL))

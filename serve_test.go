@@ -21,6 +21,7 @@ import (
 // stopped with Ctrl-C: on SIGTERM it still lets the attempt in flight
 // finish and exits 0, rather than dying of SIGPIPE at its first log line.
 func TestServeStopsCleanlyWithItsLogReaderGone(t *testing.T) {
+	t.Parallel()
 	url, schema := pgtest.Schema(t)
 	arrived := make(chan struct{}, 1)
 	hook := nodetest.NewCounter(t, func(string, string, http.ResponseWriter, *http.Request) {
