@@ -619,7 +619,7 @@ func (w *rowWriter) last() int64 { return w.next.Load() }
 // returns how long after since that was.
 func (c *capture) waitDeliveredAfter(id int64, since time.Time, within time.Duration) time.Duration {
 	c.t.Helper()
-	waittest.For(c.t, within-time.Since(since), func() error {
+	waittest.For(c.t, within, func() error {
 		if !slices.ContainsFunc(slices.Collect(maps.Keys(c.hook.byDocCopy())), func(d int64) bool { return d >= id }) {
 			return fmt.Errorf("no row from %d on was delivered", id)
 		}
