@@ -21,6 +21,7 @@ import (
 	"github.com/triggerd/triggerd/auth"
 	"github.com/triggerd/triggerd/config"
 	"github.com/triggerd/triggerd/dispatch/dispatchtest"
+	"github.com/triggerd/triggerd/internal/waittest"
 	"github.com/triggerd/triggerd/node/nodetest"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
@@ -177,6 +178,7 @@ func killClusterProcesses(dir string) {
 // user's session can end, and checks that each removes its throwaway
 // cluster and its config, and stops Postgres.
 func TestDevCleansUpHoweverStopped(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name string
 		// starting: stop dev while it starts Postgres, not once it runs.
@@ -235,12 +237,13 @@ func TestDevCleansUpHoweverStopped(t *testing.T) {
 			if runtime.GOOS == "linux" {
 				// A killed postmaster's children may take a moment; a
 				// clean stop leaves none at all.
-				deadline := time.Now().Add(5 * time.Second)
-				for len(clusterProcesses(d.tmp)) > 0 && time.Now().Before(deadline) {
-					time.Sleep(50 * time.Millisecond)
-				}
-				if pids := clusterProcesses(d.tmp); len(pids) > 0 {
-					t.Errorf("postgres processes %v of %s still run", pids, d.tmp)
+				if err := waittest.Until(5*time.Second, func() error {
+					if pids := clusterProcesses(d.tmp); len(pids) > 0 {
+						return fmt.Errorf("postgres processes %v of %s still run", pids, d.tmp)
+					}
+					return nil
+				}); err != nil {
+					t.Error(err)
 				}
 			}
 		})
@@ -250,6 +253,7 @@ func TestDevCleansUpHoweverStopped(t *testing.T) {
 // TestSIGHUPIgnoredAtStartStaysIgnored runs a node as nohup would, with
 // SIGHUP ignored: a SIGHUP does not stop it.
 func TestSIGHUPIgnoredAtStartStaysIgnored(t *testing.T) {
+	t.Parallel()
 	sh, err := exec.LookPath("sh")
 	if err != nil {
 		t.Skip("no sh to start triggerd with SIGHUP ignored:", err)
@@ -266,7 +270,7 @@ func TestSIGHUPIgnoredAtStartStaysIgnored(t *testing.T) {
 	select {
 	case <-node.Exited():
 		t.Fatalf("triggerd started with SIGHUP ignored exited on SIGHUP: %v", node.Cmd.ProcessState)
-	case <-time.After(time.Second):
+	case <-time.After(time.Second): // a second in which it must not exit
 	}
 	resp, err := http.Get("http://" + node.Addr + "/healthz")
 	if err != nil {
@@ -308,6 +312,7 @@ func TestDevListenTaken(t *testing.T) {
 // TestDevConfigTakesAnyListenAddress writes dev's config with addresses
 // YAML would read as something else unquoted, such as an IPv6 one.
 func TestDevConfigTakesAnyListenAddress(t *testing.T) {
+	t.Parallel()
 	for _, listen := range []string{"127.0.0.1:4122", "[::1]:4122", ":4122", "localhost:0"} {
 		_, cfg, err := writeDevConfig(t.TempDir(), listen, "postgres://postgres@/postgres?host=%2Ftmp%2Fx&port=5432", "http://127.0.0.1:1/deliveries", t.TempDir())
 		if err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/triggerd/triggerd/dispatch/dispatchtest"
+	"github.com/triggerd/triggerd/internal/waittest"
 	"github.com/triggerd/triggerd/node/nodetest"
 	"github.com/triggerd/triggerd/store"
 	"github.com/triggerd/triggerd/store/pgtest"
@@ -37,11 +38,12 @@ func TestMain(m *testing.M) {
 // TestSIGTERMLetsAttemptsFinish stops triggerd with SIGTERM during an
 // attempt: the attempt completes and is recorded, and the process exits 0.
 func TestSIGTERMLetsAttemptsFinish(t *testing.T) {
+	t.Parallel()
 	url, schema := pgtest.Schema(t)
 	arrived := make(chan struct{}, 1)
 	hook := nodetest.NewCounter(t, func(string, string, http.ResponseWriter, *http.Request) {
 		arrived <- struct{}{}
-		time.Sleep(time.Second)
+		time.Sleep(time.Second) // an attempt still in flight at SIGTERM
 	})
 	node := nodetest.Start(t, nodetest.WriteConfig(t, "node-1", url, schema, fmt.Sprintf("      - {name: t, type: work, url: %q}\n", hook.URL)))
 	node.Queue(t, `{"type":"work"}`)
@@ -68,6 +70,7 @@ func writeFile(t *testing.T, name, text string) {
 }
 
 func TestServeExplainsBadStarts(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
 	writeFile(t, bad, "store: {url: x}\nprojects: [{id: p, secrets: [{kid: k, alg: HS256, secret: "+nodetest.Secret+"}], triggers: [{name: t, type: x, url: 'http://h/', retrys: 1}]}]\n")
@@ -118,20 +121,22 @@ func TestServeExplainsBadStarts(t *testing.T) {
 func waitFor(t *testing.T, b *dispatchtest.Buffer, re string, within time.Duration) []string {
 	t.Helper()
 	rx := regexp.MustCompile(re)
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		if m := rx.FindStringSubmatch(b.String()); m != nil {
-			return m
+	var m []string
+	if err := waittest.Until(within, func() error {
+		if m = rx.FindStringSubmatch(b.String()); m == nil {
+			return fmt.Errorf("no %q", re)
 		}
-		time.Sleep(20 * time.Millisecond)
+		return nil
+	}); err != nil {
+		t.Fatalf("%v in:\n%s", err, b.String())
 	}
-	t.Fatalf("no %q within %s in:\n%s", re, within, b.String())
-	return nil
+	return m
 }
 
 // TestTailPrintsAndFollows runs a node and tails it: existing rows first,
 // then rows as they are created and change status.
 func TestTailPrintsAndFollows(t *testing.T) {
+	t.Parallel()
 	url, schema := pgtest.Schema(t)
 	hook := nodetest.NewCounter(t, func(_ string, _ string, w http.ResponseWriter, _ *http.Request) {})
 	cfg := nodetest.WriteConfig(t, "node-1", url, schema, fmt.Sprintf("      - {name: mailer, type: sent-email, url: %q}\n", hook.URL))

@@ -21,11 +21,12 @@ import (
 // stopped with Ctrl-C: on SIGTERM it still lets the attempt in flight
 // finish and exits 0, rather than dying of SIGPIPE at its first log line.
 func TestServeStopsCleanlyWithItsLogReaderGone(t *testing.T) {
+	t.Parallel()
 	url, schema := pgtest.Schema(t)
 	arrived := make(chan struct{}, 1)
 	hook := nodetest.NewCounter(t, func(string, string, http.ResponseWriter, *http.Request) {
 		arrived <- struct{}{}
-		time.Sleep(time.Second)
+		time.Sleep(time.Second) // an attempt still in flight at SIGTERM
 	})
 	cfg := nodetest.WriteConfig(t, "node-1", url, schema, fmt.Sprintf("      - {name: t, type: work, url: %q}\n", hook.URL))
 	cmd := nodetest.Command("serve", "--config", cfg, "--log-format", "json")

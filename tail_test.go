@@ -22,6 +22,7 @@ import (
 // write (years past 9999 and before 1): --json prints each as an object
 // with its times, none as an empty line.
 func TestTailPrintsAnyTime(t *testing.T) {
+	t.Parallel()
 	cfg, db := tailStore(t)
 	ctx := context.Background()
 	want := map[string]bool{"10000-01-01T04:00:00Z": true, "294276-12-31T23:59:59.999999Z": true, "-4712-01-01T00:00:00Z": true}
@@ -55,6 +56,7 @@ func TestTailPrintsAnyTime(t *testing.T) {
 // TestTailEndsOnWriteErrors tails into a full device: tail ends with the
 // write's error, whether it prints text or JSON, follows or not.
 func TestTailEndsOnWriteErrors(t *testing.T) {
+	t.Parallel()
 	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
 	if err != nil {
 		t.Skipf("this test writes to /dev/full: %v", err)

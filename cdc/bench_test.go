@@ -106,7 +106,7 @@ func benchRig(b *testing.B, hook *benchSink) *rig {
 	r.mustStart(r.config("bench", fmt.Sprintf(`
 - {name: ins, type: DB_INSERT, url: %q, concurrency: %d, options: {col: orders}}
 `, hook.URL, benchConcurrency), ""), cdc.Options{Logger: benchLog})
-	r.waitStreaming(slot)
+	r.waitStreaming()
 	// Warm up: the relation's description, the primary key lookup, the
 	// store's and the webhook's connections.
 	c := hook.mark(hook.n.Load() + 20)

@@ -20,8 +20,6 @@ import (
 	"github.com/triggerd/triggerd/dispatch/dispatchtest"
 )
 
-const slot = "triggerd_p_app"
-
 // data decodes an event's data.
 func data(t *testing.T, raw json.RawMessage) map[string]any {
 	t.Helper()
@@ -52,13 +50,14 @@ func byLSN(t *testing.T, got []dispatchtest.Receipt) []dispatchtest.Receipt {
 }
 
 func TestInsertUpdateDelete(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, `CREATE TABLE users (id int PRIMARY KEY, name text, email text)`)
 	r.mustStart(r.config("n1", `
 - {name: ins, type: DB_INSERT, url: "{hook}/ins", options: {db: app, col: users}}
 - {name: upd, type: DB_UPDATE, url: "{hook}/upd", options: {col: users}}
 - {name: del, type: DB_DELETE, url: "{hook}/del", options: {col: public.users}}
 `, ""), cdc.Options{})
-	r.waitStreaming(slot)
+	r.waitStreaming()
 	r.exec(`INSERT INTO users VALUES (1, 'ann', 'ann@example.com')`)
 	r.exec(`UPDATE users SET name = 'anne' WHERE id = 1`)
 	r.exec(`UPDATE users SET id = 2 WHERE id = 1`)
@@ -101,6 +100,7 @@ func TestInsertUpdateDelete(t *testing.T) {
 }
 
 func TestTypedValuesAndTOAST(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, `
 CREATE TYPE mood AS ENUM ('happy', 'sad');
 CREATE TABLE things (
@@ -111,7 +111,7 @@ ALTER TABLE things ALTER COLUMN big SET STORAGE EXTERNAL;`)
 - {name: ins, type: DB_INSERT, url: "{hook}", options: {col: things}}
 - {name: upd, type: DB_UPDATE, url: "{hook}", options: {col: things}}
 `, ""), cdc.Options{})
-	r.waitStreaming(slot)
+	r.waitStreaming()
 	big := strings.Repeat("0123456789", 1000) // stored out of line, uncompressed
 	r.exec(`INSERT INTO things VALUES (9007199254740993, 1.5, 12345678901234567890.000000001, true, 'a "quoted"
 line', '2026-11-25 08:00:00.123456+02', '2026-11-25', '{"k": [1, {"x": null}]}', '{1,2,NULL}', '{"a,b", ""}',
@@ -161,13 +161,14 @@ line', '2026-11-25 08:00:00.123456+02', '2026-11-25', '{"k": [1, {"x": null}]}',
 }
 
 func TestUpdateColumnFilter(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, `CREATE TABLE orders (id int PRIMARY KEY, status text, total numeric, note text);
 		ALTER TABLE orders REPLICA IDENTITY FULL`)
 	r.mustStart(r.config("n1", `
 - {name: audit, type: DB_UPDATE, url: "{hook}/audit", options: {col: orders, columns: "status, total"}}
 - {name: marker, type: DB_DELETE, url: "{hook}/marker", options: {col: orders}}
 `, ""), cdc.Options{})
-	r.waitStreaming(slot)
+	r.waitStreaming()
 	r.exec(`INSERT INTO orders VALUES (1, 'new', 10, 'x')`)
 	r.exec(`UPDATE orders SET note = 'y' WHERE id = 1`)             // no filtered column
 	r.exec(`UPDATE orders SET status = 'new' WHERE id = 1`)         // set, but to the same value
@@ -176,7 +177,7 @@ func TestUpdateColumnFilter(t *testing.T) {
 	r.exec(`UPDATE orders SET total = NULL WHERE id = 1`)           // fires: a value became NULL
 	r.exec(`DELETE FROM orders WHERE id = 1`)                       // the marker: everything before it is in
 	r.hook.Wait(t, 4, 10*time.Second)
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(200 * time.Millisecond) // more deliveries, if any, would arrive
 	got := byLSN(t, r.hook.Receipts())
 	var statuses []any
 	for _, g := range got[:len(got)-1] {
@@ -190,18 +191,19 @@ func TestUpdateColumnFilter(t *testing.T) {
 }
 
 func TestTransactions(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, `CREATE TABLE items (id int PRIMARY KEY, n int)`)
 	r.mustStart(r.config("n1", `
 - {name: ins, type: DB_INSERT, url: "{hook}", options: {col: items}}
 - {name: upd, type: DB_UPDATE, url: "{hook}", options: {col: items}}
 - {name: del, type: DB_DELETE, url: "{hook}", options: {col: items}}
 `, ""), cdc.Options{})
-	r.waitStreaming(slot)
+	r.waitStreaming()
 	r.exec(`BEGIN; INSERT INTO items VALUES (1, 1), (2, 2); UPDATE items SET n = 3 WHERE id = 1; DELETE FROM items WHERE id = 2; COMMIT`)
 	r.exec(`BEGIN; INSERT INTO items VALUES (7, 7); UPDATE items SET n = 70 WHERE id = 1; ROLLBACK`)
 	r.exec(`INSERT INTO items VALUES (3, 3)`)
 	r.hook.Wait(t, 5, 10*time.Second)
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // the rolled back changes, if delivered, would arrive
 	got := byLSN(t, r.hook.Receipts())
 	if len(got) != 5 {
 		t.Fatalf("%d events, want 4 from the committed transaction and 1 after the rolled back one", len(got))
@@ -234,6 +236,7 @@ func TestTransactions(t *testing.T) {
 }
 
 func TestPartitionedAndQuotedTables(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, `
 CREATE TABLE measurements (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
 CREATE TABLE measurements_2025 PARTITION OF measurements FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
@@ -241,7 +244,7 @@ CREATE TABLE measurements_2026 PARTITION OF measurements FOR VALUES FROM ('2026-
 CREATE SCHEMA "Sales";
 CREATE TABLE "Sales"."Orders" ("Id" int PRIMARY KEY);`)
 	r.mustStart(r.config("n1", `- {name: ins, type: DB_INSERT, url: "{hook}", options: {col: 'measurements, "Sales"."Orders"'}}`, ""), cdc.Options{})
-	r.waitStreaming(slot)
+	r.waitStreaming()
 	r.exec(`INSERT INTO measurements VALUES (1, '2025-06-01'), (2, '2026-06-01'); INSERT INTO "Sales"."Orders" VALUES (7)`)
 	got := byLSN(t, r.hook.Wait(t, 3, 10*time.Second))
 	var where []string

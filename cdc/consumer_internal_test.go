@@ -119,6 +119,7 @@ func del(id string) *pglogrepl.DeleteMessage {
 // messages: it logs a batch when it is full or when nothing else waits,
 // and confirms a position only once every change before it is logged.
 func TestConsumerBatchesAndConfirmsWhatIsLogged(t *testing.T) {
+	t.Parallel()
 	r := newConsumerRig(t, 2)
 	commit := time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)
 	r.mustFeed(false, 0x10, &pglogrepl.BeginMessage{FinalLSN: 0x100, CommitTime: commit, Xid: 7}, insert("1"), insert("2"))
@@ -153,6 +154,7 @@ func TestConsumerBatchesAndConfirmsWhatIsLogged(t *testing.T) {
 // session with the write's error, and the position stays where it was, so
 // the next session replays the changes.
 func TestConsumerConfirmsNothingItCouldNotLog(t *testing.T) {
+	t.Parallel()
 	r := newConsumerRig(t, 10)
 	r.mustFeed(true, 0x10, &pglogrepl.BeginMessage{FinalLSN: 0x100, Xid: 7}, insert("1"),
 		&pglogrepl.CommitMessage{CommitLSN: 0x100, TransactionEndLSN: 0x108})

@@ -85,10 +85,13 @@ func checkOnce(t *testing.T, r *rig, committed map[int64]bool, within time.Durat
 	}
 }
 
+// TestLargeTransaction logs and delivers a transaction of 100,000 rows.
+// It stays serial, so that the package's other tests do not slow it past
+// its deadline.
 func TestLargeTransaction(t *testing.T) {
 	r := newRig(t, `CREATE TABLE items (id bigint PRIMARY KEY, note text)`)
 	r.mustStart(r.config("n1", `- {name: ins, type: DB_INSERT, url: "{hook}", concurrency: 64, options: {col: items}}`, ""), cdc.Options{})
-	r.waitStreaming(slot)
+	r.waitStreaming()
 	const n = 100000
 	r.exec(fmt.Sprintf(`INSERT INTO items SELECT g, 'row ' || g FROM generate_series(1, %d) g`, n))
 	committed := make(map[int64]bool, n)
@@ -176,11 +179,12 @@ func (w *writer) finish(t *testing.T, r *rig) map[int64]bool {
 	return out
 }
 
+// TestServerRestartMidStream restarts the cluster, so it stays serial.
 func TestServerRestartMidStream(t *testing.T) {
 	cluster := pgtest.Cluster(t)
 	r := newRig(t, `CREATE TABLE items (id bigint PRIMARY KEY, note text)`)
 	r.mustStart(r.config("n1", `- {name: ins, type: DB_INSERT, url: "{hook}", options: {col: items}}`, ""), cdc.Options{})
-	r.waitStreaming(slot)
+	r.waitStreaming()
 	w := startWriter(t, r.src, 3, 5)
 	r.hook.Wait(t, 200, 20*time.Second)
 	if err := cluster.Restart(context.Background()); err != nil {
@@ -191,10 +195,11 @@ func TestServerRestartMidStream(t *testing.T) {
 }
 
 func TestStandbyNodeTakesOver(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, `CREATE TABLE items (id bigint PRIMARY KEY, note text)`)
 	triggers := `- {name: ins, type: DB_INSERT, url: "{hook}", options: {col: items}}`
 	n1 := r.mustStart(r.config("n1", triggers, ""), cdc.Options{})
-	r.waitStreaming(slot)
+	r.waitStreaming()
 	r.mustStart(r.config("n2", triggers, ""), cdc.Options{LockRetry: 100 * time.Millisecond})
 	w := startWriter(t, r.src, 2, 3)
 	r.hook.Wait(t, 100, 20*time.Second)
@@ -209,11 +214,14 @@ func TestStandbyNodeTakesOver(t *testing.T) {
 	checkOnce(t, r, w.finish(t, r), time.Minute)
 }
 
+// TestDeadEndpointDoesNotHoldTheSlot, like TestQuietDatabaseKeepsTheSlotMoving,
+// waits for the slot's restart_lsn, which a transaction open in any
+// database of the cluster holds back: both stay serial.
 func TestDeadEndpointDoesNotHoldTheSlot(t *testing.T) {
 	r := newRig(t, `CREATE TABLE items (id bigint PRIMARY KEY, note text)`)
 	r.hook.SetStatus(http.StatusServiceUnavailable)
 	r.mustStart(r.config("n1", `- {name: ins, type: DB_INSERT, url: "{hook}", options: {col: items}}`, ""), cdc.Options{Status: 100 * time.Millisecond})
-	r.waitStreaming(slot)
+	r.waitStreaming()
 	r.exec(`INSERT INTO items VALUES (1, 'x')`)
 	after := r.walLSN()
 	r.hook.Wait(t, 1, 10*time.Second) // attempted, and refused
@@ -225,7 +233,7 @@ func TestQuietDatabaseKeepsTheSlotMoving(t *testing.T) {
 	r := newRig(t, `CREATE TABLE items (id bigint PRIMARY KEY); CREATE TABLE noise (n int)`)
 	r.mustStart(r.config("n1", `- {name: ins, type: DB_INSERT, url: "{hook}", options: {col: items}}`, ", heartbeat: 200ms"),
 		cdc.Options{Status: 100 * time.Millisecond})
-	r.waitStreaming(slot)
+	r.waitStreaming()
 	other := newRig(t, `CREATE TABLE noise (n int)`)
 	// Busy tables outside the publication, in this database and another:
 	// the WAL the slot keeps (from its restart_lsn) must not grow with them.
@@ -243,14 +251,15 @@ func TestQuietDatabaseKeepsTheSlotMoving(t *testing.T) {
 	// so that even a server with no other writes has positions to confirm.
 	ctx := context.Background()
 	conn := r.connect(r.src)
-	if _, err := conn.Exec(ctx, `SELECT pg_create_logical_replication_slot('heartbeat_probe', 'pgoutput', true)`); err != nil {
+	probe := r.slot + "_probe" // a temporary slot, named apart from other tests'
+	if _, err := conn.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput', true)`, probe); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Second)
 	var beats int
-	err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_logical_slot_peek_binary_changes('heartbeat_probe', NULL, NULL,
-		'proto_version', '1', 'publication_names', $1, 'messages', 'true')
-		WHERE position('triggerd.heartbeat'::bytea IN data) > 0`, slot).Scan(&beats)
+	err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL,
+		'proto_version', '1', 'publication_names', $2, 'messages', 'true')
+		WHERE position('triggerd.heartbeat'::bytea IN data) > 0`, probe, r.slot).Scan(&beats)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +273,7 @@ func TestQuietDatabaseKeepsTheSlotMoving(t *testing.T) {
 func waitSlot(t *testing.T, r *rig, lsn uint64, within time.Duration) {
 	t.Helper()
 	waittest.For(t, within, func() error {
-		if confirmed, restart := r.slotLSN(slot); confirmed < lsn || restart < lsn {
+		if confirmed, restart := r.slotLSN(); confirmed < lsn || restart < lsn {
 			return fmt.Errorf("the slot is confirmed to %X and keeps WAL from %X, behind %X", confirmed, restart, lsn)
 		}
 		return nil
@@ -272,12 +281,13 @@ func waitSlot(t *testing.T, r *rig, lsn uint64, within time.Duration) {
 }
 
 func TestStoreTablesAreNeverCaptured(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, `CREATE TABLE users (id int PRIMARY KEY)`)
 	r.storeURL, r.storeSchema = r.src, "triggerd" // one database for both
 	r.mustStart(r.config("n1", `
 - {name: any-insert, type: DB_INSERT, url: "{hook}"}
 - {name: any-update, type: DB_UPDATE, url: "{hook}"}`, ""), cdc.Options{})
-	r.waitStreaming(slot)
+	r.waitStreaming()
 	for i := range 20 {
 		r.exec(`INSERT INTO users VALUES ($1)`, i)
 	}
@@ -294,36 +304,38 @@ func TestStoreTablesAreNeverCaptured(t *testing.T) {
 }
 
 func TestPublicationFollowsTheConfig(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, `CREATE TABLE users (id int PRIMARY KEY); CREATE TABLE orders (id int PRIMARY KEY); CREATE SCHEMA audit; CREATE TABLE audit.log (id int PRIMARY KEY)`)
 	published := func() string {
 		ctx := context.Background()
 		conn := r.connect(r.src)
 		var s string
-		if err := conn.QueryRow(ctx, `SELECT string_agg(schemaname || '.' || tablename, ',' ORDER BY schemaname, tablename) FROM pg_publication_tables WHERE pubname = $1`, slot).Scan(&s); err != nil {
+		if err := conn.QueryRow(ctx, `SELECT string_agg(schemaname || '.' || tablename, ',' ORDER BY schemaname, tablename) FROM pg_publication_tables WHERE pubname = $1`, r.slot).Scan(&s); err != nil {
 			t.Fatal(err)
 		}
 		return s
 	}
 	n := r.mustStart(r.config("n1", `- {name: t, type: DB_INSERT, url: "{hook}", options: {col: users}}`, ""), cdc.Options{})
-	r.waitStreaming(slot)
+	r.waitStreaming()
 	n.stop()
 	if got := published(); got != "public.users" {
 		t.Errorf("published %q", got)
 	}
 	r.mustStart(r.config("n1", `- {name: t, type: DB_INSERT, url: "{hook}", options: {col: "orders, audit.log"}}`, ""), cdc.Options{})
-	r.waitStreaming(slot)
+	r.waitStreaming()
 	if got := published(); got != "audit.log,public.orders" {
 		t.Errorf("after the config changed, published %q", got)
 	}
 	r.exec(`INSERT INTO users VALUES (1); INSERT INTO audit.log VALUES (2)`)
 	r.hook.Wait(t, 1, 10*time.Second)
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // a delivery from users, if any, would arrive
 	if got := r.hook.Receipts(); len(got) != 1 || data(t, got[0].Data)["col"] != "log" {
 		t.Errorf("deliveries %v", got)
 	}
 }
 
 func TestStartupErrorsNameTheFix(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, `CREATE TABLE users (id int PRIMARY KEY, name text);
 		CREATE TABLE keyless (v text);
 		CREATE VIEW named_users AS SELECT * FROM users;
@@ -390,9 +402,10 @@ func TestStartupErrorsNameTheFix(t *testing.T) {
 }
 
 func TestNothingIsConfirmedBeforeItIsLogged(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, `CREATE TABLE items (id bigint PRIMARY KEY, note text)`)
 	r.mustStart(r.config("n1", `- {name: ins, type: DB_INSERT, url: "{hook}", options: {col: items}}`, ""), cdc.Options{Status: 50 * time.Millisecond})
-	r.waitStreaming(slot)
+	r.waitStreaming()
 	r.exec(`INSERT INTO items VALUES (1, 'logged')`)
 	r.hook.Wait(t, 1, 10*time.Second)
 
@@ -409,7 +422,7 @@ func TestNothingIsConfirmedBeforeItIsLogged(t *testing.T) {
 	r.exec(`INSERT INTO items VALUES (2, 'refused at first')`)
 	r.exec(`INSERT INTO items SELECT g, 'refused at first' FROM generate_series(3, 500) g`)
 	time.Sleep(1500 * time.Millisecond) // several status updates, and retries
-	if confirmed, _ := r.slotLSN(slot); confirmed > before {
+	if confirmed, _ := r.slotLSN(); confirmed > before {
 		t.Fatalf("the slot was confirmed to %X, past changes from %X that are not logged", confirmed, before)
 	}
 	if _, err := store.Exec(ctx, `DROP TRIGGER refuse ON `+logs); err != nil {
@@ -420,12 +433,13 @@ func TestNothingIsConfirmedBeforeItIsLogged(t *testing.T) {
 		committed[i] = true
 	}
 	checkOnce(t, r, committed, 30*time.Second)
-	if confirmed, _ := r.slotLSN(slot); confirmed <= before {
+	if confirmed, _ := r.slotLSN(); confirmed <= before {
 		t.Errorf("the slot stayed at %X once the changes were logged", confirmed)
 	}
 }
 
 func TestRunsAsAReplicationRoleThatIsNotSuperuser(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, `DO $$ BEGIN CREATE ROLE capture LOGIN REPLICATION; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
 		CREATE TABLE users (id int PRIMARY KEY, name text);
 		ALTER TABLE users OWNER TO capture`)
@@ -437,7 +451,7 @@ func TestRunsAsAReplicationRoleThatIsNotSuperuser(t *testing.T) {
 	db.URL = strings.Replace(db.URL, "postgres@", "capture@", 1)
 	cfg.Projects[0].Databases["app"] = db
 	r.mustStart(cfg, cdc.Options{})
-	r.waitStreaming(slot)
+	r.waitStreaming()
 	sessions := func() (pids string) {
 		err := r.connect(r.src).QueryRow(context.Background(),
 			`SELECT coalesce(string_agg(pid::text, ',' ORDER BY pid), 'none') FROM pg_stat_activity WHERE usename = 'capture'`).Scan(&pids)

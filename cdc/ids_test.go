@@ -21,13 +21,14 @@ import (
 // commit order. That holds for the event ids (batch_id) and for the row
 // ids of each trigger.
 func TestIDsSortInCommitOrder(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, `CREATE TABLE parents (id int PRIMARY KEY);
 		CREATE TABLE children (id int PRIMARY KEY, parent int REFERENCES parents)`)
 	r.mustStart(r.config("n1", `
 - {name: rows, type: DB_INSERT, url: "{hook}/rows", options: {col: "parents, children"}}
 - {name: kids, type: DB_INSERT, url: "{hook}/kids", options: {col: children}}
 `, ""), cdc.Options{})
-	r.waitStreaming(slot)
+	r.waitStreaming()
 	r.exec(`BEGIN;
 		INSERT INTO parents VALUES (1);
 		INSERT INTO children SELECT i, 1 FROM generate_series(1, 50) i;

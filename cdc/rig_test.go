@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,8 +21,12 @@ import (
 
 // rig is a source database, a store and a receiver shared by a test's nodes.
 type rig struct {
-	t           testing.TB
-	src         string // the source database's URL
+	t   testing.TB
+	src string // the source database's URL
+	// slot names the source's replication slot and publication: the
+	// source database's name, since slot names are the whole cluster's and
+	// tests that run in parallel must not share one.
+	slot        string
 	storeURL    string
 	storeSchema string
 	hook        *dispatchtest.Receiver
@@ -30,6 +36,11 @@ type rig struct {
 // newRig creates a source database set up with setupSQL.
 func newRig(t testing.TB, setupSQL string) *rig {
 	r := &rig{t: t, src: pgtest.Database(t), hook: dispatchtest.NewReceiver(t), conns: make(map[string]*pgx.Conn)}
+	u, err := url.Parse(r.src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.slot = strings.TrimPrefix(u.Path, "/")
 	r.storeURL, r.storeSchema = pgtest.Schema(t)
 	if setupSQL != "" {
 		r.exec(setupSQL)
@@ -64,12 +75,12 @@ func (r *rig) exec(sql string, args ...any) {
 }
 
 // config renders a config with one project "p" whose database "app" is the
-// source; triggers are YAML list items, with {hook} standing for the
-// receiver's URL.
+// source, with the rig's slot; triggers are YAML list items, with {hook}
+// standing for the receiver's URL.
 func (r *rig) config(nodeID, triggers, dbExtra string) *config.Config {
 	r.t.Helper()
 	return dispatchtest.Config(r.t, nodeID, r.storeURL, r.storeSchema,
-		fmt.Sprintf("    databases:\n      app: {url: %q%s}", r.src, dbExtra), triggers, r.hook.URL)
+		fmt.Sprintf("    databases:\n      app: {url: %q, slot: %s%s}", r.src, r.slot, dbExtra), triggers, r.hook.URL)
 }
 
 // node is a running dispatcher with its sources; stop stops them.
@@ -131,10 +142,10 @@ func (r *rig) logged(ctx context.Context) (map[string]json.RawMessage, int) {
 }
 
 // slotLSN returns the slot's confirmed_flush_lsn and restart_lsn as numbers.
-func (r *rig) slotLSN(slot string) (confirmed, restart uint64) {
+func (r *rig) slotLSN() (confirmed, restart uint64) {
 	r.t.Helper()
 	err := r.connect(r.src).QueryRow(context.Background(), `SELECT coalesce(confirmed_flush_lsn - '0/0', 0)::bigint, coalesce(restart_lsn - '0/0', 0)::bigint
-		FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&confirmed, &restart)
+		FROM pg_replication_slots WHERE slot_name = $1`, r.slot).Scan(&confirmed, &restart)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -151,13 +162,13 @@ func (r *rig) walLSN() uint64 {
 	return lsn
 }
 
-// waitStreaming waits until a node streams the slot.
-func (r *rig) waitStreaming(slot string) {
+// waitStreaming waits until a node streams the rig's slot.
+func (r *rig) waitStreaming() {
 	r.t.Helper()
 	conn := r.connect(r.src)
 	waittest.For(r.t, 15*time.Second, func() error {
-		if streaming, err := cdc.Streaming(context.Background(), conn, slot); !streaming {
-			return fmt.Errorf("slot %s is not streamed (%v)", slot, err)
+		if streaming, err := cdc.Streaming(context.Background(), conn, r.slot); !streaming {
+			return fmt.Errorf("slot %s is not streamed (%v)", r.slot, err)
 		}
 		return nil
 	})

@@ -371,6 +371,7 @@ func (c *column) value(ours, pg, text any) error {
 // Postgres's to_jsonb of it. They must be the same value but for the
 // differences listed in differences.
 func TestValuesAgainstToJSONB(t *testing.T) {
+	t.Parallel()
 	r := newRig(t, typesSQL)
 	ctx := context.Background()
 	conn := r.connect(r.src)
@@ -462,7 +463,7 @@ func TestValuesAgainstToJSONB(t *testing.T) {
 	ddl.WriteString(")")
 	r.exec(ddl.String())
 	r.mustStart(r.config("n1", `- {name: ins, type: DB_INSERT, url: "{hook}", options: {col: alltypes}}`, ""), cdc.Options{})
-	r.waitStreaming(slot)
+	r.waitStreaming()
 	for row := range n + 1 {
 		var ins strings.Builder
 		fmt.Fprintf(&ins, "INSERT INTO alltypes VALUES (%d", row)

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/triggerd/triggerd/cdc"
+	"github.com/triggerd/triggerd/internal/waittest"
 	"github.com/triggerd/triggerd/node/nodetest"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
@@ -76,7 +77,6 @@ func BenchmarkMillionRowTxnRSS(b *testing.B) {
 	pid := node.Cmd.Process.Pid
 	rssWait(b, "the slot streamed", 30*time.Second, func() bool {
 		streaming, err := cdc.Streaming(ctx, srcConn, "triggerd_demo_app")
-		time.Sleep(20 * time.Millisecond)
 		return err == nil && streaming
 	})
 
@@ -109,7 +109,7 @@ func BenchmarkMillionRowTxnRSS(b *testing.B) {
 				b.Fatal(err)
 			}
 			if n < want {
-				time.Sleep(2 * time.Second)
+				time.Sleep(2 * time.Second) // counting is costly: look every 2s
 			}
 			return n >= want
 		})
@@ -127,7 +127,6 @@ func BenchmarkMillionRowTxnRSS(b *testing.B) {
 					time.Since(committed).Round(time.Second), delivered.Load(), want,
 					float64(rssStatus(b, pid, "VmRSS"))/1024, float64(rssStatus(b, pid, "VmHWM"))/1024)
 			}
-			time.Sleep(50 * time.Millisecond)
 			return false
 		})
 		deliveredIn += time.Since(committed)
@@ -142,15 +141,15 @@ func BenchmarkMillionRowTxnRSS(b *testing.B) {
 	b.ReportMetric((rssCPU(b, pid)-cpu0)/float64(b.N), "child-cpu-s")
 }
 
-// rssWait calls done until it reports true, failing after within.
+// rssWait polls done until it reports true, failing after within.
 func rssWait(b *testing.B, what string, within time.Duration, done func() bool) {
 	b.Helper()
-	deadline := time.Now().Add(within)
-	for !done() {
-		if time.Now().After(deadline) {
-			b.Fatalf("%s: not within %s", what, within)
+	waittest.For(b, within, func() error {
+		if !done() {
+			return fmt.Errorf("%s: not yet", what)
 		}
-	}
+		return nil
+	})
 }
 
 // rssStatus reads a kB field of /proc/<pid>/status, such as VmHWM (the

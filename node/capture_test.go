@@ -23,20 +23,21 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/triggerd/triggerd/cdc"
+	"github.com/triggerd/triggerd/internal/waittest"
 	"github.com/triggerd/triggerd/node/nodetest"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
-
-// slot is the replication slot of the capture tests' config.
-const slot = "triggerd_demo_app"
 
 // capture is a source database with a table items, a store schema, and a
 // receiver counting deliveries by row, shared by a test's nodes.
 type capture struct {
 	db                    *pgxpool.Pool // the source database
 	src, storeURL, schema string
-	hook                  *docCounter
-	t                     *testing.T
+	// slot is the source's replication slot: the source database's name,
+	// since slot names are the whole cluster's.
+	slot string
+	hook *docCounter
+	t    *testing.T
 }
 
 func newCapture(t *testing.T) *capture {
@@ -46,6 +47,7 @@ func newCapture(t *testing.T) *capture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	c.slot = db.Config().ConnConfig.Database
 	t.Cleanup(db.Close)
 	if _, err := db.Exec(context.Background(), `CREATE TABLE items (id bigint PRIMARY KEY, note text)`); err != nil {
 		t.Fatal(err)
@@ -56,16 +58,22 @@ func newCapture(t *testing.T) *capture {
 
 // config writes the config of a node capturing inserts into items.
 func (c *capture) config(node string) string {
-	return nodetest.WriteProjectConfig(c.t, node, c.storeURL, c.schema,
-		fmt.Sprintf("    databases:\n      app: {url: %q}\n", c.src),
+	return nodetest.WriteProjectConfig(c.t, node, c.storeURL, c.schema, c.databases(),
 		fmt.Sprintf("      - {name: items, type: DB_INSERT, url: %q, options: {db: app, col: items}}\n", c.hook.URL))
+}
+
+// databases is the project's databases key, at four spaces of indent, with
+// the source as database app.
+func (c *capture) databases() string {
+	return fmt.Sprintf("    databases:\n      app: {url: %q, slot: %s}\n", c.src, c.slot)
 }
 
 // TestChangeCaptureSurvivesSIGKILL crashes a node with SIGKILL while it logs
 // the changes of a busy table, writes more while it is dead, and restarts it:
 // every committed row must be logged in event_logs exactly once (the slot is
 // confirmed only past what is logged, and a replay is skipped) and delivered
-// at least once.
+// at least once. It stays serial: it looks at all the cluster's triggerd
+// sessions, which other tests' nodes would join.
 func TestChangeCaptureSurvivesSIGKILL(t *testing.T) {
 	began := time.Now()
 	ctx := context.Background()
@@ -73,7 +81,7 @@ func TestChangeCaptureSurvivesSIGKILL(t *testing.T) {
 	db, storeURL, schema, hook := c.db, c.storeURL, c.schema, c.hook
 	cfg := c.config("node-1")
 	first := nodetest.Start(t, cfg)
-	waitWalsender(t, db, slot, 30*time.Second)
+	c.waitWalsender(30 * time.Second)
 
 	// Small transactions of one to six rows in two statements, from three
 	// writers, until stop; committed holds the rows of those that committed.
@@ -104,7 +112,7 @@ func TestChangeCaptureSurvivesSIGKILL(t *testing.T) {
 				}
 				committed.add(next, n)
 				next += n
-				time.Sleep(3 * time.Millisecond)
+				time.Sleep(3 * time.Millisecond) // a pace, not a wait
 			}
 		})
 	}
@@ -130,7 +138,9 @@ func TestChangeCaptureSurvivesSIGKILL(t *testing.T) {
 	// Crash one: mid-transaction. A large transaction is logged in several
 	// writes and confirmed after the last; crash once some but not all of
 	// it is logged, so that the successor replays logged changes. Should
-	// the node log one whole between two looks, commit another.
+	// the node log one whole between two looks, commit another. First the
+	// small transactions flow for a while (a time: there is no end to wait
+	// for).
 	time.Sleep(300 * time.Millisecond)
 	const bigN = 20_000
 	var bigLo int64
@@ -142,6 +152,8 @@ func TestChangeCaptureSurvivesSIGKILL(t *testing.T) {
 		}
 		committed.add(bigLo, bigN)
 		bigs++
+		// Looks every 2ms, more often than waittest.Tick, to catch the
+		// transaction part logged.
 		deadline := time.Now().Add(20 * time.Second)
 		n := 0
 		for n == 0 {
@@ -168,13 +180,15 @@ func TestChangeCaptureSurvivesSIGKILL(t *testing.T) {
 	// commit.
 	time.Sleep(time.Second)
 	second := nodetest.Start(t, cfg)
-	waitWalsender(t, db, slot, 30*time.Second)
-	for backlog, deadline := committed.len(), time.Now().Add(20*time.Second); countDocs(0, 1<<62) < backlog; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the restarted node did not log the %d rows committed before it started within 20s", backlog)
+	c.waitWalsender(30 * time.Second)
+	backlog := committed.len()
+	waittest.For(t, 20*time.Second, func() error {
+		if n := countDocs(0, 1<<62); n < backlog {
+			return fmt.Errorf("the restarted node logged %d of the %d rows committed before it started", n, backlog)
 		}
-	}
-	time.Sleep(200 * time.Millisecond)
+		return nil
+	})
+	time.Sleep(200 * time.Millisecond) // small transactions, logged as they commit
 
 	// Crash two: mid-write. Hold event_logs so that no write commits, wait
 	// until a write waits on it and the node has since told the server its
@@ -195,30 +209,29 @@ func TestChangeCaptureSurvivesSIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 	var blocked time.Time
-	for deadline := time.Now().Add(10 * time.Second); blocked.IsZero(); time.Sleep(5 * time.Millisecond) {
+	waittest.For(t, 10*time.Second, func() error {
 		err := st.QueryRow(ctx, `SELECT now() FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 			WHERE l.relation = $1::regclass AND NOT l.granted AND a.application_name = 'triggerd' LIMIT 1`, eventLogs).Scan(&blocked)
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return errors.New("no write of the node waits on event_logs since it was locked")
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("no write of the node waits on event_logs within 10s of locking it")
-		}
-	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		return nil
+	})
+	waittest.For(t, 10*time.Second, func() error {
 		var told bool
 		err := st.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_replication
 			WHERE application_name = 'triggerd-cdc' AND reply_time > $1::timestamptz + interval '300 ms')`, blocked).Scan(&told)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if told {
-			break
+		if !told {
+			return errors.New("the node sent the server no status while its writes waited")
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the node sent the server no status within 10s while its writes waited")
-		}
-	}
+		return nil
+	})
 	loggedAll := countDocs(0, 1<<62)
 	killAndCheck(t, second, db, func() {
 		var ended int
@@ -234,10 +247,11 @@ func TestChangeCaptureSurvivesSIGKILL(t *testing.T) {
 	t.Logf("crash two, %s after start: %d rows logged, %d committed",
 		time.Since(began).Round(time.Millisecond), loggedAll, committed.len())
 
-	// Write on while no node runs; restart, write on through the takeover.
+	// Write on while no node runs; restart, write on through the takeover
+	// (times, during which the writers write).
 	time.Sleep(time.Second)
 	nodetest.Start(t, cfg)
-	waitWalsender(t, db, slot, 30*time.Second)
+	c.waitWalsender(30 * time.Second)
 	time.Sleep(500 * time.Millisecond)
 	stopWriters()
 	if t.Failed() {
@@ -301,7 +315,7 @@ func TestChangeCaptureSurvivesSIGKILL(t *testing.T) {
 		if finished == len(rows) || time.Now().After(stalled) || time.Now().After(giveUp) {
 			break
 		}
-		time.Sleep(time.Second)
+		time.Sleep(time.Second) // a deadline that moves with progress, which waittest has not
 	}
 
 	var missing, twice, unfinished, undelivered []int64
@@ -388,15 +402,12 @@ func killAndCheck(t *testing.T, c *nodetest.Child, db *pgxpool.Pool, afterKill f
 			t.Errorf("process %d of the killed node is still there (kill: %v)", pid, err)
 		}
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		left := slices.DeleteFunc(triggerdBackends(t, db), func(b backend) bool { return !slices.Contains(before, b) })
-		if len(left) == 0 {
-			return
+	waittest.For(t, 10*time.Second, func() error {
+		if left := slices.DeleteFunc(triggerdBackends(t, db), func(b backend) bool { return !slices.Contains(before, b) }); len(left) > 0 {
+			return fmt.Errorf("Postgres sessions %v of the killed node still there after the kill", left)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Postgres sessions %v of the killed node still there 10s after the kill", left)
-		}
-	}
+		return nil
+	})
 }
 
 // ledger records the ids of the rows whose transactions committed.
@@ -476,20 +487,15 @@ func (c *docCounter) badCount() int {
 	return c.bad
 }
 
-// waitWalsender waits until a walsender streams the slot.
-func waitWalsender(t *testing.T, db *pgxpool.Pool, slot string, within time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		streaming, err := cdc.Streaming(context.Background(), db, slot)
-		if streaming {
-			return
+// waitWalsender waits until a walsender streams the capture's slot.
+func (c *capture) waitWalsender(within time.Duration) {
+	c.t.Helper()
+	waittest.For(c.t, within, func() error {
+		if streaming, err := cdc.Streaming(context.Background(), c.db, c.slot); !streaming {
+			return fmt.Errorf("no walsender streams slot %s (%v)", c.slot, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no walsender streams slot %s within %s (%v)", slot, within, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // backend is a Postgres session.
@@ -553,15 +559,16 @@ func descendants(pid int) []int {
 // TestStandbyTakesOverFromAKilledNode runs two nodes on one config: one
 // streams the slot, the other stands by. SIGKILL of the streaming node
 // must hand the slot to the standby within seconds, with every committed
-// row logged exactly once and delivered at least once.
+// row logged exactly once and delivered at least once. It stays serial, as
+// it times the takeover.
 func TestStandbyTakesOverFromAKilledNode(t *testing.T) {
 	c := newCapture(t)
 	streaming := nodetest.Start(t, c.config("node-a"))
-	waitWalsender(t, c.db, slot, 30*time.Second)
+	c.waitWalsender(30 * time.Second)
 	nodetest.Start(t, c.config("node-b"))
 
 	w := c.startWriter()
-	time.Sleep(time.Second)
+	time.Sleep(time.Second) // rows committed while node A streams
 	streaming.Kill(t)
 	killed := time.Now()
 	took := c.waitDeliveredAfter(w.last()+1, killed, 20*time.Second)
@@ -569,7 +576,7 @@ func TestStandbyTakesOverFromAKilledNode(t *testing.T) {
 	if took > 5*time.Second {
 		t.Errorf("the standby took %s to take over", took)
 	}
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(500 * time.Millisecond) // rows committed after the takeover
 	w.stop()
 	c.expectEachRowOnce(w.last())
 }
@@ -612,12 +619,12 @@ func (w *rowWriter) last() int64 { return w.next.Load() }
 // returns how long after since that was.
 func (c *capture) waitDeliveredAfter(id int64, since time.Time, within time.Duration) time.Duration {
 	c.t.Helper()
-	for !slices.ContainsFunc(slices.Collect(maps.Keys(c.hook.byDocCopy())), func(d int64) bool { return d >= id }) {
-		if time.Since(since) > within {
-			c.t.Fatalf("no row from %d on was delivered within %s", id, within)
+	waittest.For(c.t, within, func() error {
+		if !slices.ContainsFunc(slices.Collect(maps.Keys(c.hook.byDocCopy())), func(d int64) bool { return d >= id }) {
+			return fmt.Errorf("no row from %d on was delivered", id)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	return time.Since(since)
 }
 
@@ -635,7 +642,7 @@ func (c *capture) expectEachRowOnce(last int64) {
 	}
 	defer st.Close(ctx)
 	eventLogs := pgx.Identifier{c.schema, "event_logs"}.Sanitize()
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+	waittest.For(t, 30*time.Second, func() error {
 		var ids, rows, twice, outside int64
 		err := st.QueryRow(ctx, `SELECT count(*), coalesce(sum(n), 0), count(*) FILTER (WHERE n > 1), count(*) FILTER (WHERE id NOT BETWEEN 1 AND $1)
 			FROM (SELECT (payload->'doc'->>'id')::bigint AS id, count(*) AS n FROM `+eventLogs+` WHERE type = 'DB_INSERT' GROUP BY 1) per_row`, last).
@@ -653,11 +660,9 @@ func (c *capture) expectEachRowOnce(last int64) {
 		if twice > 0 || outside > 0 {
 			t.Fatalf("%d rows logged more than once, %d logged that were never committed", twice, outside)
 		}
-		if ids == last && undelivered == 0 {
-			return
+		if ids != last || undelivered > 0 {
+			return fmt.Errorf("of %d committed rows, %d logged and %d not delivered", last, ids, undelivered)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("of %d committed rows, %d logged and %d not delivered after 30s", last, ids, undelivered)
-		}
-	}
+		return nil
+	})
 }

@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/triggerd/triggerd/internal/waittest"
 	"github.com/triggerd/triggerd/node/nodetest"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
@@ -134,18 +136,13 @@ func (s *storage) expect(want []string) {
 	for _, e := range want {
 		w[e]++
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		got, unfinished := s.logged()
-		if maps.Equal(got, w) && unfinished == 0 {
-			break
+	waittest.For(s.t, 30*time.Second, func() error {
+		if got, unfinished := s.logged(); !maps.Equal(got, w) || unfinished > 0 {
+			return fmt.Errorf("%d rows unfinished; event_logs differs from what is expected: %q", unfinished, differences(got, w))
 		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("after 30s, %d rows unfinished; event_logs differs from what is expected: %q", unfinished, differences(got, w))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	time.Sleep(time.Second) // several settle times
+		return nil
+	})
+	time.Sleep(time.Second) // several settle times, for extras and repeats to show
 	if got, _ := s.logged(); !maps.Equal(got, w) {
 		s.t.Fatalf("after a quiet second, event_logs differs from what is expected: %q", differences(got, w))
 	}
@@ -176,6 +173,7 @@ func differences(got, want map[string]int) []string {
 // came and went unlogged. A second crash, once everything is logged, must
 // log nothing again.
 func TestFileWatchSurvivesSIGKILL(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := newStorage(t)
 	cfg := s.config("node-1")
@@ -196,10 +194,7 @@ func TestFileWatchSurvivesSIGKILL(t *testing.T) {
 	early := numbered("early", 200)
 	s.write(early...)
 	var waiting []int32
-	for deadline := time.Now().Add(10 * time.Second); len(waiting) == 0; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("no write of the node waits on the index within 10s of writing files")
-		}
+	waittest.For(t, 10*time.Second, func() error {
 		rows, err := s.db.Query(ctx, `SELECT pid FROM pg_stat_activity
 			WHERE application_name = 'triggerd' AND $1::int = ANY (pg_blocking_pids(pid))`, holder.PgConn().PID())
 		if err != nil {
@@ -208,7 +203,11 @@ func TestFileWatchSurvivesSIGKILL(t *testing.T) {
 		if waiting, err = pgx.CollectRows(rows, pgx.RowTo[int32]); err != nil {
 			t.Fatal(err)
 		}
-	}
+		if len(waiting) == 0 {
+			return errors.New("no write of the node waits on the index since files were written")
+		}
+		return nil
+	})
 	first.Kill(t)
 	// The server does not notice a vanished client while a statement
 	// waits on a lock, so the waiting write could still commit once the
@@ -244,7 +243,8 @@ func TestFileWatchSurvivesSIGKILL(t *testing.T) {
 // TestStandbyWatchesAfterAKilledNode runs two nodes on one directory: one
 // watches, the other stands by. When the watcher dies of SIGKILL, the
 // standby must take the directory over within seconds, and its compare
-// must log what changed meanwhile exactly once.
+// must log what changed meanwhile exactly once. It stays serial, as it
+// times the takeover.
 func TestStandbyWatchesAfterAKilledNode(t *testing.T) {
 	s := newStorage(t)
 	watcher, standby := s.startPair()
@@ -275,16 +275,21 @@ func (s *storage) startPair() (watcher, standby *nodetest.Child) {
 	s.t.Helper()
 	a := nodetest.Start(s.t, s.config("node-a"))
 	b := nodetest.Start(s.t, s.config("node-b"))
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	err := waittest.Until(30*time.Second, func() error {
 		switch {
 		case a.Logs(watchingMsg) && b.Logs(watchingMsg):
 			s.t.Fatal("both nodes watch the directory")
 		case a.Logs(watchingMsg) && b.Logs(standingByMsg):
-			return a, b
+			watcher, standby = a, b
 		case b.Logs(watchingMsg) && a.Logs(standingByMsg):
-			return b, a
-		case time.Now().After(deadline):
-			s.t.Fatalf("not one node watching and one standing by within 30s:\n%s\n%s", a.LogText(), b.LogText())
+			watcher, standby = b, a
+		default:
+			return errors.New("not one node watching and one standing by")
 		}
+		return nil
+	})
+	if err != nil {
+		s.t.Fatalf("%v:\n%s\n%s", err, a.LogText(), b.LogText())
 	}
+	return watcher, standby
 }

@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/triggerd/triggerd/config"
+	"github.com/triggerd/triggerd/internal/waittest"
 	"github.com/triggerd/triggerd/node"
 	"github.com/triggerd/triggerd/node/nodetest"
 	"github.com/triggerd/triggerd/store"
@@ -61,6 +63,7 @@ func serve(args []string) error {
 // checks that every event is delivered and attempts made before the crash
 // count against retries.
 func TestKillAndRestartLosesNothing(t *testing.T) {
+	t.Parallel()
 	url, schema := pgtest.Schema(t)
 	slow := nodetest.NewCounter(t, func(string, string, http.ResponseWriter, *http.Request) { time.Sleep(100 * time.Millisecond) })
 	failing := nodetest.NewCounter(t, func(_ string, _ string, w http.ResponseWriter, _ *http.Request) {
@@ -78,11 +81,15 @@ func TestKillAndRestartLosesNothing(t *testing.T) {
 		node.Queue(t, fmt.Sprintf(`{"type":"work","data":{"later":%d},"delay":1.5}`, i))
 	}
 	node.Queue(t, `{"type":"doomed"}`)
-	// Let some deliveries and the first failed attempt happen, then crash.
-	deadline := time.Now().Add(10 * time.Second)
-	for failing.Total() < 1 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	// Let the first failed attempt happen, and deliveries run on for a
+	// moment (a time, not a condition: the test needs work left over), then
+	// crash.
+	waittest.For(t, 10*time.Second, func() error {
+		if failing.Total() < 1 {
+			return errors.New("no attempt of the failing trigger")
+		}
+		return nil
+	})
 	time.Sleep(200 * time.Millisecond)
 	node.Kill(t)
 	st := nodetest.OpenStore(t, url, schema)
@@ -128,6 +135,7 @@ func TestKillAndRestartLosesNothing(t *testing.T) {
 // holding rows mid-attempt, and checks that the other delivers them within
 // about the lease plus the trigger's timeout (how long a claim lasts).
 func TestDeadNodesClaimsComeBack(t *testing.T) {
+	t.Parallel()
 	url, schema := pgtest.Schema(t)
 	hook := nodetest.NewCounter(t, func(_ string, node string, _ http.ResponseWriter, r *http.Request) {
 		if node == "node-a" {
@@ -142,14 +150,14 @@ func TestDeadNodesClaimsComeBack(t *testing.T) {
 	for i := range 20 {
 		a.Queue(t, fmt.Sprintf(`{"type":"work","data":%d}`, i))
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		n := hook.Nodes()["node-a"]
-		if n >= 16 || time.Now().After(deadline) {
-			break
+	// Node B may claim some rows first, so node A may never hang on 16:
+	// after 10s, kill it with what it has.
+	_ = waittest.Until(10*time.Second, func() error {
+		if n := hook.Nodes()["node-a"]; n < 16 {
+			return fmt.Errorf("node A has %d attempts hanging", n)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	a.Kill(t)
 	killed := time.Now()
 	st := nodetest.OpenStore(t, url, schema)

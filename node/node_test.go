@@ -32,11 +32,12 @@ func load(t *testing.T, path string) *config.Config {
 // during an attempt: Started gets the API's address, the attempt finishes
 // and is recorded before Run returns, and the API no longer answers then.
 func TestRunStopsInOrder(t *testing.T) {
+	t.Parallel()
 	url, schema := pgtest.Schema(t)
 	arrived := make(chan struct{}, 1)
 	hook := nodetest.NewCounter(t, func(string, string, http.ResponseWriter, *http.Request) {
 		arrived <- struct{}{}
-		time.Sleep(time.Second)
+		time.Sleep(time.Second) // an attempt still in flight when the context ends
 	})
 	cfg := load(t, nodetest.WriteConfig(t, "node-1", url, schema, fmt.Sprintf("      - {name: t, type: work, url: %q}\n", hook.URL)))
 	var log dispatchtest.Buffer
@@ -87,6 +88,7 @@ func TestRunStopsInOrder(t *testing.T) {
 // TestRunFailsBeforeListening runs a node whose address another listener
 // holds: Run says so and how to fix it, without calling Started.
 func TestRunFailsBeforeListening(t *testing.T) {
+	t.Parallel()
 	url, schema := pgtest.Schema(t)
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

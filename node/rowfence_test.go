@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/triggerd/triggerd/internal/waittest"
 	"github.com/triggerd/triggerd/node/nodetest"
 	"github.com/triggerd/triggerd/store"
 	"github.com/triggerd/triggerd/store/pgtest"
@@ -21,7 +22,8 @@ import (
 // backlog, then lets it run on. The others take its rows over; once awake,
 // it sends no attempt for a row that was taken over, so no row is delivered
 // after it was processed, and only the attempts in flight at the freeze
-// (at most concurrency) are delivered twice.
+// (at most concurrency) are delivered twice. It stays serial, as it times
+// the freeze against how long a claim lasts.
 func TestAFrozenNodeDeliversNoRowTakenOver(t *testing.T) {
 	url, schema := pgtest.Schema(t)
 	type arrival struct {
@@ -34,7 +36,7 @@ func TestAFrozenNodeDeliversNoRowTakenOver(t *testing.T) {
 		mu.Lock()
 		got[id] = append(got[id], arrival{node, time.Now()})
 		mu.Unlock()
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // a slow receiver, so that attempts are in flight at the freeze
 	})
 	// lease 2s (writeConfig) and timeout 1s: a claim lasts 3s.
 	const concurrency, events = 16, 1500
@@ -56,19 +58,16 @@ func TestAFrozenNodeDeliversNoRowTakenOver(t *testing.T) {
 	if err := st.Insert(context.Background(), staged); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		n := hook.Nodes()["node-a"]
-		if n >= 2*concurrency {
-			break
+	waittest.For(t, 20*time.Second, func() error {
+		if n := hook.Nodes()["node-a"]; n < 2*concurrency {
+			return fmt.Errorf("node A made %d deliveries", n)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node A made %d deliveries in 20s", n)
-		}
-	}
+		return nil
+	})
 	frozen := nodes[0]
 	stopped := time.Now()
 	frozen.Signal(t, syscall.SIGSTOP)
-	time.Sleep(6 * time.Second)
+	time.Sleep(6 * time.Second) // frozen for twice the time a claim lasts
 	frozen.Signal(t, syscall.SIGCONT)
 	rows := nodetest.WaitRows(t, st, 60*time.Second, events, func(r store.EventLog) bool { return r.Status == store.StatusProcessed })
 	time.Sleep(2 * time.Second) // time for a late attempt of the node that froze

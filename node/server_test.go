@@ -18,7 +18,8 @@ import (
 // TestServerClosesSlowAndIdleConnections checks the http limits on a real
 // node over raw TCP: a request whose headers or body never end and a
 // kept-alive connection left idle are closed in time, and headers over
-// max_header_bytes are refused.
+// max_header_bytes are refused. It stays serial, as it times the closes to
+// a second or so (its cases run in parallel with each other).
 func TestServerClosesSlowAndIdleConnections(t *testing.T) {
 	url, schema := pgtest.Schema(t)
 	path := nodetest.WriteConfig(t, "limits", url, schema, "")

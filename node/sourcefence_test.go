@@ -12,7 +12,8 @@ import (
 )
 
 // The fencing tests freeze the node holding a source with SIGSTOP: its
-// process stops, its connections stay open, and so would its locks.
+// process stops, its connections stay open, and so would its locks. They
+// stay serial, as they time the takeover against store.FenceAfter.
 
 // The log messages of a standby that fences a frozen holder, and of the
 // change capture's session.
@@ -35,12 +36,12 @@ const takeoverBound = store.FenceAfter + 3*time.Second
 func TestStandbyFencesAFrozenStreamer(t *testing.T) {
 	c := newCapture(t)
 	streaming := nodetest.Start(t, c.config("node-a"))
-	waitWalsender(t, c.db, slot, 30*time.Second)
+	c.waitWalsender(30 * time.Second)
 	standby := nodetest.Start(t, c.config("node-b"))
 	standby.WaitLog(t, slotStandingByMsg, 30*time.Second)
 
 	w := c.startWriter()
-	time.Sleep(time.Second)
+	time.Sleep(time.Second) // rows committed while node A streams
 	streaming.Signal(t, syscall.SIGSTOP)
 	frozen := time.Now()
 	took := c.waitDeliveredAfter(w.last()+1, frozen, 20*time.Second)
@@ -56,7 +57,7 @@ func TestStandbyFencesAFrozenStreamer(t *testing.T) {
 	streaming.Signal(t, syscall.SIGCONT)
 	streaming.WaitLog(t, captureStoppedMsg, 10*time.Second)
 	streaming.WaitLog(t, slotStandingByMsg, 20*time.Second)
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(500 * time.Millisecond) // rows committed after the takeover
 	w.stop()
 	c.expectEachRowOnce(w.last())
 }
@@ -111,13 +112,13 @@ func TestSlowHolderIsNotFenced(t *testing.T) {
 	c.storeURL, c.schema = s.url, s.schema // one store for both sources
 	config := func(node string) string {
 		return nodetest.WriteProjectConfig(t, node, s.url, s.schema,
-			fmt.Sprintf("    storage:\n      uploads: {path: %q, settle: 100ms}\n    databases:\n      app: {url: %q}\n", s.dir, c.src),
+			fmt.Sprintf("    storage:\n      uploads: {path: %q, settle: 100ms}\n", s.dir)+c.databases(),
 			fmt.Sprintf("      - {name: created, type: FILE_CREATE, url: %q}\n      - {name: items, type: DB_INSERT, url: %q, options: {db: app, col: items}}\n",
 				s.hook.URL, c.hook.URL))
 	}
 	holder := nodetest.Start(t, config("node-a"))
 	holder.WaitLog(t, watchingMsg, 30*time.Second)
-	waitWalsender(t, c.db, slot, 30*time.Second)
+	c.waitWalsender(30 * time.Second)
 	standby := nodetest.Start(t, config("node-b"))
 	standby.WaitLog(t, standingByMsg, 30*time.Second)
 	standby.WaitLog(t, slotStandingByMsg, 30*time.Second)
@@ -126,7 +127,7 @@ func TestSlowHolderIsNotFenced(t *testing.T) {
 	holder.Signal(t, syscall.SIGSTOP)
 	paused := numbered("paused", 5)
 	s.write(paused...)
-	time.Sleep(store.FenceAfter / 2)
+	time.Sleep(store.FenceAfter / 2) // frozen, for less than the bound
 	holder.Signal(t, syscall.SIGCONT)
 	s.expect(events("FILE_CREATE", paused...))
 
@@ -141,7 +142,7 @@ func TestSlowHolderIsNotFenced(t *testing.T) {
 	}
 	held := numbered("held", 5)
 	s.write(held...)
-	time.Sleep(store.FenceAfter + time.Second)
+	time.Sleep(store.FenceAfter + time.Second) // commits held, for longer than the bound
 	var waiting int
 	if err := s.db.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
 		WHERE application_name = 'triggerd' AND $1::int = ANY (pg_blocking_pids(pid))`, locker.PgConn().PID()).Scan(&waiting); err != nil {

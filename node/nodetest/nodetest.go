@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/triggerd/triggerd/internal/waittest"
 	"github.com/triggerd/triggerd/store"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
@@ -180,10 +182,13 @@ func (c *Child) Logs(msg string) bool {
 // WaitLog waits until the child logs msg.
 func (c *Child) WaitLog(t testing.TB, msg string, within time.Duration) {
 	t.Helper()
-	for deadline := time.Now().Add(within); !c.Logs(msg); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the node did not log %q within %s:\n%s", msg, within, c.LogText())
+	if err := waittest.Until(within, func() error {
+		if !c.Logs(msg) {
+			return fmt.Errorf("the node did not log %q", msg)
 		}
+		return nil
+	}); err != nil {
+		t.Fatalf("%v:\n%s", err, c.LogText())
 	}
 }
 
@@ -323,25 +328,18 @@ func OpenStore(t testing.TB, url, schema string) *store.Store {
 // each, and returns them.
 func WaitRows(t testing.TB, st *store.Store, within time.Duration, want int, cond func(store.EventLog) bool) []store.EventLog {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		rows, err := st.Recent(context.Background(), store.Filter{}, 100000)
-		if err == nil && len(rows) == want {
-			ok := true
-			for _, r := range rows {
-				ok = ok && cond(r)
-			}
-			if ok {
-				return rows
-			}
+	var rows []store.EventLog
+	waittest.For(t, within, func() error {
+		var err error
+		rows, err = st.Recent(context.Background(), store.Filter{}, 100000)
+		if err == nil && len(rows) == want && !slices.ContainsFunc(rows, func(r store.EventLog) bool { return !cond(r) }) {
+			return nil
 		}
-		if time.Now().After(deadline) {
-			summary := map[string]int{}
-			for _, r := range rows {
-				summary[string(r.Status)]++
-			}
-			t.Fatalf("after %s: %d rows (want %d), by status %v, err %v", within, len(rows), want, summary, err)
+		summary := map[string]int{}
+		for _, r := range rows {
+			summary[string(r.Status)]++
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return fmt.Errorf("%d rows (want %d), by status %v, err %v", len(rows), want, summary, err)
+	})
+	return rows
 }
