@@ -3,6 +3,7 @@ package cdc_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -85,20 +86,32 @@ func checkOnce(t *testing.T, r *rig, committed map[int64]bool, within time.Durat
 	}
 }
 
-// TestLargeTransaction logs and delivers a transaction of 100,000 rows.
-// It stays serial, so that the package's other tests do not slow it past
-// its deadline.
+// TestLargeTransaction logs and delivers a transaction that Postgres
+// spills to disk and triggerd logs in many batches: 20,000 rows, with the
+// database's logical_decoding_work_mem at its least (64kB), so that the
+// reorder buffer spills after a few hundred rows. It stays serial, so that
+// the package's other tests do not slow it past its deadline.
 func TestLargeTransaction(t *testing.T) {
 	r := newRig(t, `CREATE TABLE items (id bigint PRIMARY KEY, note text)`)
+	r.exec(`ALTER DATABASE ` + pgx.Identifier{r.slot}.Sanitize() + ` SET logical_decoding_work_mem = '64kB'`)
 	r.mustStart(r.config("n1", `- {name: ins, type: DB_INSERT, url: "{hook}", concurrency: 64, options: {col: items}}`, ""), cdc.Options{})
 	r.waitStreaming()
-	const n = 100000
+	const n = 20000
 	r.exec(fmt.Sprintf(`INSERT INTO items SELECT g, 'row ' || g FROM generate_series(1, %d) g`, n))
 	committed := make(map[int64]bool, n)
 	for i := int64(1); i <= n; i++ {
 		committed[i] = true
 	}
 	checkOnce(t, r, committed, 3*time.Minute)
+	waittest.For(t, 10*time.Second, func() error {
+		var spilled int64
+		err := r.connect(r.src).QueryRow(context.Background(),
+			`SELECT coalesce(sum(spill_txns), 0) FROM pg_stat_replication_slots WHERE slot_name = $1`, r.slot).Scan(&spilled)
+		if err == nil && spilled == 0 {
+			err = errors.New("the server spilled no transaction to disk")
+		}
+		return err
+	})
 }
 
 // writer commits rows of items from several goroutines until stopped,
