@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -72,13 +73,17 @@ func (c *capture) databases() string {
 // the changes of a busy table, writes more while it is dead, and restarts it:
 // every committed row must be logged in event_logs exactly once (the slot is
 // confirmed only past what is logged, and a replay is skipped) and delivered
-// at least once. It stays serial: it looks at all the cluster's triggerd
-// sessions, which other tests' nodes would join.
+// at least once. It runs in parallel with other tests: it tells its
+// nodes' Postgres sessions from theirs by the application_name it gives
+// their store connections and by its source database.
 func TestChangeCaptureSurvivesSIGKILL(t *testing.T) {
+	t.Parallel()
 	began := time.Now()
 	ctx := context.Background()
 	c := newCapture(t)
-	db, storeURL, schema, hook := c.db, c.storeURL, c.schema, c.hook
+	db, storeURL, schema, hook := c.db, c.storeURL, c.schema, c.hook // the test's own
+	app := "triggerd-" + c.slot                                      // its nodes' store sessions
+	c.storeURL = withParam(t, c.storeURL, "application_name", app)
 	cfg := c.config("node-1")
 	first := nodetest.Start(t, cfg)
 	c.waitWalsender(30 * time.Second)
@@ -171,7 +176,7 @@ func TestChangeCaptureSurvivesSIGKILL(t *testing.T) {
 		}
 		t.Logf("large transaction %d was logged whole between two looks; committing another", round+1)
 	}
-	killAndCheck(t, first, db, nil)
+	killAndCheck(t, first, c, app, nil)
 	t.Logf("crash one, %s after start: %d of the large transaction's %d rows logged, %d rows logged in all, %d committed",
 		time.Since(began).Round(time.Millisecond), countDocs(bigLo, bigLo+bigN-1), bigN, countDocs(0, 1<<62), committed.len())
 
@@ -211,7 +216,7 @@ func TestChangeCaptureSurvivesSIGKILL(t *testing.T) {
 	var blocked time.Time
 	waittest.For(t, 10*time.Second, func() error {
 		err := st.QueryRow(ctx, `SELECT now() FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-			WHERE l.relation = $1::regclass AND NOT l.granted AND a.application_name = 'triggerd' LIMIT 1`, eventLogs).Scan(&blocked)
+			WHERE l.relation = $1::regclass AND NOT l.granted AND a.application_name = $2 LIMIT 1`, eventLogs, app).Scan(&blocked)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return errors.New("no write of the node waits on event_logs since it was locked")
 		}
@@ -222,8 +227,8 @@ func TestChangeCaptureSurvivesSIGKILL(t *testing.T) {
 	})
 	waittest.For(t, 10*time.Second, func() error {
 		var told bool
-		err := st.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_replication
-			WHERE application_name = 'triggerd-cdc' AND reply_time > $1::timestamptz + interval '300 ms')`, blocked).Scan(&told)
+		err := st.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid
+			WHERE s.slot_name = $2 AND r.reply_time > $1::timestamptz + interval '300 ms')`, blocked, c.slot).Scan(&told)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -233,10 +238,10 @@ func TestChangeCaptureSurvivesSIGKILL(t *testing.T) {
 		return nil
 	})
 	loggedAll := countDocs(0, 1<<62)
-	killAndCheck(t, second, db, func() {
+	killAndCheck(t, second, c, app, func() {
 		var ended int
 		err := st.QueryRow(ctx, `SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-			WHERE l.relation = $1::regclass AND NOT l.granted AND a.application_name = 'triggerd'`, eventLogs).Scan(&ended)
+			WHERE l.relation = $1::regclass AND NOT l.granted AND a.application_name = $2`, eventLogs, app).Scan(&ended)
 		if err != nil || ended == 0 {
 			t.Fatalf("end the killed node's waiting write: %d ended, %v", ended, err)
 		}
@@ -379,10 +384,11 @@ func TestChangeCaptureSurvivesSIGKILL(t *testing.T) {
 // killAndCheck crashes a node with SIGKILL and checks that nothing of it is
 // left: no process, and none of its Postgres sessions, which would keep
 // the slot from its successor. afterKill, when set, runs between the kill
-// and the look at the sessions.
-func killAndCheck(t *testing.T, c *nodetest.Child, db *pgxpool.Pool, afterKill func()) {
+// and the look at the sessions. The node's sessions are those of the
+// capture's source database and those whose application_name is app.
+func killAndCheck(t *testing.T, node *nodetest.Child, c *capture, app string, afterKill func()) {
 	t.Helper()
-	before := triggerdBackends(t, db)
+	before := c.backends(t, app)
 	capturing := 0
 	for _, b := range before {
 		if b.app == "triggerd-cdc" {
@@ -392,8 +398,8 @@ func killAndCheck(t *testing.T, c *nodetest.Child, db *pgxpool.Pool, afterKill f
 	if capturing < 2 {
 		t.Errorf("the node had %d Postgres sessions for change capture before the kill (%v), want its lock holder and its walsender", capturing, before)
 	}
-	family := append(descendants(c.Cmd.Process.Pid), c.Cmd.Process.Pid)
-	c.Kill(t)
+	family := append(descendants(node.Cmd.Process.Pid), node.Cmd.Process.Pid)
+	node.Kill(t)
 	if afterKill != nil {
 		afterKill()
 	}
@@ -403,7 +409,7 @@ func killAndCheck(t *testing.T, c *nodetest.Child, db *pgxpool.Pool, afterKill f
 		}
 	}
 	waittest.For(t, 10*time.Second, func() error {
-		if left := slices.DeleteFunc(triggerdBackends(t, db), func(b backend) bool { return !slices.Contains(before, b) }); len(left) > 0 {
+		if left := slices.DeleteFunc(c.backends(t, app), func(b backend) bool { return !slices.Contains(before, b) }); len(left) > 0 {
 			return fmt.Errorf("Postgres sessions %v of the killed node still there after the kill", left)
 		}
 		return nil
@@ -504,12 +510,12 @@ type backend struct {
 	app string
 }
 
-// triggerdBackends lists the Postgres sessions of triggerd nodes: their
-// store pools and their change capture.
-func triggerdBackends(t *testing.T, db *pgxpool.Pool) []backend {
+// backends lists the Postgres sessions of the capture's nodes: their store
+// pools, named app, and their change capture on the source database.
+func (c *capture) backends(t *testing.T, app string) []backend {
 	t.Helper()
-	r, err := db.Query(context.Background(), `SELECT pid, application_name FROM pg_stat_activity
-		WHERE application_name IN ('triggerd', 'triggerd-cdc') ORDER BY pid`)
+	r, err := c.db.Query(context.Background(), `SELECT pid, application_name FROM pg_stat_activity
+		WHERE application_name = $1 OR (application_name = 'triggerd-cdc' AND datname = current_database()) ORDER BY pid`, app)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -665,4 +671,17 @@ func (c *capture) expectEachRowOnce(last int64) {
 		}
 		return nil
 	})
+}
+
+// withParam returns rawURL with the query parameter name set to value.
+func withParam(t *testing.T, rawURL, name, value string) string {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set(name, value)
+	u.RawQuery = q.Encode()
+	return u.String()
 }
