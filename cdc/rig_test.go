@@ -162,6 +162,35 @@ func (r *rig) walLSN() uint64 {
 	return lsn
 }
 
+// commitEnd runs sql in a transaction of its own on the source database
+// and returns the end of the transaction's commit record, read from the
+// WAL with pg_walinspect: the position a node confirms once it has logged
+// the transaction.
+func (r *rig) commitEnd(sql string) uint64 {
+	r.t.Helper()
+	ctx := context.Background()
+	conn := r.connect(r.src)
+	r.exec(`CREATE EXTENSION IF NOT EXISTS pg_walinspect`)
+	from := r.walLSN()
+	var xid int64
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, sql); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `SELECT txid_current()`).Scan(&xid)
+	})
+	if err != nil {
+		r.t.Fatalf("%s: %v", sql, err)
+	}
+	var end uint64
+	err = conn.QueryRow(ctx, `SELECT (end_lsn - '0/0')::bigint FROM pg_get_wal_records_info('0/0'::pg_lsn + $1::numeric, pg_current_wal_insert_lsn())
+		WHERE xid::text::bigint = $2 AND resource_manager = 'Transaction' AND record_type = 'COMMIT'`, from, xid).Scan(&end)
+	if err != nil {
+		r.t.Fatalf("find the commit of transaction %d in the WAL: %v", xid, err)
+	}
+	return end
+}
+
 // waitStreaming waits until a node streams the rig's slot.
 func (r *rig) waitStreaming() {
 	r.t.Helper()
