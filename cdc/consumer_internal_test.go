@@ -5,7 +5,6 @@ import (
 	"errors"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,10 +15,20 @@ import (
 )
 
 // recorder is an Ingester that keeps the batches it is given, or fails
-// with err.
+// with err; Durable counts its calls, or fails with durableErr.
 type recorder struct {
-	batches [][]dispatch.Change
-	err     error
+	batches    [][]dispatch.Change
+	err        error
+	durables   int
+	durableErr error
+}
+
+func (r *recorder) Durable(context.Context) error {
+	if r.durableErr != nil {
+		return r.durableErr
+	}
+	r.durables++
+	return nil
 }
 
 func (r *recorder) Ingest(_ context.Context, changes []dispatch.Change) error {
@@ -49,7 +58,7 @@ func newConsumerRig(t *testing.T, batch int) *consumerRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newConsumer(s, &plan{}, nil, new(atomic.Uint64))
+	c := newConsumer(s, &plan{}, nil, &progress{})
 	// The relation as a RelationMessage describes it; handling that
 	// message looks up its primary key and types in the database.
 	rel := &pglogrepl.RelationMessage{RelationID: 1, Namespace: "public", RelationName: "orders", ReplicaIdentity: 'd',
@@ -86,7 +95,7 @@ func (r *consumerRig) keepalive(lsn pglogrepl.LSN) {
 }
 
 // check fails the test unless the recorder has the batches of positions
-// (Sub) given, and the confirmed position is confirmed.
+// (Sub) given, and the position confirmable now is confirmed.
 func (r *consumerRig) check(when string, confirmed pglogrepl.LSN, batches ...[]uint64) {
 	r.t.Helper()
 	var got [][]uint64
@@ -100,7 +109,10 @@ func (r *consumerRig) check(when string, confirmed pglogrepl.LSN, batches ...[]u
 	if !slices.EqualFunc(got, batches, slices.Equal) {
 		r.t.Fatalf("%s: logged batches %v, want %v", when, got, batches)
 	}
-	if c := pglogrepl.LSN(r.c.confirmed.Load()); c != confirmed {
+	if err := r.c.prog.confirmable(context.Background(), r.rec); err != nil {
+		r.t.Fatal(err)
+	}
+	if c := pglogrepl.LSN(r.c.prog.confirmed); c != confirmed {
 		r.t.Errorf("%s: confirmed %s, want %s", when, c, confirmed)
 	}
 }
@@ -170,5 +182,27 @@ func TestConsumerConfirmsNothingItCouldNotLog(t *testing.T) {
 
 	if err := r.feed(true, 0x300, insert("3")); err == nil || !strings.Contains(err.Error(), "outside a transaction") {
 		t.Errorf("a row change outside a transaction: %v", err)
+	}
+}
+
+// TestConfirmedOnlyOnceDurable: a position past a write is confirmable
+// only once the store has the write on disk; positions reached without a
+// write (keepalives, transactions no trigger takes) need no wait.
+func TestConfirmedOnlyOnceDurable(t *testing.T) {
+	t.Parallel()
+	r := newConsumerRig(t, 10)
+	ctx := context.Background()
+	r.mustFeed(true, 0x10, &pglogrepl.BeginMessage{FinalLSN: 0x100, Xid: 7}, insert("1"),
+		&pglogrepl.CommitMessage{CommitLSN: 0x100, TransactionEndLSN: 0x108})
+	r.rec.durableErr = errors.New("store unreachable")
+	if err := r.c.prog.confirmable(ctx, r.rec); err == nil || r.c.prog.confirmed != 0 {
+		t.Errorf("with the store unreachable: confirmed %X (%v), want 0 and the error", r.c.prog.confirmed, err)
+	}
+	r.rec.durableErr = nil
+	r.check("once durable", 0x108, []uint64{0})
+	r.keepalive(0x200)
+	r.check("a keepalive after it", 0x200, []uint64{0})
+	if r.rec.durables != 1 {
+		t.Errorf("Durable called %d times, want once: for the one write", r.rec.durables)
 	}
 }

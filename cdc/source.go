@@ -37,9 +37,11 @@ type Options struct {
 
 // Ingester stages a batch of changes and returns once they are committed:
 // the dispatcher (*dispatch.Dispatcher), which skips the rows of changes
-// it logged before.
+// it logged before. Durable returns once what Ingest committed is on disk:
+// only then may the slot be confirmed past it.
 type Ingester interface {
 	Ingest(ctx context.Context, changes []dispatch.Change) error
+	Durable(ctx context.Context) error
 }
 
 // Source streams the changes of one database of one project to a

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -67,17 +66,20 @@ func (s *Source) session(ctx context.Context) error {
 	defer cancel(nil)
 	shared := &sharedConn{conn: conn}
 	items := make(chan item, 4096)
-	var confirmed atomic.Uint64
+	prog := &progress{}
 	var wg sync.WaitGroup
-	wg.Go(func() { cancel(s.read(sctx, rconn, items, &confirmed)) })
+	wg.Go(func() { cancel(s.read(sctx, rconn, items, prog)) })
 	wg.Go(func() { cancel(s.heartbeat(sctx, shared)) })
-	c := newConsumer(s, pl, shared, &confirmed)
+	c := newConsumer(s, pl, shared, prog)
 	err = c.run(sctx, items)
 	cancel(err)
 	wg.Wait()
 	// Tell the server what is logged before leaving, so a successor
 	// replays as little as possible.
-	_ = pglogrepl.SendStandbyStatusUpdate(ctx, rconn, pglogrepl.StandbyStatusUpdate{WALWritePosition: pglogrepl.LSN(confirmed.Load())})
+	dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	_ = prog.confirmable(dctx, s.disp) // else the position confirmed before
+	dcancel()
+	_ = pglogrepl.SendStandbyStatusUpdate(ctx, rconn, pglogrepl.StandbyStatusUpdate{WALWritePosition: pglogrepl.LSN(prog.confirmed)})
 	if cause := context.Cause(sctx); ctx.Err() == nil && cause != nil {
 		return cause
 	}
@@ -217,8 +219,8 @@ func (s *Source) heartbeat(ctx context.Context, shared *sharedConn) error {
 // order until ctx ends or the stream breaks, confirming the logged
 // position to the server every Status period and whenever the server
 // asks. It owns the replication connection.
-func (s *Source) read(ctx context.Context, rconn *pgconn.PgConn, out chan<- item, confirmed *atomic.Uint64) error {
-	r := &reader{s: s, conn: rconn, out: out, confirmed: confirmed, next: time.Now().Add(s.opts.Status)}
+func (s *Source) read(ctx context.Context, rconn *pgconn.PgConn, out chan<- item, prog *progress) error {
+	r := &reader{s: s, conn: rconn, out: out, prog: prog, next: time.Now().Add(s.opts.Status)}
 	// One deadline serves every receive until the next confirmation is due.
 	deadline := &deadlineCtx{parent: ctx}
 	defer deadline.stop()
@@ -252,11 +254,11 @@ func (s *Source) read(ctx context.Context, rconn *pgconn.PgConn, out chan<- item
 
 // reader is the state of read.
 type reader struct {
-	s         *Source
-	conn      *pgconn.PgConn
-	out       chan<- item
-	confirmed *atomic.Uint64 // the position the consumer has logged
-	next      time.Time      // when the next confirmation is due
+	s    *Source
+	conn *pgconn.PgConn
+	out  chan<- item
+	prog *progress // what the consumer has logged, and what is confirmed
+	next time.Time // when the next confirmation is due
 }
 
 // decode turns a message of the stream into an item for the consumer; ok
@@ -323,11 +325,15 @@ func (r *reader) send(ctx context.Context, it item) error {
 	}
 }
 
-// confirm tells the server the position the consumer has logged, and
-// makes the next confirmation due a Status period from now.
+// confirm tells the server the position the consumer has logged, once
+// the store has it on disk, and makes the next confirmation due a Status
+// period from now.
 func (r *reader) confirm(ctx context.Context) error {
 	r.next = time.Now().Add(r.s.opts.Status)
-	err := pglogrepl.SendStandbyStatusUpdate(ctx, r.conn, pglogrepl.StandbyStatusUpdate{WALWritePosition: pglogrepl.LSN(r.confirmed.Load())})
+	if err := r.prog.confirmable(ctx, r.s.disp); err != nil {
+		return fmt.Errorf("%s: %w", r.s.where(), err)
+	}
+	err := pglogrepl.SendStandbyStatusUpdate(ctx, r.conn, pglogrepl.StandbyStatusUpdate{WALWritePosition: pglogrepl.LSN(r.prog.confirmed)})
 	if err != nil {
 		return fmt.Errorf("%s: confirm position: %w", r.s.where(), err)
 	}
@@ -363,12 +369,12 @@ func (d *deadlineCtx) stop() {
 // consumer turns the stream's messages into changes, logs them in batches,
 // and advances the confirmed position past what is logged.
 type consumer struct {
-	s         *Source
-	plan      *plan
-	shared    *sharedConn
-	enc       *valueEncoder
-	rels      map[uint32]*relation
-	confirmed *atomic.Uint64
+	s      *Source
+	plan   *plan
+	shared *sharedConn
+	enc    *valueEncoder
+	rels   map[uint32]*relation
+	prog   *progress
 
 	tx      *txn // the transaction being received; nil between transactions
 	pos     int  // the next change's position in tx
@@ -377,9 +383,9 @@ type consumer struct {
 }
 
 // newConsumer makes the consumer of a session of s: it looks up relations
-// on shared and stores the logged position in confirmed.
-func newConsumer(s *Source, pl *plan, shared *sharedConn, confirmed *atomic.Uint64) *consumer {
-	return &consumer{s: s, plan: pl, shared: shared, enc: newValueEncoder(), rels: make(map[uint32]*relation), confirmed: confirmed}
+// on shared and notes what it has logged in prog.
+func newConsumer(s *Source, pl *plan, shared *sharedConn, prog *progress) *consumer {
+	return &consumer{s: s, plan: pl, shared: shared, enc: newValueEncoder(), rels: make(map[uint32]*relation), prog: prog}
 }
 
 // run consumes items until ctx ends or a write fails.
@@ -480,20 +486,60 @@ func (c *consumer) add(ctx context.Context, relID uint32, ch *change) error {
 	return nil
 }
 
-// flush logs the pending changes, then confirms the position upto: the end
-// of the last transaction whose changes are all logged, or a later point
-// known to hold no change.
+// flush logs the pending changes, then notes the position upto as logged:
+// the end of the last transaction whose changes are all logged, or a later
+// point known to hold no change.
 func (c *consumer) flush(ctx context.Context, upto pglogrepl.LSN) error {
-	if len(c.pending) > 0 {
+	wrote := len(c.pending) > 0
+	if wrote {
 		if err := c.s.disp.Ingest(ctx, c.pending); err != nil {
 			return fmt.Errorf("%s: log %d changes: %w", c.s.where(), len(c.pending), err)
 		}
 		clear(c.pending)
 		c.pending = c.pending[:0]
 	}
-	if uint64(upto) > c.confirmed.Load() {
-		c.confirmed.Store(uint64(upto))
+	c.prog.logged(uint64(upto), wrote)
+	return nil
+}
+
+// progress is how far a session has logged its stream, and how far it has
+// confirmed it. The consumer notes what it logs; the reader confirms, and
+// once the reader has ended, the session's end does.
+type progress struct {
+	mu     sync.Mutex
+	upto   uint64 // every change before it is logged, maybe not yet on disk
+	writes uint64 // the writes that logged changes, so far
+
+	// Written only by the one confirming.
+	durable   uint64 // writes known to be on disk
+	confirmed uint64 // the position last confirmable
+}
+
+// logged notes that every change before upto is logged, by a write when
+// wrote.
+func (p *progress) logged(upto uint64, wrote bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.upto = max(p.upto, upto)
+	if wrote {
+		p.writes++
 	}
+}
+
+// confirmable advances confirmed to the position logged, once every write
+// before it is on disk in the store (the store commits them without
+// waiting for that: see store.InsertOnce). On an error confirmed stays.
+func (p *progress) confirmable(ctx context.Context, in Ingester) error {
+	p.mu.Lock()
+	upto, writes := p.upto, p.writes
+	p.mu.Unlock()
+	if writes > p.durable {
+		if err := in.Durable(ctx); err != nil {
+			return fmt.Errorf("confirm position: %w", err)
+		}
+		p.durable = writes
+	}
+	p.confirmed = upto
 	return nil
 }
 

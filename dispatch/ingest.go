@@ -33,9 +33,11 @@ type Change struct {
 	Triggers []string
 }
 
-// Ingest stages changes in one write and returns once it is committed, so
-// that the source may then confirm them. Rows already logged by an earlier
-// run are skipped. Rows due now are handed to their lanes in-process.
+// Ingest stages changes in one write and returns once it is committed.
+// The commit does not wait for the store's disk (see store.InsertOnce):
+// the source confirms the changes to its origin after Durable. Rows
+// already logged by an earlier run are skipped. Rows due now are handed to
+// their lanes in-process.
 func (d *Dispatcher) Ingest(ctx context.Context, changes []Change) error {
 	return d.IngestWith(ctx, changes, func(ctx context.Context, rows []store.EventLog) (map[uuid.UUID]bool, error) {
 		if len(rows) == 0 {
@@ -43,6 +45,11 @@ func (d *Dispatcher) Ingest(ctx context.Context, changes []Change) error {
 		}
 		return d.store.InsertOnce(ctx, rows)
 	})
+}
+
+// Durable returns once every change Ingest committed is on disk.
+func (d *Dispatcher) Durable(ctx context.Context) error {
+	return d.store.Durable(ctx)
 }
 
 // A Write commits the rows of a source's changes, in one transaction with

@@ -16,6 +16,7 @@ import (
 type writeOp struct {
 	events   []EventLog
 	once     bool // events whose id exists are skipped, not refused
+	lazy     bool // committed without waiting for the WAL flush (see InsertOnce)
 	node     string
 	outcomes []Outcome
 	index    *indexWrite
@@ -44,8 +45,38 @@ func (s *Store) Insert(ctx context.Context, events []EventLog) error {
 // returns those it inserted, once committed. Sources that replay after a
 // crash give their events ids derived from their position, so a replayed
 // event is skipped rather than written twice.
+//
+// Because such a source replays what it has not confirmed, the commit does
+// not wait for the store's WAL to reach the disk (synchronous_commit off,
+// unless the batch shares its commit with other writes): a crash of the
+// store may lose it, and the source replays it. The source must call
+// Durable before it confirms the events to its origin.
 func (s *Store) InsertOnce(ctx context.Context, events []EventLog) (inserted map[uuid.UUID]bool, err error) {
-	return s.write(ctx, &writeOp{events: events, once: true})
+	return s.write(ctx, &writeOp{events: events, once: true, lazy: true})
+}
+
+// durablePoll is how often Durable looks at how far the log is flushed.
+const durablePoll = 20 * time.Millisecond
+
+// Durable returns once every write committed before the call is on disk,
+// those of InsertOnce included. The server's WAL writer flushes such
+// commits within its wal_writer_delay (200 ms unless set otherwise); a
+// commit of any session's that waits for the flush also covers them.
+func (s *Store) Durable(ctx context.Context) error {
+	var target, flushed uint64
+	err := s.pool.QueryRow(ctx, `SELECT (pg_current_wal_insert_lsn() - '0/0')::bigint, (pg_current_wal_flush_lsn() - '0/0')::bigint`).Scan(&target, &flushed)
+	for err == nil && flushed < target {
+		select {
+		case <-time.After(durablePoll):
+		case <-ctx.Done():
+			return fmt.Errorf("store %s: wait for the log to reach the disk: %w", s.where, ctx.Err())
+		}
+		err = s.pool.QueryRow(ctx, `SELECT (pg_current_wal_flush_lsn() - '0/0')::bigint`).Scan(&flushed)
+	}
+	if err != nil {
+		return fmt.Errorf("store %s: wait for the log to reach the disk: %w", s.where, err)
+	}
+	return nil
 }
 
 // Record applies attempt outcomes to rows claimed by node and logs their
@@ -232,6 +263,9 @@ func (s *Store) commit(batch []*writeOp) (map[uuid.UUID]bool, error) {
 	}
 
 	b := &pgx.Batch{}
+	if lazyBatch(batch) {
+		b.Queue(`SELECT set_config('synchronous_commit', 'off', true)`)
+	}
 	changed := make(map[uuid.UUID]bool)
 	collect := func(rows pgx.Rows) error {
 		for rows.Next() {
@@ -281,6 +315,17 @@ func (s *Store) commit(batch []*writeOp) (map[uuid.UUID]bool, error) {
 	}
 	s.announce(changed)
 	return changed, nil
+}
+
+// lazyBatch reports whether every op of batch may commit without waiting
+// for the WAL flush.
+func lazyBatch(batch []*writeOp) bool {
+	for _, op := range batch {
+		if !op.lazy {
+			return false
+		}
+	}
+	return true
 }
 
 // The column types below are the ones pgx encodes without reflection:
