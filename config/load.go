@@ -252,7 +252,7 @@ func parseDuration(s string) (time.Duration, error) {
 func (d Duration) Std() time.Duration { return time.Duration(d) }
 
 // walker checks a YAML tree against the Go types before decoding: it
-// expands ${VAR} in values, rejects unknown and duplicate keys and values
+// expands ${VAR} in values (unless lookupEnv is nil: values as written), rejects unknown and duplicate keys and values
 // of the wrong kind, and remembers the line of every key path.
 type walker struct {
 	name      string
@@ -282,13 +282,32 @@ const notShown = "a value that is not shown (it can hold a secret)"
 // anchors reach about 29,000.
 const maxAliased = 100_000
 
-// errAt formats an error for a key path.
-func (w *walker) errAt(line int, path, format string, args ...any) error {
-	where := path
+// FieldError is what is wrong with a config, or with a trigger given on
+// its own (see ParseTrigger): where, and what to do about it.
+type FieldError struct {
+	// Name labels the text checked: the config file, or what held the trigger.
+	Name string
+	// Line is the line of the key in that text.
+	Line int
+	// Field is the key's path, such as projects[0].triggers[1].url, or url
+	// for a trigger on its own; empty at the top level.
+	Field string
+	// Message says what is wrong and how to fix it, showing no secret.
+	Message string
+}
+
+// Error returns the name, the line, the field and the message.
+func (e *FieldError) Error() string {
+	where := e.Field
 	if where == "" {
 		where = "top level"
 	}
-	return fmt.Errorf("%s: line %d: %s: %s", w.name, line, where, fmt.Sprintf(format, args...))
+	return fmt.Sprintf("%s: line %d: %s: %s", e.Name, e.Line, where, e.Message)
+}
+
+// errAt formats an error for a key path.
+func (w *walker) errAt(line int, path, format string, args ...any) error {
+	return &FieldError{Name: w.name, Line: line, Field: path, Message: fmt.Sprintf(format, args...)}
 }
 
 // walk checks node n, which is to decode into a value of type t at path;
@@ -388,7 +407,7 @@ func (w *walker) scalar(n *yaml.Node, t reflect.Type, path string, hide bool) er
 		return w.errAt(n.Line, path, "want a single value, not a list or mapping")
 	}
 	written, done := w.expanded[n]
-	if !done && strings.Contains(n.Value, "$") {
+	if !done && w.lookupEnv != nil && strings.Contains(n.Value, "$") {
 		v, err := expand(n.Value, w.lookupEnv)
 		if err != nil {
 			return w.errAt(n.Line, path, "%v", err)
