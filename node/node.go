@@ -33,6 +33,11 @@ type Options struct {
 	Version string
 	// Started, when set, is called with the API's address once it listens.
 	Started func(addr string)
+	// Reconfigure, when set, takes configs read again while the node runs
+	// (serve's SIGHUP): their triggers are applied as the stored ones are;
+	// what else differs needs a restart, is logged as refused, and keeps
+	// its old value.
+	Reconfigure <-chan *config.Config
 }
 
 // Node is a node built from a config, ready to run once.
@@ -81,9 +86,25 @@ func (n *Node) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	sources, err := eventSources(cfg, disp, st, log)
-	if err != nil {
+	live := newLiveTriggers(cfg, st, log)
+	live.disp = disp
+	cdcOpts := cdc.Options{StoreSchema: cfg.Store.Schema, Logger: log, Refresh: live.reload}
+	if live.dbs, err = cdc.Sources(cfg, disp, cdcOpts); err != nil {
 		return err
+	}
+	if live.dirs, err = filewatch.Sources(cfg, disp, st, filewatch.Options{Logger: log}); err != nil {
+		return err
+	}
+	// The stored triggers apply from the start, the sources' checks included.
+	if err := live.reload(ctx); err != nil {
+		return err
+	}
+	var sources []source
+	for _, s := range live.dbs {
+		sources = append(sources, s)
+	}
+	for _, s := range live.dirs {
+		sources = append(sources, s)
 	}
 	for _, src := range sources {
 		if err := src.Check(ctx); err != nil {
@@ -108,6 +129,8 @@ func (n *Node) Run(ctx context.Context) error {
 	for _, src := range sources {
 		capturing.Go(func() { src.Run(srcCtx) })
 	}
+	capturing.Go(func() { live.Run(srcCtx) })
+	capturing.Go(func() { n.reconfigure(srcCtx, live) })
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Serve(ln) }()
 	log.Info("triggerd is serving", "listen", ln.Addr().String(), "node", cfg.NodeID,
@@ -158,24 +181,4 @@ type source interface {
 	Check(ctx context.Context) error
 	// Run feeds the dispatcher until ctx ends.
 	Run(ctx context.Context)
-}
-
-// eventSources builds the change capture and file sources of every project.
-func eventSources(cfg *config.Config, disp *dispatch.Dispatcher, st *store.Store, log *slog.Logger) ([]source, error) {
-	var out []source
-	dbs, err := cdc.Sources(cfg, disp, cdc.Options{StoreSchema: cfg.Store.Schema, Logger: log})
-	if err != nil {
-		return nil, err
-	}
-	for _, s := range dbs {
-		out = append(out, s)
-	}
-	dirs, err := filewatch.Sources(cfg, disp, st, filewatch.Options{Logger: log})
-	if err != nil {
-		return nil, err
-	}
-	for _, s := range dirs {
-		out = append(out, s)
-	}
-	return out, nil
 }
