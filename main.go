@@ -37,7 +37,7 @@ Run "triggerd COMMAND -h" for a command's flags.
 `
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), stopSignals()...)
+	ctx, stop := signal.NotifyContext(context.Background(), stopSignals(os.Args[1:])...)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
@@ -46,12 +46,13 @@ func main() {
 	}
 }
 
-// stopSignals are the signals that stop a command cleanly: Ctrl-C
-// (SIGINT), SIGTERM, and SIGHUP (its terminal closed) unless it was
-// ignored when triggerd started, as nohup asks.
-func stopSignals() []os.Signal {
+// stopSignals are the signals that stop the command of args cleanly:
+// Ctrl-C (SIGINT), SIGTERM, and SIGHUP (its terminal closed) unless it
+// was ignored when triggerd started, as nohup asks, or the command is
+// serve, which reloads its config on SIGHUP.
+func stopSignals(args []string) []os.Signal {
 	sigs := []os.Signal{os.Interrupt, syscall.SIGTERM}
-	if !signal.Ignored(syscall.SIGHUP) {
+	if !signal.Ignored(syscall.SIGHUP) && (len(args) == 0 || args[0] != "serve") {
 		sigs = append(sigs, syscall.SIGHUP)
 	}
 	return sigs
