@@ -34,6 +34,25 @@ type Config struct {
 	Store Store `yaml:"store"`
 	// Projects are the event namespaces this node serves.
 	Projects []Project `yaml:"projects"`
+	// Admin enables the admin API (/v1/admin/...); nil when the config has
+	// no admin section, and the admin API answers 404.
+	Admin *Admin `yaml:"admin"`
+}
+
+// Admin is who may use the admin API, and the secret its tokens are
+// signed with. Exactly one of Password and PasswordHash is set.
+type Admin struct {
+	// User is the name to log in with.
+	User string `yaml:"user"`
+	// Password is the password to log in with, as text.
+	Password string `yaml:"password" config:"secret"`
+	// PasswordHash is the bcrypt hash of the password ($2a$, $2b$ or $2y$).
+	PasswordHash string `yaml:"password_hash" config:"secret"`
+	// Secret signs and verifies admin tokens (HS256); it is not the secret
+	// of any project, so that no project token can pass for an admin one.
+	Secret string `yaml:"secret" config:"secret"`
+	// TokenTTL is how long an admin token lasts (default 15m, at most 24h).
+	TokenTTL Duration `yaml:"token_ttl"`
 }
 
 // HTTP bounds the connections of the API server, so that slow or idle

@@ -175,6 +175,21 @@ func (t *Trigger) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// DefaultAdminTokenTTL is how long an admin token lasts when the admin
+// section does not say.
+const DefaultAdminTokenTTL = 15 * time.Minute
+
+// UnmarshalYAML fills the admin section's defaults before decoding it.
+func (a *Admin) UnmarshalYAML(n *yaml.Node) error {
+	type plain Admin
+	p := plain{TokenTTL: Duration(DefaultAdminTokenTTL)}
+	if err := n.Decode(&p); err != nil {
+		return err
+	}
+	*a = Admin(p)
+	return nil
+}
+
 // UnmarshalYAML fills a database's defaults before decoding it.
 func (d *Database) UnmarshalYAML(n *yaml.Node) error {
 	type plain Database
@@ -314,6 +329,9 @@ func (w *walker) errAt(line int, path, format string, args ...any) error {
 // hide is set under a field tagged config:"secret", whose values error
 // messages never show.
 func (w *walker) walk(n *yaml.Node, t reflect.Type, path string, hide bool) error {
+	if t.Kind() == reflect.Pointer { // an optional section: absent or null stays nil
+		t = t.Elem()
+	}
 	if n.Kind == yaml.AliasNode {
 		if w.aliasDepth == 0 {
 			w.aliasLine = n.Line

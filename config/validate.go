@@ -8,9 +8,11 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/bmatcuk/doublestar/v4"
+	"golang.org/x/crypto/bcrypt"
 )
 
 var (
@@ -83,6 +85,61 @@ func (w *walker) validate(c *Config) error {
 		if err := w.validateTriggers(p, path); err != nil {
 			return err
 		}
+	}
+	if c.Admin != nil {
+		return w.validateAdmin(c)
+	}
+	return nil
+}
+
+// The limits of the admin section.
+const (
+	minAdminPassword = 12
+	// maxAdminPassword is as much of a password as bcrypt reads.
+	maxAdminPassword = 72
+	maxAdminTokenTTL = 24 * time.Hour
+)
+
+var adminUser = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$`)
+
+// validateAdmin checks the admin section, without showing its secrets.
+func (w *walker) validateAdmin(c *Config) error {
+	a := c.Admin
+	switch {
+	case !adminUser.MatchString(a.User):
+		return w.fail("admin.user", "%s is not a valid user name: use at most 64 letters, digits, _, ., @ and -", w.quote("admin.user", a.User))
+	case a.Password == "" && a.PasswordHash == "":
+		return w.fail("admin.password", "is required, or password_hash: the password to log in with, as in password: ${TRIGGERD_ADMIN_PASSWORD}, or its bcrypt hash")
+	case a.Password != "" && a.PasswordHash != "":
+		return w.fail("admin.password_hash", "give password or password_hash, not both")
+	case a.Password != "" && len(a.Password) < minAdminPassword:
+		return w.fail("admin.password", "is too short: use at least %d characters (generate one with openssl rand -base64 18)", minAdminPassword)
+	case len(a.Password) > maxAdminPassword:
+		return w.fail("admin.password", "is longer than %d bytes, the most bcrypt reads: use a shorter one", maxAdminPassword)
+	}
+	if a.PasswordHash != "" {
+		if _, err := bcrypt.Cost([]byte(a.PasswordHash)); err != nil {
+			return w.fail("admin.password_hash", "is not a bcrypt hash ($2a$, $2b$ or $2y$, the cost, and 53 more characters): make one with htpasswd -nbBC 12 admin 'PASSWORD' | cut -d: -f2")
+		}
+	}
+	switch {
+	case a.Secret == "":
+		return w.fail("admin.secret", "is required: it signs admin tokens (at least %d random bytes: openssl rand -hex 32)", minHS256Secret)
+	case len(a.Secret) < minHS256Secret:
+		return w.fail("admin.secret", "is too short: it needs at least %d random bytes (generate one with openssl rand -hex 32)", minHS256Secret)
+	}
+	for i, p := range c.Projects {
+		for j, s := range p.Secrets {
+			if s.Alg == "HS256" && s.Secret == a.Secret {
+				return w.fail("admin.secret", "is also the secret of projects[%d].secrets[%d] (kid %s): give the admin API a secret of its own, or that project's tokens could be made to pass for admin tokens", i, j, s.KID)
+			}
+		}
+	}
+	switch {
+	case a.TokenTTL <= 0:
+		return w.fail("admin.token_ttl", "must be more than 0")
+	case a.TokenTTL.Std() > maxAdminTokenTTL:
+		return w.fail("admin.token_ttl", "must be at most %s: admin tokens are short-lived; log in again for a new one", maxAdminTokenTTL)
 	}
 	return nil
 }
