@@ -114,9 +114,20 @@ var yamlLine = regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`)
 // anchor; the line that breaks it is the first one whose part of the file
 // up to there fails the same way.
 func syntaxError(name string, data []byte, err error) error {
+	line, msg, ok := syntaxLine(data, err)
+	if !ok {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return fmt.Errorf("%s: line %d: YAML syntax: %s", name, line, msg)
+}
+
+// syntaxLine finds the line that breaks the YAML in data, as syntaxError
+// says, and what is wrong there with what to check; false when err does
+// not say.
+func syntaxLine(data []byte, err error) (int, string, bool) {
 	m := yamlLine.FindStringSubmatch(err.Error())
 	if m == nil {
-		return fmt.Errorf("%s: %w", name, err)
+		return 0, "", false
 	}
 	lines := bytes.SplitAfter(bytes.TrimSuffix(data, []byte("\n")), []byte("\n"))
 	from, _ := strconv.Atoi(m[1])
@@ -134,7 +145,7 @@ func syntaxError(name string, data []byte, err error) error {
 	if m[1] != "" && broken != from {
 		msg += fmt.Sprintf(" (in the block from line %d)", from)
 	}
-	return fmt.Errorf("%s: line %d: YAML syntax: %s: %s", name, broken, msg, hint)
+	return broken, msg + ": " + hint, true
 }
 
 // resolvePaths makes relative key file and storage paths relative to dir.

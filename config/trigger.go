@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
+	"net/url"
 	"reflect"
 	"time"
 
@@ -17,7 +17,7 @@ import (
 // exactly as Load checks the config's triggers: the same defaults, the
 // same rules and the same messages, naming the field (url,
 // retry_backoff.initial, options.db) as a *FieldError. name labels the
-// messages. Values are taken as written: ${VAR} is not expanded, because
+// messages; every error is a *FieldError. Values are taken as written: ${VAR} is not expanded, because
 // a trigger kept in the store is read by nodes with different
 // environments. The database or storage directory that the options leave
 // out is filled in when the project has only one. Whether the name is
@@ -29,7 +29,11 @@ func ParseTrigger(name string, data []byte, p *Project) (*Trigger, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, &FieldError{Name: name, Line: 1, Message: "the trigger is empty: it needs at least name, type and url"}
 		}
-		return nil, syntaxError(name, data, err)
+		line, msg, ok := syntaxLine(data, err)
+		if !ok {
+			line, msg = 1, err.Error()
+		}
+		return nil, &FieldError{Name: name, Line: line, Message: "YAML syntax: " + msg}
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
@@ -46,7 +50,7 @@ func ParseTrigger(name string, data []byte, p *Project) (*Trigger, error) {
 	}
 	var t Trigger
 	if err := root.Decode(&t); err != nil {
-		return nil, fmt.Errorf("%s: the trigger does not decode (yaml.v3's message is not shown: it can quote a secret)", name)
+		return nil, &FieldError{Name: name, Line: root.Line, Message: "the trigger does not decode (yaml.v3's message is not shown: it can quote a secret)"}
 	}
 	if err := w.validateTrigger(p, &t, ""); err != nil {
 		return nil, err
@@ -76,4 +80,31 @@ func (d Duration) MarshalJSON() ([]byte, error) {
 // MarshalJSON writes m as a Go duration string ("5s"), as the config does.
 func (m Millis) MarshalJSON() ([]byte, error) {
 	return json.Marshal(time.Duration(m).String())
+}
+
+// ShownTrigger is a trigger as an answer shows it: its header values and
+// webhook secrets hidden, and the password of its URL.
+type ShownTrigger struct {
+	Trigger
+	// WebhookSecretsSet is how many webhook secrets the trigger has.
+	WebhookSecretsSet int `json:"webhook_secrets_set,omitempty"`
+}
+
+// hidden stands for a value an answer does not show.
+const hidden = "[hidden]"
+
+// Shown returns the trigger as answers show it.
+func (t *Trigger) Shown() ShownTrigger {
+	s := ShownTrigger{Trigger: *t, WebhookSecretsSet: len(t.WebhookSecrets)}
+	s.WebhookSecrets = nil
+	if len(t.Headers) > 0 {
+		s.Headers = make(map[string]string, len(t.Headers))
+		for k := range t.Headers {
+			s.Headers[k] = hidden
+		}
+	}
+	if u, err := url.Parse(t.URL); err == nil {
+		s.URL = u.Redacted()
+	}
+	return s
 }

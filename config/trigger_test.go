@@ -100,9 +100,10 @@ func TestParseTriggerDefaults(t *testing.T) {
 	if literal.URL != "http://h/${TOKEN}" || literal.Headers["X-Key"] != "$${K}" {
 		t.Errorf("values were not taken as written: url %q, header %q", literal.URL, literal.Headers["X-Key"])
 	}
-	for _, empty := range []string{"", "~", "[]"} {
-		if _, err := config.ParseTrigger("trigger", []byte(empty), p); err == nil {
-			t.Errorf("%q: want an error", empty)
+	for _, bad := range []string{"", "~", "[]", "{name: [", "a: 1\n---\nb: 2\n"} {
+		var fe *config.FieldError
+		if _, err := config.ParseTrigger("trigger", []byte(bad), p); !errors.As(err, &fe) {
+			t.Errorf("%q: want a *config.FieldError, got %v", bad, err)
 		}
 	}
 }
