@@ -36,6 +36,8 @@ type Server struct {
 	// admin checks admin logins and tokens (see adminRoute); nil without
 	// an admin section.
 	admin *adminAuth
+	// triggers serves the trigger routes (see UseTriggers).
+	triggers Triggers
 }
 
 // New builds the API over a dispatcher and its store. keys holds each

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/triggerd/triggerd/api"
 	"github.com/triggerd/triggerd/cdc"
 	"github.com/triggerd/triggerd/config"
 	"github.com/triggerd/triggerd/dispatch"
@@ -198,9 +199,15 @@ func (lt *liveTriggers) setSources(id string, triggers []*config.Trigger) {
 }
 
 // parseStored checks a stored trigger against this node's config: it
-// returns the trigger, or nil and why it does not apply here.
+// returns the trigger, or nil and why it does not apply here. The caller
+// holds mu.
 func (lt *liveTriggers) parseStored(s store.StoredTrigger) (*config.Trigger, string) {
-	p := lt.cfg.Project(s.Project)
+	return lt.parseStoredWith(lt.cfg, s)
+}
+
+// parseStoredWith checks a stored trigger against cfg, as parseStored.
+func (lt *liveTriggers) parseStoredWith(cfg *config.Config, s store.StoredTrigger) (*config.Trigger, string) {
+	p := cfg.Project(s.Project)
 	switch {
 	case p == nil:
 		return nil, "its project is not in this node's config"
@@ -227,21 +234,7 @@ func configTrigger(p *config.Project, name string) *config.Trigger {
 	return nil
 }
 
-// Errors of the changes the admin API asks for.
-var (
-	// ErrUnknownProject: no project has the id.
-	ErrUnknownProject = errors.New("no project has this id")
-	// ErrNoTrigger: the project has no trigger of the name.
-	ErrNoTrigger = errors.New("the project has no trigger of this name")
-	// ErrConfigTrigger: the trigger is defined in the config file, and is
-	// changed there.
-	ErrConfigTrigger = errors.New("the trigger is defined in the config file: change it there, and send the node a SIGHUP (or restart it)")
-	// ErrCannotCapture: the database cannot capture what a DB_* trigger
-	// names (a missing table or column, a table without replica identity).
-	ErrCannotCapture = errors.New("the trigger's database cannot capture what it names")
-)
-
-// ApplyTrigger checks a trigger of a project, given as the admin API
+// applyTrigger checks trigger name of a project, given as the admin API
 // takes it (YAML or JSON with the config's keys), exactly as the config
 // loader would, and creates or replaces it in the store of cfg, recording
 // actor in the audit; it reports whether it created it. A DB_* trigger is
@@ -249,17 +242,21 @@ var (
 // follows before ApplyTrigger returns (see cdc.Publish): every change
 // committed after that is captured. Nothing is stored when a check fails.
 // The nodes on the store apply the change within about a second.
-func ApplyTrigger(ctx context.Context, cfg *config.Config, st *store.Store, project string, body []byte, actor string, log *slog.Logger) (*config.Trigger, bool, error) {
+func applyTrigger(ctx context.Context, cfg *config.Config, st *store.Store, project, name string, body []byte, actor string, log *slog.Logger) (*config.Trigger, bool, error) {
 	p := cfg.Project(project)
 	if p == nil {
-		return nil, false, fmt.Errorf("%w: %q", ErrUnknownProject, project)
+		return nil, false, fmt.Errorf("%w: %q", api.ErrUnknownProject, project)
 	}
 	t, err := config.ParseTrigger("trigger", body, p)
 	if err != nil {
 		return nil, false, err
 	}
+	if t.Name != name {
+		return nil, false, &config.FieldError{Name: "trigger", Line: 1, Field: "name",
+			Message: fmt.Sprintf("the body names trigger %q, and the path %q: a trigger is renamed by deleting it and creating it anew", t.Name, name)}
+	}
 	if configTrigger(p, t.Name) != nil {
-		return nil, false, fmt.Errorf("trigger %q: %w", t.Name, ErrConfigTrigger)
+		return nil, false, fmt.Errorf("trigger %q: %w", t.Name, api.ErrConfigTrigger)
 	}
 	after, old, err := projectTriggers(ctx, p, st, t)
 	if err != nil {
@@ -268,8 +265,10 @@ func ApplyTrigger(ctx context.Context, cfg *config.Config, st *store.Store, proj
 	opts := cdc.Options{StoreSchema: cfg.Store.Schema, Logger: log}
 	dbs := changedDatabases(old, t)
 	for _, alias := range dbs {
-		if err := cdc.CheckTriggers(ctx, p, alias, after, opts); err != nil {
-			return nil, false, fmt.Errorf("%w: %w", ErrCannotCapture, err)
+		if err := cdc.CheckTriggers(ctx, p, alias, after, opts); errors.Is(err, cdc.ErrUnreachable) {
+			return nil, false, err
+		} else if err != nil {
+			return nil, false, fmt.Errorf("%w: %w", api.ErrCannotCapture, err)
 		}
 	}
 	created, err := st.PutTrigger(ctx, project, t.Name, t.Document(), actor)
@@ -318,24 +317,24 @@ func projectTriggers(ctx context.Context, p *config.Project, st *store.Store, t 
 	return append(out, t), old, nil
 }
 
-// DeleteTrigger deletes a stored trigger of a project in the store of
+// deleteTrigger deletes a stored trigger of a project in the store of
 // cfg, recording actor in the audit, and cancels its staged rows. It
 // returns how many it cancelled. The nodes on the store drop the trigger
 // within about a second.
-func DeleteTrigger(ctx context.Context, cfg *config.Config, st *store.Store, project, name, actor string) (int, error) {
+func deleteTrigger(ctx context.Context, cfg *config.Config, st *store.Store, project, name, actor string) (int, error) {
 	p := cfg.Project(project)
 	switch {
 	case p == nil:
-		return 0, fmt.Errorf("%w: %q", ErrUnknownProject, project)
+		return 0, fmt.Errorf("%w: %q", api.ErrUnknownProject, project)
 	case configTrigger(p, name) != nil:
-		return 0, fmt.Errorf("trigger %q: %w", name, ErrConfigTrigger)
+		return 0, fmt.Errorf("trigger %q: %w", name, api.ErrConfigTrigger)
 	}
 	found, n, err := st.DeleteTrigger(ctx, project, name, actor)
 	switch {
 	case err != nil:
 		return 0, err
 	case !found:
-		return 0, fmt.Errorf("trigger %q: %w", name, ErrNoTrigger)
+		return 0, fmt.Errorf("trigger %q: %w", name, api.ErrNoTrigger)
 	}
 	return n, nil
 }
@@ -350,4 +349,81 @@ func changedDatabases(old, t *config.Trigger) []string {
 		}
 	}
 	return out
+}
+
+// List returns the triggers of a project, or of every project when
+// project is "": the config's, then the stored ones (api.Triggers).
+func (lt *liveTriggers) List(ctx context.Context, project string) ([]api.TriggerInfo, error) {
+	lt.mu.Lock()
+	cfg := lt.cfg
+	lt.mu.Unlock()
+	if project != "" && cfg.Project(project) == nil {
+		return nil, fmt.Errorf("%w: %q", api.ErrUnknownProject, project)
+	}
+	stored, err := lt.st.Triggers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []api.TriggerInfo
+	for i := range cfg.Projects {
+		p := &cfg.Projects[i]
+		if project != "" && p.ID != project {
+			continue
+		}
+		for j := range p.Triggers {
+			t := &p.Triggers[j]
+			out = append(out, api.TriggerInfo{Project: p.ID, Name: t.Name, DefinedIn: api.DefinedInConfig, Trigger: t.Shown()})
+		}
+	}
+	for _, s := range stored {
+		if project != "" && s.Project != project {
+			continue
+		}
+		info := api.TriggerInfo{Project: s.Project, Name: s.Name, DefinedIn: api.DefinedInStore, UpdatedAt: &s.UpdatedAt, UpdatedBy: s.UpdatedBy}
+		t, why := lt.parseStoredWith(cfg, s)
+		if t == nil {
+			info.Problem = why
+			// What the store holds, as far as it reads.
+			if t, _ = config.ParseTrigger("stored", s.Spec, &config.Project{ID: s.Project}); t == nil {
+				t = &config.Trigger{Name: s.Name}
+			}
+		}
+		info.Trigger = t.Shown()
+		out = append(out, info)
+	}
+	return out, nil
+}
+
+// Apply creates or replaces a stored trigger (api.Triggers), and applies
+// it on this node before it returns.
+func (lt *liveTriggers) Apply(ctx context.Context, project, name string, body []byte, actor string) (*api.TriggerInfo, bool, error) {
+	lt.mu.Lock()
+	cfg := lt.cfg
+	lt.mu.Unlock()
+	t, created, err := applyTrigger(ctx, cfg, lt.st, project, name, body, actor, lt.log)
+	if t == nil {
+		return nil, false, err
+	}
+	if rerr := lt.reload(ctx); rerr != nil {
+		lt.log.Warn("applying a stored trigger on this node failed; the next read of the store will", "err", rerr)
+	}
+	now := time.Now()
+	return &api.TriggerInfo{Project: project, Name: t.Name, DefinedIn: api.DefinedInStore, Trigger: t.Shown(),
+		UpdatedAt: &now, UpdatedBy: actor}, created, err
+}
+
+// Delete deletes a stored trigger (api.Triggers), and drops it on this
+// node before it returns.
+func (lt *liveTriggers) Delete(ctx context.Context, project, name, actor string) (int, error) {
+	lt.mu.Lock()
+	cfg := lt.cfg
+	lt.mu.Unlock()
+	n, err := deleteTrigger(ctx, cfg, lt.st, project, name, actor)
+	if err != nil {
+		return 0, err
+	}
+	if rerr := lt.reload(ctx); rerr != nil {
+		lt.log.Warn("dropping a deleted trigger on this node failed; the next read of the store will", "err", rerr)
+	}
+	return n, nil
 }

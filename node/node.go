@@ -115,7 +115,9 @@ func (n *Node) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (is another process using it? change listen in the config)", cfg.Listen, err)
 	}
-	srv := httpServer(cfg, api.New(cfg, disp, n.keys, st, log), log)
+	apiServer := api.New(cfg, disp, n.keys, st, log)
+	apiServer.UseTriggers(live)
+	srv := httpServer(cfg, apiServer, log)
 
 	// The dispatcher and the sources outlive ctx: each is stopped in turn
 	// below, in the order that hands every row back.
