@@ -2,6 +2,7 @@ package cdc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -15,7 +16,8 @@ const changedPrefix = "triggerd.triggers"
 // CheckTriggers checks, on the database alias of project p, what Check
 // checks at start for triggers, the project's triggers as they would be
 // after a change: the tables and columns they name exist and can be
-// captured. Its errors say what to fix.
+// captured. Its errors say what to fix; one that wraps ErrUnreachable
+// says the database could not be reached.
 func CheckTriggers(ctx context.Context, p *config.Project, alias string, triggers []*config.Trigger, opts Options) error {
 	s, err := New(p, alias, nil, opts)
 	if err != nil {
@@ -24,12 +26,16 @@ func CheckTriggers(ctx context.Context, p *config.Project, alias string, trigger
 	s.triggers = s.mine(triggers)
 	conn, err := s.connect(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	_, err = s.inspect(ctx, conn)
 	return err
 }
+
+// ErrUnreachable is wrapped by an error of CheckTriggers that could not
+// connect to the database, and so checked nothing.
+var ErrUnreachable = errors.New("the database cannot be reached")
 
 // Publish follows a committed change of the triggers of database alias of
 // project p (triggers are all of the project's triggers after it): it adds
