@@ -8,6 +8,7 @@
 //	triggerd serve --config FILE   run a node
 //	triggerd dev                   run a node on a throwaway Postgres, with a demo receiver
 //	triggerd tail --config FILE    print event_logs rows, and follow them
+//	triggerd triggers ...          list, get, apply and delete a running node's triggers
 //	triggerd version               print the version, revision and Go version
 package main
 
@@ -31,6 +32,7 @@ Usage:
   triggerd serve --config FILE [--log-format text|json]
   triggerd dev [--listen ADDR] [--log-format text|json]
   triggerd tail --config FILE [--project P] [--type T] [--trigger NAME] [--status S] [--limit N] [--follow] [--json]
+  triggerd triggers list|get|apply|delete --config FILE [--project P] [NAME | -f FILE]
   triggerd version
 
 Run "triggerd COMMAND -h" for a command's flags.
@@ -81,6 +83,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return devCommand(ctx, args[1:], stdout, stderr)
 	case "tail":
 		return tailCommand(ctx, args[1:], stdout, stderr)
+	case "triggers":
+		return triggersCommand(ctx, args[1:], os.Stdin, stdout, stderr)
 	case "version", "--version":
 		return printVersion(stdout)
 	case "help", "-h", "--help":
