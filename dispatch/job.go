@@ -273,6 +273,9 @@ func newID() uuid.UUID {
 // caller: the webhook's status and the start of its answer, or that it did
 // not answer, without the webhook's url or the network's details.
 func callerReason(out store.Outcome) string {
+	if out.Status == store.StatusCancelled {
+		return out.Remark // nothing of the webhook's: see dropRemoved
+	}
 	what := "the webhook could not be reached"
 	if in := out.Invocation; in != nil {
 		switch {

@@ -2,8 +2,10 @@ package dispatch_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -132,5 +134,43 @@ func TestUpdateRemovesTriggers(t *testing.T) {
 	}
 	if _, rows, err := n.d.Enqueue(ctx, dispatch.Event{Project: "p", Type: "s"}); err != nil || rows != 0 {
 		t.Fatalf("a removed trigger still takes events: %d rows, %v", rows, err)
+	}
+}
+
+// TestRemovedTriggerAnswersAWaitingCaller removes the trigger of a
+// synchronous call whose attempt is in flight: the caller is told the row
+// was cancelled, not left waiting, and not told the webhook was down.
+func TestRemovedTriggerAnswersAWaitingCaller(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	release := make(chan struct{})
+	inFlight := make(chan struct{}, 1)
+	slow := newHook(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
+		inFlight <- struct{}{}
+		<-release
+		w.WriteHeader(http.StatusInternalServerError)
+	})
+	n := e.start("node-1", trigger("slow", "s", slow.URL, "retries: 5, retry_backoff: {initial: 100ms, max: 100ms}"), dispatch.Options{})
+	ctx := context.Background()
+	answered := make(chan error, 1)
+	go func() {
+		_, err := n.d.Call(ctx, dispatch.Event{Project: "p", Type: "s"})
+		answered <- err
+	}()
+	<-inFlight
+	for _, r := range update(t, n) {
+		if _, err := n.st.CancelDeleted(ctx, r.Project, r.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(release)
+	select {
+	case err := <-answered:
+		var failed *dispatch.FailedError
+		if !errors.As(err, &failed) || !strings.Contains(failed.Reason, "removed") {
+			t.Fatalf("the caller was told %v, want that the trigger was removed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the caller of a removed trigger is still waiting")
 	}
 }
