@@ -63,8 +63,9 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 }
 
 // Run runs the node until ctx ends: it opens and migrates the store,
-// checks the event sources, then starts the dispatcher, the sources and
-// the API. When ctx ends (or the API server fails) intake stops first: the
+// adds the triggers kept there to the config's, checks the event sources,
+// then starts the dispatcher, the sources, the following of trigger
+// changes (the store's, and Options.Reconfigure's) and the API. When ctx ends (or the API server fails) intake stops first: the
 // sources end and the API takes no new request; attempts in flight get the
 // config's shutdown grace; the dispatcher hands its rows back; the store
 // closes last. A failure before the API listens is returned as is.
