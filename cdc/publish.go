@@ -19,18 +19,28 @@ const changedPrefix = "triggerd.triggers"
 // captured. Its errors say what to fix; one that wraps ErrUnreachable
 // says the database could not be reached.
 func CheckTriggers(ctx context.Context, p *config.Project, alias string, triggers []*config.Trigger, opts Options) error {
-	s, err := New(p, alias, nil, opts)
+	s, conn, err := connectWith(ctx, p, alias, triggers, opts)
 	if err != nil {
 		return err
-	}
-	s.triggers = s.mine(triggers)
-	conn, err := s.connect(ctx)
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	_, err = s.inspect(ctx, conn)
 	return err
+}
+
+// connectWith makes a source of database alias of project p with
+// triggers, not to run but to check them, and connects to its database.
+func connectWith(ctx context.Context, p *config.Project, alias string, triggers []*config.Trigger, opts Options) (*Source, *pgx.Conn, error) {
+	s, err := New(p, alias, nil, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.triggers = s.mine(triggers)
+	conn, err := s.connect(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
+	}
+	return s, conn, nil
 }
 
 // ErrUnreachable is wrapped by an error of CheckTriggers that could not
@@ -52,12 +62,7 @@ var ErrUnreachable = errors.New("the database cannot be reached")
 // its confirmed position with them. Changes committed before Publish to a
 // table that was not published are not captured.
 func Publish(ctx context.Context, p *config.Project, alias string, triggers []*config.Trigger, opts Options) error {
-	s, err := New(p, alias, nil, opts)
-	if err != nil {
-		return err
-	}
-	s.triggers = s.mine(triggers)
-	conn, err := s.connect(ctx)
+	s, conn, err := connectWith(ctx, p, alias, triggers, opts)
 	if err != nil {
 		return err
 	}
