@@ -73,6 +73,19 @@ func TestUpdateAddsAndChangesTriggers(t *testing.T) {
 	}
 }
 
+// heldHook is a hook that signals inFlight when an attempt arrives, and
+// answers it 500 once release is closed.
+func heldHook(t *testing.T) (h *hook, inFlight <-chan struct{}, release chan struct{}) {
+	release = make(chan struct{})
+	arrived := make(chan struct{}, 1)
+	h = newHook(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
+		arrived <- struct{}{}
+		<-release
+		w.WriteHeader(http.StatusInternalServerError)
+	})
+	return h, arrived, release
+}
+
 // TestUpdateRemovesTriggers removes two triggers: one whose row waits for
 // a later time, and one whose row is in flight. Once their rows are
 // cancelled (as deleting a stored trigger does), the row in flight
@@ -80,13 +93,7 @@ func TestUpdateAddsAndChangesTriggers(t *testing.T) {
 func TestUpdateRemovesTriggers(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	release := make(chan struct{})
-	inFlight := make(chan struct{}, 1)
-	slow := newHook(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
-		inFlight <- struct{}{}
-		<-release
-		w.WriteHeader(http.StatusInternalServerError)
-	})
+	slow, inFlight, release := heldHook(t)
 	later := newHook(t, nil)
 	n := e.start("node-1", trigger("slow", "s", slow.URL, "retries: 5, retry_backoff: {initial: 100ms, max: 100ms}")+
 		trigger("later", "l", later.URL, "")+trigger("kept", "k", later.URL, ""), dispatch.Options{})
@@ -143,13 +150,7 @@ func TestUpdateRemovesTriggers(t *testing.T) {
 func TestRemovedTriggerAnswersAWaitingCaller(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	release := make(chan struct{})
-	inFlight := make(chan struct{}, 1)
-	slow := newHook(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
-		inFlight <- struct{}{}
-		<-release
-		w.WriteHeader(http.StatusInternalServerError)
-	})
+	slow, inFlight, release := heldHook(t)
 	n := e.start("node-1", trigger("slow", "s", slow.URL, "retries: 5, retry_backoff: {initial: 100ms, max: 100ms}"), dispatch.Options{})
 	ctx := context.Background()
 	answered := make(chan error, 1)
