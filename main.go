@@ -8,6 +8,7 @@
 //	triggerd serve --config FILE   run a node
 //	triggerd dev                   run a node on a throwaway Postgres, with a demo receiver
 //	triggerd tail --config FILE    print event_logs rows, and follow them
+//	triggerd triggers ...          list, get, apply and delete a running node's triggers
 //	triggerd version               print the version, revision and Go version
 package main
 
@@ -31,13 +32,14 @@ Usage:
   triggerd serve --config FILE [--log-format text|json]
   triggerd dev [--listen ADDR] [--log-format text|json]
   triggerd tail --config FILE [--project P] [--type T] [--trigger NAME] [--status S] [--limit N] [--follow] [--json]
+  triggerd triggers list|get|apply|delete --config FILE [--project P] [NAME | -f FILE]
   triggerd version
 
 Run "triggerd COMMAND -h" for a command's flags.
 `
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), stopSignals()...)
+	ctx, stop := signal.NotifyContext(context.Background(), stopSignals(os.Args[1:])...)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
@@ -46,12 +48,13 @@ func main() {
 	}
 }
 
-// stopSignals are the signals that stop a command cleanly: Ctrl-C
-// (SIGINT), SIGTERM, and SIGHUP (its terminal closed) unless it was
-// ignored when triggerd started, as nohup asks.
-func stopSignals() []os.Signal {
+// stopSignals are the signals that stop the command of args cleanly:
+// Ctrl-C (SIGINT), SIGTERM, and SIGHUP (its terminal closed) unless it
+// was ignored when triggerd started, as nohup asks, or the command is
+// serve, which reloads its config on SIGHUP.
+func stopSignals(args []string) []os.Signal {
 	sigs := []os.Signal{os.Interrupt, syscall.SIGTERM}
-	if !signal.Ignored(syscall.SIGHUP) {
+	if !signal.Ignored(syscall.SIGHUP) && (len(args) == 0 || args[0] != "serve") {
 		sigs = append(sigs, syscall.SIGHUP)
 	}
 	return sigs
@@ -80,6 +83,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return devCommand(ctx, args[1:], stdout, stderr)
 	case "tail":
 		return tailCommand(ctx, args[1:], stdout, stderr)
+	case "triggers":
+		return triggersCommand(ctx, args[1:], os.Stdin, stdout, stderr)
 	case "version", "--version":
 		return printVersion(stdout)
 	case "help", "-h", "--help":

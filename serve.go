@@ -5,7 +5,10 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/triggerd/triggerd/config"
 	"github.com/triggerd/triggerd/node"
@@ -35,9 +38,40 @@ func serveCommand(ctx context.Context, args []string, stderr io.Writer) error {
 	// Ctrl-C) must not kill the node before it hands its rows back: its
 	// log lines are lost instead.
 	defer survivePipes()()
-	n, err := node.New(cfg, node.Options{Logger: log, Version: version()})
+	reconfigure := make(chan *config.Config)
+	if !signal.Ignored(syscall.SIGHUP) { // under nohup, SIGHUP stays ignored
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		go reloadOnHUP(ctx, *path, hup, reconfigure, log)
+	}
+	n, err := node.New(cfg, node.Options{Logger: log, Version: version(), Reconfigure: reconfigure})
 	if err != nil {
 		return err
 	}
 	return n.Run(ctx)
+}
+
+// reloadOnHUP reads the config file again at each SIGHUP and hands it to
+// the node, until ctx ends. A file that does not load is logged, and the
+// node keeps its config.
+func reloadOnHUP(ctx context.Context, path string, hup <-chan os.Signal, to chan<- *config.Config, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		cfg, err := config.Load(path)
+		if err != nil {
+			log.Error("SIGHUP: the config file does not load; nothing changes", "err", err)
+			continue
+		}
+		log.Info("SIGHUP: config file read again", "config", path)
+		select {
+		case to <- cfg:
+		case <-ctx.Done():
+			return
+		}
+	}
 }

@@ -4,13 +4,16 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/triggerd/triggerd/internal/waittest"
 	"github.com/triggerd/triggerd/node/nodetest"
 	"github.com/triggerd/triggerd/store"
 	"github.com/triggerd/triggerd/store/pgtest"
@@ -78,4 +81,59 @@ func TestServeStopsCleanlyWithItsLogReaderGone(t *testing.T) {
 	if err != nil || len(rows) != 1 || rows[0].Status != store.StatusProcessed {
 		t.Fatalf("the attempt in flight at SIGTERM was not recorded: %+v %v", rows, err)
 	}
+}
+
+// TestSIGHUPReloadsTriggers changes a trigger's URL and the listen address
+// in the config file of a running "triggerd serve" and sends it SIGHUP:
+// the trigger's new URL takes the next event, the listen change is
+// refused with a log line and the old address kept, and a file that no
+// longer loads changes nothing.
+func TestSIGHUPReloadsTriggers(t *testing.T) {
+	t.Parallel()
+	url, schema := pgtest.Schema(t)
+	before := nodetest.NewCounter(t, func(string, string, http.ResponseWriter, *http.Request) {})
+	after := nodetest.NewCounter(t, func(string, string, http.ResponseWriter, *http.Request) {})
+	cfg := nodetest.WriteConfig(t, "node-1", url, schema, fmt.Sprintf("      - {name: t, type: work, url: %q}\n", before.URL))
+	node := nodetest.Start(t, cfg)
+	node.Queue(t, `{"type":"work"}`)
+	waittest.For(t, 10*time.Second, func() error {
+		if before.Total() != 1 {
+			return errors.New("the first event is not delivered yet")
+		}
+		return nil
+	})
+
+	text, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := strings.Replace(strings.Replace(string(text), before.URL, after.URL, 1), "listen: 127.0.0.1:0", "listen: 127.0.0.1:1", 1)
+	if err := os.WriteFile(cfg, []byte(changed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	node.Signal(t, syscall.SIGHUP)
+	node.WaitLog(t, "config reloaded: its triggers apply", 10*time.Second)
+	if !node.Logs("config reloaded: a change that needs a restart is refused, and the old value kept") || !strings.Contains(node.LogText(), "listen cannot change without a restart") {
+		t.Fatalf("no log line refusing the listen change:\n%s", node.LogText())
+	}
+	node.Queue(t, `{"type":"work"}`) // at the old address: it is kept
+	waittest.For(t, 10*time.Second, func() error {
+		if before.Total() != 1 || after.Total() != 1 {
+			return fmt.Errorf("before the reload: %v; after: %v", before.ByID(), after.ByID())
+		}
+		return nil
+	})
+
+	if err := os.WriteFile(cfg, []byte("store: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	node.Signal(t, syscall.SIGHUP)
+	node.WaitLog(t, "SIGHUP: the config file does not load; nothing changes", 10*time.Second)
+	node.Queue(t, `{"type":"work"}`)
+	waittest.For(t, 10*time.Second, func() error {
+		if after.Total() != 2 {
+			return fmt.Errorf("the event after a bad reload was not delivered to the kept trigger: %v", after.ByID())
+		}
+		return nil
+	})
 }

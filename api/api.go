@@ -1,5 +1,6 @@
 // Package api is triggerd's HTTP interface: the queue endpoint that custom
-// events arrive on, and the health and readiness probes.
+// events arrive on, the health and readiness probes, and the admin API
+// (/v1/admin/..., admin.go).
 package api
 
 import (
@@ -21,6 +22,7 @@ import (
 	"github.com/triggerd/triggerd/auth"
 	"github.com/triggerd/triggerd/config"
 	"github.com/triggerd/triggerd/dispatch"
+	"github.com/triggerd/triggerd/store"
 )
 
 // Server answers the HTTP API. Build it with New.
@@ -28,20 +30,26 @@ type Server struct {
 	cfg    *config.Config
 	disp   *dispatch.Dispatcher
 	keys   map[string]*auth.Keyring
-	ready  func(context.Context) error
+	store  *store.Store
 	log    *slog.Logger
 	router *mux.Router
+	// admin checks admin logins and tokens (see adminRoute); nil without
+	// an admin section.
+	admin *adminAuth
+	// triggers serves the trigger routes (see UseTriggers).
+	triggers Triggers
 }
 
-// New builds the API over a dispatcher. keys holds each project's keyring;
-// ready reports whether the store can take events (for /readyz); log
+// New builds the API over a dispatcher and its store. keys holds each
+// project's keyring; the store answers /readyz and the admin API; log
 // defaults to slog.Default().
 func New(cfg *config.Config, disp *dispatch.Dispatcher, keys map[string]*auth.Keyring,
-	ready func(context.Context) error, log *slog.Logger) *Server {
+	st *store.Store, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{cfg: cfg, disp: disp, keys: keys, ready: ready, log: log, router: mux.NewRouter()}
+	s := &Server{cfg: cfg, disp: disp, keys: keys, store: st, log: log, router: mux.NewRouter()}
+	s.adminRoutes()
 	for _, route := range []string{"/v1/api/{project}/event-triggers/queue", "/v1/api/{project}/eventing/queue"} {
 		s.router.HandleFunc(route, s.queue).Methods(http.MethodPost)
 	}
@@ -51,16 +59,23 @@ func New(cfg *config.Config, disp *dispatch.Dispatcher, keys map[string]*auth.Ke
 	// path cleaned, and no body; such a path is no endpoint of the API.
 	s.router.SkipClean(true)
 	s.router.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.admin != nil && strings.HasPrefix(r.URL.Path, adminPrefix+"/") {
+			adminNotFound(w, r)
+			return
+		}
 		hint := "events are queued with POST /v1/api/{project}/event-triggers/queue"
 		if p := r.URL.Path; path.Clean(p) != p {
 			hint = `paths are taken as sent: ".", "..", "//" and a trailing slash are not resolved; ` + hint
 		}
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s (%s)", clip(r.Method), quote(r.URL.EscapedPath()), hint))
 	})
-	s.router.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s", clip(r.Method), quote(r.URL.EscapedPath())))
-	})
+	s.router.MethodNotAllowedHandler = http.HandlerFunc(methodNotAllowed)
 	return s
+}
+
+// methodNotAllowed answers a method a path does not take.
+func methodNotAllowed(w http.ResponseWriter, r *http.Request) {
+	writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s", clip(r.Method), quote(r.URL.EscapedPath())))
 }
 
 // ServeHTTP routes a request.
@@ -75,7 +90,7 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
-	if err := s.ready(ctx); err != nil {
+	if err := s.store.Ready(ctx); err != nil {
 		s.log.Warn("not ready", "err", err)
 		writeError(w, http.StatusServiceUnavailable, "not ready: the event store cannot take events; the node's log says why")
 		return
@@ -87,20 +102,23 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 // rule and the caller's token, then stages it or, for a synchronous event,
 // delivers it and answers with the webhook's response.
 func (s *Server) queue(w http.ResponseWriter, r *http.Request) {
+	s.takeEvent(w, r, func(p *config.Project, eventType string) (int, string) {
+		return s.authorize(r, p, eventType)
+	})
+}
+
+// takeEvent takes one custom event for the project the path names, as
+// queue describes; authorize applies the type's rule, and is nil for the
+// admin API, which bypasses it.
+func (s *Server) takeEvent(w http.ResponseWriter, r *http.Request, authorize func(*config.Project, string) (int, string)) {
 	projectID := mux.Vars(r)["project"]
 	p := s.cfg.Project(projectID)
 	if p == nil {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown project %s", quote(projectID)))
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.BodyLimit))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body is larger than the %d-byte limit (body_limit in the config)", tooBig.Limit))
-			return
-		}
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("reading the body failed: %v", err))
+	body, ok := s.readBody(w, r)
+	if !ok {
 		return
 	}
 	req, err := parseQueueRequest(body, time.Now())
@@ -112,12 +130,14 @@ func (s *Server) queue(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("type %s is reserved for database and file events, which triggerd raises itself; queue custom events with another type", quote(req.Type)))
 		return
 	}
-	if status, msg := s.authorize(r, p, req.Type); status != 0 {
-		if status == http.StatusUnauthorized {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="triggerd"`)
+	if authorize != nil {
+		if status, msg := authorize(p, req.Type); status != 0 {
+			if status == http.StatusUnauthorized {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="triggerd"`)
+			}
+			writeError(w, status, msg)
+			return
 		}
-		writeError(w, status, msg)
-		return
 	}
 	ev := dispatch.Event{Project: p.ID, Type: req.Type, Data: req.Data, Time: req.Time, FireAt: req.FireAt}
 	if req.Synchronous {
@@ -132,6 +152,22 @@ func (s *Server) queue(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"id": id})
+}
+
+// readBody reads a request's body, up to body_limit. It answers the
+// request and reports false when the body is larger (413) or cannot be read.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.BodyLimit))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body is larger than the %d-byte limit (body_limit in the config)", tooBig.Limit))
+			return nil, false
+		}
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("reading the body failed: %v", err))
+		return nil, false
+	}
+	return body, true
 }
 
 // notStored answers an event the store did not take: 400 when it refused
@@ -185,15 +221,12 @@ func (s *Server) authorize(r *http.Request, p *config.Project, eventType string)
 	case config.RuleDeny:
 		return http.StatusForbidden, fmt.Sprintf("events of type %s may not be queued in project %s (its rule is deny)", quote(eventType), p.ID)
 	}
-	h := strings.TrimSpace(r.Header.Get("Authorization"))
-	scheme, token, _ := strings.Cut(h, " ")
-	token = strings.TrimSpace(token)
+	token, err := bearerToken(r)
 	switch {
-	case h == "" || (strings.EqualFold(scheme, "Bearer") && token == ""):
-		// Space Cloud's Go client sends "Bearer" alone until it has a token.
+	case errors.Is(err, errNoToken):
 		return http.StatusUnauthorized, fmt.Sprintf("events of type %s need a token: send Authorization: Bearer <JWT signed with a secret of project %s>", quote(eventType), p.ID)
-	case !strings.EqualFold(scheme, "Bearer"):
-		return http.StatusUnauthorized, "the Authorization header must be Bearer <JWT>"
+	case err != nil:
+		return http.StatusUnauthorized, err.Error()
 	}
 	if _, err := s.keys[p.ID].VerifyClient(token); err != nil {
 		return http.StatusUnauthorized, fmt.Sprintf("bad token: %v", err)

@@ -105,7 +105,7 @@ func startNode(tb testing.TB, text string, log *slog.Logger) (string, *store.Sto
 		tb.Fatal(err)
 	}
 	n := dispatchtest.Start(tb, cfg, dispatch.Options{})
-	srv := httptest.NewServer(api.New(cfg, n.Dispatcher, n.Keys, n.Store.Ready, log))
+	srv := httptest.NewServer(api.New(cfg, n.Dispatcher, n.Keys, n.Store, log))
 	tb.Cleanup(srv.Close)
 	return srv.URL, n.Store
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,7 +26,10 @@ type queueRequest struct {
 // maxDelay bounds delay so that scheduled times stay representable.
 const maxDelay = 100 * 365 * 24 * time.Hour
 
-// bodyFields names the body's fields for error messages.
+// queueFields are the fields of a queue body, and bodyFields names them
+// for error messages.
+var queueFields = []string{"type", "data", "payload", "timestamp", "delay", "isSynchronous", "options"}
+
 const bodyFields = "type, data (or payload), timestamp, delay, isSynchronous, options"
 
 // parseQueueRequest reads a queue body, saying precisely what is wrong with
@@ -40,7 +44,7 @@ func parseQueueRequest(body []byte, now time.Time) (queueRequest, error) {
 	if i := invalidUTF8(body); i >= 0 {
 		return req, fmt.Errorf("the body is not valid UTF-8 at byte offset %d (%#x): JSON text must be UTF-8; send binary data encoded, as base64 for example", i, body[i])
 	}
-	fields, err := decodeFields(body)
+	fields, err := decodeFields(body, queueFields, bodyFields)
 	if err != nil {
 		return req, err
 	}
@@ -117,11 +121,11 @@ func parseQueueRequest(body []byte, now time.Time) (queueRequest, error) {
 }
 
 // decodeFields reads a body that is one JSON object into its fields,
-// refusing a field the body does not take. A field given twice is refused
-// too: parsers differ on which of the two counts (encoding/json takes the
-// last), and a proxy checking the first would see another type than
-// triggerd.
-func decodeFields(body []byte) (map[string]json.RawMessage, error) {
+// refusing a field that is not among known (named in messages as
+// described). A field given twice is refused too: parsers differ on which
+// of the two counts (encoding/json takes the last), and a proxy checking
+// the first would see another value than triggerd.
+func decodeFields(body []byte, known []string, described string) (map[string]json.RawMessage, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	tok, err := dec.Token()
@@ -148,10 +152,8 @@ func decodeFields(body []byte) (map[string]json.RawMessage, error) {
 			return nil, fmt.Errorf("the body is not a JSON object: %s", describeJSONError(err))
 		}
 		key := tok.(string) // the decoder takes nothing else where a key belongs
-		switch key {
-		case "type", "data", "payload", "timestamp", "delay", "isSynchronous", "options":
-		default:
-			return nil, fmt.Errorf("unknown field %s: the body takes %s", quote(key), bodyFields)
+		if !slices.Contains(known, key) {
+			return nil, fmt.Errorf("unknown field %s: the body takes %s", quote(key), described)
 		}
 		var value json.RawMessage
 		if err := dec.Decode(&value); err != nil {

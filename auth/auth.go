@@ -199,9 +199,15 @@ func parsePublic(b *pem.Block) (*rsa.PublicKey, error) {
 }
 
 // VerifyClient checks a bearer token of an API client (see verify); the
-// X-SC-Token of a delivery is refused.
+// X-SC-Token of a delivery and admin tokens are refused.
 func (k *Keyring) VerifyClient(token string) (jwt.MapClaims, error) {
 	claims, err := k.verify(token)
+	if (err != nil && isAdminToken(token)) || (err == nil && IsAdminToken(claims)) {
+		// Checked only once the token fails, or passes: the queue's hot
+		// path parses a token once.
+		return nil, fmt.Errorf("%w: this is an admin token (%s: %s), which only the admin API takes: sign a client token with the project's secret",
+			ErrWrongUse, UseClaim, AdminUse)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -37,7 +37,7 @@ type route struct {
 }
 
 // newRelation describes a relation message's table. pk names its primary
-// key columns; routes come from the source's triggers and the plan.
+// key columns; routes come from the plan and its triggers.
 func newRelation(s *Source, pl *plan, m *pglogrepl.RelationMessage, pk []string) *relation {
 	r := &relation{}
 	for i, c := range m.Columns {
@@ -56,7 +56,7 @@ func newRelation(s *Source, pl *plan, m *pglogrepl.RelationMessage, pk []string)
 		r.pk = r.ident
 	}
 	if !s.isStoreTable(&table{schema: m.Namespace, name: m.RelationName}) {
-		for _, tr := range s.triggers {
+		for _, tr := range pl.triggers {
 			if !pl.takes(tr, m.Namespace, m.RelationName) {
 				continue
 			}

@@ -58,7 +58,7 @@ func newConsumerRig(t *testing.T, batch int) *consumerRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newConsumer(s, &plan{}, nil, &progress{})
+	c := newConsumer(s, &plan{triggers: s.current()}, nil, &progress{})
 	// The relation as a RelationMessage describes it; handling that
 	// message looks up its primary key and types in the database.
 	rel := &pglogrepl.RelationMessage{RelationID: 1, Namespace: "public", RelationName: "orders", ReplicaIdentity: 'd',

@@ -85,7 +85,9 @@ func (r *rig) config(nodeID, triggers, dbExtra string) *config.Config {
 
 // node is a running dispatcher with its sources; stop stops them.
 type node struct {
-	stop func()
+	run     *dispatchtest.Node
+	sources []*cdc.Source
+	stop    func()
 }
 
 // start checks and runs a node; its error from Check, if any, is returned
@@ -105,7 +107,7 @@ func (r *rig) start(cfg *config.Config, opts cdc.Options) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &node{stop: stop}, nil
+	return &node{run: run, sources: sources, stop: stop}, nil
 }
 
 // mustStart starts a node that must pass its checks.

@@ -44,8 +44,9 @@ var simpleName = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
 // trigger that names tables, the set of their qualified names (a trigger
 // that names none takes every table).
 type plan struct {
-	tables []table
-	routes map[string]map[string]bool
+	triggers []*config.Trigger // the source's triggers when the plan was made
+	tables   []table
+	routes   map[string]map[string]bool
 }
 
 // takes reports whether trigger tr takes changes of the table schema.name.
@@ -106,7 +107,7 @@ func (s *Source) inspect(ctx context.Context, conn *pgx.Conn) (*plan, error) {
 		return nil, fmt.Errorf("%s: role %s lacks the REPLICATION attribute that change capture needs: run ALTER ROLE %s REPLICATION as a superuser", s.where(), role, ident(role))
 	}
 
-	pl := &plan{routes: make(map[string]map[string]bool)}
+	pl := &plan{triggers: s.current(), routes: make(map[string]map[string]bool)}
 	seen := make(map[string]int) // qualified name → index in pl.tables
 	add := func(t table) int {
 		key := t.qualified()
@@ -118,7 +119,7 @@ func (s *Source) inspect(ctx context.Context, conn *pgx.Conn) (*plan, error) {
 		return len(pl.tables) - 1
 	}
 	everyTable := false
-	for _, tr := range s.triggers {
+	for _, tr := range pl.triggers {
 		if len(tr.Options.Tables()) == 0 {
 			everyTable = true
 		}
@@ -141,7 +142,7 @@ func (s *Source) inspect(ctx context.Context, conn *pgx.Conn) (*plan, error) {
 			}
 		}
 	}
-	for _, tr := range s.triggers {
+	for _, tr := range pl.triggers {
 		for _, name := range tr.Options.Tables() {
 			t, err := s.describe(ctx, conn, tr, name)
 			if err != nil {
@@ -222,7 +223,7 @@ func (s *Source) checkIdentity(pl *plan, t *table) error {
 	if t.identity == 'f' || (t.hasKey && t.identity != 'n') {
 		return nil
 	}
-	for _, tr := range s.triggers {
+	for _, tr := range pl.triggers {
 		if tr.Type != config.TypeInsert && pl.takes(tr, t.schema, t.name) {
 			return fmt.Errorf("%s: trigger %s: table %s has no primary key or replica identity, so Postgres cannot publish its updates and deletes (and would refuse them once published): add a primary key, or run ALTER TABLE %s REPLICA IDENTITY FULL", s.where(), tr.Name, t, t)
 		}
@@ -235,11 +236,11 @@ func (s *Source) isStoreTable(t *table) bool {
 	return t.schema == s.opts.StoreSchema && slices.Contains(store.Tables(), t.name)
 }
 
-// publishOps lists the operations the triggers need, for the publication.
-func (s *Source) publishOps() string {
+// publishOps lists the operations a plan's triggers need, for the publication.
+func (pl *plan) publishOps() string {
 	var ops []string
 	for _, op := range []struct{ typ, name string }{{config.TypeInsert, "insert"}, {config.TypeUpdate, "update"}, {config.TypeDelete, "delete"}} {
-		if slices.ContainsFunc(s.triggers, func(t *config.Trigger) bool { return t.Type == op.typ }) {
+		if slices.ContainsFunc(pl.triggers, func(t *config.Trigger) bool { return t.Type == op.typ }) {
 			ops = append(ops, op.name)
 		}
 	}
@@ -249,71 +250,24 @@ func (s *Source) publishOps() string {
 	return strings.Join(ops, ", ")
 }
 
-// prepare makes the publication list exactly tables and creates the slot
-// when missing. It runs under the slot's lock, so nodes do not race.
-func (s *Source) prepare(ctx context.Context, conn *pgx.Conn, tables []table) error {
-	pub := pgx.Identifier{s.db.Publication}.Sanitize()
+// prepare makes the publication list exactly the plan's tables, with the
+// operations of its triggers, and creates the slot when missing. It runs
+// under the slot's lock, so nodes do not race, and under the publication's
+// lock (see Publish). Holding that lock, it reads the triggers again: a
+// plan that is out of date (a trigger was added since) ends the session
+// rather than drop a table a newer trigger has just published.
+func (s *Source) prepare(ctx context.Context, conn *pgx.Conn, pl *plan) error {
 	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		var allTables bool
-		err := tx.QueryRow(ctx, `SELECT puballtables FROM pg_publication WHERE pubname = $1`, s.db.Publication).Scan(&allTables)
-		with := fmt.Sprintf("publish = '%s', publish_via_partition_root = true", s.publishOps())
-		switch {
-		case errors.Is(err, pgx.ErrNoRows):
-			if _, err := tx.Exec(ctx, `CREATE PUBLICATION `+pub+` WITH (`+with+`)`); err != nil {
-				return fmt.Errorf("create publication %s: %w", s.db.Publication, err)
+		if err := lockPublication(ctx, tx, s.db.Publication); err != nil {
+			return err
+		}
+		if changed, err := s.refresh(ctx, pl); err != nil || changed {
+			if err == nil {
+				err = errTriggersChanged
 			}
-		case err != nil:
-			return fmt.Errorf("read publication %s: %w", s.db.Publication, err)
-		case allTables:
-			return fmt.Errorf("publication %s is FOR ALL TABLES, so triggerd did not create it: drop it, or set databases.%s.publication to another name", s.db.Publication, s.alias)
-		default:
-			if _, err := tx.Exec(ctx, `ALTER PUBLICATION `+pub+` SET (`+with+`)`); err != nil {
-				return fmt.Errorf("alter publication %s: %w", s.db.Publication, err)
-			}
+			return err
 		}
-		rows, err := tx.Query(ctx, `SELECT n.nspname, c.relname FROM pg_publication_rel r
-			JOIN pg_publication p ON p.oid = r.prpubid JOIN pg_class c ON c.oid = r.prrelid
-			JOIN pg_namespace n ON n.oid = c.relnamespace WHERE p.pubname = $1`, s.db.Publication)
-		if err != nil {
-			return fmt.Errorf("read publication %s: %w", s.db.Publication, err)
-		}
-		have, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (string, error) {
-			var schema, name string
-			err := row.Scan(&schema, &name)
-			return pgx.Identifier{schema, name}.Sanitize(), err
-		})
-		if err != nil {
-			return fmt.Errorf("read publication %s: %w", s.db.Publication, err)
-		}
-		var want []string
-		for i := range tables {
-			want = append(want, tables[i].qualified())
-		}
-		var add, drop []string
-		for _, t := range want {
-			if !slices.Contains(have, t) {
-				add = append(add, t)
-			}
-		}
-		for _, t := range have {
-			if !slices.Contains(want, t) {
-				drop = append(drop, t)
-			}
-		}
-		if len(add) > 0 {
-			if _, err := tx.Exec(ctx, `ALTER PUBLICATION `+pub+` ADD TABLE `+strings.Join(add, ", ")); err != nil {
-				return fmt.Errorf("add %s to publication %s: %w (the role must own the tables)", strings.Join(add, ", "), s.db.Publication, err)
-			}
-		}
-		if len(drop) > 0 {
-			if _, err := tx.Exec(ctx, `ALTER PUBLICATION `+pub+` DROP TABLE `+strings.Join(drop, ", ")); err != nil {
-				return fmt.Errorf("drop %s from publication %s: %w", strings.Join(drop, ", "), s.db.Publication, err)
-			}
-		}
-		if len(add)+len(drop) > 0 {
-			s.log.Info("publication updated", "publication", s.db.Publication, "added", add, "dropped", drop)
-		}
-		return nil
+		return s.syncPublication(ctx, tx, pl, true)
 	})
 	if err != nil {
 		return fmt.Errorf("%s: %w", s.where(), err)
@@ -347,4 +301,99 @@ func Streaming(ctx context.Context, db store.Querier, slot string) (bool, error)
 		return false, fmt.Errorf("read the state of slot %s: %w", slot, err)
 	}
 	return streaming, nil
+}
+
+// syncPublication brings the publication in line with a plan, in tx:
+// exactly, its tables and operations and no others (a session's prepare);
+// or not (Publish), adding what the plan needs and dropping nothing.
+func (s *Source) syncPublication(ctx context.Context, tx pgx.Tx, pl *plan, exact bool) error {
+	tables := pl.tables
+	pub := pgx.Identifier{s.db.Publication}.Sanitize()
+	var allTables bool
+	var ops []string
+	err := tx.QueryRow(ctx, `SELECT puballtables, array_remove(ARRAY[CASE WHEN pubinsert THEN 'insert' END,
+		CASE WHEN pubupdate THEN 'update' END, CASE WHEN pubdelete THEN 'delete' END], NULL)
+		FROM pg_publication WHERE pubname = $1`, s.db.Publication).Scan(&allTables, &ops)
+	publish := pl.publishOps()
+	if !exact {
+		publish = strings.Join(unionOps(ops, strings.Split(publish, ", ")), ", ")
+	}
+	with := fmt.Sprintf("publish = '%s', publish_via_partition_root = true", publish)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		if _, err := tx.Exec(ctx, `CREATE PUBLICATION `+pub+` WITH (`+with+`)`); err != nil {
+			return fmt.Errorf("create publication %s: %w", s.db.Publication, err)
+		}
+	case err != nil:
+		return fmt.Errorf("read publication %s: %w", s.db.Publication, err)
+	case allTables:
+		return fmt.Errorf("publication %s is FOR ALL TABLES, so triggerd did not create it: drop it, or set databases.%s.publication to another name", s.db.Publication, s.alias)
+	default:
+		if _, err := tx.Exec(ctx, `ALTER PUBLICATION `+pub+` SET (`+with+`)`); err != nil {
+			return fmt.Errorf("alter publication %s: %w", s.db.Publication, err)
+		}
+	}
+	rows, err := tx.Query(ctx, `SELECT n.nspname, c.relname FROM pg_publication_rel r
+		JOIN pg_publication p ON p.oid = r.prpubid JOIN pg_class c ON c.oid = r.prrelid
+		JOIN pg_namespace n ON n.oid = c.relnamespace WHERE p.pubname = $1`, s.db.Publication)
+	if err != nil {
+		return fmt.Errorf("read publication %s: %w", s.db.Publication, err)
+	}
+	have, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (string, error) {
+		var schema, name string
+		err := row.Scan(&schema, &name)
+		return pgx.Identifier{schema, name}.Sanitize(), err
+	})
+	if err != nil {
+		return fmt.Errorf("read publication %s: %w", s.db.Publication, err)
+	}
+	var want []string
+	for i := range tables {
+		want = append(want, tables[i].qualified())
+	}
+	var add, drop []string
+	for _, t := range want {
+		if !slices.Contains(have, t) {
+			add = append(add, t)
+		}
+	}
+	for _, t := range have {
+		if exact && !slices.Contains(want, t) {
+			drop = append(drop, t)
+		}
+	}
+	if len(add) > 0 {
+		if _, err := tx.Exec(ctx, `ALTER PUBLICATION `+pub+` ADD TABLE `+strings.Join(add, ", ")); err != nil {
+			return fmt.Errorf("add %s to publication %s: %w (the role must own the tables)", strings.Join(add, ", "), s.db.Publication, err)
+		}
+	}
+	if len(drop) > 0 {
+		if _, err := tx.Exec(ctx, `ALTER PUBLICATION `+pub+` DROP TABLE `+strings.Join(drop, ", ")); err != nil {
+			return fmt.Errorf("drop %s from publication %s: %w", strings.Join(drop, ", "), s.db.Publication, err)
+		}
+	}
+	if len(add)+len(drop) > 0 {
+		s.log.Info("publication updated", "publication", s.db.Publication, "added", add, "dropped", drop)
+	}
+	return nil
+}
+
+// unionOps lists the operations in a or b, in the order insert, update, delete.
+func unionOps(a, b []string) []string {
+	var out []string
+	for _, op := range []string{"insert", "update", "delete"} {
+		if slices.Contains(a, op) || slices.Contains(b, op) {
+			out = append(out, op)
+		}
+	}
+	return out
+}
+
+// lockPublication takes, for the rest of tx, the lock that orders the
+// changes of a publication: a session's prepare and Publish.
+func lockPublication(ctx context.Context, tx pgx.Tx, publication string) error {
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, "triggerd.publication."+publication); err != nil {
+		return fmt.Errorf("lock publication %s: %w", publication, err)
+	}
+	return nil
 }

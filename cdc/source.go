@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/triggerd/triggerd/config"
@@ -33,6 +35,11 @@ type Options struct {
 	// LockRetry is how often a node waiting for another's slot tries to
 	// take it over (default 1s).
 	LockRetry time.Duration
+	// Refresh, when set, brings the source's triggers up to date with the
+	// store's (it calls SetTriggers) before it returns. A session calls it
+	// where it must not act on triggers older than a change it has seen:
+	// before it changes the publication, and at a TriggersChanged message.
+	Refresh func(ctx context.Context) error
 }
 
 // Ingester stages a batch of changes and returns once they are committed:
@@ -47,13 +54,20 @@ type Ingester interface {
 // Source streams the changes of one database of one project to a
 // dispatcher. Create it with New, check it with Check, run it with Run.
 type Source struct {
-	project  string
-	alias    string
-	db       config.Database
-	triggers []*config.Trigger // the project's DB_* triggers on this database
-	disp     Ingester
-	opts     Options
-	log      *slog.Logger
+	project string
+	alias   string
+	db      config.Database
+	disp    Ingester
+	opts    Options
+	log     *slog.Logger
+
+	mu sync.Mutex
+	// triggers are the project's DB_* triggers on this database. A session
+	// captures for those it started with (its plan's).
+	triggers []*config.Trigger
+	// restart ends the session running, for the next one to take the
+	// triggers; nil between sessions.
+	restart context.CancelCauseFunc
 }
 
 // New builds the source of the database alias of project p.
@@ -79,14 +93,69 @@ func New(p *config.Project, alias string, d Ingester, opts Options) (*Source, er
 	}
 	s := &Source{project: p.ID, alias: alias, db: db, disp: d, opts: opts}
 	s.log = opts.Logger.With("project", p.ID, "database", alias, "slot", db.Slot)
+	ts := make([]*config.Trigger, len(p.Triggers))
 	for i := range p.Triggers {
-		t := &p.Triggers[i]
-		if config.IsChangeType(t.Type) && t.Options.DB == alias {
-			s.triggers = append(s.triggers, t)
-		}
+		ts[i] = &p.Triggers[i]
 	}
+	s.triggers = s.mine(ts)
 	return s, nil
 }
+
+// mine returns the DB_* triggers on this database among ts.
+func (s *Source) mine(ts []*config.Trigger) []*config.Trigger {
+	var out []*config.Trigger
+	for _, t := range ts {
+		if config.IsChangeType(t.Type) && t.Options.DB == s.alias {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// SetTriggers gives the source the project's triggers, of which it takes
+// the DB_* triggers on its database. When they differ from those of the
+// session running, that session ends and the next one starts at once: it
+// brings the publication up to date, and resumes from the slot's
+// confirmed position with the new triggers (the rows of changes logged
+// before are not logged twice).
+func (s *Source) SetTriggers(ts []*config.Trigger) {
+	mine := s.mine(ts)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sameTriggers(s.triggers, mine) {
+		return
+	}
+	s.triggers = mine
+	if s.restart != nil {
+		s.restart(errTriggersChanged)
+	}
+}
+
+// current returns the source's triggers.
+func (s *Source) current() []*config.Trigger {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.triggers
+}
+
+// refresh brings the triggers up to date (Options.Refresh), and reports
+// whether they differ from a plan's.
+func (s *Source) refresh(ctx context.Context, pl *plan) (bool, error) {
+	if s.opts.Refresh != nil {
+		if err := s.opts.Refresh(ctx); err != nil {
+			return false, fmt.Errorf("%s: read the triggers: %w", s.where(), err)
+		}
+	}
+	return !sameTriggers(s.current(), pl.triggers), nil
+}
+
+// sameTriggers reports whether two lists hold the same triggers, in order.
+func sameTriggers(a, b []*config.Trigger) bool {
+	return slices.EqualFunc(a, b, func(x, y *config.Trigger) bool { return x.Equal(y) })
+}
+
+// errTriggersChanged ends a session whose triggers changed.
+var errTriggersChanged = fmt.Errorf("the database's triggers changed: %w", supervise.ErrRestart)
 
 // Sources builds a source for every database of every project of cfg.
 func Sources(cfg *config.Config, d Ingester, opts Options) ([]*Source, error) {
@@ -133,3 +202,6 @@ var errLockLost = errors.New("lost the connection that holds the slot's lock")
 func (s *Source) where() string {
 	return fmt.Sprintf("database %s of project %s", s.alias, s.project)
 }
+
+// Project is the id of the source's project.
+func (s *Source) Project() string { return s.project }

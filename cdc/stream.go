@@ -35,7 +35,21 @@ type sharedConn struct {
 
 // session takes the slot's lock, brings the publication and slot up to
 // date, and streams until ctx ends or something breaks.
-func (s *Source) session(ctx context.Context) error {
+func (s *Source) session(outer context.Context) (err error) {
+	// SetTriggers ends the session through ctx when the triggers change.
+	ctx, restart := context.WithCancelCause(outer)
+	defer restart(nil)
+	s.mu.Lock()
+	s.restart = restart
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.restart = nil
+		s.mu.Unlock()
+		if outer.Err() == nil && errors.Is(context.Cause(ctx), errTriggersChanged) {
+			err = errTriggersChanged
+		}
+	}()
 	conn, err := s.connect(ctx)
 	if err != nil {
 		return err
@@ -48,7 +62,7 @@ func (s *Source) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.prepare(ctx, conn, pl.tables); err != nil {
+	if err := s.prepare(ctx, conn, pl); err != nil {
 		return err
 	}
 	if err := s.endStaleStream(ctx, conn); err != nil {
@@ -434,6 +448,17 @@ func (c *consumer) handle(ctx context.Context, it item, idle bool) error {
 		c.tx = nil
 		return c.reached(ctx, m.TransactionEndLSN, idle)
 	case *pglogrepl.LogicalDecodingMessage:
+		if m.Prefix == changedPrefix {
+			// Publish wrote it after a change of the triggers: changes
+			// after it go to the triggers as they are now.
+			changed, err := c.s.refresh(ctx, c.plan)
+			switch {
+			case err != nil:
+				return err
+			case changed:
+				return errTriggersChanged
+			}
+		}
 		if !m.Transactional && c.tx == nil {
 			return c.reached(ctx, m.LSN, idle)
 		}

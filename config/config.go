@@ -34,6 +34,25 @@ type Config struct {
 	Store Store `yaml:"store"`
 	// Projects are the event namespaces this node serves.
 	Projects []Project `yaml:"projects"`
+	// Admin enables the admin API (/v1/admin/...); nil when the config has
+	// no admin section, and the admin API answers 404.
+	Admin *Admin `yaml:"admin"`
+}
+
+// Admin is who may use the admin API, and the secret its tokens are
+// signed with. Exactly one of Password and PasswordHash is set.
+type Admin struct {
+	// User is the name to log in with.
+	User string `yaml:"user"`
+	// Password is the password to log in with, as text.
+	Password string `yaml:"password" config:"secret"`
+	// PasswordHash is the bcrypt hash of the password ($2a$, $2b$ or $2y$).
+	PasswordHash string `yaml:"password_hash" config:"secret"`
+	// Secret signs and verifies admin tokens (HS256); it is not the secret
+	// of any project, so that no project token can pass for an admin one.
+	Secret string `yaml:"secret" config:"secret"`
+	// TokenTTL is how long an admin token lasts (default 15m, at most 24h).
+	TokenTTL Duration `yaml:"token_ttl"`
 }
 
 // HTTP bounds the connections of the API server, so that slow or idle
@@ -152,29 +171,29 @@ const (
 // Trigger delivers the events of one type to one webhook.
 type Trigger struct {
 	// Name is unique within its project.
-	Name string `yaml:"name"`
+	Name string `yaml:"name" json:"name"`
 	// Type is the event type the trigger handles.
-	Type string `yaml:"type"`
+	Type string `yaml:"type" json:"type"`
 	// URL is the webhook, http or https.
-	URL string `yaml:"url" config:"secret"`
+	URL string `yaml:"url" json:"url" config:"secret"`
 	// Retries is how many times a failed attempt is retried; attempts = Retries + 1.
-	Retries int `yaml:"retries"`
+	Retries int `yaml:"retries" json:"retries"`
 	// AttemptTimeout bounds one attempt.
-	AttemptTimeout Millis `yaml:"timeout"`
+	AttemptTimeout Millis `yaml:"timeout" json:"timeout"`
 	// RetryBackoff shapes the waits between attempts.
-	RetryBackoff Backoff `yaml:"retry_backoff"`
+	RetryBackoff Backoff `yaml:"retry_backoff" json:"retry_backoff"`
 	// Headers are extra request headers sent with every attempt.
-	Headers map[string]string `yaml:"headers" config:"secret"`
+	Headers map[string]string `yaml:"headers" json:"headers,omitempty" config:"secret"`
 	// Concurrency caps this trigger's attempts in flight on one node.
-	Concurrency int `yaml:"concurrency"`
+	Concurrency int `yaml:"concurrency" json:"concurrency"`
 	// Format is how each delivery is sent (default FormatStructured).
-	Format Format `yaml:"format"`
+	Format Format `yaml:"format" json:"format"`
 	// WebhookSecrets, when given, sign this trigger's deliveries instead
 	// of the project's WebhookSecrets.
-	WebhookSecrets []string `yaml:"webhook_secrets" config:"secret"`
+	WebhookSecrets []string `yaml:"webhook_secrets" json:"webhook_secrets,omitempty" config:"secret"`
 	// Options select the row changes a DB_* trigger takes, or the files a
 	// FILE_* trigger takes.
-	Options TriggerOptions `yaml:"options"`
+	Options TriggerOptions `yaml:"options" json:"options,omitzero"`
 }
 
 // TriggerOptions select the row changes a DB_INSERT, DB_UPDATE or DB_DELETE
@@ -182,20 +201,20 @@ type Trigger struct {
 // FILE_DELETE trigger takes (Store, Path).
 type TriggerOptions struct {
 	// DB is the alias of one of the project's databases (default: the only one).
-	DB string `yaml:"db"`
+	DB string `yaml:"db" json:"db,omitempty"`
 	// Col names the tables: "table", "schema.table", or a comma list of
 	// them; empty means every table of the database.
-	Col string `yaml:"col"`
+	Col string `yaml:"col" json:"col,omitempty"`
 	// Columns, on DB_UPDATE, fires the trigger only when one of these
 	// comma-separated columns changed.
-	Columns string `yaml:"columns"`
+	Columns string `yaml:"columns" json:"columns,omitempty"`
 	// Store is the alias of one of the project's storage directories
 	// (FILE_* triggers; default: the only one).
-	Store string `yaml:"store"`
+	Store string `yaml:"store" json:"store,omitempty"`
 	// Path is a glob on the file's slash-separated path relative to the
 	// storage directory, with ** for any depth (FILE_* triggers; default:
 	// every path).
-	Path string `yaml:"path"`
+	Path string `yaml:"path" json:"path,omitempty"`
 }
 
 // Tables returns the trigger's table names, as written; none means every table.
@@ -250,8 +269,8 @@ const (
 // Backoff is an exponential retry schedule: the nth retry waits
 // Initial × 2^(n-1), capped at Max.
 type Backoff struct {
-	Initial Duration `yaml:"initial"`
-	Max     Duration `yaml:"max"`
+	Initial Duration `yaml:"initial" json:"initial"`
+	Max     Duration `yaml:"max" json:"max"`
 }
 
 // Duration is a time.Duration written in YAML as a Go duration string ("1s", "10m").

@@ -393,9 +393,14 @@ func TestReferenceConfig(t *testing.T) {
 	t.Setenv("APP_DATABASE_URL", "postgres://app@localhost:5432/app")
 	t.Setenv("DEMO_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
 	t.Setenv("PURGE_WEBHOOK_SECRET", "whsec_C2FpdGlyZSBkZSBsYSB2aWUgcXVvdGlkaWVubmU=")
+	t.Setenv("TRIGGERD_ADMIN_PASSWORD", "reference-password")
+	t.Setenv("TRIGGERD_ADMIN_SECRET", "reference-admin-secret-0123456789abcdef")
 	cfg, err := config.Load(filepath.Join("..", "testdata", "triggerd.yaml"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if a := cfg.Admin; a == nil || a.User != "ops" || a.Password != "reference-password" || a.TokenTTL.Std() != 15*time.Minute {
+		t.Fatalf("admin read as %+v", a)
 	}
 	p := cfg.Project("demo")
 	if cfg.Store.URL != "postgres://triggerd@localhost:5432/events" || p == nil || p.Secrets[0].Secret != "reference-secret-0123456789abcdef" ||

@@ -31,7 +31,7 @@ func fuzzEnv(name string) (string, bool) {
 		return "postgres://triggerd:" + envMarker + "@localhost:5432/events?sslpassword=" + envMarker, true
 	case name == "APP_DATABASE_URL":
 		return "postgres://app:" + envMarker + "@localhost:5432/app", true
-	case name == "DEMO_SECRET":
+	case name == "DEMO_SECRET", strings.HasPrefix(name, "TRIGGERD_ADMIN_"):
 		return envMarker + "-0123456789abcdef0123456789abcdef", true
 	case strings.HasSuffix(name, "WEBHOOK_SECRET"):
 		return "whsec_" + envMarker + strings.Repeat("A", 25), true // 24 bytes
@@ -109,6 +109,11 @@ func fuzzSeeds(t testing.TB) []string {
 		head + "sync_timeout: 20s\nhttp: {write_timeout: 20s}\n",
 		head + "http: {read_timeout: 0s, max_header_bytes: 0}\n",
 		head + "http: {read_header_timeout: 1m}\n",
+		// The admin section's secrets.
+		head + "admin: {user: ops, password: '" + fileMarker + "', secret: '" + secret + "'}\n",
+		head + "admin: {user: ops, password: '" + secret + "', secret: '" + secret + "'}\n",
+		head + "admin: {user: ops, password_hash: '$2a$" + fileMarker + "', secret: '" + fileMarker + "'}\n",
+		head + "admin: {user: ops, password: [" + fileMarker + "], token_ttl: 1m}\n",
 		// Several bad values in maps: the error must not depend on map order.
 		head + "    rules: {a: maybe, b: perhaps, c: never}\n",
 		trig + "        headers: {'a b': x, 'c d': y, Content-Type: z}\n",
@@ -171,7 +176,8 @@ var markedName = regexp.MustCompile(`\$\{[A-Za-z0-9_]*` + fileMarker)
 
 // markedOnlyInSecrets reports whether fileMarker appears in n only in
 // values that can hold a secret, outside variable names: those of secret,
-// url and webhook_secrets keys, and of the keys of a headers mapping.
+// url, webhook_secrets, password and password_hash keys, and of the keys
+// of a headers mapping.
 // inSecret says that n is such a value. Each node is walked at most once
 // each way, however many aliases reach it.
 func markedOnlyInSecrets(n *yaml.Node, inSecret bool, seen map[*yaml.Node]int) bool {
@@ -193,7 +199,8 @@ func markedOnlyInSecrets(n *yaml.Node, inSecret bool, seen map[*yaml.Node]int) b
 	case yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
-			secret := inSecret || k.Value == "secret" || k.Value == "url" || k.Value == "headers" || k.Value == "webhook_secrets"
+			secret := inSecret || k.Value == "secret" || k.Value == "url" || k.Value == "headers" || k.Value == "webhook_secrets" ||
+				k.Value == "password" || k.Value == "password_hash"
 			if !markedOnlyInSecrets(k, false, seen) || !markedOnlyInSecrets(v, secret, seen) {
 				return false
 			}

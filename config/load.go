@@ -114,9 +114,20 @@ var yamlLine = regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`)
 // anchor; the line that breaks it is the first one whose part of the file
 // up to there fails the same way.
 func syntaxError(name string, data []byte, err error) error {
+	line, msg, ok := syntaxLine(data, err)
+	if !ok {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return fmt.Errorf("%s: line %d: YAML syntax: %s", name, line, msg)
+}
+
+// syntaxLine finds the line that breaks the YAML in data, as syntaxError
+// says, and what is wrong there with what to check; false when err does
+// not say.
+func syntaxLine(data []byte, err error) (int, string, bool) {
 	m := yamlLine.FindStringSubmatch(err.Error())
 	if m == nil {
-		return fmt.Errorf("%s: %w", name, err)
+		return 0, "", false
 	}
 	lines := bytes.SplitAfter(bytes.TrimSuffix(data, []byte("\n")), []byte("\n"))
 	from, _ := strconv.Atoi(m[1])
@@ -134,7 +145,7 @@ func syntaxError(name string, data []byte, err error) error {
 	if m[1] != "" && broken != from {
 		msg += fmt.Sprintf(" (in the block from line %d)", from)
 	}
-	return fmt.Errorf("%s: line %d: YAML syntax: %s: %s", name, broken, msg, hint)
+	return broken, msg + ": " + hint, true
 }
 
 // resolvePaths makes relative key file and storage paths relative to dir.
@@ -172,6 +183,21 @@ func (t *Trigger) UnmarshalYAML(n *yaml.Node) error {
 		return err
 	}
 	*t = Trigger(p)
+	return nil
+}
+
+// DefaultAdminTokenTTL is how long an admin token lasts when the admin
+// section does not say.
+const DefaultAdminTokenTTL = 15 * time.Minute
+
+// UnmarshalYAML fills the admin section's defaults before decoding it.
+func (a *Admin) UnmarshalYAML(n *yaml.Node) error {
+	type plain Admin
+	p := plain{TokenTTL: Duration(DefaultAdminTokenTTL)}
+	if err := n.Decode(&p); err != nil {
+		return err
+	}
+	*a = Admin(p)
 	return nil
 }
 
@@ -252,7 +278,7 @@ func parseDuration(s string) (time.Duration, error) {
 func (d Duration) Std() time.Duration { return time.Duration(d) }
 
 // walker checks a YAML tree against the Go types before decoding: it
-// expands ${VAR} in values, rejects unknown and duplicate keys and values
+// expands ${VAR} in values (unless lookupEnv is nil: values as written), rejects unknown and duplicate keys and values
 // of the wrong kind, and remembers the line of every key path.
 type walker struct {
 	name      string
@@ -282,19 +308,41 @@ const notShown = "a value that is not shown (it can hold a secret)"
 // anchors reach about 29,000.
 const maxAliased = 100_000
 
-// errAt formats an error for a key path.
-func (w *walker) errAt(line int, path, format string, args ...any) error {
-	where := path
+// FieldError is what is wrong with a config, or with a trigger given on
+// its own (see ParseTrigger): where, and what to do about it.
+type FieldError struct {
+	// Name labels the text checked: the config file, or what held the trigger.
+	Name string
+	// Line is the line of the key in that text.
+	Line int
+	// Field is the key's path, such as projects[0].triggers[1].url, or url
+	// for a trigger on its own; empty at the top level.
+	Field string
+	// Message says what is wrong and how to fix it, showing no secret.
+	Message string
+}
+
+// Error returns the name, the line, the field and the message.
+func (e *FieldError) Error() string {
+	where := e.Field
 	if where == "" {
 		where = "top level"
 	}
-	return fmt.Errorf("%s: line %d: %s: %s", w.name, line, where, fmt.Sprintf(format, args...))
+	return fmt.Sprintf("%s: line %d: %s: %s", e.Name, e.Line, where, e.Message)
+}
+
+// errAt formats an error for a key path.
+func (w *walker) errAt(line int, path, format string, args ...any) error {
+	return &FieldError{Name: w.name, Line: line, Field: path, Message: fmt.Sprintf(format, args...)}
 }
 
 // walk checks node n, which is to decode into a value of type t at path;
 // hide is set under a field tagged config:"secret", whose values error
 // messages never show.
 func (w *walker) walk(n *yaml.Node, t reflect.Type, path string, hide bool) error {
+	if t.Kind() == reflect.Pointer { // an optional section: absent or null stays nil
+		t = t.Elem()
+	}
 	if n.Kind == yaml.AliasNode {
 		if w.aliasDepth == 0 {
 			w.aliasLine = n.Line
@@ -388,7 +436,7 @@ func (w *walker) scalar(n *yaml.Node, t reflect.Type, path string, hide bool) er
 		return w.errAt(n.Line, path, "want a single value, not a list or mapping")
 	}
 	written, done := w.expanded[n]
-	if !done && strings.Contains(n.Value, "$") {
+	if !done && w.lookupEnv != nil && strings.Contains(n.Value, "$") {
 		v, err := expand(n.Value, w.lookupEnv)
 		if err != nil {
 			return w.errAt(n.Line, path, "%v", err)

@@ -8,9 +8,11 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/bmatcuk/doublestar/v4"
+	"golang.org/x/crypto/bcrypt"
 )
 
 var (
@@ -83,6 +85,61 @@ func (w *walker) validate(c *Config) error {
 		if err := w.validateTriggers(p, path); err != nil {
 			return err
 		}
+	}
+	if c.Admin != nil {
+		return w.validateAdmin(c)
+	}
+	return nil
+}
+
+// The limits of the admin section.
+const (
+	minAdminPassword = 12
+	// maxAdminPassword is as much of a password as bcrypt reads.
+	maxAdminPassword = 72
+	maxAdminTokenTTL = 24 * time.Hour
+)
+
+var adminUser = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$`)
+
+// validateAdmin checks the admin section, without showing its secrets.
+func (w *walker) validateAdmin(c *Config) error {
+	a := c.Admin
+	switch {
+	case !adminUser.MatchString(a.User):
+		return w.fail("admin.user", "%s is not a valid user name: use at most 64 letters, digits, _, ., @ and -", w.quote("admin.user", a.User))
+	case a.Password == "" && a.PasswordHash == "":
+		return w.fail("admin.password", "is required, or password_hash: the password to log in with, as in password: ${TRIGGERD_ADMIN_PASSWORD}, or its bcrypt hash")
+	case a.Password != "" && a.PasswordHash != "":
+		return w.fail("admin.password_hash", "give password or password_hash, not both")
+	case a.Password != "" && len(a.Password) < minAdminPassword:
+		return w.fail("admin.password", "is too short: use at least %d characters (generate one with openssl rand -base64 18)", minAdminPassword)
+	case len(a.Password) > maxAdminPassword:
+		return w.fail("admin.password", "is longer than %d bytes, the most bcrypt reads: use a shorter one", maxAdminPassword)
+	}
+	if a.PasswordHash != "" {
+		if _, err := bcrypt.Cost([]byte(a.PasswordHash)); err != nil {
+			return w.fail("admin.password_hash", "is not a bcrypt hash ($2a$, $2b$ or $2y$, the cost, and 53 more characters): make one with htpasswd -nbBC 12 admin 'PASSWORD' | cut -d: -f2")
+		}
+	}
+	switch {
+	case a.Secret == "":
+		return w.fail("admin.secret", "is required: it signs admin tokens (at least %d random bytes: openssl rand -hex 32)", minHS256Secret)
+	case len(a.Secret) < minHS256Secret:
+		return w.fail("admin.secret", "is too short: it needs at least %d random bytes (generate one with openssl rand -hex 32)", minHS256Secret)
+	}
+	for i, p := range c.Projects {
+		for j, s := range p.Secrets {
+			if s.Alg == "HS256" && s.Secret == a.Secret {
+				return w.fail("admin.secret", "is also the secret of projects[%d].secrets[%d] (kid %s): give the admin API a secret of its own, or that project's tokens could be made to pass for admin tokens", i, j, s.KID)
+			}
+		}
+	}
+	switch {
+	case a.TokenTTL <= 0:
+		return w.fail("admin.token_ttl", "must be more than 0")
+	case a.TokenTTL.Std() > maxAdminTokenTTL:
+		return w.fail("admin.token_ttl", "must be at most %s: admin tokens are short-lived; log in again for a new one", maxAdminTokenTTL)
 	}
 	return nil
 }
@@ -190,55 +247,73 @@ func (w *walker) validateTriggers(p *Project, path string) error {
 	for j := range p.Triggers {
 		t := &p.Triggers[j]
 		tp := fmt.Sprintf("%s.triggers[%d]", path, j)
-		switch {
-		case !triggerName.MatchString(t.Name):
-			return w.fail(tp+".name", "%s is not a valid trigger name: use letters, digits, _, . and -", w.quote(tp+".name", t.Name))
-		case names[t.Name]:
+		if triggerName.MatchString(t.Name) && names[t.Name] {
 			return w.fail(tp+".name", "trigger %s is defined twice in this project", w.quote(tp+".name", t.Name))
-		case strings.TrimSpace(t.Type) == "":
-			return w.fail(tp+".type", "is required: the event type this trigger handles")
-		case strings.IndexFunc(t.Type, unicode.IsControl) >= 0:
-			return w.fail(tp+".type", "%s has a control character: an event type is printable text", w.quote(tp+".type", t.Type))
 		}
 		names[t.Name] = true
-		if err := w.validateOptions(p, t, tp); err != nil {
+		if err := w.validateTrigger(p, t, tp); err != nil {
 			return err
 		}
-		// The URL is not shown: its user info, path or query can hold a secret.
-		u, err := url.Parse(t.URL)
+	}
+	return nil
+}
+
+// validateTrigger checks one trigger of project p, whose keys are under
+// tp (empty for a trigger on its own, as the admin API takes it), and
+// fills in the database or storage directory its options leave out when
+// the project has only one.
+func (w *walker) validateTrigger(p *Project, t *Trigger, tp string) error {
+	key := func(k string) string {
+		if tp == "" {
+			return k
+		}
+		return tp + "." + k
+	}
+	switch {
+	case !triggerName.MatchString(t.Name):
+		return w.fail(key("name"), "%s is not a valid trigger name: use letters, digits, _, . and -", w.quote(key("name"), t.Name))
+	case strings.TrimSpace(t.Type) == "":
+		return w.fail(key("type"), "is required: the event type this trigger handles")
+	case strings.IndexFunc(t.Type, unicode.IsControl) >= 0:
+		return w.fail(key("type"), "%s has a control character: an event type is printable text", w.quote(key("type"), t.Type))
+	}
+	if err := w.validateOptions(p, t, key); err != nil {
+		return err
+	}
+	// The URL is not shown: its user info, path or query can hold a secret.
+	u, err := url.Parse(t.URL)
+	switch {
+	case err != nil:
+		return w.fail(key("url"), "does not parse as a URL: look for spaces, a %% not followed by two hex digits, or a port that is not a number")
+	case u.Scheme != "http" && u.Scheme != "https":
+		return w.fail(key("url"), "is not an http or https URL: write http://host/path or https://host/path")
+	case u.Hostname() == "":
+		return w.fail(key("url"), "has no host: write http://host/path or https://host/path")
+	}
+	switch {
+	case t.Retries < 0 || t.Retries > 100:
+		return w.fail(key("retries"), "must be 0 to 100, got %d", t.Retries)
+	case t.AttemptTimeout <= 0:
+		return w.fail(key("timeout"), "must be more than 0")
+	case t.RetryBackoff.Initial <= 0:
+		return w.fail(key("retry_backoff.initial"), "must be more than 0")
+	case t.RetryBackoff.Max < t.RetryBackoff.Initial:
+		return w.fail(key("retry_backoff.max"), "must be at least initial (%s)", t.RetryBackoff.Initial.Std())
+	case t.Concurrency < 1:
+		return w.fail(key("concurrency"), "must be 1 or more")
+	case t.Format != FormatStructured && t.Format != FormatBinary && t.Format != FormatEnvelope:
+		return w.fail(key("format"), "%s is not a delivery format: use structured (the default: a CloudEvent as application/cloudevents+json), "+
+			"binary (the data as the body, the other attributes in ce- headers) or envelope (the CloudEvent as application/json, as sent before)", w.quote(key("format"), string(t.Format)))
+	}
+	if err := w.validateWebhookSecrets(key("webhook_secrets"), t.WebhookSecrets); err != nil {
+		return err
+	}
+	for _, h := range slices.Sorted(maps.Keys(t.Headers)) {
 		switch {
-		case err != nil:
-			return w.fail(tp+".url", "does not parse as a URL: look for spaces, a %% not followed by two hex digits, or a port that is not a number")
-		case u.Scheme != "http" && u.Scheme != "https":
-			return w.fail(tp+".url", "is not an http or https URL: write http://host/path or https://host/path")
-		case u.Hostname() == "":
-			return w.fail(tp+".url", "has no host: write http://host/path or https://host/path")
-		}
-		switch {
-		case t.Retries < 0 || t.Retries > 100:
-			return w.fail(tp+".retries", "must be 0 to 100, got %d", t.Retries)
-		case t.AttemptTimeout <= 0:
-			return w.fail(tp+".timeout", "must be more than 0")
-		case t.RetryBackoff.Initial <= 0:
-			return w.fail(tp+".retry_backoff.initial", "must be more than 0")
-		case t.RetryBackoff.Max < t.RetryBackoff.Initial:
-			return w.fail(tp+".retry_backoff.max", "must be at least initial (%s)", t.RetryBackoff.Initial.Std())
-		case t.Concurrency < 1:
-			return w.fail(tp+".concurrency", "must be 1 or more")
-		case t.Format != FormatStructured && t.Format != FormatBinary && t.Format != FormatEnvelope:
-			return w.fail(tp+".format", "%s is not a delivery format: use structured (the default: a CloudEvent as application/cloudevents+json), "+
-				"binary (the data as the body, the other attributes in ce- headers) or envelope (the CloudEvent as application/json, as sent before)", w.quote(tp+".format", string(t.Format)))
-		}
-		if err := w.validateWebhookSecrets(tp+".webhook_secrets", t.WebhookSecrets); err != nil {
-			return err
-		}
-		for _, h := range slices.Sorted(maps.Keys(t.Headers)) {
-			switch {
-			case !headerName.MatchString(h):
-				return w.fail(tp+".headers."+h, "%q is not a valid header name", h)
-			case slices.ContainsFunc(reservedHeaders, func(r string) bool { return strings.EqualFold(h, r) }):
-				return w.fail(tp+".headers."+h, "triggerd sets %s itself", h)
-			}
+		case !headerName.MatchString(h):
+			return w.fail(key("headers."+h), "%q is not a valid header name", h)
+		case slices.ContainsFunc(reservedHeaders, func(r string) bool { return strings.EqualFold(h, r) }):
+			return w.fail(key("headers."+h), "triggerd sets %s itself", h)
 		}
 	}
 	return nil
@@ -324,64 +399,64 @@ const (
 // validateOptions checks a trigger's options against its type and fills in
 // the database of a DB_* trigger, or the storage directory of a FILE_*
 // trigger, when the project has only one.
-func (w *walker) validateOptions(p *Project, t *Trigger, tp string) error {
+func (w *walker) validateOptions(p *Project, t *Trigger, key func(string) string) error {
 	o := &t.Options
 	switch {
 	case strings.HasPrefix(t.Type, "DB_"):
-		return w.validateDBOptions(p, t, tp)
+		return w.validateDBOptions(p, t, key)
 	case strings.HasPrefix(t.Type, "FILE_"):
-		return w.validateFileOptions(p, t, tp)
+		return w.validateFileOptions(p, t, key)
 	}
 	if *o != (TriggerOptions{}) {
-		return w.fail(tp+".options", "options belong to DB_* and FILE_* triggers (%s; %s), not to %s", dbOptions, fileOptions, w.quote(tp+".type", t.Type))
+		return w.fail(key("options"), "options belong to DB_* and FILE_* triggers (%s; %s), not to %s", dbOptions, fileOptions, w.quote(key("type"), t.Type))
 	}
 	return nil
 }
 
 // validateFileOptions checks the options of a FILE_* trigger.
-func (w *walker) validateFileOptions(p *Project, t *Trigger, tp string) error {
+func (w *walker) validateFileOptions(p *Project, t *Trigger, key func(string) string) error {
 	o := &t.Options
 	if !IsFileType(t.Type) {
-		return w.fail(tp+".type", "%s is not a file event type: use FILE_CREATE or FILE_DELETE", w.quote(tp+".type", t.Type))
+		return w.fail(key("type"), "%s is not a file event type: use FILE_CREATE or FILE_DELETE", w.quote(key("type"), t.Type))
 	}
 	for _, f := range []struct{ key, value string }{{"db", o.DB}, {"col", o.Col}, {"columns", o.Columns}} {
 		if f.value != "" {
-			return w.fail(tp+".options."+f.key, "is an option of DB_* triggers: %s", fileOptions)
+			return w.fail(key("options."+f.key), "is an option of DB_* triggers: %s", fileOptions)
 		}
 	}
-	if err := pickAlias(w, tp+".options.store", &o.Store, p.Storage, "storage directories", "storage: {alias: {path: ...}}"); err != nil {
+	if err := pickAlias(w, key("options.store"), &o.Store, p.Storage, "storage directories", "storage: {alias: {path: ...}}"); err != nil {
 		return err
 	}
 	if o.Path != "" {
-		return w.checkGlob(tp+".options.path", o.Path)
+		return w.checkGlob(key("options.path"), o.Path)
 	}
 	return nil
 }
 
 // validateDBOptions checks the options of a DB_* trigger.
-func (w *walker) validateDBOptions(p *Project, t *Trigger, tp string) error {
+func (w *walker) validateDBOptions(p *Project, t *Trigger, key func(string) string) error {
 	o := &t.Options
 	if !IsChangeType(t.Type) {
-		return w.fail(tp+".type", "%s is not a database event type: use DB_INSERT, DB_UPDATE or DB_DELETE", w.quote(tp+".type", t.Type))
+		return w.fail(key("type"), "%s is not a database event type: use DB_INSERT, DB_UPDATE or DB_DELETE", w.quote(key("type"), t.Type))
 	}
 	for _, f := range []struct{ key, value string }{{"store", o.Store}, {"path", o.Path}} {
 		if f.value != "" {
-			return w.fail(tp+".options."+f.key, "is an option of FILE_* triggers: %s", dbOptions)
+			return w.fail(key("options."+f.key), "is an option of FILE_* triggers: %s", dbOptions)
 		}
 	}
-	if err := pickAlias(w, tp+".options.db", &o.DB, p.Databases, "databases", "databases: {alias: {url: ...}}"); err != nil {
+	if err := pickAlias(w, key("options.db"), &o.DB, p.Databases, "databases", "databases: {alias: {url: ...}}"); err != nil {
 		return err
 	}
 	if o.Col != "" && len(o.Tables()) == 0 {
-		return w.fail(tp+".options.col", "names no table: write a table, schema.table, or a comma list")
+		return w.fail(key("options.col"), "names no table: write a table, schema.table, or a comma list")
 	}
 	for _, tab := range o.Tables() {
 		if strings.Count(tab, ".") > 1 {
-			return w.fail(tp+".options.col", "%s is not a table name: write table or schema.table", w.quote(tp+".options.col", tab))
+			return w.fail(key("options.col"), "%s is not a table name: write table or schema.table", w.quote(key("options.col"), tab))
 		}
 	}
 	if o.Columns != "" && t.Type != TypeUpdate {
-		return w.fail(tp+".options.columns", "only DB_UPDATE triggers take columns: an insert or delete changes every column")
+		return w.fail(key("options.columns"), "only DB_UPDATE triggers take columns: an insert or delete changes every column")
 	}
 	return nil
 }

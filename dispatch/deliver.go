@@ -163,19 +163,20 @@ func (r attemptResult) withoutAnswer() attemptResult {
 // attempt POSTs j's CloudEvent to its trigger's webhook once, in the
 // trigger's format.
 func (d *Dispatcher) attempt(ctx context.Context, j *job) attemptResult {
-	t := j.lane.trig
+	set := j.lane.settings()
+	t := set.trig
 	res := attemptResult{started: time.Now()}
 	fail := func(format string, args ...any) attemptResult {
 		res.err = fmt.Sprintf(format, args...)
 		res.duration = time.Since(res.started)
 		return res
 	}
-	if j.body == nil {
+	if j.body == nil || j.format != t.Format {
 		body, err := encodeBody(&j.row, d.opts.NodeID, t.Format)
 		if err != nil {
 			return fail("%v", err)
 		}
-		j.body = body
+		j.body, j.format = body, t.Format
 	}
 	token, err := j.lane.proj.keys.NodeToken(d.opts.NodeID, res.started)
 	if err != nil {
@@ -192,7 +193,7 @@ func (d *Dispatcher) attempt(ctx context.Context, j *job) attemptResult {
 	}
 	setFormatHeaders(req.Header, &j.row, d.opts.NodeID, t.Format)
 	req.Header.Set("X-SC-Token", token)
-	if s := j.lane.signer; s != nil {
+	if s := set.signer; s != nil {
 		// Each attempt signs anew, at its own time, the exact body sent.
 		s.Sign(req.Header, j.row.ID.String(), res.started, j.body)
 	}

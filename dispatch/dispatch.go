@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -93,7 +94,8 @@ type Result struct {
 }
 
 // Dispatcher stages events and delivers them. Create it with New, start it
-// with Run, and hand it events with Enqueue and Call.
+// with Run, and hand it events with Enqueue and Call. Update changes its
+// triggers while it runs.
 type Dispatcher struct {
 	// Set by New; read-only after.
 	opts     Options
@@ -101,7 +103,16 @@ type Dispatcher struct {
 	log      *slog.Logger
 	client   *http.Client
 	projects map[string]*project
-	lanes    []*lane
+
+	// routes are the lanes of each project by type and name. Update
+	// replaces the whole map; readers load it once per event.
+	routes atomic.Pointer[map[string]*routes]
+	// mu orders Update against Run starting and stopping the lanes.
+	mu sync.Mutex
+	// lanesCtx is the lanes' context while Run runs, nil before; stopped
+	// is set once Run stops the lanes. Guarded by mu.
+	lanesCtx context.Context
+	stopped  bool
 
 	held   heldRows    // the rows this node holds and their leases
 	intake intake      // admits submits until Run stops
@@ -109,16 +120,21 @@ type Dispatcher struct {
 	ran    atomic.Bool // set by the first Run
 }
 
-// project is a configured project with its keys and lanes. Set by New;
-// read-only after.
+// project is a configured project and its keys. Set by New; read-only after.
 type project struct {
-	cfg    *config.Project
-	keys   *auth.Keyring
-	byType map[string][]*lane // in config order
+	cfg  *config.Project
+	keys *auth.Keyring
+}
+
+// routes are a project's lanes, by the type they handle and by name. A
+// value is never changed: Update makes new ones.
+type routes struct {
+	byType map[string][]*lane // in trigger order
 	byName map[string]*lane
 }
 
-// New builds a dispatcher for cfg's projects; keys holds each project's keyring.
+// New builds a dispatcher for cfg's projects and triggers; keys holds each
+// project's keyring.
 func New(cfg *config.Config, st *store.Store, keys map[string]*auth.Keyring, opts Options) (*Dispatcher, error) {
 	if opts.NodeID == "" {
 		opts.NodeID = cfg.NodeID
@@ -147,30 +163,105 @@ func New(cfg *config.Config, st *store.Store, keys map[string]*auth.Keyring, opt
 		crew:     newCrew(),
 	}
 	d.held.rows = make(map[uuid.UUID]*holding)
+	triggers := make(map[string][]*config.Trigger)
 	for i := range cfg.Projects {
 		pc := &cfg.Projects[i]
 		k := keys[pc.ID]
 		if k == nil {
 			return nil, fmt.Errorf("project %s has no keyring", pc.ID)
 		}
-		p := &project{cfg: pc, keys: k, byType: make(map[string][]*lane), byName: make(map[string]*lane)}
+		d.projects[pc.ID] = &project{cfg: pc, keys: k}
 		for j := range pc.Triggers {
-			t := &pc.Triggers[j]
-			var signer *auth.WebhookSigner
-			if secrets := pc.SigningSecrets(t); len(secrets) > 0 {
-				var err error
-				if signer, err = auth.NewWebhookSigner(secrets); err != nil {
-					return nil, fmt.Errorf("project %s, trigger %s: %w", pc.ID, t.Name, err)
-				}
-			}
-			l := newLane(d, p, t, signer)
-			p.byType[l.trig.Type] = append(p.byType[l.trig.Type], l)
-			p.byName[l.trig.Name] = l
-			d.lanes = append(d.lanes, l)
+			triggers[pc.ID] = append(triggers[pc.ID], &pc.Triggers[j])
 		}
-		d.projects[pc.ID] = p
+	}
+	d.routes.Store(&map[string]*routes{})
+	if _, err := d.Update(triggers); err != nil {
+		return nil, err
 	}
 	return d, nil
+}
+
+// Update makes the triggers of each project those given, in the order
+// given (the order of a synchronous call's answers), and returns the
+// triggers it removed. A trigger that is new gets a lane; one whose
+// settings changed keeps its lane, and its rows take the new settings
+// from their next attempt; one that is gone loses its lane: its jobs make
+// no more attempts, and an attempt in flight finishes. Rows of a removed
+// trigger stay as they are in the store (see store.DeleteTrigger and
+// store.CancelDeleted). A project not given keeps its triggers; a trigger
+// whose webhook secrets cannot sign is refused, and the others applied.
+// Update takes the triggers as they are: they must have been checked
+// (config.ParseTrigger, config.Load), and are not changed after.
+func (d *Dispatcher) Update(triggers map[string][]*config.Trigger) (removed []store.Trigger, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	old := *d.routes.Load()
+	next := make(map[string]*routes, len(d.projects))
+	var errs []error
+	for id, p := range d.projects {
+		list, given := triggers[id]
+		if !given {
+			if r := old[id]; r != nil {
+				next[id] = r
+			} else {
+				next[id] = &routes{byType: map[string][]*lane{}, byName: map[string]*lane{}}
+			}
+			continue
+		}
+		r := &routes{byType: make(map[string][]*lane), byName: make(map[string]*lane)}
+		for _, t := range list {
+			var signer *auth.WebhookSigner
+			if secrets := p.cfg.SigningSecrets(t); len(secrets) > 0 {
+				if signer, err = auth.NewWebhookSigner(secrets); err != nil {
+					errs = append(errs, fmt.Errorf("project %s, trigger %s: %w", id, t.Name, err))
+					continue
+				}
+			}
+			if r.byName[t.Name] != nil {
+				errs = append(errs, fmt.Errorf("project %s: trigger %s is given twice", id, t.Name))
+				continue
+			}
+			var l *lane
+			if prev := old[id]; prev != nil && prev.byName[t.Name] != nil {
+				l = prev.byName[t.Name]
+				if !l.settings().trig.Equal(t) {
+					l.reconfigure(t, signer)
+				}
+			} else {
+				l = newLane(d, p, t, signer)
+				if d.lanesCtx != nil && !d.stopped {
+					l.stop = startService(d.lanesCtx, l)
+				}
+			}
+			r.byType[t.Type] = append(r.byType[t.Type], l)
+			r.byName[t.Name] = l
+		}
+		next[id] = r
+	}
+	d.routes.Store(&next)
+	for id, r := range old {
+		for name, l := range r.byName {
+			if next[id].byName[name] == l {
+				continue
+			}
+			l.removed.Store(true)
+			if l.stop != nil {
+				l.stop()
+				l.stop = nil
+			}
+			removed = append(removed, store.Trigger{Project: id, Name: name})
+		}
+	}
+	return removed, errors.Join(errs...)
+}
+
+// lane returns the lane of a project's trigger, or nil.
+func (d *Dispatcher) lane(project, trigger string) *lane {
+	if r := (*d.routes.Load())[project]; r != nil {
+		return r.byName[trigger]
+	}
+	return nil
 }
 
 // NodeID is the id this dispatcher claims rows and signs tokens with.
@@ -189,11 +280,15 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	stopRenew := startService(d.crew.hard, &renewer{
 		held: &d.held, store: d.store, node: d.opts.NodeID, lease: d.opts.Lease, log: d.log,
 	})
-	stops := make([]func(), 0, len(d.lanes)+1)
-	for _, l := range d.lanes {
-		stops = append(stops, startService(ctx, l))
+	d.mu.Lock()
+	d.lanesCtx = ctx
+	for _, r := range *d.routes.Load() {
+		for _, l := range r.byName {
+			l.stop = startService(ctx, l)
+		}
 	}
-	stops = append(stops, startService(ctx, &sweeper{store: d.store, known: d.triggers(), log: d.log}))
+	d.mu.Unlock()
+	stopSweep := startService(ctx, &sweeper{store: d.store, known: d.triggers, log: d.log})
 
 	<-ctx.Done()
 	// Stop intake, and start no new attempt.
@@ -201,9 +296,18 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	d.crew.stopSoft()
 	d.intake.wait()
 	// Stop claiming: the lanes and the sweeper end with ctx.
-	for _, stop := range stops {
-		stop()
+	d.mu.Lock()
+	d.stopped = true
+	for _, r := range *d.routes.Load() {
+		for _, l := range r.byName {
+			if l.stop != nil {
+				l.stop()
+				l.stop = nil
+			}
+		}
 	}
+	d.mu.Unlock()
+	stopSweep()
 	// Let attempts in flight finish for the grace period, then abort them.
 	d.crew.finish(d.opts.Grace, d.log)
 	stopRenew()
@@ -211,11 +315,13 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	return d.releaseAll()
 }
 
-// triggers lists the triggers of this node's config.
+// triggers lists the triggers this node has now.
 func (d *Dispatcher) triggers() []store.Trigger {
-	known := make([]store.Trigger, 0, len(d.lanes))
-	for _, l := range d.lanes {
-		known = append(known, store.Trigger{Project: l.proj.cfg.ID, Name: l.trig.Name})
+	var known []store.Trigger
+	for id, r := range *d.routes.Load() {
+		for name := range r.byName {
+			known = append(known, store.Trigger{Project: id, Name: name})
+		}
 	}
 	return known
 }
@@ -258,11 +364,11 @@ func (d *Dispatcher) submit(ctx context.Context, ev Event, w *waiter) (uuid.UUID
 	if err != nil {
 		return uuid.Nil, 0, fmt.Errorf("new event id: %w", err)
 	}
-	p := d.projects[ev.Project]
-	if p == nil {
+	r := (*d.routes.Load())[ev.Project]
+	if r == nil {
 		return id, 0, fmt.Errorf("%w %q", ErrUnknownProject, ev.Project)
 	}
-	lanes := p.byType[ev.Type]
+	lanes := r.byType[ev.Type]
 	if len(lanes) == 0 {
 		return id, 0, nil
 	}
@@ -314,7 +420,7 @@ func (d *Dispatcher) submit(ctx context.Context, ev Event, w *waiter) (uuid.UUID
 // is committed.
 func (d *Dispatcher) newRow(l *lane, id, batch uuid.UUID, ev *Event, now time.Time, live bool, w *waiter, index int) (store.EventLog, *job) {
 	row := store.EventLog{
-		ID: id, BatchID: batch, Project: ev.Project, Trigger: l.trig.Name, Type: ev.Type,
+		ID: id, BatchID: batch, Project: ev.Project, Trigger: l.name, Type: ev.Type,
 		Payload: ev.Data, EventTime: ev.Time, FireAt: ev.FireAt, Synchronous: w != nil,
 		Status: store.StatusStaged, DueAt: ev.FireAt,
 	}
@@ -332,7 +438,7 @@ func (d *Dispatcher) newRow(l *lane, id, batch uuid.UUID, ev *Event, now time.Ti
 	// clock as it was before the insert: a slow commit shortens it, and
 	// the fence renews it before the attempt.
 	row.ClaimedBy = d.opts.NodeID
-	row.DueAt = later(ev.FireAt, now).Add(l.lease)
+	row.DueAt = later(ev.FireAt, now).Add(l.settings().lease)
 	return row, &job{row: row, lane: l, wait: w, index: index, next: ev.FireAt}
 }
 
@@ -346,7 +452,10 @@ func (d *Dispatcher) launch(rows []store.EventLog, claimed []*job, written map[u
 		if r.ClaimedBy != "" || (written != nil && !written[r.ID]) {
 			continue
 		}
-		l := d.projects[r.Project].byName[r.Trigger]
+		l := d.lane(r.Project, r.Trigger)
+		if l == nil {
+			continue // removed meanwhile
+		}
 		if t, ok := wake[l]; !ok || r.FireAt.Before(t) {
 			wake[l] = r.FireAt
 		}

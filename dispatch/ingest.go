@@ -96,7 +96,7 @@ func (d *Dispatcher) changeRows(changes []Change, live bool) ([]store.EventLog, 
 		if len(c.Triggers) == 0 {
 			continue
 		}
-		p := d.projects[c.Project]
+		p := (*d.routes.Load())[c.Project]
 		if p == nil {
 			unreserve(claimed)
 			return nil, nil, fmt.Errorf("%w %q", ErrUnknownProject, c.Project)

@@ -10,11 +10,12 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/triggerd/triggerd/config"
 	"github.com/triggerd/triggerd/store"
 )
 
 // job is a row this node holds, from claim to its last attempt here. Its
-// fields are set when it is made; after Dispatcher.start, next, body and
+// fields are set when it is made; after Dispatcher.start, next, body, format and
 // row.Attempts are written only by the job's own goroutine, and read by
 // releaseAll once that goroutine has ended. Its lease is not here: heldRows
 // owns it.
@@ -24,7 +25,9 @@ type job struct {
 	wait  *waiter   // the synchronous caller, if it is waiting on this node
 	index int       // the row's trigger position, for the waiter
 	next  time.Time // when to attempt; zero or past means now
-	body  []byte    // the request body in the trigger's format, the same on every attempt
+	body  []byte    // the request body in format, the same on every attempt while the trigger's format stays
+	// format is the format body is in.
+	format config.Format
 }
 
 // start holds j, whose lease ends at leaseUntil by this node's clock, and
@@ -62,21 +65,24 @@ func (d *Dispatcher) work(soft, hard context.Context, j *job) bool {
 		if soft.Err() != nil { // stopping: start no new attempt
 			return false
 		}
-		select {
-		case l.slots <- struct{}{}:
-		case <-soft.Done():
+		if !l.slots.take(soft) {
 			return false
+		}
+		if l.removed.Load() {
+			l.slots.give()
+			d.dropRemoved(j)
+			return true
 		}
 		switch held, err := d.fence(hard, j); {
 		case err != nil:
-			<-l.slots
+			l.slots.give()
 			// The renewer warns of the store's outage; one line per row
 			// and second would flood the log.
 			d.log.Debug("cannot renew a row's lease before its attempt; trying again", append(l.rowRef(&j.row), "err", err)...)
 			j.next = time.Now().Add(recordRetry)
 			continue
 		case !held:
-			<-l.slots
+			l.slots.give()
 			d.log.Warn("another node took this row over while this node was held up; it is not attempted here", l.rowRef(&j.row)...)
 			return true
 		}
@@ -85,13 +91,18 @@ func (d *Dispatcher) work(soft, hard context.Context, j *job) bool {
 		// so delivered again.
 		res := d.attempt(hard, j)
 		if res.aborted {
-			<-l.slots
+			l.slots.give()
 			return false
 		}
 		d.held.setRecording(j, true)
 		out, applied := d.record(hard, j, res)
 		d.held.setRecording(j, false)
-		<-l.slots
+		l.slots.give()
+		if !applied && l.removed.Load() {
+			d.log.Info("the trigger was removed during an attempt; its outcome was not recorded", l.rowRef(&j.row)...)
+			d.dropRemoved(j)
+			return true
+		}
 		if !applied {
 			d.log.Warn("another node took this row over; its outcome here was not recorded", l.rowRef(&j.row)...)
 			return true
@@ -108,8 +119,24 @@ func (d *Dispatcher) work(soft, hard context.Context, j *job) bool {
 			l.alarm.set(out.DueAt)
 			return true
 		}
-		j.next = out.DueAt.Add(-l.lease) // the retry (see decide)
+		j.next = out.DueAt.Add(-l.settings().lease) // the retry (see decide)
 		d.held.setLease(j, out.DueAt)
+	}
+}
+
+// dropRemoved ends the work on j, whose trigger was removed: its row is
+// handed back, for the node that cancels the rows of a deleted trigger
+// or, for a trigger gone from the config, for a node that still has it
+// (or the sweeper); a synchronous caller is told the row was cancelled.
+func (d *Dispatcher) dropRemoved(j *job) {
+	ctx, cancel := context.WithTimeout(context.Background(), claimTimeout)
+	defer cancel()
+	if err := d.store.Release(ctx, d.opts.NodeID, []uuid.UUID{j.row.ID}, []time.Time{j.next}); err != nil {
+		d.log.Warn("handing back a row of a removed trigger failed; its lease will lapse", append(j.lane.rowRef(&j.row), "err", err)...)
+	}
+	if j.wait != nil {
+		j.wait.finish(j.index, store.Outcome{EventID: j.row.ID, Status: store.StatusCancelled, Attempts: j.row.Attempts,
+			Remark: "the trigger was removed before the row was delivered"})
 	}
 }
 
@@ -134,14 +161,15 @@ func sleepUntil(soft context.Context, t time.Time) bool {
 // with room to spare. A lease that ran short (the node stalled, a commit
 // was slow) is renewed first; false means another node holds the row.
 func (d *Dispatcher) fence(hard context.Context, j *job) (bool, error) {
-	need := j.lane.trig.Timeout() + d.opts.Lease/8
+	set := j.lane.settings()
+	need := set.trig.Timeout() + d.opts.Lease/8
 	now := time.Now()
 	if d.held.leaseLeft(j, now) >= need {
 		return true, nil
 	}
 	ctx, cancel := context.WithTimeout(hard, claimTimeout)
 	defer cancel()
-	kept, err := d.store.Renew(ctx, d.opts.NodeID, []uuid.UUID{j.row.ID}, []time.Duration{j.lane.lease})
+	kept, err := d.store.Renew(ctx, d.opts.NodeID, []uuid.UUID{j.row.ID}, []time.Duration{set.lease})
 	if err != nil {
 		return false, err
 	}
@@ -149,13 +177,14 @@ func (d *Dispatcher) fence(hard context.Context, j *job) (bool, error) {
 		d.held.setLost(j)
 		return false, nil
 	}
-	d.held.setLease(j, now.Add(j.lane.lease))
+	d.held.setLease(j, now.Add(set.lease))
 	return true, nil
 }
 
 // decide turns an attempt's result into the row's outcome.
 func (d *Dispatcher) decide(j *job, res attemptResult) store.Outcome {
-	t := j.lane.trig
+	set := j.lane.settings()
+	t := set.trig
 	attempts := j.row.Attempts + 1
 	out := store.Outcome{
 		EventID:  j.row.ID,
@@ -188,7 +217,7 @@ func (d *Dispatcher) decide(j *job, res attemptResult) store.Outcome {
 			// Retried here, for the waiting caller: the row stays this
 			// node's until a lease after the retry, so that no poll (this
 			// node's included) claims it in between.
-			out.Keep, out.DueAt = true, out.DueAt.Add(j.lane.lease)
+			out.Keep, out.DueAt = true, out.DueAt.Add(set.lease)
 		}
 	}
 	return out
@@ -244,6 +273,9 @@ func newID() uuid.UUID {
 // caller: the webhook's status and the start of its answer, or that it did
 // not answer, without the webhook's url or the network's details.
 func callerReason(out store.Outcome) string {
+	if out.Status == store.StatusCancelled {
+		return out.Remark // nothing of the webhook's: see dropRemoved
+	}
 	what := "the webhook could not be reached"
 	if in := out.Invocation; in != nil {
 		switch {

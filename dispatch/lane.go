@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/triggerd/triggerd/auth"
@@ -21,23 +22,30 @@ const (
 // lane delivers one trigger's rows. Each trigger has its own lane, with its
 // own attempt slots and its own cap on rows held, so a slow or dead webhook
 // holds up nothing but itself. A lane is a service: its Run goroutine polls
-// for due rows.
+// for due rows. When its trigger changes, the lane stays and takes the new
+// settings (reconfigure); when its trigger goes, the lane is removed
+// (Dispatcher.Update).
 type lane struct {
 	// Set by newLane; read-only after.
-	d      *Dispatcher
-	proj   *project
-	trig   *config.Trigger
-	signer *auth.WebhookSigner // signs deliveries the Standard Webhooks way; nil when not
-	// lease is how long this node's claim on a row lasts: the config's
-	// lease plus the trigger's timeout, so that an attempt in flight
-	// always ends before its lease does (see Dispatcher.fence).
-	lease time.Duration
+	d    *Dispatcher
+	proj *project
+	name string // the trigger's name, which never changes
+
+	// set holds the trigger's settings; reconfigure replaces them whole,
+	// and each attempt reads them anew (see Dispatcher.work).
+	set atomic.Pointer[laneSettings]
+	// removed is set once the trigger is gone: the lane's jobs make no
+	// more attempts.
+	removed atomic.Bool
+	// stop ends the lane's Run goroutine; owned by the Dispatcher, under
+	// its mu.
+	stop func()
 
 	// slots holds a token per attempt in flight, up to the trigger's
-	// concurrency. Only the jobs' goroutines use it: each takes a token
-	// before an attempt and gives it back once the outcome is recorded
-	// (see Dispatcher.work).
-	slots chan struct{}
+	// concurrency. Only the jobs' goroutines take and give them: each
+	// takes one before an attempt and gives it back once the outcome is
+	// recorded (see Dispatcher.work); reconfigure changes the limit.
+	slots slots
 	// places counts the rows the lane holds; any goroutine takes and gives
 	// them through its methods.
 	places places
@@ -46,17 +54,95 @@ type lane struct {
 	alarm alarm
 }
 
+// laneSettings are a lane's trigger and what follows from it. A value is
+// never changed: reconfigure stores a new one.
+type laneSettings struct {
+	trig   *config.Trigger
+	signer *auth.WebhookSigner // signs deliveries the Standard Webhooks way; nil when not
+	// lease is how long this node's claim on a row lasts: the config's
+	// lease plus the trigger's timeout, so that an attempt in flight
+	// always ends before its lease does (see Dispatcher.fence).
+	lease time.Duration
+}
+
 func newLane(d *Dispatcher, p *project, t *config.Trigger, signer *auth.WebhookSigner) *lane {
-	return &lane{
+	l := &lane{
 		d:      d,
 		proj:   p,
-		trig:   t,
-		signer: signer,
-		lease:  d.opts.Lease + t.Timeout(),
-		slots:  make(chan struct{}, t.Concurrency),
-		places: places{capacity: 16 * t.Concurrency},
+		name:   t.Name,
+		slots:  slots{limit: t.Concurrency, freed: make(chan struct{})},
+		places: places{capacity: placesPer * t.Concurrency},
 		alarm:  alarm{at: time.Now(), poke: make(chan struct{}, 1)},
 	}
+	l.set.Store(&laneSettings{trig: t, signer: signer, lease: d.opts.Lease + t.Timeout()})
+	return l
+}
+
+// placesPer is how many rows a lane holds per attempt it may have in flight.
+const placesPer = 16
+
+// settings returns the lane's current settings.
+func (l *lane) settings() *laneSettings { return l.set.Load() }
+
+// reconfigure gives the lane trigger t's settings: rows held take them
+// from their next attempt, and the lane's caps follow t's concurrency.
+func (l *lane) reconfigure(t *config.Trigger, signer *auth.WebhookSigner) {
+	l.set.Store(&laneSettings{trig: t, signer: signer, lease: l.d.opts.Lease + t.Timeout()})
+	l.slots.setLimit(t.Concurrency)
+	if l.places.setCapacity(placesPer * t.Concurrency) {
+		l.alarm.set(time.Now())
+	}
+}
+
+// slots counts a lane's attempts in flight against a limit that can
+// change. Read and written only through its methods, under mu.
+type slots struct {
+	mu    sync.Mutex
+	limit int
+	used  int
+	freed chan struct{} // closed, and replaced, when a slot frees or the limit grows
+}
+
+// take waits for a free slot and takes it; false when ctx ends first.
+func (s *slots) take(ctx context.Context) bool {
+	for {
+		s.mu.Lock()
+		if s.used < s.limit {
+			s.used++
+			s.mu.Unlock()
+			return true
+		}
+		freed := s.freed
+		s.mu.Unlock()
+		select {
+		case <-freed:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// give gives a slot back.
+func (s *slots) give() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.used--
+	s.wake()
+}
+
+// setLimit changes the number of slots. Attempts in flight over a lower
+// limit finish; no new one starts until the count is under it.
+func (s *slots) setLimit(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.limit = n
+	s.wake()
+}
+
+// wake lets the waiting takers look again; the caller holds mu.
+func (s *slots) wake() {
+	close(s.freed)
+	s.freed = make(chan struct{})
 }
 
 // places counts a lane's rows held against its capacity: rows claimed for
@@ -65,7 +151,7 @@ func newLane(d *Dispatcher, p *project, t *config.Trigger, signer *auth.WebhookS
 // mu.
 type places struct {
 	mu       sync.Mutex
-	capacity int // rows held at most; set when the lane is made
+	capacity int // rows held at most; follows the trigger's concurrency
 	held     int
 	backlog  bool // rows were left due when the lane was full: poll when one leaves
 }
@@ -105,6 +191,19 @@ func (p *places) takeFree() int {
 		p.backlog = true
 	}
 	return free
+}
+
+// setCapacity changes how many rows the lane may hold, and reports
+// whether the lane should poll now: rows were left due and a place is free.
+func (p *places) setCapacity(n int) (poll bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.capacity = n
+	poll = p.backlog && p.held < p.capacity
+	if poll {
+		p.backlog = false
+	}
+	return poll
 }
 
 // fillBacklog notes that more rows may be due than the lane took: it is to
@@ -220,12 +319,13 @@ func (l *lane) poll(ctx context.Context) {
 	// are started, find the dispatcher stopping, and are released.
 	started := time.Now()
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
-	rows, err := d.store.Claim(cctx, d.opts.NodeID, l.proj.cfg.ID, l.trig.Name, free, l.lease)
+	lease := l.settings().lease
+	rows, err := d.store.Claim(cctx, d.opts.NodeID, l.proj.cfg.ID, l.name, free, lease)
 	cancel()
 	l.unreserve(free - len(rows))
 	if err != nil {
 		if ctx.Err() == nil {
-			d.log.Warn("claim failed; retrying at the next poll", "project", l.proj.cfg.ID, "trigger", l.trig.Name, "err", err)
+			d.log.Warn("claim failed; retrying at the next poll", "project", l.proj.cfg.ID, "trigger", l.name, "err", err)
 		}
 		return
 	}
@@ -234,7 +334,7 @@ func (l *lane) poll(ctx context.Context) {
 		l.places.fillBacklog() // more may be due
 	}
 	for _, r := range rows {
-		d.start(&job{row: r, lane: l}, started.Add(l.lease))
+		d.start(&job{row: r, lane: l}, started.Add(lease))
 	}
 	if !full {
 		l.setAlarm(ctx, started)
@@ -244,10 +344,10 @@ func (l *lane) poll(ctx context.Context) {
 // setAlarm sets the alarm for the earliest row of the trigger still staged,
 // after a poll that began at started and left none due that it could take.
 func (l *lane) setAlarm(ctx context.Context, started time.Time) {
-	wait, ok, err := l.d.store.NextDue(ctx, l.proj.cfg.ID, l.trig.Name)
+	wait, ok, err := l.d.store.NextDue(ctx, l.proj.cfg.ID, l.name)
 	if err != nil {
 		if ctx.Err() == nil {
-			l.d.log.Warn("next due lookup failed; retrying at the next poll", "project", l.proj.cfg.ID, "trigger", l.trig.Name, "err", err)
+			l.d.log.Warn("next due lookup failed; retrying at the next poll", "project", l.proj.cfg.ID, "trigger", l.name, "err", err)
 		}
 		return
 	}
@@ -265,5 +365,5 @@ func (l *lane) setAlarm(ctx context.Context, started time.Time) {
 
 // rowRef identifies a row for logs.
 func (l *lane) rowRef(r *store.EventLog) []any {
-	return []any{"project", l.proj.cfg.ID, "trigger", l.trig.Name, "id", r.ID}
+	return []any{"project", l.proj.cfg.ID, "trigger", l.name, "id", r.ID}
 }

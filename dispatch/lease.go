@@ -83,7 +83,7 @@ func (h *heldRows) expiring(now time.Time, margin time.Duration) []*job {
 	defer h.mu.Unlock()
 	var out []*job
 	for _, r := range h.rows {
-		if !r.recording && r.until.Sub(now) < r.job.lane.trig.Timeout()+margin {
+		if !r.recording && r.until.Sub(now) < r.job.lane.settings().trig.Timeout()+margin {
 			out = append(out, r.job)
 		}
 	}
@@ -104,7 +104,7 @@ func (h *heldRows) renewed(jobs []*job, kept map[uuid.UUID]bool, now time.Time) 
 		}
 		switch {
 		case kept[j.row.ID]:
-			r.until = now.Add(j.lane.lease)
+			r.until = now.Add(j.lane.settings().lease)
 		case !r.recording:
 			r.lost = true
 			lost = append(lost, j)

@@ -65,7 +65,7 @@ func (r *renewer) Run(ctx context.Context) {
 		ids := make([]uuid.UUID, len(jobs))
 		leases := make([]time.Duration, len(jobs))
 		for i, j := range jobs {
-			ids[i], leases[i] = j.row.ID, j.lane.lease
+			ids[i], leases[i] = j.row.ID, j.lane.settings().lease
 		}
 		kept, err := r.store.Renew(ctx, r.node, ids, leases)
 		if err != nil {
@@ -89,11 +89,11 @@ const (
 	orphanAfter = time.Minute
 )
 
-// sweeper cancels overdue rows whose trigger is not in this node's config
-// (the trigger was removed).
+// sweeper cancels overdue rows whose trigger this node does not have and
+// the store does not keep (the trigger was removed from the config).
 type sweeper struct {
 	store *store.Store
-	known []store.Trigger // the triggers of this node's config
+	known func() []store.Trigger // the triggers this node has now
 	log   *slog.Logger
 }
 
@@ -102,7 +102,7 @@ func (s *sweeper) Run(ctx context.Context) {
 	tick := time.NewTicker(sweepEvery)
 	defer tick.Stop()
 	for {
-		cancelled, err := s.store.CancelOrphans(ctx, s.known, orphanAfter)
+		cancelled, err := s.store.CancelOrphans(ctx, s.known(), orphanAfter)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			s.log.Warn("cancelling rows of removed triggers failed", "err", err)

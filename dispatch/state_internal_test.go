@@ -79,7 +79,8 @@ func TestAlarm(t *testing.T) {
 // a kept lease is extended; a row not kept is lost, unless its outcome is
 // being recorded or it was released (and perhaps claimed again) meanwhile.
 func TestRenewedMarksOnlyHeldRowsLost(t *testing.T) {
-	l := &lane{trig: &config.Trigger{}, lease: time.Minute}
+	l := &lane{}
+	l.set.Store(&laneSettings{trig: &config.Trigger{}, lease: time.Minute})
 	newJob := func() *job { return &job{row: store.EventLog{ID: uuid.New()}, lane: l} }
 	h := heldRows{rows: make(map[uuid.UUID]*holding)}
 	now := time.Now()

@@ -69,7 +69,7 @@ func (s *Source) commit(ctx context.Context, changes []dirChange) error {
 // called only when a trigger takes the event.
 func (s *Source) event(c *dirChange, typ string, e store.FileEntry, describe func() meta) {
 	var names []string
-	for _, t := range s.triggers {
+	for _, t := range *s.triggers.Load() {
 		if t.Type != typ {
 			continue
 		}

@@ -62,6 +62,7 @@ const both = `
 
 // node is a running dispatcher with its file sources.
 type node struct {
+	run     *dispatchtest.Node
 	sources []*filewatch.Source
 	stop    func()
 }
@@ -86,7 +87,7 @@ func (r *rig) start(cfg *config.Config, opts filewatch.Options, standby bool) *n
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &node{sources: sources, stop: stop}
+	n := &node{run: run, sources: sources, stop: stop}
 	if !standby {
 		n.waitWatching(t)
 	}

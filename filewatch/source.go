@@ -40,10 +40,12 @@ type Options struct {
 // Source watches one storage directory of one project. Create it with New,
 // check it with Check, run it with Run.
 type Source struct {
-	project  string
-	alias    string
-	dir      config.Storage
-	triggers []*config.Trigger // the project's FILE_* triggers on this directory
+	project string
+	alias   string
+	dir     config.Storage
+	// triggers are the project's FILE_* triggers on this directory; each
+	// file event reads them anew, and SetTriggers replaces them.
+	triggers atomic.Pointer[[]*config.Trigger]
 	disp     *dispatch.Dispatcher
 	store    *store.Store
 	opts     Options
@@ -78,13 +80,24 @@ func New(p *config.Project, alias string, d *dispatch.Dispatcher, st *store.Stor
 	dir.Path = abs
 	s := &Source{project: p.ID, alias: alias, dir: dir, disp: d, store: st, opts: opts}
 	s.log = opts.Logger.With("project", p.ID, "storage", alias, "path", dir.Path)
+	var ts []*config.Trigger
 	for i := range p.Triggers {
-		t := &p.Triggers[i]
-		if config.IsFileType(t.Type) && t.Options.Store == alias {
-			s.triggers = append(s.triggers, t)
+		ts = append(ts, &p.Triggers[i])
+	}
+	s.SetTriggers(ts)
+	return s, nil
+}
+
+// SetTriggers gives the source the project's triggers, of which it takes
+// the FILE_* triggers on its directory: the next file event goes to them.
+func (s *Source) SetTriggers(ts []*config.Trigger) {
+	var mine []*config.Trigger
+	for _, t := range ts {
+		if config.IsFileType(t.Type) && t.Options.Store == s.alias {
+			mine = append(mine, t)
 		}
 	}
-	return s, nil
+	s.triggers.Store(&mine)
 }
 
 // Sources builds a source for every storage directory of every project of cfg.
@@ -180,3 +193,6 @@ func (s *Source) Watching() bool { return s.watching.Load() }
 func (s *Source) where() string {
 	return fmt.Sprintf("storage %s of project %s", s.alias, s.project)
 }
+
+// Project is the id of the source's project.
+func (s *Source) Project() string { return s.project }

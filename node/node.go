@@ -33,6 +33,11 @@ type Options struct {
 	Version string
 	// Started, when set, is called with the API's address once it listens.
 	Started func(addr string)
+	// Reconfigure, when set, takes configs read again while the node runs
+	// (serve's SIGHUP): their triggers are applied as the stored ones are;
+	// what else differs needs a restart, is logged as refused, and keeps
+	// its old value.
+	Reconfigure <-chan *config.Config
 }
 
 // Node is a node built from a config, ready to run once.
@@ -58,8 +63,9 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 }
 
 // Run runs the node until ctx ends: it opens and migrates the store,
-// checks the event sources, then starts the dispatcher, the sources and
-// the API. When ctx ends (or the API server fails) intake stops first: the
+// adds the triggers kept there to the config's, checks the event sources,
+// then starts the dispatcher, the sources, the following of trigger
+// changes (the store's, and Options.Reconfigure's) and the API. When ctx ends (or the API server fails) intake stops first: the
 // sources end and the API takes no new request; attempts in flight get the
 // config's shutdown grace; the dispatcher hands its rows back; the store
 // closes last. A failure before the API listens is returned as is.
@@ -81,9 +87,25 @@ func (n *Node) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	sources, err := eventSources(cfg, disp, st, log)
-	if err != nil {
+	live := newLiveTriggers(cfg, st, log)
+	live.disp = disp
+	cdcOpts := cdc.Options{StoreSchema: cfg.Store.Schema, Logger: log, Refresh: live.reload}
+	if live.dbs, err = cdc.Sources(cfg, disp, cdcOpts); err != nil {
 		return err
+	}
+	if live.dirs, err = filewatch.Sources(cfg, disp, st, filewatch.Options{Logger: log}); err != nil {
+		return err
+	}
+	// The stored triggers apply from the start, the sources' checks included.
+	if err := live.reload(ctx); err != nil {
+		return err
+	}
+	var sources []source
+	for _, s := range live.dbs {
+		sources = append(sources, s)
+	}
+	for _, s := range live.dirs {
+		sources = append(sources, s)
 	}
 	for _, src := range sources {
 		if err := src.Check(ctx); err != nil {
@@ -94,7 +116,9 @@ func (n *Node) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (is another process using it? change listen in the config)", cfg.Listen, err)
 	}
-	srv := httpServer(cfg, api.New(cfg, disp, n.keys, st.Ready, log), log)
+	apiServer := api.New(cfg, disp, n.keys, st, log)
+	apiServer.UseTriggers(live)
+	srv := httpServer(cfg, apiServer, log)
 
 	// The dispatcher and the sources outlive ctx: each is stopped in turn
 	// below, in the order that hands every row back.
@@ -108,6 +132,8 @@ func (n *Node) Run(ctx context.Context) error {
 	for _, src := range sources {
 		capturing.Go(func() { src.Run(srcCtx) })
 	}
+	capturing.Go(func() { live.Run(srcCtx) })
+	capturing.Go(func() { n.reconfigure(srcCtx, live) })
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Serve(ln) }()
 	log.Info("triggerd is serving", "listen", ln.Addr().String(), "node", cfg.NodeID,
@@ -158,24 +184,4 @@ type source interface {
 	Check(ctx context.Context) error
 	// Run feeds the dispatcher until ctx ends.
 	Run(ctx context.Context)
-}
-
-// eventSources builds the change capture and file sources of every project.
-func eventSources(cfg *config.Config, disp *dispatch.Dispatcher, st *store.Store, log *slog.Logger) ([]source, error) {
-	var out []source
-	dbs, err := cdc.Sources(cfg, disp, cdc.Options{StoreSchema: cfg.Store.Schema, Logger: log})
-	if err != nil {
-		return nil, err
-	}
-	for _, s := range dbs {
-		out = append(out, s)
-	}
-	dirs, err := filewatch.Sources(cfg, disp, st, filewatch.Options{Logger: log})
-	if err != nil {
-		return nil, err
-	}
-	for _, s := range dirs {
-		out = append(out, s)
-	}
-	return out, nil
 }

@@ -160,8 +160,8 @@ type Trigger struct {
 	Name    string
 }
 
-// CancelOrphans cancels the staged rows whose trigger is not among known
-// and that have been due for longer than overdue, and returns how many rows
+// CancelOrphans cancels the staged rows whose trigger is not among known,
+// nor stored (see PutTrigger), and that have been due for longer than overdue, and returns how many rows
 // of each trigger it cancelled. A row that a live node's trigger serves is
 // claimed soon after it falls due, so overdue spares the rows of triggers
 // that only newer nodes know, during a rolling change of config.
@@ -176,6 +176,7 @@ func (s *Store) CancelOrphans(ctx context.Context, known []Trigger, overdue time
 		       remark = 'trigger ' || trigger_name || ' is not in the config of project ' || project
 		WHERE status = 'staged' AND due_at <= now() - $3::interval
 		  AND (project, trigger_name) NOT IN (SELECT * FROM unnest($1::text[], $2::text[]))
+		  AND NOT EXISTS (SELECT 1 FROM triggers t WHERE t.project = event_logs.project AND t.name = event_logs.trigger_name)
 		RETURNING id, project, trigger_name`, projects, names, overdue)
 	if err != nil {
 		return nil, fmt.Errorf("cancel rows of unknown triggers: %w", err)

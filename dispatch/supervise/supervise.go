@@ -4,6 +4,7 @@ package supervise
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"time"
@@ -18,8 +19,13 @@ const (
 	calm       = time.Minute
 )
 
+// ErrRestart ends a session that is to run again at once, such as one
+// whose settings changed: Sessions logs it at info level, without backoff.
+var ErrRestart = errors.New("the session restarts")
+
 // Sessions runs session until ctx ends, and again after each failure,
 // after a jittered backoff, logging the failure with the message stopped.
+// A session that ends with ErrRestart runs again at once.
 func Sessions(ctx context.Context, log *slog.Logger, stopped string, session func(context.Context) error) {
 	backoff := minBackoff
 	for {
@@ -27,6 +33,10 @@ func Sessions(ctx context.Context, log *slog.Logger, stopped string, session fun
 		err := session(ctx)
 		if ctx.Err() != nil {
 			return
+		}
+		if errors.Is(err, ErrRestart) {
+			log.Info("restarting", "why", err.Error())
+			continue
 		}
 		if time.Since(began) > calm {
 			backoff = minBackoff
