@@ -167,7 +167,8 @@ func (r *rig) walLSN() uint64 {
 // commitEnd runs sql in a transaction of its own on the source database
 // and returns the end of the transaction's commit record, read from the
 // WAL with pg_walinspect: the position a node confirms once it has logged
-// the transaction.
+// the transaction. (pg_walinspect reads only what is flushed: the
+// transaction's commit waited for the flush, other sessions' may not.)
 func (r *rig) commitEnd(sql string) uint64 {
 	r.t.Helper()
 	ctx := context.Background()
@@ -185,7 +186,7 @@ func (r *rig) commitEnd(sql string) uint64 {
 		r.t.Fatalf("%s: %v", sql, err)
 	}
 	var end uint64
-	err = conn.QueryRow(ctx, `SELECT (end_lsn - '0/0')::bigint FROM pg_get_wal_records_info('0/0'::pg_lsn + $1::numeric, pg_current_wal_insert_lsn())
+	err = conn.QueryRow(ctx, `SELECT (end_lsn - '0/0')::bigint FROM pg_get_wal_records_info('0/0'::pg_lsn + $1::numeric, pg_current_wal_flush_lsn())
 		WHERE xid::text::bigint = $2 AND resource_manager = 'Transaction' AND record_type = 'COMMIT'`, from, xid).Scan(&end)
 	if err != nil {
 		r.t.Fatalf("find the commit of transaction %d in the WAL: %v", xid, err)
