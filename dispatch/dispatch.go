@@ -220,6 +220,21 @@ func (d *Dispatcher) triggers() []store.Trigger {
 	return known
 }
 
+// Wake has this node's lanes of the given triggers poll now: rows were
+// staged for them by other means than this dispatcher (the admin API's
+// redeliveries), and are due. Triggers this node does not serve are
+// skipped; other nodes find the rows at their next poll.
+func (d *Dispatcher) Wake(triggers []store.Trigger) {
+	now := time.Now()
+	for _, t := range triggers {
+		if p := d.projects[t.Project]; p != nil {
+			if l := p.byName[t.Name]; l != nil {
+				l.alarm.set(now)
+			}
+		}
+	}
+}
+
 // Enqueue stages an event for every trigger of its type and returns once the
 // rows are committed. An event no trigger handles is stored nowhere: Enqueue
 // returns its id and zero rows.
