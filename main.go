@@ -8,6 +8,7 @@
 //	triggerd serve --config FILE   run a node
 //	triggerd dev                   run a node on a throwaway Postgres, with a demo receiver
 //	triggerd tail --config FILE    print event_logs rows, and follow them
+//	triggerd events list|redeliver|cancel   find, redeliver and cancel events through a node's admin API
 //	triggerd version               print the version, revision and Go version
 package main
 
@@ -31,6 +32,7 @@ Usage:
   triggerd serve --config FILE [--log-format text|json]
   triggerd dev [--listen ADDR] [--log-format text|json]
   triggerd tail --config FILE [--project P] [--type T] [--trigger NAME] [--status S] [--limit N] [--follow] [--json]
+  triggerd events list|redeliver|cancel [--config FILE] [--url URL] [filters]
   triggerd version
 
 Run "triggerd COMMAND -h" for a command's flags.
@@ -80,6 +82,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return devCommand(ctx, args[1:], stdout, stderr)
 	case "tail":
 		return tailCommand(ctx, args[1:], stdout, stderr)
+	case "events":
+		return eventsCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		return printVersion(stdout)
 	case "help", "-h", "--help":
