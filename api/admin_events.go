@@ -322,7 +322,7 @@ func (s *Server) changeMatching(w http.ResponseWriter, r *http.Request, q store.
 }
 
 // changed logs a change of events and wakes this node's lanes for the rows
-// staged again; other nodes find them at their next poll.
+// staged again (the store's announcement wakes every node's too, later).
 func (s *Server) changed(did string, done store.Changed) {
 	if done.Rows == 0 {
 		return

@@ -194,6 +194,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		stops = append(stops, startService(ctx, l))
 	}
 	stops = append(stops, startService(ctx, &sweeper{store: d.store, known: d.triggers(), log: d.log}))
+	stops = append(stops, startService(ctx, &waker{d: d, store: d.store, log: d.log}))
 
 	<-ctx.Done()
 	// Stop intake, and start no new attempt.
@@ -223,7 +224,7 @@ func (d *Dispatcher) triggers() []store.Trigger {
 // Wake has this node's lanes of the given triggers poll now: rows were
 // staged for them by other means than this dispatcher (the admin API's
 // redeliveries), and are due. Triggers this node does not serve are
-// skipped; other nodes find the rows at their next poll.
+// skipped. Other nodes are woken by the store's announcement (waker).
 func (d *Dispatcher) Wake(triggers []store.Trigger) {
 	now := time.Now()
 	for _, t := range triggers {

@@ -53,18 +53,19 @@ RETURNING e.id, e.project, e.trigger_name`
 // batches of changeBatch, newest first, each batch in a transaction of its
 // own; rows that match only once a batch is done are left alone.
 func (s *Store) Redeliver(ctx context.Context, q EventQuery, remark string) (Changed, error) {
-	return s.changeInBatches(ctx, q, "e.status <> 'staged'", redeliverSQL, remark, "redeliver")
+	return s.changeInBatches(ctx, q, "e.status <> 'staged'", redeliverSQL, remark, "redeliver", true)
 }
 
 // Cancel cancels the staged rows matching q, in batches as Redeliver does.
 func (s *Store) Cancel(ctx context.Context, q EventQuery, remark string) (Changed, error) {
-	return s.changeInBatches(ctx, q, "e.status = 'staged'", cancelSQL, remark, "cancel")
+	return s.changeInBatches(ctx, q, "e.status = 'staged'", cancelSQL, remark, "cancel", false)
 }
 
 // changeInBatches applies update (whose $1 is the ids of a batch and $2
 // the remark) to the rows matching q and pick, a batch at a time, walking
-// down their ids.
-func (s *Store) changeInBatches(ctx context.Context, q EventQuery, pick, update, remark, what string) (Changed, error) {
+// down their ids. With staged, each batch's triggers are announced to the
+// dispatchers (announceStaged).
+func (s *Store) changeInBatches(ctx context.Context, q EventQuery, pick, update, remark, what string, staged bool) (Changed, error) {
 	done := Changed{Triggers: make(map[Trigger]int)}
 	var below *uuid.UUID
 	for {
@@ -79,6 +80,7 @@ func (s *Store) changeInBatches(ctx context.Context, q EventQuery, pick, update,
 
 		var picked []uuid.UUID
 		changed := make(map[uuid.UUID]bool)
+		triggers := make(map[Trigger]int)
 		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 			rows, err := tx.Query(ctx, selectSQL, args...)
 			if err != nil {
@@ -98,7 +100,7 @@ func (s *Store) changeInBatches(ctx context.Context, q EventQuery, pick, update,
 			var t Trigger
 			_, err = pgx.ForEachRow(rows, []any{&id, &t.Project, &t.Name}, func() error {
 				changed[id] = true
-				done.Triggers[t]++
+				triggers[t]++
 				return nil
 			})
 			return err
@@ -107,7 +109,13 @@ func (s *Store) changeInBatches(ctx context.Context, q EventQuery, pick, update,
 			return done, fmt.Errorf("%s events (%d changed before the failure): %w", what, done.Rows, err)
 		}
 		done.Rows += len(changed)
+		for t, n := range triggers {
+			done.Triggers[t] += n
+		}
 		s.announce(changed)
+		if staged && len(triggers) > 0 {
+			s.announceStaged(triggers)
+		}
 		if len(picked) < changeBatch {
 			return done, nil
 		}
