@@ -39,7 +39,16 @@ func adminNode(t *testing.T) (cfg string, node *nodetest.Child, st *store.Store)
 	}
 	f.Close()
 	node = nodetest.Start(t, cfg)
-	return cfg, node, nodetest.OpenStore(t, url, schema)
+	st = nodetest.OpenStore(t, url, schema)
+	// The node registers itself in the store.
+	waittest.For(t, 10*time.Second, func() error {
+		nodes, err := st.Nodes(context.Background())
+		if err != nil || len(nodes) != 1 || nodes[0].ID != "node-1" {
+			return fmt.Errorf("the store's nodes: %+v, %v; want node-1", nodes, err)
+		}
+		return nil
+	})
+	return cfg, node, st
 }
 
 // waitBroken waits until cond holds for both rows of trigger broken.

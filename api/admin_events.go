@@ -29,6 +29,7 @@ func (s *Server) eventRoutes() {
 	s.adminRoute("/events/{id}/cancel", s.cancelOne, http.MethodPost)
 	s.adminRoute("/counts", s.counts, http.MethodGet)
 	s.adminRoute("/projects/{project}/events", s.triggerEvent, http.MethodPost)
+	s.adminRoute("/nodes", s.nodes, http.MethodGet)
 }
 
 // Pages of events: limit rows each, by default defaultLimit, at most maxLimit.
@@ -493,4 +494,20 @@ func rawOrNull(b json.RawMessage) json.RawMessage {
 		return json.RawMessage("null")
 	}
 	return b
+}
+
+// nodes answers the nodes that share the store, from their heartbeats: a
+// node is alive while its last heartbeat is at most three intervals old.
+func (s *Server) nodes(w http.ResponseWriter, r *http.Request) {
+	nodes, err := s.store.Nodes(r.Context())
+	if err != nil {
+		s.storeFailed(w, r, "listing nodes", err)
+		return
+	}
+	out := make([]map[string]any, len(nodes))
+	for i, n := range nodes {
+		out[i] = map[string]any{"id": n.ID, "version": n.Version, "started_at": jsonTime(n.StartedAt),
+			"last_heartbeat": jsonTime(n.Heartbeat), "rows_held": n.RowsHeld, "alive": n.Age <= 3*store.HeartbeatEvery}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"nodes": out})
 }

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -336,5 +337,31 @@ func TestAdminCounts(t *testing.T) {
 	if status, out := f.do(t, http.MethodGet, "/v1/admin/counts?since=last-week", "", token); status != 400 ||
 		!strings.Contains(fmt.Sprint(out["error"]), `since: "last-week" is not a time`) {
 		t.Errorf("counts with a bad since: %d %v", status, out)
+	}
+}
+
+// TestAdminNodes lists the nodes of the store: alive while their last
+// heartbeat is recent.
+func TestAdminNodes(t *testing.T) {
+	t.Parallel()
+	f := adminNode(t)
+	token := f.login(t)
+	ctx := context.Background()
+	if err := f.st.Heartbeat(ctx, "api-test", "v1", time.Now(), 2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.db(t).Exec(ctx, `INSERT INTO nodes VALUES ('gone', 'v0', now() - interval '1 hour', now() - interval '1 minute', 0)`); err != nil {
+		t.Fatal(err)
+	}
+	status, out := f.do(t, http.MethodGet, "/v1/admin/nodes", "", token)
+	nodes, _ := out["nodes"].([]any)
+	if status != 200 || len(nodes) != 2 {
+		t.Fatalf("nodes: %d %v", status, out)
+	}
+	for _, n := range nodes {
+		n := n.(map[string]any)
+		if want := n["id"] == "api-test"; n["alive"] != want || (want && n["rows_held"] != 2.0) {
+			t.Errorf("node %v: alive %v, want %v", n["id"], n["alive"], want)
+		}
 	}
 }

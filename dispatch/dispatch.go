@@ -173,6 +173,9 @@ func New(cfg *config.Config, st *store.Store, keys map[string]*auth.Keyring, opt
 	return d, nil
 }
 
+// Held is how many rows this node holds now: claimed, and not yet done here.
+func (d *Dispatcher) Held() int { return d.held.count() }
+
 // NodeID is the id this dispatcher claims rows and signs tokens with.
 func (d *Dispatcher) NodeID() string { return d.opts.NodeID }
 

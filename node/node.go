@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/triggerd/triggerd/api"
 	"github.com/triggerd/triggerd/auth"
@@ -108,6 +109,8 @@ func (n *Node) Run(ctx context.Context) error {
 	for _, src := range sources {
 		capturing.Go(func() { src.Run(srcCtx) })
 	}
+	var beating sync.WaitGroup
+	beating.Go(func() { heartbeat(srcCtx, st, disp, n.opts.Version, log) })
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Serve(ln) }()
 	log.Info("triggerd is serving", "listen", ln.Addr().String(), "node", cfg.NodeID,
@@ -126,6 +129,7 @@ func (n *Node) Run(ctx context.Context) error {
 	log.Info("stopping: no new events are taken; attempts in flight may finish", "grace", grace)
 	stopSources()
 	capturing.Wait()
+	beating.Wait()
 	stopDispatch()
 	shutCtx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
@@ -178,4 +182,23 @@ func eventSources(cfg *config.Config, disp *dispatch.Dispatcher, st *store.Store
 		out = append(out, s)
 	}
 	return out, nil
+}
+
+// heartbeat registers the node in the store's nodes table, and writes its
+// heartbeat (with the rows it holds) every store.HeartbeatEvery until ctx
+// ends, so that every node's admin API can list the live ones.
+func heartbeat(ctx context.Context, st *store.Store, disp *dispatch.Dispatcher, version string, log *slog.Logger) {
+	started := time.Now()
+	tick := time.NewTicker(store.HeartbeatEvery)
+	defer tick.Stop()
+	for {
+		if err := st.Heartbeat(ctx, disp.NodeID(), version, started, disp.Held()); err != nil && ctx.Err() == nil {
+			log.Warn("writing this node's heartbeat failed; trying again", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }

@@ -15,3 +15,13 @@ ALTER TABLE event_logs ADD COLUMN retry_base integer NOT NULL DEFAULT 0;
 CREATE INDEX event_logs_unsuccessful ON event_logs (status, id) WHERE status IN ('failed', 'cancelled');
 CREATE INDEX event_logs_unsuccessful_trigger ON event_logs (project, trigger_name, status, id)
     WHERE status IN ('failed', 'cancelled');
+
+-- The nodes sharing this store: each registers itself at start and writes
+-- a heartbeat every few seconds, so that any node can say which are alive.
+CREATE TABLE nodes (
+    id           text PRIMARY KEY,                -- node_id
+    version      text NOT NULL,
+    started_at   timestamptz NOT NULL,
+    heartbeat_at timestamptz NOT NULL,            -- by the store's clock
+    rows_held    integer NOT NULL                 -- claimed and not yet done, at the heartbeat
+);

@@ -260,3 +260,24 @@ func TestCounts(t *testing.T) {
 		t.Fatalf("counts of all time: %+v, %v; want 2 failed rows of p/t", counts, err)
 	}
 }
+
+// TestNodesHeartbeat registers a node and beats: one row per node, with
+// the latest count of rows held and the time by the store's clock.
+func TestNodesHeartbeat(t *testing.T) {
+	t.Parallel()
+	st := open(t)
+	ctx := context.Background()
+	started := time.Now().Add(-time.Minute).Truncate(time.Microsecond)
+	for _, held := range []int{3, 7} {
+		if err := st.Heartbeat(ctx, "n1", "v1", started, held); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nodes, err := st.Nodes(ctx)
+	if err != nil || len(nodes) != 1 {
+		t.Fatalf("nodes: %+v, %v; want n1 alone", nodes, err)
+	}
+	if n := nodes[0]; n.ID != "n1" || n.Version != "v1" || !n.StartedAt.Equal(started) || n.RowsHeld != 7 || n.Age < 0 || n.Age > 5*time.Second {
+		t.Fatalf("node read as %+v", n)
+	}
+}
