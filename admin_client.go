@@ -10,79 +10,101 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/triggerd/triggerd/auth"
 	"github.com/triggerd/triggerd/config"
 )
 
+// adminConnection is the help text shared by the commands that call a
+// running node's admin API, on where the node is and who logs in.
+const adminConnection = `Connection: --config FILE (or $TRIGGERD_CONFIG) gives the node's address
+(listen) and signs an admin token with its admin secret; --url URL (or
+$TRIGGERD_URL) names the node instead of listen; without a config's admin
+section, log in with $TRIGGERD_ADMIN_USER and $TRIGGERD_ADMIN_PASSWORD, or
+pass a token from POST /v1/admin/login in $TRIGGERD_ADMIN_TOKEN.
+`
+
 // adminFlags are the flags of the commands that call a running node's
-// admin API: where the node is, and who logs in.
+// admin API: where the node is, and its config.
 type adminFlags struct {
 	config string
-	addr   string
-	user   string
+	url    string
 }
 
 // register adds the flags to fs.
 func (f *adminFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.config, "config", os.Getenv("TRIGGERD_CONFIG"), "the node's config file, for its address and admin user (default: $TRIGGERD_CONFIG)")
-	fs.StringVar(&f.addr, "addr", os.Getenv("TRIGGERD_ADDR"), "the node's API address, host:port (default: $TRIGGERD_ADDR, else the config's listen)")
-	fs.StringVar(&f.user, "user", os.Getenv("TRIGGERD_ADMIN_USER"), "the admin user (default: $TRIGGERD_ADMIN_USER, else the config's admin.user)")
+	fs.StringVar(&f.config, "config", os.Getenv("TRIGGERD_CONFIG"), "config file: the node's listen address and admin secret (default: $TRIGGERD_CONFIG)")
+	fs.StringVar(&f.url, "url", os.Getenv("TRIGGERD_URL"), "the node's API, as http://host:port (default: $TRIGGERD_URL, else the config's listen)")
 }
 
-// adminPasswordEnv holds the admin password when the config does not
-// (it has password_hash, or no config is given).
-const adminPasswordEnv = "TRIGGERD_ADMIN_PASSWORD"
-
-// adminClient calls a running node's admin API as its admin.
+// adminClient calls the admin API of one node with a token.
 type adminClient struct {
-	base     string // http://host:port
-	user     string
-	password string
-	token    string // once logged in
-	http     *http.Client
+	base  string // http://host:port
+	token string
+	http  *http.Client
 }
 
-// client builds the client the flags describe: the config gives what the
-// flags and the environment leave out.
-func (f *adminFlags) client() (*adminClient, error) {
-	c := &adminClient{user: f.user, password: os.Getenv(adminPasswordEnv), http: &http.Client{Timeout: time.Minute}}
-	addr := f.addr
+// client finds the node and a token for command (named in errors): a
+// token from the environment, else a login with the user and password
+// from the environment, else one signed with the config's admin secret.
+func (f *adminFlags) client(ctx context.Context, command string) (*adminClient, error) {
+	var cfg *config.Config
 	if f.config != "" {
-		cfg, err := config.Load(f.config)
+		var err error
+		if cfg, err = config.Load(f.config); err != nil {
+			return nil, err
+		}
+	}
+	baseURL := f.url
+	if baseURL == "" {
+		if cfg == nil {
+			return nil, fmt.Errorf("%s needs the node's address: pass --config FILE (its listen) or --url http://host:port, or set TRIGGERD_CONFIG or TRIGGERD_URL", command)
+		}
+		host, port, err := net.SplitHostPort(cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("the config's listen %q is not host:port", cfg.Listen)
+		}
+		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+			host = "127.0.0.1" // a node listening on every address
+		}
+		baseURL = "http://" + net.JoinHostPort(host, port)
+	}
+	u, err := url.Parse(baseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("--url %q: write the node's API as http://host:port", baseURL)
+	}
+	c := &adminClient{base: strings.TrimSuffix(baseURL, "/"), http: &http.Client{Timeout: time.Minute}}
+	user, password := os.Getenv("TRIGGERD_ADMIN_USER"), os.Getenv("TRIGGERD_ADMIN_PASSWORD")
+	switch {
+	case os.Getenv("TRIGGERD_ADMIN_TOKEN") != "":
+		c.token = os.Getenv("TRIGGERD_ADMIN_TOKEN")
+	case user != "" || password != "":
+		if user == "" || password == "" {
+			return nil, errors.New("set both TRIGGERD_ADMIN_USER and TRIGGERD_ADMIN_PASSWORD to log in")
+		}
+		var login struct {
+			Token string `json:"token"`
+		}
+		body, _ := json.Marshal(map[string]string{"user": user, "password": password})
+		if err := c.do(ctx, http.MethodPost, "/login", body, &login); err != nil {
+			return nil, fmt.Errorf("log in as %s: %w", user, err)
+		}
+		c.token = login.Token
+	case cfg != nil && cfg.Admin != nil:
+		token, _, err := auth.NewAdminKeys(cfg.Admin.Secret, cfg.Admin.TokenTTL.Std()).Sign(cfg.Admin.User, time.Now())
 		if err != nil {
 			return nil, err
 		}
-		if addr == "" {
-			addr = cfg.Listen
-		}
-		if a := cfg.Admin; a != nil {
-			if c.user == "" {
-				c.user = a.User
-			}
-			if c.password == "" {
-				c.password = a.Password
-			}
-		}
+		c.token = token
+	case cfg != nil:
+		return nil, fmt.Errorf("%s has no admin section: add one (and restart the node), or set TRIGGERD_ADMIN_USER and TRIGGERD_ADMIN_PASSWORD, or TRIGGERD_ADMIN_TOKEN", f.config)
+	default:
+		return nil, fmt.Errorf("%s needs admin credentials: pass --config FILE with an admin section, or set TRIGGERD_ADMIN_USER and TRIGGERD_ADMIN_PASSWORD, or TRIGGERD_ADMIN_TOKEN", command)
 	}
-	switch {
-	case addr == "":
-		return nil, errors.New("which node? pass --config FILE (or set TRIGGERD_CONFIG), or --addr host:port")
-	case c.user == "":
-		return nil, errors.New("which admin? the config has no admin section: pass --user, or set TRIGGERD_ADMIN_USER")
-	case c.password == "":
-		return nil, fmt.Errorf("no admin password: set %s (the config gives only a password_hash, or no config is given)", adminPasswordEnv)
-	}
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, fmt.Errorf("address %q is not host:port", addr)
-	}
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = "127.0.0.1" // a node listening on every address
-	}
-	c.base = "http://" + net.JoinHostPort(host, port)
 	return c, nil
 }
 
@@ -97,25 +119,10 @@ func (e *apiError) Error() string {
 	return fmt.Sprintf("%d %s: %s", e.Status, http.StatusText(e.Status), e.Message)
 }
 
-// do logs in when it has no token yet, sends a request to path under
-// /v1/admin with body (nil: none), and decodes a 2xx answer into out (nil:
-// dropped). An error answer becomes an *apiError.
+// do sends a request to path under /v1/admin with body (nil: none), and
+// decodes a 2xx answer into out (nil: dropped). An error answer becomes an
+// *apiError.
 func (c *adminClient) do(ctx context.Context, method, path string, body []byte, out any) error {
-	if c.token == "" {
-		login, _ := json.Marshal(map[string]string{"user": c.user, "password": c.password})
-		var tok struct {
-			Token string `json:"token"`
-		}
-		if err := c.send(ctx, http.MethodPost, "/login", login, &tok); err != nil {
-			return fmt.Errorf("log in as %s: %w", c.user, err)
-		}
-		c.token = tok.Token
-	}
-	return c.send(ctx, method, path, body, out)
-}
-
-// send makes one request.
-func (c *adminClient) send(ctx context.Context, method, path string, body []byte, out any) error {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -127,9 +134,12 @@ func (c *adminClient) send(ctx context.Context, method, path string, body []byte
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w (is the node running, at this address?)", method, path, err)
+		return fmt.Errorf("%s %s: %w (is the node running, and is that its address?)", method, path, err)
 	}
 	defer resp.Body.Close()
 	answer, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))

@@ -33,9 +33,9 @@ import (
 // devConfig is the quick-start configuration; the placeholders are filled
 // with the listen address (quoted: YAML would read [::1]:4122 as a list),
 // the throwaway database (the store, and the database whose signups table
-// is captured), a fresh secret, the receiver's url and the absolute path
-// of the watched folder (a relative one would be taken from the config's
-// folder).
+// is captured), a fresh secret, the receiver's url, the absolute path of
+// the watched folder (a relative one would be taken from the config's
+// folder), and the admin API's user, a fresh password and a fresh secret.
 const devConfig = `# Written by "triggerd dev"; removed when it stops.
 listen: %[1]q
 node_id: dev
@@ -72,6 +72,10 @@ projects:
         type: FILE_DELETE
         url: %[4]s
         options: {store: uploads}
+admin:
+  user: %[6]s
+  password: %[7]s
+  secret: %[8]s
 `
 
 // devTable is the demo table whose inserts the dev config captures. The
@@ -89,6 +93,9 @@ const devSlot = "triggerd_demo_app"
 // devStorage is the folder, in the working directory, that the dev config
 // watches as storage uploads.
 const devStorage = "storage"
+
+// devAdmin is the admin API's user in the dev config.
+const devAdmin = "admin"
 
 // devCommand is "triggerd dev": a throwaway Postgres, a demo project with
 // a receiver that prints each delivery, and a node serving them, until
@@ -191,6 +198,10 @@ func dev(ctx context.Context, listen string, stdout io.Writer, log *slog.Logger)
 	if err != nil {
 		return err
 	}
+	login, err := json.Marshal(map[string]string{"user": cfg.Admin.User, "password": cfg.Admin.Password})
+	if err != nil {
+		return err
+	}
 	keys, err := auth.Keyrings(cfg, log)
 	if err != nil {
 		return err
@@ -209,7 +220,7 @@ func dev(ctx context.Context, listen string, stdout io.Writer, log *slog.Logger)
 		return err
 	}
 	banner := devBanner{Receiver: receiverURL, Store: storeURL, Config: path, Storage: storageDir, Token: token,
-		Kept: "made for dev; kept when it stops"}
+		Kept: "made for dev; kept when it stops", Login: string(login)}
 	if !created {
 		banner.Kept = "kept when dev stops; the files already in it are announced as FILE_CREATE at start"
 	}
@@ -232,6 +243,7 @@ type devBanner struct {
 	Storage, Kept           string // the watched folder, and whether dev made it
 	Token                   string // a client token for the demo project
 	CaptureLine, FilesLine  string // what to do to see a DB_INSERT and file events
+	Admin, Login            string // the admin API's url, and the body that logs in to it
 }
 
 // devBannerText is the banner's template. It starts and ends with an
@@ -257,6 +269,10 @@ Other types need a token signed with the project's secret (rule authenticated); 
   rm storage/hello.txt
 Follow event_logs from another terminal:
   go run . tail --config {{.Config}} --follow
+The admin API: log in for a token (it lasts 15 minutes), then list events, or do it all with the CLI:
+  curl -s -X POST {{.Admin}}/login -d '{{.Login}}'
+  curl -s {{.Admin}}/events -H 'Authorization: Bearer TOKEN'
+  go run . events list --config {{.Config}}
 
 Ctrl-C stops everything and deletes the throwaway database and this config; the folder storage stays.
 
@@ -285,7 +301,7 @@ func (b *devBanner) waitSources(ctx context.Context, schema string) bool {
 // print writes the banner of the node listening on addr. A failed write
 // stops dev (see stopOnFailedWrite), so its error needs no other handling.
 func (b *devBanner) print(w io.Writer, addr string) {
-	b.API, b.Queue = addr, "http://"+addr+"/v1/api/demo/event-triggers/queue"
+	b.API, b.Queue, b.Admin = addr, "http://"+addr+"/v1/api/demo/event-triggers/queue", "http://"+addr+"/v1/admin"
 	_ = devBannerText.Execute(w, b)
 }
 
@@ -305,15 +321,17 @@ func checkDevListen(addr string) error {
 	return ln.Close()
 }
 
-// writeDevConfig writes the dev config, with a fresh secret, into dir and
-// loads it.
+// writeDevConfig writes the dev config, with fresh secrets and a fresh
+// admin password, into dir and loads it.
 func writeDevConfig(dir, listen, storeURL, receiverURL, storageDir string) (path string, cfg *config.Config, err error) {
-	secret := make([]byte, 32)
-	if _, err := rand.Read(secret); err != nil {
-		return "", nil, fmt.Errorf("make a secret: %w", err)
+	random := make([]byte, 32+16+32)
+	if _, err := rand.Read(random); err != nil {
+		return "", nil, fmt.Errorf("make secrets: %w", err)
 	}
+	secret, password, adminSecret := random[:32], random[32:48], random[48:]
 	path = filepath.Join(dir, "triggerd.yaml")
-	text := fmt.Sprintf(devConfig, listen, storeURL, hex.EncodeToString(secret), receiverURL, storageDir)
+	text := fmt.Sprintf(devConfig, listen, storeURL, hex.EncodeToString(secret), receiverURL, storageDir,
+		devAdmin, hex.EncodeToString(password), hex.EncodeToString(adminSecret))
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		return "", nil, fmt.Errorf("write the dev config: %w", err)
 	}

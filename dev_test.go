@@ -488,7 +488,8 @@ func TestDevBannerShowsEachPart(t *testing.T) {
 	t.Parallel()
 	b := devBanner{Receiver: "http://127.0.0.1:2/deliveries", Store: "postgres://postgres@/postgres?host=%2Ftmp%2Fx",
 		Config: "/tmp/triggerd-dev-1/triggerd.yaml", Storage: "/work/storage", Kept: "made for dev; kept when it stops",
-		Token: "header.claims.signature", CaptureLine: "Insert a row:", FilesLine: "Write a file:"}
+		Token: "header.claims.signature", CaptureLine: "Insert a row:", FilesLine: "Write a file:",
+		Login: `{"password":"0123abcd","user":"admin"}`}
 	var out bytes.Buffer
 	b.print(&out, "127.0.0.1:1")
 	text := out.String()
@@ -503,6 +504,9 @@ func TestDevBannerShowsEachPart(t *testing.T) {
 		"\nInsert a row:\n  psql 'postgres://postgres@/postgres?host=%2Ftmp%2Fx' -c \"INSERT INTO signups (email) VALUES ('ada@example.com')\"\n",
 		"\nWrite a file:\n  echo hello > storage/hello.txt\n",
 		"\n  go run . tail --config /tmp/triggerd-dev-1/triggerd.yaml --follow\n",
+		"\n  curl -s -X POST http://127.0.0.1:1/v1/admin/login -d '{\"password\":\"0123abcd\",\"user\":\"admin\"}'\n",
+		"\n  curl -s http://127.0.0.1:1/v1/admin/events -H 'Authorization: Bearer TOKEN'\n",
+		"\n  go run . events list --config /tmp/triggerd-dev-1/triggerd.yaml\n",
 		"the folder storage stays.\n\n",
 	} {
 		if !strings.Contains(text, want) {

@@ -9,6 +9,7 @@
 //	triggerd dev                   run a node on a throwaway Postgres, with a demo receiver
 //	triggerd tail --config FILE    print event_logs rows, and follow them
 //	triggerd triggers ...          list, get, apply and delete a running node's triggers
+//	triggerd events list|redeliver|cancel   find, redeliver and cancel events through a node's admin API
 //	triggerd version               print the version, revision and Go version
 package main
 
@@ -33,6 +34,7 @@ Usage:
   triggerd dev [--listen ADDR] [--log-format text|json]
   triggerd tail --config FILE [--project P] [--type T] [--trigger NAME] [--status S] [--limit N] [--follow] [--json]
   triggerd triggers list|get|apply|delete --config FILE [--project P] [NAME | -f FILE]
+  triggerd events list|redeliver|cancel [--config FILE] [--url URL] [filters]
   triggerd version
 
 Run "triggerd COMMAND -h" for a command's flags.
@@ -85,6 +87,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return tailCommand(ctx, args[1:], stdout, stderr)
 	case "triggers":
 		return triggersCommand(ctx, args[1:], os.Stdin, stdout, stderr)
+	case "events":
+		return eventsCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		return printVersion(stdout)
 	case "help", "-h", "--help":

@@ -257,6 +257,32 @@ func TestDevQuickStart(t *testing.T) {
 	if "storage/"+file.Path != m[2] {
 		t.Errorf("FILE_DELETE of %s printed with data %+v", m[2], file)
 	}
+	// The suggested login answers an admin token, which lists the events
+	// queued above through the admin API.
+	m = waitFor(t, &out, `curl -s -X POST (\S+/v1/admin/login) -d '([^']+)'`, time.Second)
+	resp, err = http.Post(m[1], "application/json", strings.NewReader(m[2]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var login struct{ Token string }
+	err = json.NewDecoder(resp.Body).Decode(&login)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || login.Token == "" {
+		t.Fatalf("the suggested login: %d, %v", resp.StatusCode, err)
+	}
+	m = waitFor(t, &out, `curl -s (\S+/v1/admin/events) -H 'Authorization: Bearer TOKEN'`, time.Second)
+	req, _ = http.NewRequest(http.MethodGet, m[1]+"?type=sent-email", nil)
+	req.Header.Set("Authorization", "Bearer "+login.Token)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var page struct{ Events []struct{ Type string } }
+	err = json.NewDecoder(resp.Body).Decode(&page)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || len(page.Events) != 1 || page.Events[0].Type != "sent-email" {
+		t.Fatalf("the suggested events list: %d, %+v, %v; want the sent-email event queued above", resp.StatusCode, page, err)
+	}
 	dir := waitFor(t, &out, `store\s+postgres://\S+host=(%2F\S+?)&`, time.Second)[1]
 	cancel()
 	select {

@@ -22,12 +22,11 @@ const triggersUsage = `Usage:
   triggerd triggers apply  [flags] --project P -f FILE
   triggerd triggers delete [flags] --project P NAME
 
-They call the admin API of a running node: --config FILE gives its address
-and admin user, --addr and --user override them, and $TRIGGERD_ADMIN_PASSWORD
-gives the password when the config does not. --project may be left out when
+They call the admin API of a running node. --project may be left out when
 the config has one project. FILE is one trigger in YAML or JSON, with the
 keys of a trigger in the config file; - reads it from stdin.
-`
+
+` + adminConnection
 
 // triggersCommand is "triggerd triggers": list, get, apply and delete the
 // triggers of a running node through its admin API.
@@ -48,7 +47,7 @@ func triggersCommand(ctx context.Context, args []string, stdin io.Reader, stdout
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	c, err := af.client()
+	c, err := af.client(ctx, "triggers")
 	if err != nil {
 		return err
 	}

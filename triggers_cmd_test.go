@@ -30,7 +30,7 @@ func TestTriggersCommand(t *testing.T) {
 	node := nodetest.Start(t, cfg)
 	triggers := func(sub string, args ...string) (string, error) {
 		var out, errOut bytes.Buffer
-		err := run(context.Background(), append([]string{"triggers", sub, "--config", cfg, "--addr", node.Addr}, args...), &out, &errOut)
+		err := run(context.Background(), append([]string{"triggers", sub, "--config", cfg, "--url", "http://" + node.Addr}, args...), &out, &errOut)
 		return out.String(), err
 	}
 	file := filepath.Join(t.TempDir(), "t.yaml")

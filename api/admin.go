@@ -26,6 +26,8 @@ func (s *Server) adminRoutes() {
 	s.admin = newAdminAuth(s.cfg.Admin)
 	s.router.HandleFunc(adminPrefix+"/login", s.login).Methods(http.MethodPost)
 	s.adminRoute("/session", s.session, http.MethodGet)
+	s.adminRoute("/openapi.json", s.openapi, http.MethodGet)
+	s.eventRoutes()
 }
 
 // adminRoute adds a route of the admin API at adminPrefix+path that needs

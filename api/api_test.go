@@ -186,6 +186,9 @@ func (f *fixture) send(t *testing.T, method, path, body string, header http.Head
 	if err := json.Unmarshal(raw, &out); err != nil {
 		t.Fatalf("%s %s answered %d with a body that is not a JSON object: %v: %q", method, path, resp.StatusCode, err, raw)
 	}
+	if strings.HasPrefix(path, "/v1/admin") {
+		checkAdminAnswer(t, method, path, resp.StatusCode, raw)
+	}
 	msg, _ := out["error"].(string)
 	if leak := storeNamed(t, f.dbURL, string(raw), msg); leak != "" {
 		t.Errorf("%s %s answered %d naming the store's %s: %s", method, path, resp.StatusCode, leak, raw)

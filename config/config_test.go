@@ -737,6 +737,8 @@ func TestReferenceConfigShowsEveryKey(t *testing.T) {
 		switch typ.Kind() {
 		case reflect.Slice, reflect.Map:
 			keys(typ.Elem(), path+"[]")
+		case reflect.Pointer: // an optional section
+			keys(typ.Elem(), path)
 		case reflect.Struct:
 			for i := range typ.NumField() {
 				tag, _, _ := strings.Cut(typ.Field(i).Tag.Get("yaml"), ",")

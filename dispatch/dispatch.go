@@ -264,6 +264,9 @@ func (d *Dispatcher) lane(project, trigger string) *lane {
 	return nil
 }
 
+// Held is how many rows this node holds now: claimed, and not yet done here.
+func (d *Dispatcher) Held() int { return d.held.count() }
+
 // NodeID is the id this dispatcher claims rows and signs tokens with.
 func (d *Dispatcher) NodeID() string { return d.opts.NodeID }
 
@@ -289,6 +292,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 	d.mu.Unlock()
 	stopSweep := startService(ctx, &sweeper{store: d.store, known: d.triggers, log: d.log})
+	stopWake := startService(ctx, &waker{d: d, store: d.store, log: d.log})
 
 	<-ctx.Done()
 	// Stop intake, and start no new attempt.
@@ -308,6 +312,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 	d.mu.Unlock()
 	stopSweep()
+	stopWake()
 	// Let attempts in flight finish for the grace period, then abort them.
 	d.crew.finish(d.opts.Grace, d.log)
 	stopRenew()
@@ -324,6 +329,19 @@ func (d *Dispatcher) triggers() []store.Trigger {
 		}
 	}
 	return known
+}
+
+// Wake has this node's lanes of the given triggers poll now: rows were
+// staged for them by other means than this dispatcher (the admin API's
+// redeliveries), and are due. Triggers this node does not serve are
+// skipped. Other nodes are woken by the store's announcement (waker).
+func (d *Dispatcher) Wake(triggers []store.Trigger) {
+	now := time.Now()
+	for _, t := range triggers {
+		if l := d.lane(t.Project, t.Name); l != nil {
+			l.alarm.set(now)
+		}
+	}
 }
 
 // Enqueue stages an event for every trigger of its type and returns once the

@@ -104,7 +104,7 @@ func (d *Dispatcher) work(soft, hard context.Context, j *job) bool {
 			return true
 		}
 		if !applied {
-			d.log.Warn("another node took this row over; its outcome here was not recorded", l.rowRef(&j.row)...)
+			d.log.Warn("this node no longer holds the row: another node took this row over, or it was cancelled; its outcome here was not recorded", l.rowRef(&j.row)...)
 			return true
 		}
 		// A synchronous caller hears of an outcome once it is recorded.
@@ -186,6 +186,8 @@ func (d *Dispatcher) decide(j *job, res attemptResult) store.Outcome {
 	set := j.lane.settings()
 	t := set.trig
 	attempts := j.row.Attempts + 1
+	// The retry budget counts from the row's last redelivery.
+	tries := attempts - j.row.RetryBase
 	out := store.Outcome{
 		EventID:  j.row.ID,
 		Attempts: attempts,
@@ -206,12 +208,12 @@ func (d *Dispatcher) decide(j *job, res attemptResult) store.Outcome {
 	case res.err == "":
 		out.Status = store.StatusProcessed
 		out.Response = res.response
-	case attempts > t.Retries:
+	case tries > t.Retries:
 		out.Status = store.StatusFailed
 		out.Remark = fmt.Sprintf("failed after %d attempt(s): %s", attempts, res.err)
 	default:
 		out.Status = store.StatusStaged
-		out.DueAt = time.Now().Add(retryDelay(t.RetryBackoff, attempts, res.retryAfter))
+		out.DueAt = time.Now().Add(retryDelay(t.RetryBackoff, tries, res.retryAfter))
 		out.Remark = fmt.Sprintf("attempt %d failed: %s", attempts, res.err)
 		if j.wait != nil {
 			// Retried here, for the waiting caller: the row stays this

@@ -113,6 +113,13 @@ func (h *heldRows) renewed(jobs []*job, kept map[uuid.UUID]bool, now time.Time) 
 	return lost
 }
 
+// count is how many rows are held.
+func (h *heldRows) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.rows)
+}
+
 // all returns every held row.
 func (h *heldRows) all() []*job {
 	h.mu.Lock()

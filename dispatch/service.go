@@ -11,7 +11,7 @@ import (
 )
 
 // service is a loop that Dispatcher.Run starts beside the jobs: a lane, the
-// renewer or the sweeper. Run returns once ctx ends. A service's fields are
+// renewer, the sweeper or the waker. Run returns once ctx ends. A service's fields are
 // set when it is made and not changed after; what its loop changes is its
 // own, or belongs to a type that says so.
 type service interface {
@@ -115,6 +115,46 @@ func (s *sweeper) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		}
+	}
+}
+
+// wakeRetry is how long the waker waits before listening again after its
+// connection failed.
+const wakeRetry = time.Second
+
+// waker has this node's lanes poll as soon as the admin API, on any node,
+// stages their rows again (store.Redeliver announces them). Without it,
+// the lanes would find those rows at their next poll.
+type waker struct {
+	d     *Dispatcher
+	store *store.Store
+	log   *slog.Logger
+}
+
+// Run listens until ctx ends, again after a failure.
+func (w *waker) Run(ctx context.Context) {
+	for {
+		l, err := w.store.ListenStaged(ctx)
+		if err == nil {
+			for {
+				triggers, err := l.Next(ctx)
+				if err != nil {
+					if ctx.Err() == nil {
+						w.log.Warn("listening for redelivered rows failed; listening again (meanwhile the lanes' polls find them)", "err", err)
+					}
+					break
+				}
+				w.d.Wake(triggers)
+			}
+			l.Close()
+		} else if ctx.Err() == nil {
+			w.log.Warn("cannot listen for redelivered rows; trying again (meanwhile the lanes' polls find them)", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wakeRetry):
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/triggerd/triggerd/api"
 	"github.com/triggerd/triggerd/auth"
@@ -134,6 +135,8 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	capturing.Go(func() { live.Run(srcCtx) })
 	capturing.Go(func() { n.reconfigure(srcCtx, live) })
+	var beating sync.WaitGroup
+	beating.Go(func() { heartbeat(srcCtx, st, disp, n.opts.Version, log) })
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Serve(ln) }()
 	log.Info("triggerd is serving", "listen", ln.Addr().String(), "node", cfg.NodeID,
@@ -152,6 +155,7 @@ func (n *Node) Run(ctx context.Context) error {
 	log.Info("stopping: no new events are taken; attempts in flight may finish", "grace", grace)
 	stopSources()
 	capturing.Wait()
+	beating.Wait()
 	stopDispatch()
 	shutCtx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
@@ -184,4 +188,23 @@ type source interface {
 	Check(ctx context.Context) error
 	// Run feeds the dispatcher until ctx ends.
 	Run(ctx context.Context)
+}
+
+// heartbeat registers the node in the store's nodes table, and writes its
+// heartbeat (with the rows it holds) every store.HeartbeatEvery until ctx
+// ends, so that every node's admin API can list the live ones.
+func heartbeat(ctx context.Context, st *store.Store, disp *dispatch.Dispatcher, version string, log *slog.Logger) {
+	started := time.Now()
+	tick := time.NewTicker(store.HeartbeatEvery)
+	defer tick.Stop()
+	for {
+		if err := st.Heartbeat(ctx, disp.NodeID(), version, started, disp.Held()); err != nil && ctx.Err() == nil {
+			log.Warn("writing this node's heartbeat failed; trying again", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }

@@ -14,7 +14,7 @@ import (
 
 // eventColumnsSQL lists event_logs' columns in the order scanEvent reads them.
 const eventColumnsSQL = `id, batch_id, project, trigger_name, type, payload, event_time, fire_at,
-	is_synchronous, status, attempts, due_at, claimed_by, remark, response, created_at, updated_at`
+	is_synchronous, status, attempts, retry_base, due_at, claimed_by, remark, response, created_at, updated_at`
 
 // scanEvent reads one row selected with eventColumnsSQL.
 func scanEvent(row pgx.CollectableRow) (EventLog, error) {
@@ -22,7 +22,7 @@ func scanEvent(row pgx.CollectableRow) (EventLog, error) {
 	var payload, response, claimedBy, remark *string
 	var dueAt *time.Time
 	err := row.Scan(&e.ID, &e.BatchID, &e.Project, &e.Trigger, &e.Type, &payload, &e.EventTime, &e.FireAt,
-		&e.Synchronous, &e.Status, &e.Attempts, &dueAt, &claimedBy, &remark, &response, &e.CreatedAt, &e.UpdatedAt)
+		&e.Synchronous, &e.Status, &e.Attempts, &e.RetryBase, &dueAt, &claimedBy, &remark, &response, &e.CreatedAt, &e.UpdatedAt)
 	if err != nil {
 		return e, err
 	}

@@ -35,6 +35,7 @@ type EventLog struct {
 	Synchronous bool
 	Status      Status
 	Attempts    int
+	RetryBase   int       // Attempts when the row was last redelivered (0 if never): the trigger's retries count from it
 	DueAt       time.Time // zero once the row is no longer staged
 	ClaimedBy   string
 	Remark      string
