@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"container/list"
 	"context"
 	"sync"
 	"sync/atomic"
@@ -70,7 +71,7 @@ func newLane(d *Dispatcher, p *project, t *config.Trigger, signer *auth.WebhookS
 		d:      d,
 		proj:   p,
 		name:   t.Name,
-		slots:  slots{limit: t.Concurrency, freed: make(chan struct{})},
+		slots:  slots{limit: t.Concurrency},
 		places: places{capacity: placesPer * t.Concurrency},
 		alarm:  alarm{at: time.Now(), poke: make(chan struct{}, 1)},
 	}
@@ -95,31 +96,44 @@ func (l *lane) reconfigure(t *config.Trigger, signer *auth.WebhookSigner) {
 }
 
 // slots counts a lane's attempts in flight against a limit that can
-// change. Read and written only through its methods, under mu.
+// change. Takers that find no free slot wait in line, and each slot given
+// back goes to the first of them: a lane holds up to placesPer times more
+// jobs than slots, and waking them all for each slot (as a broadcast
+// would) cost more CPU than the deliveries. Read and written only through
+// its methods, under mu.
 type slots struct {
-	mu    sync.Mutex
-	limit int
-	used  int
-	freed chan struct{} // closed, and replaced, when a slot frees or the limit grows
+	mu      sync.Mutex
+	limit   int
+	used    int
+	waiting list.List // of chan struct{}, closed when its taker is handed a slot
 }
 
 // take waits for a free slot and takes it; false when ctx ends first.
 func (s *slots) take(ctx context.Context) bool {
-	for {
-		s.mu.Lock()
-		if s.used < s.limit {
-			s.used++
-			s.mu.Unlock()
-			return true
-		}
-		freed := s.freed
+	s.mu.Lock()
+	if s.used < s.limit && s.waiting.Len() == 0 {
+		s.used++
 		s.mu.Unlock()
-		select {
-		case <-freed:
-		case <-ctx.Done():
-			return false
-		}
+		return true
 	}
+	handed := make(chan struct{})
+	place := s.waiting.PushBack(handed)
+	s.mu.Unlock()
+	select {
+	case <-handed:
+		return true
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	select {
+	case <-handed: // handed a slot as ctx ended: pass it on
+		s.used--
+		s.handOut()
+	default:
+		s.waiting.Remove(place)
+	}
+	s.mu.Unlock()
+	return false
 }
 
 // give gives a slot back.
@@ -127,7 +141,7 @@ func (s *slots) give() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.used--
-	s.wake()
+	s.handOut()
 }
 
 // setLimit changes the number of slots. Attempts in flight over a lower
@@ -136,13 +150,18 @@ func (s *slots) setLimit(n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.limit = n
-	s.wake()
+	s.handOut()
 }
 
-// wake lets the waiting takers look again; the caller holds mu.
-func (s *slots) wake() {
-	close(s.freed)
-	s.freed = make(chan struct{})
+// handOut hands the free slots to the takers waiting, first come first
+// served; the caller holds mu.
+func (s *slots) handOut() {
+	for s.used < s.limit && s.waiting.Len() > 0 {
+		first := s.waiting.Front()
+		s.waiting.Remove(first)
+		s.used++
+		close(first.Value.(chan struct{}))
+	}
 }
 
 // places counts a lane's rows held against its capacity: rows claimed for
