@@ -106,7 +106,7 @@ func TestEventsCommand(t *testing.T) {
 		t.Fatalf("events cancel --id: %v %q", err, out)
 	}
 	_, _, err = events(t, append([]string{"cancel", "--id", row.ID}, conn...)...)
-	if err == nil || !strings.Contains(err.Error(), "409: event "+row.ID+" is cancelled: only staged events can be cancelled") {
+	if err == nil || !strings.Contains(err.Error(), "409 Conflict: event "+row.ID+" is cancelled: only staged events can be cancelled") {
 		t.Fatalf("cancelling it again: %v, want the API's 409", err)
 	}
 
