@@ -11,7 +11,7 @@ import (
 )
 
 // TestOpenAPIListsEveryAdminRoute walks the router's admin routes, with
-// those package node adds through UseTriggers: the OpenAPI document lists
+// those package node adds through UseTriggers and UseSources: the OpenAPI document lists
 // each, with each of its methods.
 func TestOpenAPIListsEveryAdminRoute(t *testing.T) {
 	t.Parallel()
@@ -31,6 +31,7 @@ admin: {user: ops, password: openapi-test-password, secret: openapi-admin-secret
 	routes := 0
 	s := New(cfg, nil, nil, nil, nil)
 	s.UseTriggers(nil) // the routes matter here, not what serves them
+	s.UseSources(nil)
 	err = s.router.Walk(func(route *mux.Route, _ *mux.Router, _ []*mux.Route) error {
 		// A route without a path template is no admin route.
 		path, err := route.GetPathTemplate()

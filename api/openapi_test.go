@@ -17,13 +17,14 @@ import (
 // through apitest.CheckAdminAnswer (see fixture.send).
 
 // servedByNode are the paths of the operations a server serves only once
-// package node gives it what answers them (Server.UseTriggers): node's
-// tests call each of them on real nodes, and check the answers against
-// the document.
+// package node gives it what answers them (Server.UseTriggers,
+// Server.UseSources): node's tests call each of them on real nodes, and
+// check the answers against the document.
 var servedByNode = []string{
 	"/v1/admin/triggers",
 	"/v1/admin/projects/{project}/triggers",
 	"/v1/admin/projects/{project}/triggers/{name}",
+	"/v1/admin/sources",
 }
 
 // TestOpenAPIDocument checks that the admin API serves its document, that
