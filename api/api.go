@@ -38,6 +38,9 @@ type Server struct {
 	admin *adminAuth
 	// triggers serves the trigger routes (see UseTriggers).
 	triggers Triggers
+	// slots reads the databases' slots for GET /v1/admin/sources (see
+	// UseSources).
+	slots SlotReader
 }
 
 // New builds the API over a dispatcher and its store. keys holds each

@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/triggerd/triggerd/api"
+	"github.com/triggerd/triggerd/api/apitest"
 	"github.com/triggerd/triggerd/config"
 	"github.com/triggerd/triggerd/dispatch"
 	"github.com/triggerd/triggerd/dispatch/dispatchtest"
@@ -187,7 +188,7 @@ func (f *fixture) send(t *testing.T, method, path, body string, header http.Head
 		t.Fatalf("%s %s answered %d with a body that is not a JSON object: %v: %q", method, path, resp.StatusCode, err, raw)
 	}
 	if strings.HasPrefix(path, "/v1/admin") {
-		checkAdminAnswer(t, method, path, resp.StatusCode, raw)
+		apitest.CheckAdminAnswer(t, method, path, resp.StatusCode, raw)
 	}
 	msg, _ := out["error"].(string)
 	if leak := storeNamed(t, f.dbURL, string(raw), msg); leak != "" {

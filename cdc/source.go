@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/triggerd/triggerd/config"
@@ -68,6 +69,12 @@ type Source struct {
 	// restart ends the session running, for the next one to take the
 	// triggers; nil between sessions.
 	restart context.CancelCauseFunc
+
+	// streaming says a session streams the slot now; lastChange is the
+	// commit time of the last row change received, in Unix nanoseconds
+	// (0: none since the node started). State reports them.
+	streaming  atomic.Bool
+	lastChange atomic.Int64
 }
 
 // New builds the source of the database alias of project p.
@@ -205,3 +212,25 @@ func (s *Source) where() string {
 
 // Project is the id of the source's project.
 func (s *Source) Project() string { return s.project }
+
+// State is what a node reports of a database it streams.
+type State struct {
+	// Streaming says this node streams the database's slot now.
+	Streaming bool
+	// LastChange is the commit time of the last row change this node
+	// received from the database (of any table published); zero when none
+	// has been since it started.
+	LastChange time.Time
+}
+
+// State reports whether the source streams now, and the last change it saw.
+func (s *Source) State() State {
+	st := State{Streaming: s.streaming.Load()}
+	if ns := s.lastChange.Load(); ns != 0 {
+		st.LastChange = time.Unix(0, ns)
+	}
+	return st
+}
+
+// Alias is the database's alias in the project's config.
+func (s *Source) Alias() string { return s.alias }

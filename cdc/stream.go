@@ -75,6 +75,8 @@ func (s *Source) session(outer context.Context) (err error) {
 	}
 	defer rconn.Close(context.WithoutCancel(ctx))
 	s.log.Info("capturing changes", "publication", s.db.Publication, "tables", len(pl.tables))
+	s.streaming.Store(true)
+	defer s.streaming.Store(false)
 
 	sctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -445,6 +447,9 @@ func (c *consumer) handle(ctx context.Context, it item, idle bool) error {
 		return c.add(ctx, m.RelationID, &change{typ: config.TypeDelete, lsn: it.lsn,
 			oldRow: m.OldTuple, oldFull: m.OldTupleType == pglogrepl.DeleteMessageTupleTypeOld})
 	case *pglogrepl.CommitMessage:
+		if c.pos > 0 { // the transaction changed rows
+			c.s.lastChange.Store(c.tx.commit.UnixNano())
+		}
 		c.tx = nil
 		return c.reached(ctx, m.TransactionEndLSN, idle)
 	case *pglogrepl.LogicalDecodingMessage:

@@ -51,6 +51,9 @@ type Source struct {
 	opts     Options
 	log      *slog.Logger
 	watching atomic.Bool
+	// indexed, watches and lastRescan (Unix nanoseconds, 0: none yet)
+	// are what State reports of the session watching.
+	indexed, watches, lastRescan atomic.Int64
 }
 
 // New builds the source of the storage alias of project p. The index and
@@ -196,3 +199,28 @@ func (s *Source) where() string {
 
 // Project is the id of the source's project.
 func (s *Source) Project() string { return s.project }
+
+// State is what a node reports of a directory it watches.
+type State struct {
+	// Watching says this node watches the directory now (Watching).
+	Watching bool
+	// Indexed is how many files the directory's index holds, and Watches
+	// how many folders have a kernel watch, as of the session's last
+	// change; LastRescan is when it last compared the directory with the
+	// index (zero when no session of this node has yet).
+	Indexed, Watches int
+	LastRescan       time.Time
+}
+
+// State reports whether the source watches the directory now, and the
+// figures of its session.
+func (s *Source) State() State {
+	st := State{Watching: s.watching.Load(), Indexed: int(s.indexed.Load()), Watches: int(s.watches.Load())}
+	if ns := s.lastRescan.Load(); ns != 0 {
+		st.LastRescan = time.Unix(0, ns)
+	}
+	return st
+}
+
+// Alias is the storage directory's alias in the project's config.
+func (s *Source) Alias() string { return s.alias }

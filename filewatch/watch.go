@@ -67,6 +67,11 @@ func (s *Source) startWatcher(ctx context.Context, fw *fsnotify.Watcher) (*watch
 		watched: make(map[string]fileID),
 		byID:    make(map[fileID]string),
 	}
+	for _, e := range known {
+		if e.Type == store.FileTypeFile {
+			w.files++
+		}
+	}
 	if err := w.rescan(ctx, "start-up"); err != nil {
 		return nil, err
 	}
@@ -110,7 +115,14 @@ func (w *watcher) run(ctx context.Context, in *inbox, lock *store.Lock) error {
 		if err != nil {
 			return err
 		}
+		w.report()
 	}
+}
+
+// report publishes the session's figures for Source.State.
+func (w *watcher) report() {
+	w.s.indexed.Store(int64(w.files))
+	w.s.watches.Store(int64(len(w.watched)))
 }
 
 // receive handles what the inbox holds, at most a write's worth of
@@ -143,8 +155,10 @@ func (w *watcher) receive(ctx context.Context, in *inbox) error {
 type watcher struct {
 	s  *Source
 	fw *fsnotify.Watcher
-	// known is the index as this session has logged it, by relative path.
+	// known is the index as this session has logged it, by relative path;
+	// files counts its files.
 	known map[string]store.FileEntry
+	files int
 	// pending are files new or written to, waiting for their writes to
 	// settle, with the time of their last write; queue holds them in the
 	// order they were last written to (with stale entries left behind).
@@ -465,7 +479,12 @@ func (w *watcher) rescan(ctx context.Context, why string) error {
 	}
 	w.s.log.Info("compared the directory with the index", "why", why, "entries", len(seen)-1,
 		"removed", len(gone), "took", time.Since(began).Round(time.Millisecond))
-	return w.flush(ctx)
+	if err := w.flush(ctx); err != nil {
+		return err
+	}
+	w.s.lastRescan.Store(time.Now().UnixNano())
+	w.report()
+	return nil
 }
 
 // reconcile makes the watches this session knows of those fsnotify has:
@@ -535,6 +554,8 @@ func (w *watcher) settle(now time.Time) {
 func (w *watcher) put(e store.FileEntry, fi fs.FileInfo) {
 	k, ok := w.known[e.Path]
 	w.known[e.Path] = e
+	w.countFile(k, ok, -1)
+	w.countFile(e, true, 1)
 	c := dirChange{index: store.IndexChange{Entry: e}}
 	if !ok || k.Type != e.Type {
 		w.s.event(&c, config.TypeFileCreate, e, func() meta { return w.meta(e, fi) })
@@ -544,12 +565,22 @@ func (w *watcher) put(e store.FileEntry, fi fs.FileInfo) {
 
 // remove logs that e's path is gone; with announce, as a FILE_DELETE.
 func (w *watcher) remove(e store.FileEntry, announce bool) {
+	k, ok := w.known[e.Path]
 	delete(w.known, e.Path)
+	w.countFile(k, ok, -1)
 	c := dirChange{index: store.IndexChange{Entry: e, Removed: true}}
 	if announce {
 		w.s.event(&c, config.TypeFileDelete, e, func() meta { return w.meta(e, nil) })
 	}
 	w.out = append(w.out, c)
+}
+
+// countFile adds by to the count of files when e, which is in the index
+// if ok, is a file.
+func (w *watcher) countFile(e store.FileEntry, ok bool, by int) {
+	if ok && e.Type == store.FileTypeFile {
+		w.files += by
+	}
 }
 
 // meta describes e for an event, with the mode and hash of a file read from

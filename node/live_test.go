@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/triggerd/triggerd/api/apitest"
 	"github.com/triggerd/triggerd/internal/waittest"
 	"github.com/triggerd/triggerd/node/nodetest"
 	"github.com/triggerd/triggerd/store"
@@ -223,7 +224,8 @@ func login(t *testing.T, addr string) *adminClient {
 }
 
 // do sends a request with body (none when "") and returns the answer's
-// status and body.
+// status and body, failing the test unless the admin API's OpenAPI
+// document describes the answer.
 func (c *adminClient) do(t *testing.T, method, path, body string) (int, string) {
 	t.Helper()
 	var rd io.Reader
@@ -246,6 +248,7 @@ func (c *adminClient) do(t *testing.T, method, path, body string) (int, string) 
 	if err != nil {
 		t.Fatal(err)
 	}
+	apitest.CheckAdminAnswer(t, method, path, resp.StatusCode, answer)
 	return resp.StatusCode, string(answer)
 }
 

@@ -117,8 +117,10 @@ func (n *Node) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (is another process using it? change listen in the config)", cfg.Listen, err)
 	}
+	held := nodeSources{dbs: live.dbs, dirs: live.dirs}
 	apiServer := api.New(cfg, disp, n.keys, st, log)
 	apiServer.UseTriggers(live)
+	apiServer.UseSources(held)
 	srv := httpServer(cfg, apiServer, log)
 
 	// The dispatcher and the sources outlive ctx: each is stopped in turn
@@ -136,7 +138,7 @@ func (n *Node) Run(ctx context.Context) error {
 	capturing.Go(func() { live.Run(srcCtx) })
 	capturing.Go(func() { n.reconfigure(srcCtx, live) })
 	var beating sync.WaitGroup
-	beating.Go(func() { heartbeat(srcCtx, st, disp, n.opts.Version, log) })
+	beating.Go(func() { heartbeat(srcCtx, st, disp, held, n.opts.Version, log) })
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Serve(ln) }()
 	log.Info("triggerd is serving", "listen", ln.Addr().String(), "node", cfg.NodeID,
@@ -191,14 +193,15 @@ type source interface {
 }
 
 // heartbeat registers the node in the store's nodes table, and writes its
-// heartbeat (with the rows it holds) every store.HeartbeatEvery until ctx
-// ends, so that every node's admin API can list the live ones.
-func heartbeat(ctx context.Context, st *store.Store, disp *dispatch.Dispatcher, version string, log *slog.Logger) {
+// heartbeat (with the rows it holds, and the state of the sources it
+// holds) every store.HeartbeatEvery until ctx ends, so that every node's
+// admin API can list the live nodes and say who holds each source.
+func heartbeat(ctx context.Context, st *store.Store, disp *dispatch.Dispatcher, sources nodeSources, version string, log *slog.Logger) {
 	started := time.Now()
 	tick := time.NewTicker(store.HeartbeatEvery)
 	defer tick.Stop()
 	for {
-		if err := st.Heartbeat(ctx, disp.NodeID(), version, started, disp.Held()); err != nil && ctx.Err() == nil {
+		if err := st.Heartbeat(ctx, disp.NodeID(), version, started, disp.Held(), sources.held()...); err != nil && ctx.Err() == nil {
 			log.Warn("writing this node's heartbeat failed; trying again", "err", err)
 		}
 		select {

@@ -25,12 +25,16 @@ type Node struct {
 }
 
 // Heartbeat writes node's row: its version, when it started, and how many
-// rows it holds, at the store's now.
-func (s *Store) Heartbeat(ctx context.Context, node, version string, started time.Time, rowsHeld int) error {
-	_, err := s.pool.Exec(ctx, `
+// rows it holds, at the store's now; and, in the same transaction, the
+// state of the sources it holds (see Sources).
+func (s *Store) Heartbeat(ctx context.Context, node, version string, started time.Time, rowsHeld int, held ...SourceState) error {
+	b := &pgx.Batch{}
+	b.Queue(`
 		INSERT INTO nodes (id, version, started_at, heartbeat_at, rows_held) VALUES ($1, $2, $3, now(), $4)
 		ON CONFLICT (id) DO UPDATE SET version = $2, started_at = $3, heartbeat_at = now(), rows_held = $4`,
 		node, version, started, rowsHeld)
+	queueSources(b, node, held)
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return tx.SendBatch(ctx, b).Close() })
 	if err != nil {
 		return fmt.Errorf("heartbeat of node %s: %w", node, err)
 	}
