@@ -97,10 +97,12 @@ type EventWithAttempts struct {
 // before (every row when before is nil), newest first, each with its
 // attempts (without their request and response bodies; Event has them).
 // The rows are read from the primary key backwards, so that a page costs
-// about limit rows read when q matches many rows; a filter that matches few
-// rows reads more (a time range bounds it).
+// about limit rows read when q matches many rows. A filter that no index
+// serves reads at most Options.ListScan rows a page: a page of a filter
+// that matches few rows may then hold fewer than limit, even none, and
+// Next says where to go on.
 func (s *Store) ListEvents(ctx context.Context, q EventQuery, before *uuid.UUID, limit int) (EventPage, error) {
-	sql, args := listSQL(q, before, limit+1)
+	sql, args := s.listSQL(q, before, limit+1)
 	rows, err := s.pool.Query(ctx, sql, args...)
 	if err != nil {
 		return EventPage{}, fmt.Errorf("list events: %w", err)
@@ -110,10 +112,17 @@ func (s *Store) ListEvents(ctx context.Context, q EventQuery, before *uuid.UUID,
 		return EventPage{}, fmt.Errorf("list events: %w", err)
 	}
 	var page EventPage
-	if len(events) > limit {
+	switch {
+	case len(events) > limit:
 		events = events[:limit]
 		next := events[limit-1].ID
 		page.Next = &next
+	case !q.indexed(): // rows below the part read may match
+		floor, err := s.scanFloor(ctx, q, before)
+		if err != nil {
+			return EventPage{}, err
+		}
+		page.Next = floor
 	}
 	ids := make([]uuid.UUID, len(events))
 	for i, e := range events {
@@ -130,14 +139,56 @@ func (s *Store) ListEvents(ctx context.Context, q EventQuery, before *uuid.UUID,
 	return page, nil
 }
 
-// listSQL selects up to limit rows matching q below before, newest first.
-func listSQL(q EventQuery, before *uuid.UUID, limit int) (string, []any) {
-	cond, args := q.where([]any{limit})
+// indexed reports whether an index finds q's rows: one id, one event's
+// rows, or the rows of a status that has a partial index.
+func (q EventQuery) indexed() bool {
+	switch q.Status {
+	case StatusStaged, StatusFailed, StatusCancelled:
+		return true
+	}
+	return q.ID != uuid.Nil || q.BatchID != uuid.Nil
+}
+
+// scanFloor returns the lowest id of the ListScan rows that a page of q
+// below before may read, or nil when fewer rows are left to read.
+func (s *Store) scanFloor(ctx context.Context, q EventQuery, before *uuid.UUID) (*uuid.UUID, error) {
+	bounds, args := EventQuery{Since: q.Since, Until: q.Until}.where([]any{s.listScan})
 	if before != nil {
 		args = append(args, *before)
-		cond += fmt.Sprintf(" AND e.id < $%d", len(args))
+		bounds += fmt.Sprintf(" AND e.id < $%d", len(args))
 	}
-	return `SELECT ` + prefixed("e.", eventColumnsSQL) + ` FROM event_logs e WHERE ` + cond + ` ORDER BY e.id DESC LIMIT $1`, args
+	var floor uuid.UUID
+	err := s.pool.QueryRow(ctx, `SELECT e.id FROM event_logs e WHERE `+bounds+` ORDER BY e.id DESC OFFSET $1 - 1 LIMIT 1`, args...).Scan(&floor)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("list events: %w", err)
+	}
+	return &floor, nil
+}
+
+// listSQL selects up to limit rows matching q below before, newest first;
+// when no index serves q, among the ListScan rows below before only.
+func (s *Store) listSQL(q EventQuery, before *uuid.UUID, limit int) (string, []any) {
+	cond, args := q.where([]any{limit})
+	from := "event_logs e"
+	below := ""
+	if before != nil {
+		args = append(args, *before)
+		below = fmt.Sprintf(" AND e.id < $%d", len(args))
+		cond += below
+	}
+	if !q.indexed() {
+		// The rows below before, in q's time range, are read newest first
+		// and filtered as they come: the scan stops once the page is full,
+		// or after ListScan rows.
+		var bounds string
+		bounds, args = EventQuery{Since: q.Since, Until: q.Until}.where(args)
+		args = append(args, s.listScan)
+		from = fmt.Sprintf("(SELECT * FROM event_logs e WHERE %s%s ORDER BY e.id DESC LIMIT $%d) e", bounds, below, len(args))
+	}
+	return `SELECT ` + prefixed("e.", eventColumnsSQL) + ` FROM ` + from + ` WHERE ` + cond + ` ORDER BY e.id DESC LIMIT $1`, args
 }
 
 // ErrNoEvent is the error of Event for an id no row has.

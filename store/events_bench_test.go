@@ -65,7 +65,7 @@ func fillHistory(b *testing.B, st *store.Store, n int) time.Time {
 // explain logs the plan Postgres runs for a page of q, with what it read.
 func explain(b *testing.B, st *store.Store, q store.EventQuery, before *uuid.UUID, limit int) string {
 	b.Helper()
-	sql, args := store.ListEventsSQL(q, before, limit)
+	sql, args := st.ListEventsSQL(q, before, limit)
 	rows, err := st.Pool().Query(context.Background(), "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) "+sql, args...)
 	if err != nil {
 		b.Fatal(err)

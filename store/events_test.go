@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/triggerd/triggerd/store"
+	"github.com/triggerd/triggerd/store/pgtest"
 )
 
 // rowAt builds a staged row of project p and trigger t whose id begins
@@ -279,5 +280,69 @@ func TestNodesHeartbeat(t *testing.T) {
 	}
 	if n := nodes[0]; n.ID != "n1" || n.Version != "v1" || !n.StartedAt.Equal(started) || n.RowsHeld != 7 || n.Age < 0 || n.Age > 5*time.Second {
 		t.Fatalf("node read as %+v", n)
+	}
+}
+
+// TestListEventsReadsABoundedPartAPage: a filter that no index serves
+// reads at most ListScan rows a page, so a page may hold fewer rows than
+// asked, even none, with a cursor to go on; following the cursors still
+// gives every matching row once, newest first, and ends.
+func TestListEventsReadsABoundedPartAPage(t *testing.T) {
+	t.Parallel()
+	url, schema := pgtest.Schema(t)
+	ctx := context.Background()
+	st, err := store.Open(ctx, store.Options{URL: url, Schema: schema, ListScan: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	base := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
+	var rows []store.EventLog
+	var rare []uuid.UUID // newest first
+	for i := range 25 {
+		trigger := "common"
+		if i == 3 || i == 17 {
+			trigger = "rare"
+		}
+		rows = append(rows, rowAt(t, base.Add(time.Duration(i)*time.Minute), "p", trigger))
+		if trigger == "rare" {
+			rare = append([]uuid.UUID{rows[i].ID}, rare...)
+		}
+	}
+	if err := st.Insert(ctx, rows); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		q     store.EventQuery
+		want  []uuid.UUID
+		pages int
+	}{
+		{store.EventQuery{Trigger: "rare"}, rare, 3},      // windows of 10, 10 and 5 rows
+		{store.EventQuery{Trigger: "nobody"}, nil, 3},     // pages with no row, and an end
+		{store.EventQuery{BatchID: rare[1]}, rare[1:], 1}, // an index serves it: no bound
+	} {
+		var got []uuid.UUID
+		var before *uuid.UUID
+		pages := 0
+		for {
+			page, err := st.ListEvents(ctx, c.q, before, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pages++
+			for _, e := range page.Events {
+				got = append(got, e.ID)
+			}
+			if page.Next == nil || pages > 10 {
+				break
+			}
+			before = page.Next
+		}
+		if !slices.Equal(got, c.want) || pages != c.pages {
+			t.Errorf("%+v: %d pages with rows %v, want %d pages with %v", c.q, pages, got, c.pages, c.want)
+		}
 	}
 }

@@ -10,6 +10,6 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 // ListEventsSQL is the query ListEvents runs for a page of limit rows, for
 // benchmarks to explain.
-func ListEventsSQL(q EventQuery, before *uuid.UUID, limit int) (string, []any) {
-	return listSQL(q, before, limit+1)
+func (s *Store) ListEventsSQL(q EventQuery, before *uuid.UUID, limit int) (string, []any) {
+	return s.listSQL(q, before, limit+1)
 }

@@ -28,6 +28,9 @@ type Options struct {
 	Writers int
 	// MaxBatch caps the rows written by one commit (default 1000).
 	MaxBatch int
+	// ListScan caps the rows of event_logs a page of ListEvents reads
+	// when no index serves its filter (default 20,000).
+	ListScan int
 }
 
 // Store is a connection to the eventing database. It is safe for concurrent use.
@@ -41,6 +44,7 @@ type Store struct {
 	closed   bool
 	ops      chan *writeOp
 	maxBatch int
+	listScan int // see Options.ListScan
 	stop     context.CancelFunc
 	writers  sync.WaitGroup
 
@@ -63,6 +67,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	if opts.MaxBatch == 0 {
 		opts.MaxBatch = 1000
+	}
+	if opts.ListScan == 0 {
+		opts.ListScan = 20_000
 	}
 	pc, err := pgxpool.ParseConfig(opts.URL)
 	if err != nil {
@@ -92,6 +99,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		where:    where,
 		ops:      make(chan *writeOp, 4*opts.MaxBatch),
 		maxBatch: opts.MaxBatch,
+		listScan: opts.ListScan,
 		stop:     stop,
 		changed:  make(chan []uuid.UUID, 1024),
 	}
