@@ -111,6 +111,7 @@ func TestTriggersAreLiveAcrossNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	var after sync.Map // ids whose insert began once the trigger was applied
+	var afterCount atomic.Int64
 	var since atomic.Bool
 	stop := make(chan struct{})
 	var writer sync.WaitGroup
@@ -129,6 +130,7 @@ func TestTriggersAreLiveAcrossNodes(t *testing.T) {
 			}
 			if mark {
 				after.Store(id, true)
+				afterCount.Add(1)
 			}
 			last.Store(id)
 			time.Sleep(2 * time.Millisecond)
@@ -137,7 +139,14 @@ func TestTriggersAreLiveAcrossNodes(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // inserts before the trigger exists
 	apply("orders", fmt.Sprintf(`{name: orders, type: DB_INSERT, url: %q, options: {db: app, col: orders}}`, c.hook.URL))
 	since.Store(true)
-	time.Sleep(time.Second)
+	// At least 50 inserts committed after the trigger was applied, however
+	// slow the machine.
+	waittest.For(t, 30*time.Second, func() error {
+		if n := afterCount.Load(); n < 50 {
+			return fmt.Errorf("only %d inserts after the trigger was applied", n)
+		}
+		return nil
+	})
 	close(stop)
 	writer.Wait()
 	var want []int64
@@ -145,9 +154,6 @@ func TestTriggersAreLiveAcrossNodes(t *testing.T) {
 		want = append(want, k.(int64))
 		return true
 	})
-	if len(want) < 50 {
-		t.Fatalf("only %d inserts after the trigger was applied", len(want))
-	}
 	waittest.For(t, 30*time.Second, func() error {
 		got := c.hook.byDocCopy()
 		missing := 0
