@@ -176,15 +176,13 @@ func eventRows(t *testing.T, st *store.Store, id string) []store.EventLog {
 	if err != nil {
 		t.Fatalf("event id %q: %v", id, err)
 	}
-	recent, err := st.Recent(context.Background(), store.Filter{}, 100000)
+	page, err := st.ListEvents(context.Background(), store.EventQuery{BatchID: batch}, nil, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []store.EventLog
-	for _, r := range recent {
-		if r.BatchID == batch {
-			out = append(out, r)
-		}
+	out := make([]store.EventLog, len(page.Events))
+	for i, e := range page.Events {
+		out[i] = e.EventLog
 	}
 	return out
 }
