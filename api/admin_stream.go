@@ -84,13 +84,16 @@ func (f *feed) unsubscribe(sub *streamSub) {
 	delete(f.subs, sub)
 }
 
-// broadcast hands ids to every stream; ready says the feed listens.
+// broadcast hands ids to every stream; ready says the feed listens. It
+// wakes the streams only when it has something to tell them.
 func (f *feed) broadcast(ids []uuid.UUID, ready bool) (subscribers int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.listening = ready || f.listening
-	for sub := range f.subs {
-		sub.add(ids, ready)
+	if len(ids) > 0 || ready {
+		for sub := range f.subs {
+			sub.add(ids, ready)
+		}
 	}
 	return len(f.subs)
 }
