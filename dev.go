@@ -220,7 +220,7 @@ func dev(ctx context.Context, listen string, stdout io.Writer, log *slog.Logger)
 		return err
 	}
 	banner := devBanner{Receiver: receiverURL, Store: storeURL, Config: path, Storage: storageDir, Token: token,
-		Kept: "made for dev; kept when it stops", Login: string(login)}
+		Kept: "made for dev; kept when it stops", Login: string(login), User: cfg.Admin.User, Password: cfg.Admin.Password}
 	if !created {
 		banner.Kept = "kept when dev stops; the files already in it are announced as FILE_CREATE at start"
 	}
@@ -244,6 +244,7 @@ type devBanner struct {
 	Token                   string // a client token for the demo project
 	CaptureLine, FilesLine  string // what to do to see a DB_INSERT and file events
 	Admin, Login            string // the admin API's url, and the body that logs in to it
+	Console, User, Password string // Mission Control's url, and the admin's user and password
 }
 
 // devBannerText is the banner's template. It starts and ends with an
@@ -251,6 +252,7 @@ type devBanner struct {
 var devBannerText = template.Must(template.New("banner").Parse(`
 triggerd dev is running.
   API       http://{{.API}}
+  console   {{.Console}} (Mission Control: user {{.User}}, password {{.Password}})
   receiver  {{.Receiver}} (prints each delivery below)
   store     {{.Store}}
   config    {{.Config}}
@@ -302,6 +304,7 @@ func (b *devBanner) waitSources(ctx context.Context, schema string) bool {
 // stops dev (see stopOnFailedWrite), so its error needs no other handling.
 func (b *devBanner) print(w io.Writer, addr string) {
 	b.API, b.Queue, b.Admin = addr, "http://"+addr+"/v1/api/demo/event-triggers/queue", "http://"+addr+"/v1/admin"
+	b.Console = "http://" + addr + "/mission-control/"
 	_ = devBannerText.Execute(w, b)
 }
 

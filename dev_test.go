@@ -489,12 +489,13 @@ func TestDevBannerShowsEachPart(t *testing.T) {
 	b := devBanner{Receiver: "http://127.0.0.1:2/deliveries", Store: "postgres://postgres@/postgres?host=%2Ftmp%2Fx",
 		Config: "/tmp/triggerd-dev-1/triggerd.yaml", Storage: "/work/storage", Kept: "made for dev; kept when it stops",
 		Token: "header.claims.signature", CaptureLine: "Insert a row:", FilesLine: "Write a file:",
-		Login: `{"password":"0123abcd","user":"admin"}`}
+		Login: `{"password":"0123abcd","user":"admin"}`, User: "admin", Password: "0123abcd"}
 	var out bytes.Buffer
 	b.print(&out, "127.0.0.1:1")
 	text := out.String()
 	for _, want := range []string{
 		"\ntriggerd dev is running.\n  API       http://127.0.0.1:1\n",
+		"\n  console   http://127.0.0.1:1/mission-control/ (Mission Control: user admin, password 0123abcd)\n",
 		"\n  receiver  http://127.0.0.1:2/deliveries (prints each delivery below)\n",
 		"\n  store     postgres://postgres@/postgres?host=%2Ftmp%2Fx\n",
 		"\n  config    /tmp/triggerd-dev-1/triggerd.yaml\n",

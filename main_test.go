@@ -283,6 +283,26 @@ func TestDevQuickStart(t *testing.T) {
 	if err != nil || resp.StatusCode != 200 || len(page.Events) != 1 || page.Events[0].Type != "sent-email" {
 		t.Fatalf("the suggested events list: %d, %+v, %v; want the sent-email event queued above", resp.StatusCode, page, err)
 	}
+	// The console's line: its page, and a login with the user and
+	// password printed.
+	m = waitFor(t, &out, `console\s+(http://\S+/mission-control/) \(Mission Control: user (\S+), password (\S+)\)`, time.Second)
+	resp, err = http.Get(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("the console's page: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	body, _ := json.Marshal(map[string]string{"user": m[2], "password": m[3]})
+	resp, err = http.Post(m[1]+"login", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || len(resp.Cookies()) != 1 {
+		t.Fatalf("the console's login with the printed password: %d, cookies %v", resp.StatusCode, resp.Cookies())
+	}
 	dir := waitFor(t, &out, `store\s+postgres://\S+host=(%2F\S+?)&`, time.Second)[1]
 	cancel()
 	select {

@@ -158,46 +158,57 @@ type loginRequest struct {
 // login answers a user and password with an admin token. Failures are
 // logged without the password, and limited per client address.
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
-	addr, now := clientAddr(r), time.Now()
-	if wait := s.admin.limiter.wait(addr, now); wait > 0 {
-		secs := int(math.Ceil(wait.Seconds()))
-		s.log.Warn("admin login refused: too many failed logins from this address", "addr", addr)
-		w.Header().Set("Retry-After", strconv.Itoa(secs))
-		writeError(w, http.StatusTooManyRequests, fmt.Sprintf("too many failed logins from this address (%d within %s): try again in %d s", loginFailures, loginWindow, secs))
+	user, now, ok := s.checkLogin(w, r)
+	if !ok {
 		return
 	}
-	var req loginRequest
-	if !s.readJSON(w, r, &req) {
-		return
-	}
-	switch {
-	case req.User == "":
-		writeError(w, http.StatusBadRequest, `user is missing: send {"user": "...", "password": "..."}`)
-		return
-	case req.Password == "":
-		writeError(w, http.StatusBadRequest, `password is missing: send {"user": "...", "password": "..."}`)
-		return
-	}
-	if !s.admin.check(req.User, req.Password) {
-		s.admin.limiter.fail(addr, now)
-		s.log.Warn("admin login failed: wrong user or password", "user", clip(req.User), "addr", addr)
-		writeError(w, http.StatusUnauthorized, "wrong user or password")
-		return
-	}
-	s.admin.limiter.succeed(addr)
-	token, exp, err := s.admin.keys.Sign(req.User, now)
+	token, exp, err := s.admin.keys.Sign(user, now)
 	if err != nil {
 		s.log.Error("signing an admin token failed", "err", err)
 		writeError(w, http.StatusInternalServerError, "the token could not be signed; the node's log says why")
 		return
 	}
-	s.log.Info("admin logged in", "user", req.User, "addr", addr)
+	s.log.Info("admin logged in", "user", user, "addr", clientAddr(r))
 	writeJSON(w, http.StatusOK, map[string]any{
 		"token":      token,
 		"token_type": "Bearer",
 		"expires_at": exp.UTC().Format(time.RFC3339),
 		"expires_in": int(exp.Sub(now).Seconds()),
 	})
+}
+
+// checkLogin reads a login's user and password from the body and checks
+// them, limiting failures per client address. It answers the request
+// and reports false unless they are the admin's.
+func (s *Server) checkLogin(w http.ResponseWriter, r *http.Request) (user string, now time.Time, ok bool) {
+	addr, now := clientAddr(r), time.Now()
+	if wait := s.admin.limiter.wait(addr, now); wait > 0 {
+		secs := int(math.Ceil(wait.Seconds()))
+		s.log.Warn("admin login refused: too many failed logins from this address", "addr", addr)
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		writeError(w, http.StatusTooManyRequests, fmt.Sprintf("too many failed logins from this address (%d within %s): try again in %d s", loginFailures, loginWindow, secs))
+		return "", now, false
+	}
+	var req loginRequest
+	if !s.readJSON(w, r, &req) {
+		return "", now, false
+	}
+	switch {
+	case req.User == "":
+		writeError(w, http.StatusBadRequest, `user is missing: send {"user": "...", "password": "..."}`)
+		return "", now, false
+	case req.Password == "":
+		writeError(w, http.StatusBadRequest, `password is missing: send {"user": "...", "password": "..."}`)
+		return "", now, false
+	}
+	if !s.admin.check(req.User, req.Password) {
+		s.admin.limiter.fail(addr, now)
+		s.log.Warn("admin login failed: wrong user or password", "user", clip(req.User), "addr", addr)
+		writeError(w, http.StatusUnauthorized, "wrong user or password")
+		return "", now, false
+	}
+	s.admin.limiter.succeed(addr)
+	return req.User, now, true
 }
 
 // adminUserKey keys the admin's user name in a request's context.
@@ -210,8 +221,15 @@ func adminUser(r *http.Request) string {
 	return u
 }
 
+// withAdminUser puts the admin's user name in a request's context.
+func withAdminUser(ctx context.Context, user string) context.Context {
+	return context.WithValue(ctx, adminUserKey{}, user)
+}
+
 // requireAdmin lets a request through only with a valid admin token in
-// Authorization: Bearer, and puts its user in the request's context.
+// Authorization: Bearer, or, without that header, Mission Control's
+// session cookie (requireSession); it puts the user in the request's
+// context.
 func (s *Server) requireAdmin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		refuse := func(status int, msg string) {
@@ -222,6 +240,9 @@ func (s *Server) requireAdmin(next http.Handler) http.Handler {
 		}
 		token, err := bearerToken(r)
 		switch {
+		case errors.Is(err, errNoToken) && hasSessionCookie(r):
+			s.requireSession(next).ServeHTTP(w, r)
+			return
 		case errors.Is(err, errNoToken):
 			refuse(http.StatusUnauthorized, "the admin API needs a token: log in with POST /v1/admin/login, then send Authorization: Bearer <token>")
 			return
@@ -238,7 +259,7 @@ func (s *Server) requireAdmin(next http.Handler) http.Handler {
 			refuse(http.StatusForbidden, fmt.Sprintf("the token is user %s's, who is no longer the admin user: log in again", quote(user)))
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), adminUserKey{}, user)))
+		next.ServeHTTP(w, r.WithContext(withAdminUser(r.Context(), user)))
 	})
 }
 

@@ -22,12 +22,14 @@ import (
 // eventRoutes adds the admin API's event routes.
 func (s *Server) eventRoutes() {
 	s.adminRoute("/events", s.listEvents, http.MethodGet)
+	s.adminRoute("/events/stream", s.streamEvents, http.MethodGet)
 	s.adminRoute("/events/redeliver", s.redeliverMatching, http.MethodPost)
 	s.adminRoute("/events/cancel", s.cancelMatching, http.MethodPost)
 	s.adminRoute("/events/{id}", s.getEvent, http.MethodGet)
 	s.adminRoute("/events/{id}/redeliver", s.redeliverOne, http.MethodPost)
 	s.adminRoute("/events/{id}/cancel", s.cancelOne, http.MethodPost)
 	s.adminRoute("/counts", s.counts, http.MethodGet)
+	s.adminRoute("/activity", s.activity, http.MethodGet)
 	s.adminRoute("/projects/{project}/events", s.triggerEvent, http.MethodPost)
 	s.adminRoute("/nodes", s.nodes, http.MethodGet)
 }
@@ -98,6 +100,8 @@ func queryFields(r *http.Request, known []string) (map[string]string, string) {
 	fields := make(map[string]string, len(values))
 	for name, vs := range values {
 		switch {
+		case len(known) == 0:
+			return nil, fmt.Sprintf("unknown parameter %s: this takes no parameters", quote(name))
 		case !slices.Contains(known, name):
 			return nil, fmt.Sprintf("unknown parameter %s: this takes %s", quote(name), strings.Join(known, ", "))
 		case len(vs) > 1:
@@ -420,6 +424,48 @@ func (s *Server) counts(w http.ResponseWriter, r *http.Request) {
 		out["triggers"] = []*row{}
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// activityWindow is how far back activity looks by default, and at most.
+const (
+	activityWindow    = time.Hour
+	maxActivityWindow = 24 * time.Hour
+)
+
+// activity answers how many rows of each trigger were processed and
+// failed in each minute, among the rows created since the since
+// parameter (an hour ago by default, at most a day).
+func (s *Server) activity(w http.ResponseWriter, r *http.Request) {
+	fields, msg := queryFields(r, []string{"project", "since"})
+	if msg != "" {
+		writeError(w, http.StatusBadRequest, msg)
+		return
+	}
+	now := time.Now()
+	since := now.Add(-activityWindow).UTC().Truncate(time.Minute)
+	if v := fields["since"]; v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil || !inRange(t) {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("since: %s is not a time: write RFC 3339, such as 2026-11-30T08:00:00Z", quote(v)))
+			return
+		}
+		if now.Sub(t) > maxActivityWindow {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("since: %s is more than %s ago: activity looks back a day at most", quote(v), maxActivityWindow))
+			return
+		}
+		since = t
+	}
+	rows, err := s.store.Activity(r.Context(), fields["project"], since)
+	if err != nil {
+		s.storeFailed(w, r, "counting activity", err)
+		return
+	}
+	minutes := make([]map[string]any, len(rows))
+	for i, a := range rows {
+		minutes[i] = map[string]any{"project": a.Project, "trigger": a.Trigger, "minute": jsonTime(a.Minute),
+			"processed": a.Processed, "failed": a.Failed}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"since": jsonTime(since), "minutes": minutes})
 }
 
 // storeFailed answers a store failure with 503, naming nothing of the

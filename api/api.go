@@ -41,6 +41,8 @@ type Server struct {
 	// slots reads the databases' slots for GET /v1/admin/sources (see
 	// UseSources).
 	slots SlotReader
+	// feed hands changed rows to the streams of the live feed (RunFeed).
+	feed *feed
 }
 
 // New builds the API over a dispatcher and its store. keys holds each
@@ -51,8 +53,9 @@ func New(cfg *config.Config, disp *dispatch.Dispatcher, keys map[string]*auth.Ke
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{cfg: cfg, disp: disp, keys: keys, store: st, log: log, router: mux.NewRouter()}
+	s := &Server{cfg: cfg, disp: disp, keys: keys, store: st, log: log, router: mux.NewRouter(), feed: newFeed()}
 	s.adminRoutes()
+	s.consoleRoutes()
 	for _, route := range []string{"/v1/api/{project}/event-triggers/queue", "/v1/api/{project}/eventing/queue"} {
 		s.router.HandleFunc(route, s.queue).Methods(http.MethodPost)
 	}

@@ -106,8 +106,12 @@ func startNode(tb testing.TB, text string, log *slog.Logger) (string, *store.Sto
 		tb.Fatal(err)
 	}
 	n := dispatchtest.Start(tb, cfg, dispatch.Options{})
-	srv := httptest.NewServer(api.New(cfg, n.Dispatcher, n.Keys, n.Store, log))
-	tb.Cleanup(srv.Close)
+	a := api.New(cfg, n.Dispatcher, n.Keys, n.Store, log)
+	ctx, cancel := context.WithCancel(context.Background())
+	fed := make(chan struct{})
+	go func() { a.RunFeed(ctx); close(fed) }()
+	srv := httptest.NewServer(a)
+	tb.Cleanup(func() { cancel(); <-fed; srv.Close() })
 	return srv.URL, n.Store
 }
 

@@ -53,6 +53,10 @@ type Admin struct {
 	Secret string `yaml:"secret" config:"secret"`
 	// TokenTTL is how long an admin token lasts (default 15m, at most 24h).
 	TokenTTL Duration `yaml:"token_ttl"`
+	// SessionTTL is how long a Mission Control login lasts at most
+	// (default 12h, at most 7 days); a session unused for an hour, or for
+	// SessionTTL if that is shorter, ends sooner.
+	SessionTTL Duration `yaml:"session_ttl"`
 }
 
 // HTTP bounds the connections of the API server, so that slow or idle

@@ -190,10 +190,14 @@ func (t *Trigger) UnmarshalYAML(n *yaml.Node) error {
 // section does not say.
 const DefaultAdminTokenTTL = 15 * time.Minute
 
+// DefaultSessionTTL is how long a Mission Control login lasts at most
+// when the admin section sets no session_ttl.
+const DefaultSessionTTL = 12 * time.Hour
+
 // UnmarshalYAML fills the admin section's defaults before decoding it.
 func (a *Admin) UnmarshalYAML(n *yaml.Node) error {
 	type plain Admin
-	p := plain{TokenTTL: Duration(DefaultAdminTokenTTL)}
+	p := plain{TokenTTL: Duration(DefaultAdminTokenTTL), SessionTTL: Duration(DefaultSessionTTL)}
 	if err := n.Decode(&p); err != nil {
 		return err
 	}

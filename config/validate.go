@@ -98,6 +98,7 @@ const (
 	// maxAdminPassword is as much of a password as bcrypt reads.
 	maxAdminPassword = 72
 	maxAdminTokenTTL = 24 * time.Hour
+	maxSessionTTL    = 7 * 24 * time.Hour
 )
 
 var adminUser = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$`)
@@ -140,6 +141,10 @@ func (w *walker) validateAdmin(c *Config) error {
 		return w.fail("admin.token_ttl", "must be more than 0")
 	case a.TokenTTL.Std() > maxAdminTokenTTL:
 		return w.fail("admin.token_ttl", "must be at most %s: admin tokens are short-lived; log in again for a new one", maxAdminTokenTTL)
+	case a.SessionTTL <= 0:
+		return w.fail("admin.session_ttl", "must be more than 0")
+	case a.SessionTTL.Std() > maxSessionTTL:
+		return w.fail("admin.session_ttl", "must be at most %s: log in to Mission Control again for a new session", maxSessionTTL)
 	}
 	return nil
 }

@@ -136,6 +136,7 @@ func (n *Node) Run(ctx context.Context) error {
 		capturing.Go(func() { src.Run(srcCtx) })
 	}
 	capturing.Go(func() { live.Run(srcCtx) })
+	capturing.Go(func() { apiServer.RunFeed(srcCtx) })
 	capturing.Go(func() { n.reconfigure(srcCtx, live) })
 	var beating sync.WaitGroup
 	beating.Go(func() { heartbeat(srcCtx, st, disp, held, n.opts.Version, log) })

@@ -293,3 +293,40 @@ func (s *Store) Counts(ctx context.Context, project string, since time.Time) ([]
 	}
 	return out, nil
 }
+
+// Activity is how many rows of one trigger reached an outcome in one minute.
+type Activity struct {
+	Project, Trigger string
+	// Minute is the start of the minute, by the rows' updated_at.
+	Minute            time.Time
+	Processed, Failed int64
+}
+
+// Activity counts, per trigger and minute, the rows created since since
+// that have been processed or have failed, by the minute of their last
+// change. Like Counts, it reads the primary key's range of ids since
+// since, so its cost follows the rows of that window, not the table.
+func (s *Store) Activity(ctx context.Context, project string, since time.Time) ([]Activity, error) {
+	cond, args := "", []any{idAt(since)}
+	if project != "" {
+		args = append(args, project)
+		cond = " AND project = $2"
+	}
+	rows, err := s.pool.Query(ctx, `
+		SELECT project, trigger_name, date_trunc('minute', updated_at),
+		       count(*) FILTER (WHERE status = 'processed'), count(*) FILTER (WHERE status = 'failed')
+		FROM event_logs WHERE id >= $1 AND status IN ('processed', 'failed')`+cond+`
+		GROUP BY 1, 2, 3 ORDER BY 3, 1, 2`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("count activity: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Activity, error) {
+		var a Activity
+		err := row.Scan(&a.Project, &a.Trigger, &a.Minute, &a.Processed, &a.Failed)
+		return a, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("count activity: %w", err)
+	}
+	return out, nil
+}

@@ -118,5 +118,5 @@ func (s *Store) version(ctx context.Context, q Querier) (int, error) {
 // Tables lists the tables the migrations create in the store's schema;
 // change capture never captures them.
 func Tables() []string {
-	return []string{"event_logs", "file_index", "invocation_logs", "nodes", "schema_migrations", "sources", "trigger_audit", "triggers"}
+	return []string{"console_sessions", "event_logs", "file_index", "invocation_logs", "nodes", "schema_migrations", "sources", "trigger_audit", "triggers"}
 }
