@@ -12,7 +12,7 @@ const refreshEvery = 500;
 const countPages = 20;
 const pageSize = 50;
 
-const filterNames = ['project', 'type', 'trigger', 'status', 'since', 'until', 'id'];
+const filterNames = ['project', 'type', 'trigger', 'status', 'since', 'until', 'batch_id', 'id'];
 
 export function render(view, params) {
   const filters = {};
@@ -29,7 +29,7 @@ export function render(view, params) {
   const bulk = h('button', { type: 'button', id: 'bulk-redeliver' }, 'Redeliver failed…');
   const tbody = h('tbody', { id: 'events-body' });
   const table = h('div', { class: 'table-wrap' }, h('table', { id: 'events-table' },
-    h('thead', null, h('tr', null, ['', 'Created', 'Status', 'Type', 'Trigger', 'Attempts', 'Event', 'Actions'].map((x) => h('th', { scope: 'col' }, x)))),
+    h('thead', null, h('tr', null, ['', 'Created', 'Status', 'Type', 'Trigger', 'Attempts', 'Row id', 'Actions'].map((x) => h('th', { scope: 'col' }, x)))),
     tbody));
   const listMsg = h('div', { id: 'events-message' });
   const more = h('button', { type: 'button', id: 'load-more', hidden: true }, 'Load older events');
@@ -52,7 +52,8 @@ export function render(view, params) {
       h('div', { class: 'filter' }, h('label', { for: 'f-status' }, 'Status'), status),
       h('div', { class: 'filter' }, h('label', { for: 'f-since' }, 'Since'), input('since', { type: 'datetime-local', value: localValue(filters.since) })),
       h('div', { class: 'filter' }, h('label', { for: 'f-until' }, 'Until'), input('until', { type: 'datetime-local', value: localValue(filters.until) })),
-      h('div', { class: 'filter wide' }, h('label', { for: 'f-id' }, 'Event id'), input('id', { placeholder: 'a UUID', spellcheck: 'false' })),
+      h('div', { class: 'filter wide' }, h('label', { for: 'f-batch_id' }, 'Event id'), input('batch_id', { placeholder: 'the id the queue answered', spellcheck: 'false' })),
+      h('div', { class: 'filter wide' }, h('label', { for: 'f-id' }, 'Row id'), input('id', { placeholder: 'the CloudEvent id a webhook got', spellcheck: 'false' })),
       h('div', { class: 'filter buttons' }, h('button', { type: 'submit', class: 'primary', id: 'apply-filters' }, 'Filter'),
         h('button', { type: 'button', id: 'clear-filters', onclick: () => { location.hash = '#/events'; } }, 'Clear')));
     form.addEventListener('submit', (e) => {
@@ -87,7 +88,7 @@ export function render(view, params) {
       actions.push(cancel);
     }
     const scheduled = e.status === 'staged' && e.fire_at && new Date(e.fire_at) > new Date();
-    return h('tr', { 'data-event-id': e.id, 'data-status': e.status, class: opened.has(e.id) ? 'opened' : '' },
+    return h('tr', { 'data-event-id': e.id, 'data-batch-id': e.batch_id, 'data-status': e.status, class: opened.has(e.id) ? 'opened' : '' },
       h('td', { class: 'chev' }, opened.has(e.id) ? '▾' : '▸'),
       h('td', null, timeCell(e.created_at)),
       h('td', null, badge(e.status), scheduled ? h('div', { class: 'muted small' }, 'due ', timeCell(e.fire_at)) : null),
@@ -237,7 +238,8 @@ export function render(view, params) {
     fill(d.firstChild, h('div', { class: 'detail-grid' },
       h('div', null,
         h('dl', { class: 'facts' },
-          h('dt', null, 'Event id'), h('dd', null, h('code', null, e.id)),
+          h('dt', null, 'Event id'), h('dd', null, h('code', null, e.batch_id)),
+          h('dt', null, 'Row id'), h('dd', { title: 'The CloudEvent id its webhook gets' }, h('code', null, e.id)),
           h('dt', null, 'Project'), h('dd', null, e.project),
           h('dt', null, 'Event time'), h('dd', null, timeCell(e.event_time)),
           h('dt', null, 'Fires at'), h('dd', null, timeCell(e.fire_at)),
@@ -325,14 +327,15 @@ export function render(view, params) {
     }, Math.max(0, refreshEvery - (Date.now() - last)));
   }
   function connect() {
-    const f = {};
-    for (const k of ['project', 'type', 'trigger', 'status']) f[k] = filters[k];
-    es = new EventSource('/v1/admin/events/stream' + query(f));
+    // The stream names every changed row, whatever the filters: the
+    // page reads its filtered first page again.
+    es = new EventSource('/v1/admin/events/stream');
     es.addEventListener('open', () => {
       live.textContent = 'Live';
       live.className = 'live on';
-      changed(); // what changed while it was not connected
     });
+    // ready: the node listens for changes; what changed before is read now.
+    es.addEventListener('ready', () => changed());
     es.addEventListener('changed', changed);
     es.addEventListener('error', async () => {
       if (stopped) return;

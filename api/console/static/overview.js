@@ -43,9 +43,17 @@ function series(rows, start, key) {
   return out;
 }
 
+// niceMax is the top of a chart's scale: an even number, so that its half
+// is a whole number too, of 2, 4, 6, 8 or 10 times a power of ten.
+function niceMax(m) {
+  const p = 10 ** Math.floor(Math.log10(m));
+  for (const f of [2, 4, 6, 8, 10]) if (f * p >= m) return f * p;
+  return 20 * p;
+}
+
 // chart draws stacked bars per minute: processed below, failed above.
 function chart(data, start, { width, height, axis, label }) {
-  const max = Math.max(1, ...data.map((d) => d.processed + d.failed));
+  const max = niceMax(Math.max(1, ...data.map((d) => d.processed + d.failed)));
   const padL = axis ? 36 : 0;
   const padB = axis ? 18 : 0;
   const plotH = height - padB - (axis ? 6 : 0);
@@ -84,7 +92,9 @@ function draw(body, since, rows, triggers, counts, nodes) {
   const staged = counts.reduce((a, c) => a + c.staged, 0);
   const alive = nodes.filter((n) => n.alive).length;
   const stat = (id, label, value, kind = '') => h('div', { class: 'stat ' + kind, 'data-testid': id }, h('div', { class: 'value' }, value), h('div', { class: 'muted' }, label));
-  const totalChart = chart(total, since, { width: 720, height: 160, axis: true, label: 'Deliveries per minute, last hour' });
+  // The chart is drawn at the width it shows at, so that its labels keep their size.
+  const width = Math.max(300, Math.min(1200, body.clientWidth - 40));
+  const totalChart = chart(total, since, { width, height: 180, axis: true, label: 'Deliveries per minute, last hour' });
   totalChart.id = 'activity-chart';
   const cards = triggers.map((t) => {
     const key = t.project + '/' + t.name;

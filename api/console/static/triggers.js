@@ -49,7 +49,10 @@ function drawTable(list, triggers, counts, reload) {
   const rows = triggers.map((t) => {
     const c = countOf(t);
     const tr = t.trigger;
-    const fire = h('button', { type: 'button', 'data-testid': 'trigger-btn' }, 'Trigger');
+    // DB_* and FILE_* events are raised by the sources only: the API refuses them.
+    const raised = /^(DB_|FILE_)/.test(tr.type);
+    const fire = h('button', { type: 'button', 'data-testid': 'trigger-btn', disabled: raised,
+      title: raised ? 'Its events come from a database or a watched directory, not from here' : 'Trigger an event of type ' + tr.type }, 'Trigger');
     fire.addEventListener('click', () => fireEvent(t));
     const actions = [fire];
     if (t.defined_in === 'store') {
@@ -78,7 +81,7 @@ function drawTable(list, triggers, counts, reload) {
   });
   fill(list,
     h('div', { class: 'table-wrap' }, h('table', { id: 'triggers-table' },
-      h('thead', null, h('tr', null, ['Name', 'Type', 'Webhook', 'Retries', 'Timeout', 'Filters / options', 'Defined in', 'Staged', 'Failed, 24 h', 'Actions']
+      h('thead', null, h('tr', null, ['Name', 'Type', 'Webhook', 'Retries', 'Timeout', 'Filters / options', 'Defined in', 'Staged', 'Failed 24 h', 'Actions']
         .map((x) => h('th', { scope: 'col' }, x)))),
       h('tbody', null, rows))),
     h('p', { class: 'muted small note' }, 'Triggers defined in the config file are read-only here: change them in the file of every node and send each a SIGHUP. Counts: rows staged now, and failed in the last 24 hours.'));
@@ -271,14 +274,14 @@ function fireEvent(t) {
       const res = await api('POST', `/v1/admin/projects/${encodeURIComponent(t.project)}/events`, { type: t.trigger.type, data: parsed, isSynchronous: sync.checked });
       fill(result, h('div', { class: 'outcome good' },
         h('p', null, 'Event ', h('code', { id: 'fire-id' }, res.id), sync.checked ? ' was delivered.' : ' is queued.',
-          ' ', h('a', { href: '#/events?id=' + res.id }, 'See it in Event logs')),
+          ' ', h('a', { href: '#/events?batch_id=' + res.id }, 'See it in Event logs')),
         sync.checked ? [h('p', { class: 'label' }, 'Webhook response'), h('pre', { id: 'fire-response' }, pretty(res.result))] : null));
     } catch (ex) {
       if (ex.status === 401) return;
       const b = ex instanceof ApiError && ex.body ? ex.body : {};
       fill(result, h('div', { class: 'outcome bad', id: 'fire-error', role: 'alert' },
         h('p', null, h('strong', null, ex.status ? `${ex.status} ` : ''), ex.message),
-        b.id ? h('p', null, 'Event ', h('code', null, b.id), ' ', h('a', { href: '#/events?id=' + b.id }, 'See its attempts')) : null));
+        b.id ? h('p', null, 'Event ', h('code', null, b.id), ' ', h('a', { href: '#/events?batch_id=' + b.id }, 'See its attempts')) : null));
     } finally {
       send.disabled = false;
     }
