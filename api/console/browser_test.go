@@ -59,6 +59,7 @@ projects:
       - {name: breaker, type: break, url: "%[3]s/fail", retries: 0}
       - {name: flaky, type: flaky, url: "%[3]s/flaky", retries: 0}
       - {name: worker, type: work, url: "%[3]s/ok"}
+      - {name: flood, type: flood, url: "%[3]s/ok"}
       - {name: signups, type: DB_INSERT, url: "%[3]s/ok", options: {col: signups}}
       - {name: uploads, type: FILE_CREATE, url: "%[3]s/ok"}
 admin:
@@ -572,6 +573,58 @@ func TestMissionControl(t *testing.T) {
 		p.do("declining", chromedp.Click(chromedp.ID("confirm-cancel")), chromedp.WaitNotPresent(chromedp.ID("confirm-dialog")))
 		if n := eval[int](p, `document.querySelectorAll('#events-body tr[data-status=staged]').length`); n != 0 {
 			t.Errorf("%d events were redelivered after the confirmation was declined", n)
+		}
+	})
+
+	t.Run("a flood of events", func(t *testing.T) {
+		p.step(t)
+		// Only events of type work show; a flood of others changes rows
+		// the whole time, and the stream says so.
+		p.do("filtering events of type work",
+			setValue("f-trigger", ""),
+			setValue("f-type", "work"),
+			chromedp.Click(chromedp.ID("apply-filters")))
+		p.waitFor("the work events", fmt.Sprintf(`!!document.querySelector('%s') && !document.querySelector('#events-body tr[data-status=failed]')`, row(live)))
+		p.do("watching the page",
+			chromedp.Evaluate[chromedp.Void](`performance.setResourceTimingBufferSize(100000); performance.clearResourceTimings();
+				window.kept = document.querySelector('`+row(live)+`');
+				window.maxGap = 0; window.lastTick = performance.now();
+				window.ticker = setInterval(() => { const now = performance.now(); window.maxGap = Math.max(window.maxGap, now - window.lastTick); window.lastTick = now; }, 20);`))
+		start := time.Now()
+		flood := 2 * time.Second
+		var sent atomic.Int64
+		var wg sync.WaitGroup
+		for range 16 {
+			wg.Go(func() {
+				for time.Since(start) < flood {
+					resp, err := http.Post(base+"/v1/api/demo/event-triggers/queue", "application/json", strings.NewReader(`{"type": "flood"}`))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					resp.Body.Close()
+					sent.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		time.Sleep(time.Second) // the page catches up: the reads the flood's last changes cause
+		took := time.Since(start)
+		reads := eval[int](p, `performance.getEntriesByType('resource').filter((e) => e.name.includes('/v1/admin/events?')).length`)
+		gap := eval[float64](p, `clearInterval(window.ticker), window.maxGap`)
+		t.Logf("%d events queued in %s; the page read the list %d times in %s; its longest pause was %.0f ms", sent.Load(), flood, reads, took.Round(time.Millisecond), gap)
+		// A read starts at least 500 ms after the one before.
+		if limit := int(took.Seconds()*2) + 1; reads > limit {
+			t.Errorf("the page read the list %d times in %s, want at most %d (twice a second)", reads, took.Round(time.Millisecond), limit)
+		}
+		if reads == 0 {
+			t.Error("the page did not read the list during the flood: it does not follow the stream")
+		}
+		if !eval[bool](p, `document.querySelector('`+row(live)+`') === window.kept`) {
+			t.Error("the row of an event that did not change was built again")
+		}
+		if gap > 2000 {
+			t.Errorf("the page did not run its timers for %.0f ms during the flood", gap)
 		}
 	})
 
