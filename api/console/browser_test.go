@@ -656,6 +656,26 @@ func TestMissionControl(t *testing.T) {
 		p.do("widening the window", chromedp.EmulateViewport(1280, 900))
 	})
 
+	t.Run("delete a console trigger", func(t *testing.T) {
+		p.step(t)
+		p.show("triggers")
+		hook := `tr[data-trigger="demo/console-hook"]`
+		p.do("asking to delete it",
+			chromedp.Click(chromedp.CSS(hook+` [data-testid=delete-btn]`)),
+			chromedp.WaitVisible(chromedp.ID("confirm-dialog")))
+		if !eval[bool](p, `document.activeElement.id === 'confirm-cancel'`) {
+			t.Error("the confirmation does not put the focus on Cancel")
+		}
+		p.do("declining with Escape", chromedp.KeyEvent(kb.Escape), chromedp.WaitNotPresent(chromedp.ID("confirm-dialog")))
+		if !eval[bool](p, `!!document.querySelector('`+hook+`')`) {
+			t.Fatal("the trigger was deleted although the confirmation was declined")
+		}
+		p.do("deleting it",
+			chromedp.Click(chromedp.CSS(hook+` [data-testid=delete-btn]`)),
+			chromedp.Click(chromedp.ID("confirm-ok")),
+			chromedp.WaitNotPresent(chromedp.CSS(hook)))
+	})
+
 	t.Run("logout", func(t *testing.T) {
 		p.step(t)
 		p.do("logging out", chromedp.Click(chromedp.ID("logout")), chromedp.WaitVisible(chromedp.ID("login-form")))
