@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 	"github.com/jackc/pgx/v5"
@@ -674,6 +676,22 @@ func TestMissionControl(t *testing.T) {
 			chromedp.Click(chromedp.CSS(hook+` [data-testid=delete-btn]`)),
 			chromedp.Click(chromedp.ID("confirm-ok")),
 			chromedp.WaitNotPresent(chromedp.CSS(hook)))
+	})
+
+	t.Run("an ended session asks for a login", func(t *testing.T) {
+		p.step(t)
+		if _, err := chromedp.Call(p.ctx, network.ClearBrowserCookies, cdp.Empty{}); err != nil {
+			t.Fatalf("clearing the cookies: %v", err)
+		}
+		p.do("opening Sources without a session", chromedp.Click(chromedp.ID("nav-sources")), chromedp.WaitVisible(chromedp.ID("login-form")))
+		if got := p.textOf("#login-error"); !strings.Contains(got, "session has ended") {
+			t.Errorf("the login form says %q, want that the session has ended", got)
+		}
+		p.do("logging in again",
+			setValue("login-user", adminUser),
+			setValue("login-password", adminPassword),
+			chromedp.Click(chromedp.ID("login-submit")),
+			chromedp.WaitVisible(chromedp.ID("sources")))
 	})
 
 	t.Run("logout", func(t *testing.T) {
