@@ -628,6 +628,8 @@ func TestMissionControl(t *testing.T) {
 		if gap > 2000 {
 			t.Errorf("the page did not run its timers for %.0f ms during the flood", gap)
 		}
+		p.do("clearing the filters", chromedp.Click(chromedp.ID("clear-filters")))
+		p.waitFor("the filters to be cleared", `location.hash === '#/events' && document.getElementById('f-type').value === ''`)
 	})
 
 	t.Run("the other pages", func(t *testing.T) {

@@ -55,7 +55,11 @@ export function render(view, params) {
       h('div', { class: 'filter wide' }, h('label', { for: 'f-batch_id' }, 'Event id'), input('batch_id', { placeholder: 'the id the queue answered', spellcheck: 'false' })),
       h('div', { class: 'filter wide' }, h('label', { for: 'f-id' }, 'Row id'), input('id', { placeholder: 'the CloudEvent id a webhook got', spellcheck: 'false' })),
       h('div', { class: 'filter buttons' }, h('button', { type: 'submit', class: 'primary', id: 'apply-filters' }, 'Filter'),
-        h('button', { type: 'button', id: 'clear-filters', onclick: () => { location.hash = '#/events'; } }, 'Clear')));
+        h('button', { type: 'button', id: 'clear-filters', onclick: clear }, 'Clear')));
+    function clear() {
+      for (const el of form.elements) if (el.name) el.value = '';
+      location.hash = '#/events';
+    }
     form.addEventListener('submit', (e) => {
       e.preventDefault();
       const f = {};
