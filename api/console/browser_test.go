@@ -630,6 +630,9 @@ func TestMissionControl(t *testing.T) {
 		}
 		p.do("clearing the filters", chromedp.Click(chromedp.ID("clear-filters")))
 		p.waitFor("the filters to be cleared", `location.hash === '#/events' && document.getElementById('f-type').value === ''`)
+		// A filter typed but not applied is cleared too.
+		p.do("clearing a filter not applied", setValue("f-trigger", "worker"), chromedp.Click(chromedp.ID("clear-filters")))
+		p.waitFor("the typed filter to be cleared", `document.getElementById('f-trigger').value === ''`)
 	})
 
 	t.Run("the other pages", func(t *testing.T) {
