@@ -421,11 +421,12 @@ func waitDevDB(ctx context.Context, url string, within time.Duration, notYet str
 }
 
 // newReceiver is the server of dev's webhook, which prints the deliveries
-// of node to out, checking their X-SC-Token with keys. Deliveries come
-// from the node on this machine, whole and at once: a request that takes
-// longer to send or answer is given up on. Idle connections are kept for
-// longer than the node keeps them (90 s), so the node closes them first,
-// rather than send a delivery on one the receiver is closing.
+// of node (of any node, when node is "") to out, checking their X-SC-Token
+// with keys. Deliveries come from nodes nearby, whole and at once: a
+// request that takes longer to send or answer is given up on. Idle
+// connections are kept for longer than a node keeps them (90 s), so the
+// node closes them first, rather than send a delivery on one the receiver
+// is closing.
 func newReceiver(out io.Writer, keys *auth.Keyring, node string) *http.Server {
 	return &http.Server{
 		Handler:           &receiver{out: out, keys: keys, node: node},
@@ -462,8 +463,11 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not a CloudEvent: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	tokenErr := rc.verify(r.Header.Get("X-SC-Token"))
+	from, tokenErr := rc.verify(r.Header.Get("X-SC-Token"))
 	note := "X-SC-Token verified"
+	if rc.node == "" && tokenErr == nil {
+		note += ", from " + from
+	}
 	if tokenErr != nil {
 		note = "X-SC-Token rejected: " + tokenErr.Error()
 	}
@@ -480,14 +484,16 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // verify checks a delivery's X-SC-Token the way any receiver would: signed
-// with the project's secret, not expired, and naming the sending node.
-func (rc *receiver) verify(token string) error {
+// with the project's secret, not expired, and naming the sending node (rc's,
+// when it has one). It returns the node the token names.
+func (rc *receiver) verify(token string) (node string, err error) {
 	claims, err := rc.keys.VerifyDelivery(token)
 	if err != nil {
-		return err
+		return "", err
 	}
-	if claims["id"] != rc.node {
-		return fmt.Errorf("token names node %v, not %s", claims["id"], rc.node)
+	node = fmt.Sprint(claims["id"])
+	if rc.node != "" && node != rc.node {
+		return "", fmt.Errorf("token names node %s, not %s", node, rc.node)
 	}
-	return nil
+	return node, nil
 }

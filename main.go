@@ -35,6 +35,7 @@ Usage:
   triggerd tail --config FILE [--project P] [--type T] [--trigger NAME] [--status S] [--limit N] [--follow] [--json]
   triggerd triggers list|get|apply|delete --config FILE [--project P] [NAME | -f FILE]
   triggerd events list|redeliver|cancel [--config FILE] [--url URL] [filters]
+  triggerd receive --config FILE [--project P] [--listen ADDR]
   triggerd version
 
 Run "triggerd COMMAND -h" for a command's flags.
@@ -89,6 +90,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return triggersCommand(ctx, args[1:], os.Stdin, stdout, stderr)
 	case "events":
 		return eventsCommand(ctx, args[1:], stdout, stderr)
+	case "receive":
+		return receiveCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		return printVersion(stdout)
 	case "help", "-h", "--help":
