@@ -173,7 +173,7 @@ export function dialog({ id, title, body, wide = false, onClose }) {
   });
   document.body.append(d);
   d.showModal();
-  const first = d.querySelector('input:not([type=hidden]):not([disabled]), textarea, select, .dialog-body button');
+  const first = d.querySelector('input:not([type=hidden]):not([disabled]), textarea, select:not([disabled]), .dialog-body button');
   (first || closeBtn).focus();
   return d;
 }
