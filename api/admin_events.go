@@ -261,37 +261,43 @@ type filterBody struct {
 	ID      string `json:"id"`
 	BatchID string `json:"batch_id"`
 	Remark  string `json:"remark"`
+	// DryRun asks how many events the change would take, and changes none.
+	DryRun bool `json:"dry_run"`
 }
 
 // readFilter reads a filterBody; it answers the request and reports false
 // when the body is bad, or filters nothing.
-func (s *Server) readFilter(w http.ResponseWriter, r *http.Request) (store.EventQuery, bool) {
+func (s *Server) readFilter(w http.ResponseWriter, r *http.Request) (q store.EventQuery, dryRun, ok bool) {
 	var b filterBody
 	if !s.readJSON(w, r, &b) {
-		return store.EventQuery{}, false
+		return store.EventQuery{}, false, false
 	}
 	q, msg := parseFilter(map[string]string{"project": b.Project, "type": b.Type, "trigger": b.Trigger, "status": b.Status,
 		"since": b.Since, "until": b.Until, "id": b.ID, "batch_id": b.BatchID, "remark": b.Remark})
 	if msg != "" {
 		writeError(w, http.StatusBadRequest, msg)
-		return q, false
+		return q, false, false
 	}
 	if q.IsZero() {
 		writeError(w, http.StatusBadRequest, "give at least one filter ("+strings.Join(filterFields, ", ")+"): a change of every event is not taken")
-		return q, false
+		return q, false, false
 	}
-	return q, true
+	return q, b.DryRun, true
 }
 
 // redeliverMatching stages again every processed, failed or cancelled event
 // matching the body's filters, and answers how many.
 func (s *Server) redeliverMatching(w http.ResponseWriter, r *http.Request) {
-	q, ok := s.readFilter(w, r)
+	q, dryRun, ok := s.readFilter(w, r)
 	if !ok {
 		return
 	}
 	if q.Status == store.StatusStaged {
 		writeError(w, http.StatusBadRequest, "status: staged events are delivered already: redeliver takes processed, failed and cancelled events")
+		return
+	}
+	if dryRun {
+		s.countMatching(w, r, q, s.store.Redeliverable)
 		return
 	}
 	s.changeMatching(w, r, q, "redelivered", s.store.Redeliver)
@@ -300,7 +306,7 @@ func (s *Server) redeliverMatching(w http.ResponseWriter, r *http.Request) {
 // cancelMatching cancels every staged event matching the body's filters,
 // and answers how many.
 func (s *Server) cancelMatching(w http.ResponseWriter, r *http.Request) {
-	q, ok := s.readFilter(w, r)
+	q, dryRun, ok := s.readFilter(w, r)
 	if !ok {
 		return
 	}
@@ -308,7 +314,21 @@ func (s *Server) cancelMatching(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("status: only staged events can be cancelled, not %s ones (leave status out)", q.Status))
 		return
 	}
+	if dryRun {
+		s.countMatching(w, r, q, s.store.Cancellable)
+		return
+	}
 	s.changeMatching(w, r, q, "cancelled", s.store.Cancel)
+}
+
+// countMatching answers a dry run of a bulk change: {"matching": rows}.
+func (s *Server) countMatching(w http.ResponseWriter, r *http.Request, q store.EventQuery, count func(context.Context, store.EventQuery) (int, error)) {
+	n, err := count(r.Context(), q)
+	if err != nil {
+		s.storeFailed(w, r, "counting matching events", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]int{"matching": n})
 }
 
 // changeMatching applies change to every event matching q, and answers

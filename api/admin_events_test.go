@@ -195,6 +195,22 @@ func TestAdminBulkChanges(t *testing.T) {
 	for _, b := range broken {
 		f.rowOf(t, token, b, "failed")
 	}
+	// A dry run counts, and changes nothing.
+	for _, c := range []struct{ path, body, want string }{
+		{"/v1/admin/events/redeliver", `{"trigger":"broken","status":"failed","dry_run":true}`, "3"},
+		{"/v1/admin/events/redeliver", `{"trigger":"open","dry_run":true}`, "0"},
+		{"/v1/admin/events/cancel", `{"project":"demo","dry_run":true}`, "3"},
+	} {
+		if status, out := f.post(t, c.path, c.body, token); status != 200 || fmt.Sprint(out["matching"]) != c.want {
+			t.Errorf("POST %s %s: %d %v, want matching %s", c.path, c.body, status, out, c.want)
+		}
+	}
+	for _, b := range broken {
+		f.rowOf(t, token, b, "failed")
+	}
+	for _, b := range later {
+		f.rowOf(t, token, b, "staged")
+	}
 	status, out := f.post(t, "/v1/admin/events/redeliver", `{"trigger":"broken","status":"failed"}`, token)
 	if status != 200 || out["redelivered"] != 3.0 {
 		t.Fatalf("redeliver the failed events of broken: %d %v", status, out)

@@ -53,12 +53,38 @@ RETURNING e.id, e.project, e.trigger_name`
 // batches of changeBatch, newest first, each batch in a transaction of its
 // own; rows that match only once a batch is done are left alone.
 func (s *Store) Redeliver(ctx context.Context, q EventQuery, remark string) (Changed, error) {
-	return s.changeInBatches(ctx, q, "e.status <> 'staged'", redeliverSQL, remark, "redeliver", true)
+	return s.changeInBatches(ctx, q, redeliverable, redeliverSQL, remark, "redeliver", true)
 }
 
 // Cancel cancels the staged rows matching q, in batches as Redeliver does.
 func (s *Store) Cancel(ctx context.Context, q EventQuery, remark string) (Changed, error) {
-	return s.changeInBatches(ctx, q, "e.status = 'staged'", cancelSQL, remark, "cancel", false)
+	return s.changeInBatches(ctx, q, cancellable, cancelSQL, remark, "cancel", false)
+}
+
+// The rows Redeliver and Cancel take, of those matching their query.
+const (
+	redeliverable = "e.status <> 'staged'"
+	cancellable   = "e.status = 'staged'"
+)
+
+// Redeliverable counts the rows Redeliver would stage again now.
+func (s *Store) Redeliverable(ctx context.Context, q EventQuery) (int, error) {
+	return s.countMatching(ctx, q, redeliverable)
+}
+
+// Cancellable counts the rows Cancel would cancel now.
+func (s *Store) Cancellable(ctx context.Context, q EventQuery) (int, error) {
+	return s.countMatching(ctx, q, cancellable)
+}
+
+// countMatching counts the rows matching q and pick.
+func (s *Store) countMatching(ctx context.Context, q EventQuery, pick string) (int, error) {
+	cond, args := q.where(nil)
+	var n int
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM event_logs e WHERE `+cond+` AND `+pick, args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count matching events: %w", err)
+	}
+	return n, nil
 }
 
 // changeInBatches applies update (whose $1 is the ids of a batch and $2

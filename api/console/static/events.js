@@ -8,8 +8,6 @@ import {
 // refreshEvery bounds how often the stream makes the page read the list
 // again, so that a thousand changes a second cost two reads.
 const refreshEvery = 500;
-// countPages bounds the pages read to count the rows a bulk redelivery takes.
-const countPages = 20;
 const pageSize = 50;
 
 const filterNames = ['project', 'type', 'trigger', 'status', 'since', 'until', 'batch_id', 'id'];
@@ -269,36 +267,28 @@ export function render(view, params) {
   // user confirms the number of rows.
   bulk.addEventListener('click', async () => {
     const f = { ...filters, status: 'failed' };
+    const body = {};
+    for (const [k, v] of Object.entries(f)) if (v) body[k] = v;
     bulk.disabled = true;
     let n = 0;
-    let c = null;
-    let capped = false;
     try {
-      for (let i = 0; ; i++) {
-        if (i === countPages) { capped = true; break; }
-        const page = await api('GET', '/v1/admin/events' + query({ ...f, limit: 500, cursor: c }));
-        n += page.events.length;
-        c = page.next_cursor;
-        if (!c) break;
-      }
+      n = (await api('POST', '/v1/admin/events/redeliver', { ...body, dry_run: true })).matching;
     } catch (ex) {
       bulk.disabled = false;
       if (ex.status !== 401) toast(ex.message, 'bad');
       return;
     }
     bulk.disabled = false;
-    if (n === 0 && !capped) {
+    if (n === 0) {
       toast('No failed event matches these filters: nothing to redeliver.');
       return;
     }
-    const count = (capped ? 'at least ' : '') + num(n);
+    const count = num(n);
     const ok = await confirm('Redeliver failed events?',
       `Redeliver ${count} failed event${n === 1 ? '' : 's'} matching these filters? They are staged again and delivered as new attempts.`,
       `Redeliver ${count}`);
     if (!ok) return;
     try {
-      const body = {};
-      for (const [k, v] of Object.entries(f)) if (v) body[k] = v;
       const res = await api('POST', '/v1/admin/events/redeliver', body);
       toast(`${num(res.redelivered)} event(s) staged again.`, 'good');
     } catch (ex) {
