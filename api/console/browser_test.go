@@ -73,7 +73,7 @@ admin:
 // receiver is the webhooks' server: /greet answers {"response": {"greeting":
 // "hello <data.name>"}}, /fail answers 500, /flaky answers 500 to its first
 // request and 200 after, /ok answers 200.
-func receiver(t *testing.T) *httptest.Server {
+func receiver(t testing.TB) *httptest.Server {
 	var flaky atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -105,7 +105,7 @@ func receiver(t *testing.T) *httptest.Server {
 
 // startNode runs a node of browserConfig in this process until the test
 // ends, and returns the API's base URL.
-func startNode(t *testing.T) string {
+func startNode(t testing.TB) string {
 	t.Helper()
 	storeURL, schema := pgtest.Schema(t)
 	app := pgtest.Database(t)
@@ -177,7 +177,7 @@ func (b *syncBuffer) String() string {
 
 // chromium finds Debian's Chromium (or Chrome). Without one the test
 // skips, except in CI (the variable CI is set), where it fails.
-func chromium(t *testing.T) string {
+func chromium(t testing.TB) string {
 	t.Helper()
 	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
 		if p, err := exec.LookPath(name); err == nil {
@@ -193,7 +193,7 @@ func chromium(t *testing.T) string {
 
 // page is one browser tab on Mission Control.
 type page struct {
-	t    *testing.T
+	t    testing.TB
 	ctx  context.Context
 	base string
 	// exceptions and blocked collect the page's uncaught exceptions and
@@ -204,7 +204,7 @@ type page struct {
 
 // openBrowser starts a headless Chromium with one tab, closed at the
 // test's end.
-func openBrowser(t *testing.T, base string) *page {
+func openBrowser(t testing.TB, base string) *page {
 	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium(t)), chromedp.WindowSize(1280, 900))
 	if os.Geteuid() == 0 {
@@ -342,7 +342,7 @@ func (p *page) screenshot(name string) {
 
 // queue queues an event through the queue API, as an application does,
 // and returns its id.
-func queue(t *testing.T, base, body string) string {
+func queue(t testing.TB, base, body string) string {
 	t.Helper()
 	resp, err := http.Post(base+"/v1/api/demo/event-triggers/queue", "application/json", strings.NewReader(body))
 	if err != nil {
