@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"regexp"
 	"strings"
 	"testing"
@@ -48,8 +49,11 @@ func TestSourcesCommand(t *testing.T) {
 		return slot, pub
 	}
 	// Slot names are the whole server's: this test's are its database's.
-	slot := strings.TrimPrefix(src[strings.LastIndex(src, "/")+1:], "/")
-	slot = slot[:strings.IndexByte(slot+"?", '?')]
+	u, err := url.Parse(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slot := strings.TrimPrefix(u.Path, "/")
 	gone := strings.Replace(slot, "triggerd_test_", "triggerd_gone_", 1)
 	exec(`CREATE TABLE users (id int PRIMARY KEY, name text)`)
 	exec(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, gone)

@@ -303,19 +303,20 @@ func Drop(ctx context.Context, p *config.Project, alias, slot string, force bool
 	}
 	if len(found) > 0 {
 		sl = &found[0]
+		if sl.Database == "" {
+			return Dropped{}, fmt.Errorf("%s: replication slot %s is a physical slot (a standby's), which triggerd never creates: nothing dropped", where, sl.Slot)
+		}
 	}
 	if slot != "" {
 		// Another database's slot: its publication is in that database.
 		if sl == nil {
 			return Dropped{}, fmt.Errorf("the server of %s has no replication slot %s: run triggerd sources list to see those it has", where, slot)
 		}
-		if sl.Database != "" {
-			conn.Close(ctx)
-			if conn, err = s.connectTo(ctx, sl.Database); err != nil {
-				return Dropped{}, err
-			}
-			defer conn.Close(context.WithoutCancel(ctx))
+		conn.Close(ctx)
+		if conn, err = s.connectTo(ctx, sl.Database); err != nil {
+			return Dropped{}, err
 		}
+		defer conn.Close(context.WithoutCancel(ctx))
 		where, pub = fmt.Sprintf("database %s on the server of %s", sl.Database, where), slot
 	}
 	var current string

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,16 @@ import (
 	"github.com/triggerd/triggerd/internal/waittest"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
+
+// dbName is the database a URL names.
+func dbName(t *testing.T, dbURL string) string {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimPrefix(u.Path, "/")
+}
 
 // findSlot returns the slot named name in a listing, or nil.
 func findSlot(l cdc.Listing, name string) *cdc.SlotInfo {
@@ -207,6 +218,28 @@ func TestSourcesDropIdle(t *testing.T) {
 	}
 	if _, err := cdc.Drop(ctx, p, "app", gone, false); err == nil || !strings.Contains(err.Error(), "has no replication slot "+gone) {
 		t.Errorf("drop --slot of no slot: %v", err)
+	}
+	// A configured slot that belongs to another database is not this one's.
+	o.exec(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, gone)
+	db := p.Databases["app"]
+	db.Slot = gone
+	p.Databases["app"] = db
+	if _, err := cdc.Drop(ctx, p, "app", "", false); err == nil || !strings.Contains(err.Error(), "belongs to database \""+dbName(t, other)+"\", not to this one") {
+		t.Errorf("drop of another database's slot: %v", err)
+	}
+	if hasSlot, _ := o.exists(gone, gone); !hasSlot {
+		t.Error("drop dropped another database's slot")
+	}
+	o.exec(`SELECT pg_drop_replication_slot($1)`, gone)
+
+	// A standby's slot is not triggerd's, whatever its name.
+	o.exec(`SELECT pg_create_physical_replication_slot($1)`, gone)
+	t.Cleanup(func() { o.exec(`SELECT pg_drop_replication_slot($1)`, gone) })
+	if _, err := cdc.Drop(ctx, p, "app", gone, false); err == nil || !strings.Contains(err.Error(), "is a physical slot") {
+		t.Errorf("drop --slot of a physical slot: %v", err)
+	}
+	if hasSlot, _ := o.exists(gone, gone); !hasSlot {
+		t.Error("drop --slot dropped a physical slot")
 	}
 }
 
