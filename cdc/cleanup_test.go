@@ -100,18 +100,33 @@ func (r *rig) waitIdle() {
 	})
 }
 
-func TestSourcesListShowsSlotsWithTheirWAL(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
+// streamedRig is a rig with a table users, whose node streams its slot.
+func streamedRig(t *testing.T) (*rig, *config.Config, *node) {
+	t.Helper()
 	r := newRig(t, `CREATE TABLE users (id int PRIMARY KEY, name text)`)
 	cfg := r.config("n1", `- {name: ins, type: DB_INSERT, url: "{hook}/ins", options: {db: app, col: users}}`, "")
-	r.mustStart(cfg, cdc.Options{})
+	n := r.mustStart(cfg, cdc.Options{})
 	r.waitStreaming()
-	// A slot and publication of a database removed from the config.
+	return r, cfg, n
+}
+
+// forgotten creates, in the rig's database, the slot and publication of
+// a database removed from the config, then writes 1,000 rows to users,
+// whose WAL the slot keeps; it returns their name.
+func (r *rig) forgotten() string {
+	r.t.Helper()
 	gone := "triggerd_gone_" + strings.TrimPrefix(r.slot, "triggerd_test_")
 	r.exec(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, gone)
 	r.exec(`CREATE PUBLICATION ` + gone)
 	r.exec(`INSERT INTO users SELECT g, repeat('x', 100) FROM generate_series(1, 1000) g`)
+	return gone
+}
+
+func TestSourcesListShowsSlotsWithTheirWAL(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r, cfg, _ := streamedRig(t)
+	gone := r.forgotten()
 
 	l := cdc.List(ctx, cfg)
 	if len(l.Unread) > 0 {
@@ -151,10 +166,7 @@ func TestSourcesListShowsSlotsWithTheirWAL(t *testing.T) {
 func TestSourcesDropRefusesAStreamedSlotUnlessForced(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	r := newRig(t, `CREATE TABLE users (id int PRIMARY KEY, name text)`)
-	cfg := r.config("n1", `- {name: ins, type: DB_INSERT, url: "{hook}/ins", options: {db: app, col: users}}`, "")
-	n := r.mustStart(cfg, cdc.Options{})
-	r.waitStreaming()
+	r, cfg, n := streamedRig(t)
 	n.stop()
 	r.waitIdle()
 	r.stream(r.slot)
@@ -183,10 +195,7 @@ func TestSourcesDropRefusesAStreamedSlotUnlessForced(t *testing.T) {
 func TestSourcesDropIdle(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	r := newRig(t, `CREATE TABLE users (id int PRIMARY KEY, name text)`)
-	cfg := r.config("n1", `- {name: ins, type: DB_INSERT, url: "{hook}/ins", options: {db: app, col: users}}`, "")
-	n := r.mustStart(cfg, cdc.Options{})
-	r.waitStreaming()
+	r, cfg, n := streamedRig(t)
 	n.stop()
 	r.waitIdle()
 	p := &cfg.Projects[0]
@@ -246,13 +255,8 @@ func TestSourcesDropIdle(t *testing.T) {
 func TestSourcesWarnForgottenSlots(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	r := newRig(t, `CREATE TABLE users (id int PRIMARY KEY, name text)`)
-	cfg := r.config("n1", `- {name: ins, type: DB_INSERT, url: "{hook}/ins", options: {db: app, col: users}}`, "")
-	r.mustStart(cfg, cdc.Options{})
-	r.waitStreaming()
-	gone := "triggerd_gone_" + strings.TrimPrefix(r.slot, "triggerd_test_")
-	r.exec(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, gone)
-	r.exec(`INSERT INTO users SELECT g, repeat('x', 100) FROM generate_series(1, 1000) g`)
+	r, cfg, _ := streamedRig(t)
+	gone := r.forgotten()
 
 	warnings := func(over int64) []map[string]any {
 		var buf bytes.Buffer
