@@ -36,7 +36,7 @@ Usage:
   triggerd tail --config FILE [--project P] [--type T] [--trigger NAME] [--status S] [--limit N] [--follow] [--json]
   triggerd triggers list|get|apply|delete --config FILE [--project P] [NAME | -f FILE]
   triggerd events list|redeliver|cancel [--config FILE] [--url URL] [filters]
-  triggerd sources list|drop --config FILE [--project P --db ALIAS] [--json] [--force]
+  triggerd sources list|drop --config FILE [--json] [--project P --db ALIAS [--slot NAME] [--force]]
   triggerd receive --config FILE [--project P] [--listen ADDR]
   triggerd version
 
