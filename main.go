@@ -10,6 +10,7 @@
 //	triggerd tail --config FILE    print event_logs rows, and follow them
 //	triggerd triggers ...          list, get, apply and delete a running node's triggers
 //	triggerd events list|redeliver|cancel   find, redeliver and cancel events through a node's admin API
+//	triggerd sources list|drop     list and drop the replication slots and publications on the databases
 //	triggerd version               print the version, revision and Go version
 package main
 
@@ -35,6 +36,7 @@ Usage:
   triggerd tail --config FILE [--project P] [--type T] [--trigger NAME] [--status S] [--limit N] [--follow] [--json]
   triggerd triggers list|get|apply|delete --config FILE [--project P] [NAME | -f FILE]
   triggerd events list|redeliver|cancel [--config FILE] [--url URL] [filters]
+  triggerd sources list|drop --config FILE [--json] [--project P --db ALIAS [--slot NAME] [--force]]
   triggerd receive --config FILE [--project P] [--listen ADDR]
   triggerd version
 
@@ -90,6 +92,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return triggersCommand(ctx, args[1:], os.Stdin, stdout, stderr)
 	case "events":
 		return eventsCommand(ctx, args[1:], stdout, stderr)
+	case "sources":
+		return sourcesCommand(ctx, args[1:], stdout, stderr)
 	case "receive":
 		return receiveCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version":

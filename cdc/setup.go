@@ -62,9 +62,18 @@ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace`
 
 // connect opens a plain connection to the database.
 func (s *Source) connect(ctx context.Context) (*pgx.Conn, error) {
+	return s.connectTo(ctx, "")
+}
+
+// connectTo opens a plain connection to the database's server, to the
+// database named (the source's own when "").
+func (s *Source) connectTo(ctx context.Context, database string) (*pgx.Conn, error) {
 	cfg, err := pgx.ParseConfig(s.db.URL)
 	if err != nil {
 		return nil, fmt.Errorf("%s: url: %w (write it as postgres://user:password@host:5432/database)", s.where(), err)
+	}
+	if database != "" {
+		cfg.Database = database
 	}
 	cfg.RuntimeParams["application_name"] = "triggerd-cdc"
 	// This connection holds the slot's lock: if the node's host vanishes,

@@ -155,32 +155,43 @@ func (s *Source) lock(ctx context.Context, conn *pgx.Conn) error {
 // for it to exit: it serves a node that no longer holds the slot's lock
 // (fenced while frozen, or its lock's connection broke), which therefore
 // stops without confirming anything more, and it would keep this node from
-// streaming until wal_sender_timeout. The signal is repeated: a walsender
-// whose client is frozen and has stopped reading blocks on sending its
-// farewell, and exits only on a second signal.
+// streaming until wal_sender_timeout.
 func (s *Source) endStaleStream(ctx context.Context, conn *pgx.Conn) error {
+	pid, err := endStream(ctx, conn, s.db.Slot)
+	if err != nil {
+		return fmt.Errorf("%s: end the stream of slot %s of a node that lost its lock: %w", s.where(), s.db.Slot, err)
+	}
+	if pid != 0 {
+		s.log.Warn("ended the stream of this slot of a node that lost its lock", "pid", pid)
+	}
+	return nil
+}
+
+// endStream ends the session streaming slot, if any, and waits up to 5 s
+// for it to exit; it returns the pid it ended (0: none streamed). The
+// signal is repeated: a walsender whose client is frozen and has stopped
+// reading blocks on sending its farewell, and exits only on a second
+// signal.
+func endStream(ctx context.Context, conn *pgx.Conn, slot string) (uint32, error) {
 	var first uint32
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		var pid uint32
 		err := conn.QueryRow(ctx, `SELECT active_pid, pg_terminate_backend(active_pid) FROM pg_replication_slots
-			WHERE slot_name = $1 AND active_pid IS NOT NULL`, s.db.Slot).Scan(&pid, nil)
+			WHERE slot_name = $1 AND active_pid IS NOT NULL`, slot).Scan(&pid, nil)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
-			if first != 0 {
-				s.log.Warn("ended the stream of this slot of a node that lost its lock", "pid", first)
-			}
-			return nil
+			return first, nil
 		case err != nil:
-			return fmt.Errorf("%s: end the stream of slot %s of a node that lost its lock: %w (ending another session takes the same role, or a role granted pg_signal_backend)", s.where(), s.db.Slot, err)
+			return first, fmt.Errorf("%w (ending another session takes the same role, or a role granted pg_signal_backend)", err)
 		case first == 0:
 			first = pid
 		case time.Now().After(deadline):
-			return fmt.Errorf("%s: the walsender streaming slot %s (pid %d) for a node that lost its lock has not exited 5s after it was told to", s.where(), s.db.Slot, pid)
+			return first, fmt.Errorf("the walsender streaming slot %s (pid %d) has not exited 5s after it was told to", slot, pid)
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return first, ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

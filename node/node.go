@@ -64,8 +64,8 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 }
 
 // Run runs the node until ctx ends: it opens and migrates the store,
-// adds the triggers kept there to the config's, checks the event sources,
-// then starts the dispatcher, the sources, the following of trigger
+// adds the triggers kept there to the config's, checks the event sources
+// (and warns, within 2 s, of forgotten slots: cdc.WarnForgotten), then starts the dispatcher, the sources, the following of trigger
 // changes (the store's, and Options.Reconfigure's) and the API. When ctx ends (or the API server fails) intake stops first: the
 // sources end and the API takes no new request; attempts in flight get the
 // config's shutdown grace; the dispatcher hands its rows back; the store
@@ -112,6 +112,11 @@ func (n *Node) Run(ctx context.Context) error {
 		if err := src.Check(ctx); err != nil {
 			return err
 		}
+	}
+	if len(live.dbs) > 0 {
+		warnCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		cdc.WarnForgotten(warnCtx, cfg, cdc.ForgottenOver, log)
+		cancel()
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
