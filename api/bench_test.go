@@ -20,13 +20,7 @@ import (
 // receiver's URLs and the receiver's count of deliveries.
 func benchNode(b *testing.B) (apiURL, receiverURL string, received *atomic.Int64) {
 	b.Helper()
-	received = new(atomic.Int64)
-	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		w.Write([]byte(`{"response": {"ok": true}}`))
-		received.Add(1)
-	}))
-	b.Cleanup(recv.Close)
+	receiverURL, received = benchReceiver(b)
 	url, schema := pgtest.Schema(b)
 	text := fmt.Sprintf(`
 node_id: bench
@@ -37,9 +31,23 @@ projects:
     rules: {default: allow}
     triggers:
       - {name: bench, type: bench, url: %q, concurrency: 64}
-`, url, schema, recv.URL)
+`, url, schema, receiverURL)
 	apiURL, _ = startNode(b, text, nil)
-	return apiURL + "/v1/api/demo/event-triggers/queue", recv.URL, received
+	return apiURL + "/v1/api/demo/event-triggers/queue", receiverURL, received
+}
+
+// benchReceiver runs a webhook answering {"response": {"ok": true}} at
+// once, and returns its URL and its count of deliveries.
+func benchReceiver(b *testing.B) (string, *atomic.Int64) {
+	b.Helper()
+	received := new(atomic.Int64)
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Write([]byte(`{"response": {"ok": true}}`))
+		received.Add(1)
+	}))
+	b.Cleanup(recv.Close)
+	return recv.URL, received
 }
 
 // client is an HTTP client with enough keep-alive connections for the

@@ -12,55 +12,11 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/triggerd/triggerd/store"
+	"github.com/triggerd/triggerd/store/pgtest"
 )
 
 // benchRows is how many event_logs rows the admin benchmarks fill.
 const benchRows = 1_000_000
-
-// fillHistory fills event_logs with n rows in one statement: ids in time
-// order, one a second back from now (UUIDv7 layout), over 2 projects and
-// 20 triggers; 98% processed, 1% failed (with a remark), 0.9% cancelled,
-// 0.1% staged; and one attempt per row in invocation_logs, four per
-// failed row. Then it analyzes both tables, as autovacuum would.
-func fillHistory(b *testing.B, st *store.Store, n int) time.Time {
-	b.Helper()
-	ctx := context.Background()
-	start := time.Now()
-	first := time.Now().Add(-time.Duration(n) * time.Second).Truncate(time.Second)
-	_, err := st.Pool().Exec(ctx, `
-		INSERT INTO event_logs (id, batch_id, project, trigger_name, type, payload, event_time, fire_at, status, attempts,
-		                        remark, due_at, created_at, updated_at)
-		SELECT id, id, 'p' || (g % 2), 't' || (g % 20), 'type' || (g % 20), '{"n":1}', at, at, st,
-		       CASE st WHEN 'failed' THEN 4 WHEN 'processed' THEN 1 ELSE 0 END,
-		       CASE st WHEN 'failed' THEN 'failed after 4 attempt(s): HTTP 503 Service Unavailable'
-		               WHEN 'cancelled' THEN 'cancelled by ops' END,
-		       CASE st WHEN 'staged' THEN at + interval '1 day' END, at, at
-		FROM (SELECT g, to_timestamp($2::float8 + g) AS at,
-		             (lpad(to_hex(($2::bigint + g) * 1000), 12, '0') || '7' || lpad(to_hex(g % 4096), 3, '0') || '8' ||
-		              substr(md5(g::text), 1, 15))::uuid AS id,
-		             CASE WHEN g % 1000 = 7 THEN 'staged' WHEN g % 100 = 3 THEN 'failed'
-		                  WHEN g % 1000 < 9 AND g % 100 <> 3 THEN 'cancelled' ELSE 'processed' END AS st
-		      FROM generate_series(1, $1) g) s`, n, first.Unix())
-	if err != nil {
-		b.Fatal(err)
-	}
-	_, err = st.Pool().Exec(ctx, `
-		INSERT INTO invocation_logs (id, event_id, attempt, node_id, started_at, duration_ms, request_body, response_status, error)
-		SELECT gen_random_uuid(), e.id, a, 'n1', e.event_time, 1.5, '{"n":1}',
-		       CASE WHEN e.status = 'failed' THEN 503 ELSE 200 END, CASE WHEN e.status = 'failed' THEN 'HTTP 503' END
-		FROM event_logs e, generate_series(1, e.attempts) a`)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := st.Pool().Exec(ctx, `VACUUM ANALYZE event_logs`); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := st.Pool().Exec(ctx, `VACUUM ANALYZE invocation_logs`); err != nil {
-		b.Fatal(err)
-	}
-	b.Logf("filled %d rows in %s", n, time.Since(start).Round(time.Millisecond))
-	return first
-}
 
 // explain logs the plan Postgres runs for a page of q, with what it read.
 func explain(b *testing.B, st *store.Store, q store.EventQuery, before *uuid.UUID, limit int) string {
@@ -87,7 +43,7 @@ func explain(b *testing.B, st *store.Store, q store.EventQuery, before *uuid.UUI
 // logs each query's plan. The aim is under 50 ms a page.
 func BenchmarkListEvents(b *testing.B) {
 	st := open(b)
-	first := fillHistory(b, st, benchRows)
+	first := pgtest.FillHistory(b, st.Pool(), benchRows)
 	ctx := context.Background()
 	page, err := st.ListEvents(ctx, store.EventQuery{}, nil, 50)
 	if err != nil {
@@ -137,7 +93,7 @@ func BenchmarkListEvents(b *testing.B) {
 // overview), and over all rows.
 func BenchmarkCounts(b *testing.B) {
 	st := open(b)
-	fillHistory(b, st, benchRows)
+	pgtest.FillHistory(b, st.Pool(), benchRows)
 	ctx := context.Background()
 	for _, c := range []struct {
 		name  string
@@ -161,7 +117,7 @@ func BenchmarkCounts(b *testing.B) {
 // other trigger during it and during as long a time before it.
 func BenchmarkRedeliver100k(b *testing.B) {
 	st := open(b)
-	fillHistory(b, st, benchRows)
+	pgtest.FillHistory(b, st.Pool(), benchRows)
 	ctx := context.Background()
 	// other inserts and claims rows of another trigger until stop closes,
 	// and returns how long each took.

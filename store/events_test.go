@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -259,6 +260,74 @@ func TestCounts(t *testing.T) {
 	}
 	if counts, err = st.Counts(ctx, "", time.Time{}); err != nil || counts[0].Rows != 2 {
 		t.Fatalf("counts of all time: %+v, %v; want 2 failed rows of p/t", counts, err)
+	}
+}
+
+// TestCountsOfManyTriggers counts rows of several projects and triggers
+// (names that sort next to each other), in every status, inside and
+// outside the window, and checks every count, with and without a project,
+// against the rows themselves.
+func TestCountsOfManyTriggers(t *testing.T) {
+	t.Parallel()
+	st := open(t)
+	ctx := context.Background()
+	now := time.Now()
+	since := now.Add(-24 * time.Hour)
+	type key struct {
+		project, trigger string
+		status           store.Status
+	}
+	inWindow := map[key]int64{}
+	var rows []store.EventLog
+	byStatus := map[store.Status][]uuid.UUID{}
+	statuses := []store.Status{store.StatusStaged, store.StatusProcessed, store.StatusFailed, store.StatusCancelled}
+	i := 0
+	for _, project := range []string{"p", "p2", "q"} {
+		for _, trigger := range []string{"t", "t2", "u"} {
+			if project == "q" && trigger == "t2" {
+				continue // a trigger with no rows at all
+			}
+			for _, status := range statuses {
+				for _, at := range []time.Time{now.Add(-48 * time.Hour), now.Add(-time.Hour)} {
+					if project == "p2" && trigger == "u" && at.After(since) && status != store.StatusStaged {
+						continue // a trigger whose outcomes are all older than the window
+					}
+					i++
+					for range 1 + i%3 {
+						r := rowAt(t, at, project, trigger)
+						rows = append(rows, r)
+						byStatus[status] = append(byStatus[status], r.ID)
+						if status == store.StatusStaged || at.After(since) {
+							inWindow[key{project, trigger, status}]++
+						}
+					}
+				}
+			}
+		}
+	}
+	if err := st.Insert(ctx, rows); err != nil {
+		t.Fatal(err)
+	}
+	for _, status := range statuses[1:] {
+		setStatus(t, st, status, "", byStatus[status]...)
+	}
+	for _, project := range []string{"", "p", "p2", "q", "none"} {
+		var want []store.Count
+		for k, n := range inWindow {
+			if project == "" || k.project == project {
+				want = append(want, store.Count{Project: k.project, Trigger: k.trigger, Status: k.status, Rows: n})
+			}
+		}
+		slices.SortFunc(want, func(a, b store.Count) int {
+			return strings.Compare(a.Project+"/"+a.Trigger+"/"+string(a.Status), b.Project+"/"+b.Trigger+"/"+string(b.Status))
+		})
+		got, err := st.Counts(ctx, project, since)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("counts of project %q since a day ago:\n got %+v\nwant %+v", project, got, want)
+		}
 	}
 }
 
