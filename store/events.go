@@ -260,42 +260,25 @@ type Count struct {
 // Counts counts rows by trigger and status: every staged row, and the
 // other rows created since since (all of them when since is zero). Staged
 // rows are counted from the partial index event_logs_due, which holds
-// only them; the others from event_logs_outcomes, which holds them by
-// trigger, status and id: the triggers are found by skipping through it
-// (one probe each), then each trigger's rows of each outcome since since
-// are counted as one range of it. The cost follows the rows in the window
-// and the number of triggers, not the table, and no table row is read.
+// only them; the others from the primary key's range of ids since since,
+// so that the cost follows the rows in that window, not the table. Only
+// a zero since reads the whole table.
 func (s *Store) Counts(ctx context.Context, project string, since time.Time) ([]Count, error) {
-	staged, outcome, window := "e.status = 'staged'", "e.status <> 'staged'", ""
+	staged, others := "e.status = 'staged'", "e.status <> 'staged'"
 	var args []any
 	if project != "" {
 		args = append(args, project)
 		staged += " AND e.project = $1"
-		outcome += " AND e.project = $1"
+		others += " AND e.project = $1"
 	}
 	if !since.IsZero() {
 		args = append(args, idAt(since))
-		window = fmt.Sprintf(" AND e.id >= $%d", len(args))
+		others += fmt.Sprintf(" AND e.id >= $%d", len(args))
 	}
-	// The statuses other than staged are those of event_logs' CHECK; the
-	// second "status <> 'staged'" lets the planner use the partial index.
 	rows, err := s.pool.Query(ctx, `
-		WITH RECURSIVE triggers AS (
-			(SELECT e.project, e.trigger_name FROM event_logs e WHERE `+outcome+` ORDER BY 1, 2 LIMIT 1)
-			UNION ALL
-			SELECT n.project, n.trigger_name FROM triggers t, LATERAL (
-				SELECT e.project, e.trigger_name FROM event_logs e
-				WHERE `+outcome+` AND (e.project, e.trigger_name) > (t.project, t.trigger_name)
-				ORDER BY 1, 2 LIMIT 1) n
-		)
 		SELECT e.project, e.trigger_name, 'staged', count(*) FROM event_logs e WHERE `+staged+` GROUP BY 1, 2
 		UNION ALL
-		SELECT t.project, t.trigger_name, s.status, c.n
-		FROM triggers t CROSS JOIN (VALUES ('processed'), ('failed'), ('cancelled')) s (status),
-		     LATERAL (SELECT count(*) AS n FROM event_logs e
-		              WHERE e.project = t.project AND e.trigger_name = t.trigger_name
-		                AND e.status = s.status AND e.status <> 'staged'`+window+`) c
-		WHERE c.n > 0
+		SELECT e.project, e.trigger_name, e.status, count(*) FROM event_logs e WHERE `+others+` GROUP BY 1, 2, 3
 		ORDER BY 1, 2, 3`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("count events: %w", err)
@@ -321,8 +304,8 @@ type Activity struct {
 
 // Activity counts, per trigger and minute, the rows created since since
 // that have been processed or have failed, by the minute of their last
-// change. It reads the primary key's range of ids since since, so its
-// cost follows the rows of that window, not the table.
+// change. Like Counts, it reads the primary key's range of ids since
+// since, so its cost follows the rows of that window, not the table.
 func (s *Store) Activity(ctx context.Context, project string, since time.Time) ([]Activity, error) {
 	cond, args := "", []any{idAt(since)}
 	if project != "" {
