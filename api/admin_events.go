@@ -54,12 +54,10 @@ func parseFilter(fields map[string]string) (store.EventQuery, string) {
 	if len(q.Remark) > maxRemark {
 		return q, fmt.Sprintf("remark: look for at most %d bytes of text", maxRemark)
 	}
-	switch st := store.Status(fields["status"]); st {
-	case "", store.StatusStaged, store.StatusProcessed, store.StatusFailed, store.StatusCancelled:
-		q.Status = st
-	default:
-		return q, fmt.Sprintf("status: %s is not a status: use staged, processed, failed or cancelled", quote(fields["status"]))
+	if st := store.Status(fields["status"]); st != "" && !st.Valid() {
+		return q, notAStatus(fields["status"])
 	}
+	q.Status = store.Status(fields["status"])
 	for _, f := range []struct {
 		name string
 		to   *time.Time
@@ -88,6 +86,11 @@ func parseFilter(fields map[string]string) (store.EventQuery, string) {
 		}
 	}
 	return q, ""
+}
+
+// notAStatus says that v is no status, and which there are.
+func notAStatus(v string) string {
+	return fmt.Sprintf("status: %s is not a status: use staged, processed, failed or cancelled", quote(v))
 }
 
 // queryFields reads a request's query string: each parameter at most once,
@@ -373,12 +376,23 @@ const countsSince = 24 * time.Hour
 
 // counts answers how many events each trigger has in each status: every
 // staged one, and the others since the since parameter (24 hours ago by
-// default; "all" for every row, which reads the whole table).
+// default; "all" for every row, which reads the whole table); only the
+// statuses of the status parameter (a comma list), when it is given.
 func (s *Server) counts(w http.ResponseWriter, r *http.Request) {
-	fields, msg := queryFields(r, []string{"project", "since"})
+	fields, msg := queryFields(r, []string{"project", "since", "status"})
 	if msg != "" {
 		writeError(w, http.StatusBadRequest, msg)
 		return
+	}
+	var statuses []store.Status
+	if v := fields["status"]; v != "" {
+		for name := range strings.SplitSeq(v, ",") {
+			if st := store.Status(name); !st.Valid() {
+				writeError(w, http.StatusBadRequest, notAStatus(name)+" (a list takes commas: staged,failed)")
+				return
+			}
+			statuses = append(statuses, store.Status(name))
+		}
 	}
 	since := time.Now().Add(-countsSince).UTC().Truncate(time.Second)
 	switch v := fields["since"]; v {
@@ -393,7 +407,7 @@ func (s *Server) counts(w http.ResponseWriter, r *http.Request) {
 		}
 		since = t
 	}
-	counts, err := s.store.Counts(r.Context(), fields["project"], since)
+	counts, err := s.store.Counts(r.Context(), fields["project"], since, statuses...)
 	if err != nil {
 		s.storeFailed(w, r, "counting events", err)
 		return

@@ -347,6 +347,28 @@ func TestAdminCounts(t *testing.T) {
 			t.Errorf("counts of %v: %v, want %s", c["trigger"], c, want)
 		}
 	}
+	// Only the statuses asked for; the others read 0.
+	f.rowOf(t, token, f.queueOK(t, `{"type":"broken"}`), "failed")
+	for _, c := range []struct{ query, open, broken string }{
+		{"status=staged,failed", "processed:0 project:demo staged:1", "failed:1"},
+		{"status=processed", "processed:1 project:demo staged:0", "failed:0"},
+		{"status=failed", "processed:0 project:demo staged:0", "failed:1"},
+	} {
+		status, out := f.do(t, http.MethodGet, "/v1/admin/counts?project=demo&"+c.query, "", token)
+		if status != 200 {
+			t.Fatalf("counts?%s: %d %v", c.query, status, out)
+		}
+		for _, tr := range out["triggers"].([]any) {
+			got, want := fmt.Sprint(tr), map[any]string{"open": c.open, "broken": c.broken}[tr.(map[string]any)["trigger"]]
+			if !strings.Contains(got, want) {
+				t.Errorf("counts?%s: %s, want %s", c.query, got, want)
+			}
+		}
+	}
+	if status, out := f.do(t, http.MethodGet, "/v1/admin/counts?status=staged,done", "", token); status != 400 ||
+		!strings.Contains(fmt.Sprint(out["error"]), `status: "done" is not a status`) {
+		t.Errorf("counts of a status that is none: %d %v", status, out)
+	}
 	if status, out := f.do(t, http.MethodGet, "/v1/admin/counts?since=all", "", token); status != 200 || out["since"] != nil {
 		t.Errorf("counts of all time: %d %v", status, out)
 	}

@@ -55,7 +55,7 @@ func BenchmarkConsolePages(b *testing.B) {
 		return "/v1/admin/events?limit=50&" + filter
 	}
 	pages := []consolePage{
-		{"triggers", []string{"/v1/admin/triggers", "/v1/admin/counts"}},
+		{"triggers", []string{"/v1/admin/triggers", "/v1/admin/counts?status=staged,failed"}},
 		{"events", []string{events("")}},
 		{"events-type", []string{events("type=type4")}},
 		{"events-trigger", []string{events("trigger=t7")}},
@@ -72,7 +72,8 @@ func BenchmarkConsolePages(b *testing.B) {
 		{"events-id", []string{events("id=" + newest)}},
 		{"event-opened", []string{"/v1/admin/events/" + failed}},
 		{"sources", []string{"/v1/admin/sources", "/v1/admin/nodes"}},
-		{"overview", []string{"/v1/admin/counts?since=" + hourAgo, "/v1/admin/activity"}},
+		{"overview", []string{"/v1/admin/activity?since=" + stamp(now.Add(-time.Hour).Truncate(time.Minute)), "/v1/admin/triggers",
+			"/v1/admin/counts?status=staged", "/v1/admin/nodes"}},
 	}
 	for _, p := range pages {
 		for _, path := range p.requests {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -258,13 +259,35 @@ type Count struct {
 }
 
 // Counts counts rows by trigger and status: every staged row, and the
-// other rows created since since (all of them when since is zero). Staged
-// rows are counted from the partial index event_logs_due, which holds
-// only them; the others from the primary key's range of ids since since,
-// so that the cost follows the rows in that window, not the table. Only
-// a zero since reads the whole table.
-func (s *Store) Counts(ctx context.Context, project string, since time.Time) ([]Count, error) {
+// other rows created since since (all of them when since is zero); only
+// those of statuses, when it names any. Staged rows are counted from the
+// partial index event_logs_due, which holds only them; failed and
+// cancelled ones alone from event_logs_unsuccessful; the others from the
+// primary key's range of ids since since, so that the cost follows the
+// rows in that window, not the table. Only a zero since reads the whole
+// table.
+func (s *Store) Counts(ctx context.Context, project string, since time.Time, statuses ...Status) ([]Count, error) {
 	staged, others := "e.status = 'staged'", "e.status <> 'staged'"
+	if len(statuses) > 0 {
+		// The statuses are written into the query, not passed: the planner
+		// then knows which partial index holds them.
+		var named []string
+		for _, st := range statuses {
+			if !st.Valid() {
+				return nil, fmt.Errorf("count events: no status %q", st)
+			}
+			if st != StatusStaged {
+				named = append(named, "'"+string(st)+"'")
+			}
+		}
+		if !slices.Contains(statuses, StatusStaged) {
+			staged = "false"
+		}
+		others = "false"
+		if len(named) > 0 {
+			others = "e.status IN (" + strings.Join(named, ", ") + ")"
+		}
+	}
 	var args []any
 	if project != "" {
 		args = append(args, project)

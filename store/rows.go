@@ -22,6 +22,15 @@ const (
 	StatusCancelled Status = "cancelled"
 )
 
+// Valid reports whether st is one of the statuses above.
+func (st Status) Valid() bool {
+	switch st {
+	case StatusStaged, StatusProcessed, StatusFailed, StatusCancelled:
+		return true
+	}
+	return false
+}
+
 // EventLog is one event_logs row: the delivery of one event to one trigger.
 type EventLog struct {
 	ID          uuid.UUID

@@ -16,7 +16,7 @@ export function render(view) {
       const [act, trig, counts, nodes] = await Promise.all([
         api('GET', '/v1/admin/activity' + (project ? '?project=' + encodeURIComponent(project) + '&' : '?') + 'since=' + since.toISOString()),
         api('GET', '/v1/admin/triggers'),
-        api('GET', '/v1/admin/counts'),
+        api('GET', '/v1/admin/counts?status=staged'),
         api('GET', '/v1/admin/nodes'),
       ]);
       draw(body, since, act.minutes || [], trig.triggers.filter((t) => !project || t.project === project),

@@ -17,7 +17,7 @@ export function render(view, params) {
 
   async function reload() {
     try {
-      const [t, c] = await Promise.all([api('GET', '/v1/admin/triggers'), api('GET', '/v1/admin/counts')]);
+      const [t, c] = await Promise.all([api('GET', '/v1/admin/triggers'), api('GET', '/v1/admin/counts?status=staged,failed')]);
       drawTable(list, t.triggers.filter((x) => !project || x.project === project), c.triggers, reload);
     } catch (ex) {
       if (ex.status !== 401) fill(list, errorBox(ex));
