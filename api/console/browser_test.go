@@ -635,6 +635,27 @@ func TestMissionControl(t *testing.T) {
 		p.waitFor("the typed filter to be cleared", `document.getElementById('f-trigger').value === ''`)
 	})
 
+	t.Run("an open row stays while newer events push it down", func(t *testing.T) {
+		p.step(t)
+		p.show("events") // the filters were cleared: every event
+		first := queue(t, base, `{"type": "work", "data": {"kept": true}}`)
+		p.waitFor("the event's row", rowStatus(first, "processed"))
+		p.do("opening it",
+			chromedp.Click(chromedp.CSS(row(first)+` [data-testid=open]`)),
+			chromedp.WaitVisible(chromedp.CSS(row(first)+` + tr.detail [data-testid=attempt]`)))
+		var last string
+		for range 60 { // more than a page
+			last = queue(t, base, `{"type": "work"}`)
+		}
+		p.waitFor("the newest event at the top", fmt.Sprintf(`document.querySelector('tr[data-batch-id]')?.dataset.batchId === %q`, last))
+		if !eval[bool](p, `!!document.querySelector('`+row(first)+` + tr.detail [data-testid=attempt]')`) {
+			t.Error("the open row, pushed off the first page, was taken away with its attempts")
+		}
+		p.do("closing it", chromedp.Click(chromedp.CSS(row(first)+` [data-testid=open]`)))
+		queue(t, base, `{"type": "work"}`)
+		p.waitFor("the closed row to leave with the next update", `!document.querySelector('`+row(first)+`')`)
+	})
+
 	t.Run("the other pages", func(t *testing.T) {
 		p.step(t)
 		p.show("overview")

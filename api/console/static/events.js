@@ -126,6 +126,12 @@ export function render(view, params) {
       extra.push(...ids);
       order.push(...ids);
     }
+    // An open row stays until it is closed, even once newer events push it
+    // off the first page: it moves down among the rows, newest first (ids
+    // begin with their time), rather than vanish while it is read.
+    const listed = new Set(order);
+    const kept = [...opened.keys()].filter((id) => !listed.has(id) && rows.has(id));
+    if (kept.length > 0) order = [...order, ...kept].sort((a, b) => (a < b ? 1 : a > b ? -1 : 0));
     const keep = new Set(order);
     for (const [id, r] of rows) {
       if (!keep.has(id)) {
