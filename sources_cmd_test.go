@@ -86,7 +86,7 @@ func TestSourcesCommand(t *testing.T) {
 	for _, re := range []string{
 		`(?m)^SERVER +DATABASE +KIND +NAME +PLUGIN +STREAMED BY +RETAINED WAL +USED BY$`,
 		`(?m)^\S+ +` + slot + ` +slot +` + slot + ` +pgoutput +pid \d+ triggerd-cdc +[\d.]+ \w+ \(\d+ bytes\) +demo/app$`,
-		`(?m)^\S+ +` + slot + ` +slot +` + gone + ` +pgoutput +- +\d+\.\d kB \(\d{6} bytes\) +not in the config$`,
+		`(?m)^\S+ +` + slot + ` +slot +` + gone + ` +pgoutput +- +[\d.]+ \w+ \(\d+ bytes\) +not in the config$`,
 		`(?m)^\S+ +` + slot + ` +publication +` + slot + ` +- +- +- +demo/app$`,
 		`(?m)^\S+ +` + slot + ` +publication +` + gone + ` +- +- +- +not in the config$`,
 	} {
