@@ -10,16 +10,12 @@ import (
 	"github.com/triggerd/triggerd/store"
 )
 
-// How the retention sweep goes: a node tries to sweep every sweepEvery,
-// plus up to half of it at random, so that the nodes of a store do not all
-// try at once; the node that takes the lock deletes the expired rows
-// sweepBatch at a time, waiting sweepPause between batches, so that the
-// sweep takes a small share of the store while deliveries go on.
-const (
-	sweepEvery = time.Minute
-	sweepBatch = store.DefaultDeleteBatch
-	sweepPause = 20 * time.Millisecond
-)
+// sweepEvery is how often a node tries to sweep, plus up to half of it at
+// random, so that the nodes of a store do not all try at once. The node
+// that takes the lock deletes the expired rows in the store's default
+// batches and pauses (store.Deleting), so that the sweep takes a small
+// share of the store while deliveries go on.
+const sweepEvery = time.Minute
 
 // sweeper deletes the rows whose retention is over, on one node of a store
 // at a time: the holder of the store's retention lock.
@@ -33,8 +29,7 @@ type sweeper struct {
 
 // newSweeper is the sweeper of cfg's retention.
 func newSweeper(cfg *config.Config, st *store.Store, log *slog.Logger) *sweeper {
-	return &sweeper{st: st, retention: retention(cfg), every: sweepEvery,
-		deleting: store.Deleting{Batch: sweepBatch, Pause: sweepPause}, log: log}
+	return &sweeper{st: st, retention: retention(cfg), every: sweepEvery, log: log}
 }
 
 // retention is cfg's retention as the store takes it: each outcome's

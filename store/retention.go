@@ -25,20 +25,26 @@ type Retention map[Status]Window
 
 // Deleting is how a deletion goes in batches.
 type Deleting struct {
-	// Batch is how many rows each transaction deletes (default 1000).
+	// Batch is how many rows each transaction deletes (0:
+	// DefaultDeleteBatch).
 	Batch int
 	// Pause is how long to wait between batches, so that deliveries and
-	// claims get the store meanwhile.
+	// claims get the store meanwhile (0: DefaultDeletePause; less than 0:
+	// none).
 	Pause time.Duration
 	// Check, when set, is called before each batch; deleting stops with
 	// its error. The retention sweep checks its lock with it.
 	Check func() error
 }
 
-// DefaultDeleteBatch is how many rows a deletion takes per transaction
-// when Deleting.Batch is 0: small enough that each transaction holds few
-// row locks and commits within milliseconds.
-const DefaultDeleteBatch = 1000
+// How a deletion goes by default: DefaultDeleteBatch rows per
+// transaction, small enough that each holds few row locks and commits
+// within milliseconds, and DefaultDeletePause between transactions, which
+// leaves the store to deliveries most of the time.
+const (
+	DefaultDeleteBatch = 1000
+	DefaultDeletePause = 20 * time.Millisecond
+)
 
 // DeleteExpired deletes the rows whose outcome is older than r allows at
 // now, with their attempts, and returns how many event rows it deleted.
@@ -139,9 +145,12 @@ SELECT count(*)::int, max(id::text) FROM gone`
 // a transaction of its own, walking up the ids so that each row is read
 // at most once. It returns how many rows it deleted.
 func (s *Store) deleteWalking(ctx context.Context, status Status, before time.Time, cond string, args []any, d Deleting) (int, error) {
-	batch := d.Batch
+	batch, pause := d.Batch, d.Pause
 	if batch <= 0 {
 		batch = DefaultDeleteBatch
+	}
+	if pause == 0 {
+		pause = DefaultDeletePause
 	}
 	query := fmt.Sprintf(deleteBatchSQL, cond)
 	after, bound := uuid.UUID{}, idAt(before)
@@ -170,11 +179,11 @@ func (s *Store) deleteWalking(ctx context.Context, status Status, before time.Ti
 		if after, err = uuid.Parse(*last); err != nil {
 			return total, fmt.Errorf("store %s: delete %s rows: read the last id: %w", s.where, status, err)
 		}
-		if d.Pause > 0 {
+		if pause > 0 {
 			select {
 			case <-ctx.Done():
 				return total, ctx.Err()
-			case <-time.After(d.Pause):
+			case <-time.After(pause):
 			}
 		}
 	}
