@@ -61,8 +61,8 @@ func TestOneSweeperAtATime(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := store.Retention{store.StatusProcessed: {Default: 24 * time.Hour}}
-	slow := &sweeper{st: a, retention: r, deleting: store.Deleting{Batch: 1, Pause: 50 * time.Millisecond}, log: slog.New(slog.DiscardHandler)}
-	other := &sweeper{st: b, retention: r, deleting: store.Deleting{Batch: 1, Pause: -1}, log: slog.New(slog.DiscardHandler)}
+	slow := &sweeper{st: a, retention: r, deleting: store.Deleting{Batch: 1, Rest: 20}, log: slog.New(slog.DiscardHandler)}
+	other := &sweeper{st: b, retention: r, deleting: store.Deleting{Batch: 1, Rest: -1}, log: slog.New(slog.DiscardHandler)}
 
 	var wg sync.WaitGroup
 	var took bool

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -151,9 +152,13 @@ func TestPurge(t *testing.T) {
 	if got := left(t, st, ids); !slices.Equal(got, []string{"p-failed-new", "p-processed", "p-staged", "q-failed"}) {
 		t.Errorf("rows left %v", got)
 	}
-	p.Statuses = []store.Status{store.StatusStaged}
-	if _, err := st.Purge(t.Context(), p, store.Deleting{}); err == nil {
-		t.Error("a purge of staged rows was taken")
+	// A staged status refuses the whole purge, before deleting anything.
+	p.Statuses = []store.Status{store.StatusProcessed, store.StatusStaged}
+	if _, err := st.Purge(t.Context(), p, store.Deleting{}); err == nil || !strings.Contains(err.Error(), `"staged" rows are never deleted`) {
+		t.Errorf("a purge of staged rows: %v", err)
+	}
+	if got := left(t, st, ids); !slices.Contains(got, "p-processed") {
+		t.Errorf("a refused purge deleted rows: left %v", got)
 	}
 }
 
