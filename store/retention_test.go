@@ -1,8 +1,8 @@
 package store_test
 
 import (
-	"context"
 	"encoding/binary"
+	"errors"
 	"slices"
 	"sort"
 	"strings"
@@ -174,7 +174,7 @@ func TestDeleteStopsAtCheck(t *testing.T) {
 		{"c", "p", store.StatusProcessed, 3 * day, 3 * day},
 	})
 	calls := 0
-	lost := context.Canceled
+	lost := errors.New("lock lost")
 	check := func() error {
 		if calls++; calls > 1 {
 			return lost
@@ -182,7 +182,7 @@ func TestDeleteStopsAtCheck(t *testing.T) {
 		return nil
 	}
 	n, err := st.DeleteExpired(t.Context(), store.Retention{store.StatusProcessed: {Default: day}}, now, store.Deleting{Batch: 1, Check: check})
-	if err != lost || n != 1 {
+	if !errors.Is(err, lost) || n != 1 {
 		t.Errorf("deleted %d rows (%v), want 1 and the check's error", n, err)
 	}
 	if got := left(t, st, ids); len(got) != 2 {
