@@ -9,6 +9,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
+	"time"
 )
 
 // eventsUsage is the help of "triggerd events".
@@ -16,9 +18,15 @@ const eventsUsage = `Usage:
   triggerd events list      [connection] [filters] [--limit N] [--cursor C] [--all] [--json]
   triggerd events redeliver [connection] (--id ID | filters)
   triggerd events cancel    [connection] (--id ID | filters)
+  triggerd events purge     [connection] --before TIME [--status S,S] [--project P] [--type T] [--trigger N]
 
 ` + adminConnection + `Filters: --project --type --trigger --status --since --until --batch-id --remark
 (and --id), as the admin API's GET /v1/admin/events takes them.
+
+purge deletes the processed, failed and cancelled events (--status: some
+of them) whose outcome is older than --before (an RFC 3339 time, or a
+duration back from now such as 720h), with their attempts. Staged events
+are never purged.
 
 Run "triggerd events list -h" for every flag.
 `
@@ -29,16 +37,18 @@ func eventsCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(stderr, eventsUsage)
 		if len(args) == 0 {
-			return errors.New("events needs a subcommand: list, redeliver or cancel")
+			return errors.New("events needs a subcommand: list, redeliver, cancel or purge")
 		}
 		return flag.ErrHelp
 	}
 	sub := args[0]
 	switch sub {
 	case "list", "redeliver", "cancel":
+	case "purge":
+		return purgeCommand(ctx, args[1:], stdout, stderr)
 	default:
 		fmt.Fprint(stderr, eventsUsage)
-		return fmt.Errorf("events %s: no such subcommand: use list, redeliver or cancel", sub)
+		return fmt.Errorf("events %s: no such subcommand: use list, redeliver, cancel or purge", sub)
 	}
 	fs := flag.NewFlagSet("events "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -168,5 +178,63 @@ func changeEvents(ctx context.Context, c *adminClient, sub string, filters map[s
 		return err
 	}
 	_, err := fmt.Fprintf(stdout, "%s: %d\n", did, out[did])
+	return err
+}
+
+// purgeCommand is "triggerd events purge": it deletes, through the admin
+// API, the events whose outcome is older than --before, and prints how
+// many, as "purged: N".
+func purgeCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("events purge", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var af adminFlags
+	af.register(fs)
+	before := fs.String("before", "", "required: purge events whose outcome is older than this RFC 3339 time, or than this duration back from now (720h)")
+	statuses := fs.String("status", "", "only these statuses, comma-separated: processed, failed, cancelled (default: all three)")
+	body := map[string]any{}
+	filters := map[string]*string{}
+	for _, f := range []struct{ name, usage string }{
+		{"project", "only this project"}, {"type", "only this event type"}, {"trigger", "only this trigger"},
+	} {
+		filters[f.name] = fs.String(f.name, "", f.usage)
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("events purge: unexpected argument %q: give everything as flags, such as --before 720h", fs.Arg(0))
+	}
+	switch d, err := time.ParseDuration(*before); {
+	case *before == "":
+		return errors.New("events purge needs --before: an RFC 3339 time (2026-11-01T00:00:00Z) or a duration back from now (720h for 30 days)")
+	case err == nil && d < 0:
+		return fmt.Errorf("events purge: --before %s is a negative duration: write how long ago, such as 720h", *before)
+	case err == nil:
+		body["before"] = time.Now().Add(-d).UTC().Format(time.RFC3339Nano)
+	default:
+		body["before"] = *before // the node checks it, and says what is wrong
+	}
+	if *statuses != "" {
+		list := strings.Split(*statuses, ",")
+		for i := range list {
+			list[i] = strings.TrimSpace(list[i])
+		}
+		body["statuses"] = list
+	}
+	for name, v := range filters {
+		if *v != "" {
+			body[name] = *v
+		}
+	}
+	c, err := af.client(ctx, "events")
+	if err != nil {
+		return err
+	}
+	raw, _ := json.Marshal(body)
+	var out map[string]int
+	if err := c.do(ctx, http.MethodPost, "/events/purge", raw, &out); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "purged: %d\n", out["purged"])
 	return err
 }

@@ -126,7 +126,7 @@ func TestEventsCommand(t *testing.T) {
 	}{
 		{[]string{"list", "--status", "done"}, `400 Bad Request: status: "done" is not a status`},
 		{[]string{"redeliver"}, "events redeliver needs --id or at least one filter"},
-		{[]string{"purge"}, "events purge: no such subcommand"},
+		{[]string{"erase"}, "events erase: no such subcommand"},
 		{[]string{"list", "broken"}, `unexpected argument "broken": filters are flags, such as --trigger broken`},
 		{[]string{"list", "--config", cfg, "--url", "ftp://x"}, `--url "ftp://x": write the node's API as http://host:port`},
 		{[]string{"list", "--config", "", "--url", "http://" + node.Addr}, "events needs admin credentials"},
@@ -165,5 +165,61 @@ func TestEventsCommandLogsIn(t *testing.T) {
 	t.Setenv("TRIGGERD_ADMIN_TOKEN", "not-a-token")
 	if _, _, err := events(t, "list"); err == nil || !strings.Contains(err.Error(), "401 Unauthorized: bad token") {
 		t.Fatalf("a bad token: %v, want the API's 401", err)
+	}
+}
+
+// TestEventsPurge purges events through a node's admin API: the failed
+// ones, then every outcome; nothing is older than an hour, and the staged
+// event stays. Bad flags are refused, naming what is wrong.
+func TestEventsPurge(t *testing.T) {
+	t.Parallel()
+	cfg, node, st := adminNode(t)
+	conn := []string{"--config", cfg, "--url", "http://" + node.Addr}
+	for range 2 {
+		node.Queue(t, `{"type":"broken"}`)
+	}
+	node.Queue(t, `{"type":"sent-email"}`)
+	node.Queue(t, `{"type":"sent-email","delay":3600}`)
+	waitBroken(t, st, func(r store.EventLog) bool { return r.Status == store.StatusFailed })
+	waittest.For(t, 10*time.Second, func() error {
+		rows, err := st.Recent(context.Background(), store.Filter{Status: store.StatusProcessed}, 10)
+		if err != nil || len(rows) != 1 {
+			return fmt.Errorf("processed rows: %+v, %v; want 1", rows, err)
+		}
+		return nil
+	})
+	soon := time.Now().Add(time.Minute).UTC().Format(time.RFC3339)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--before", "1h"}, "purged: 0\n"},
+		{[]string{"--before", soon, "--status", "failed, cancelled", "--project", "demo"}, "purged: 2\n"},
+		{[]string{"--before", soon}, "purged: 1\n"},
+	} {
+		out, _, err := events(t, append(append([]string{"purge"}, c.args...), conn...)...)
+		if err != nil || out != c.want {
+			t.Fatalf("events purge %v: %v %q, want %q", c.args, err, out, c.want)
+		}
+	}
+	rows, err := st.Recent(context.Background(), store.Filter{}, 10)
+	if err != nil || len(rows) != 1 || rows[0].Status != store.StatusStaged {
+		t.Fatalf("rows after the purges: %+v, %v; want the staged one alone", rows, err)
+	}
+
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"purge"}, "events purge needs --before"},
+		{[]string{"purge", "--before", "-5m"}, "--before -5m is a negative duration"},
+		{[]string{"purge", "--before", "last week"}, `400 Bad Request: before: "last week" is not a time`},
+		{[]string{"purge", "--before", "1h", "--status", "staged"}, "400 Bad Request: statuses: staged events are never purged"},
+		{[]string{"purge", "--before", "1h", "--remark", "x"}, "flag provided but not defined: -remark"},
+		{[]string{"purge", "--before", "1h", "failed"}, `unexpected argument "failed"`},
+	} {
+		if _, _, err := events(t, append(c.args, conn...)...); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("events %v: %v, want an error containing %q", c.args, err, c.want)
+		}
 	}
 }

@@ -9,7 +9,7 @@
 //	triggerd dev                   run a node on a throwaway Postgres, with a demo receiver
 //	triggerd tail --config FILE    print event_logs rows, and follow them
 //	triggerd triggers ...          list, get, apply and delete a running node's triggers
-//	triggerd events list|redeliver|cancel   find, redeliver and cancel events through a node's admin API
+//	triggerd events list|redeliver|cancel|purge   find, redeliver, cancel and purge events through a node's admin API
 //	triggerd sources list|drop     list and drop the replication slots and publications on the databases
 //	triggerd version               print the version, revision and Go version
 package main
@@ -35,7 +35,7 @@ Usage:
   triggerd dev [--listen ADDR] [--log-format text|json]
   triggerd tail --config FILE [--project P] [--type T] [--trigger NAME] [--status S] [--limit N] [--follow] [--json]
   triggerd triggers list|get|apply|delete --config FILE [--project P] [NAME | -f FILE]
-  triggerd events list|redeliver|cancel [--config FILE] [--url URL] [filters]
+  triggerd events list|redeliver|cancel|purge [--config FILE] [--url URL] [filters]
   triggerd sources list|drop --config FILE [--json] [--project P --db ALIAS [--slot NAME] [--force]]
   triggerd receive --config FILE [--project P] [--listen ADDR]
   triggerd version

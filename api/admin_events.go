@@ -25,6 +25,7 @@ func (s *Server) eventRoutes() {
 	s.adminRoute("/events/stream", s.streamEvents, http.MethodGet)
 	s.adminRoute("/events/redeliver", s.redeliverMatching, http.MethodPost)
 	s.adminRoute("/events/cancel", s.cancelMatching, http.MethodPost)
+	s.adminRoute("/events/purge", s.purge, http.MethodPost)
 	s.adminRoute("/events/{id}", s.getEvent, http.MethodGet)
 	s.adminRoute("/events/{id}/redeliver", s.redeliverOne, http.MethodPost)
 	s.adminRoute("/events/{id}/cancel", s.cancelOne, http.MethodPost)

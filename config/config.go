@@ -37,6 +37,27 @@ type Config struct {
 	// Admin enables the admin API (/v1/admin/...); nil when the config has
 	// no admin section, and the admin API answers 404.
 	Admin *Admin `yaml:"admin"`
+	// Retention is how long delivered, failed and cancelled rows are kept
+	// (default DefaultRetention); a project's own retention overrides it.
+	Retention Retention `yaml:"retention"`
+}
+
+// Retention is how long the rows of each outcome, and their attempts, are
+// kept after the row reached it. 0 keeps them forever. Staged rows are
+// never deleted.
+type Retention struct {
+	Processed Duration `yaml:"processed"`
+	Failed    Duration `yaml:"failed"`
+	Cancelled Duration `yaml:"cancelled"`
+}
+
+// DefaultRetention is the retention of a config that sets none: a week
+// for delivered and cancelled rows, 30 days for failed ones, which are
+// the ones looked at and redelivered later.
+var DefaultRetention = Retention{
+	Processed: Duration(7 * 24 * time.Hour),
+	Failed:    Duration(30 * 24 * time.Hour),
+	Cancelled: Duration(7 * 24 * time.Hour),
 }
 
 // Admin is who may use the admin API, and the secret its tokens are
@@ -108,6 +129,9 @@ type Project struct {
 	// Storage are the directories whose files become FILE_CREATE and
 	// FILE_DELETE events, by alias.
 	Storage map[string]Storage `yaml:"storage"`
+	// Retention is how long the project's rows are kept; Load fills each
+	// key the project does not set from the top level's.
+	Retention Retention `yaml:"retention"`
 }
 
 // Database is a Postgres database whose row changes triggerd captures

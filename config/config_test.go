@@ -770,3 +770,42 @@ func TestErrorsInAStableOrder(t *testing.T) {
 		}
 	}
 }
+
+func TestRetention(t *testing.T) {
+	t.Parallel()
+	const h = time.Hour
+	base := "store: {url: postgres://x}\nprojects:\n  - {id: p, secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}]}\n" +
+		"  - {id: q, secrets: [{kid: k, alg: HS256, secret: " + longSecret + "}], retention: {processed: 0, failed: 1h}}\n"
+	r := func(p, f, c time.Duration) config.Retention {
+		return config.Retention{Processed: config.Duration(p), Failed: config.Duration(f), Cancelled: config.Duration(c)}
+	}
+	for text, want := range map[string][3]config.Retention{
+		// top level, project p (inherits), project q (its own, the rest inherited)
+		"":                                       {r(168*h, 720*h, 168*h), r(168*h, 720*h, 168*h), r(0, h, 168*h)},
+		"retention: {cancelled: 2h}\n":           {r(168*h, 720*h, 2*h), r(168*h, 720*h, 2*h), r(0, h, 2*h)},
+		"retention: {processed: 0, failed: 0}\n": {r(0, 0, 168*h), r(0, 0, 168*h), r(0, h, 168*h)},
+		"retention:\n":                           {r(168*h, 720*h, 168*h), r(168*h, 720*h, 168*h), r(0, h, 168*h)},
+	} {
+		cfg, err := config.Parse("t.yaml", []byte(base+text), env(nil))
+		if err != nil {
+			t.Errorf("%q: %v", text, err)
+			continue
+		}
+		if got := [3]config.Retention{cfg.Retention, cfg.Projects[0].Retention, cfg.Projects[1].Retention}; got != want {
+			t.Errorf("%q: retention %+v, want %+v", text, got, want)
+		}
+	}
+	for text, msg := range map[string]string{
+		"retention: {failed: -1h}\n":   `t.yaml: line 5: retention.failed: must be 0 (keep forever) or more, like 168h for 7 days`,
+		"retention: {processed: 7d}\n": `retention.processed: "7d" has days (d), which are no unit here: write hours, like 168h for 7 days`,
+		"retention: {kept: 1h}\n":      `retention: unknown key "kept" (known keys: processed, failed, cancelled)`,
+	} {
+		if _, err := config.Parse("t.yaml", []byte(base+text), env(nil)); err == nil || !strings.Contains(err.Error(), msg) {
+			t.Errorf("%q: error %v, want %s", text, err, msg)
+		}
+	}
+	bad := strings.Replace(base, "failed: 1h", "failed: -1s", 1)
+	if _, err := config.Parse("t.yaml", []byte(bad), env(nil)); err == nil || !strings.Contains(err.Error(), "projects[1].retention.failed: must be 0") {
+		t.Errorf("a project's negative window: error %v", err)
+	}
+}

@@ -68,7 +68,8 @@ func Parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 			IdleTimeout:       Duration(time.Minute),
 			MaxHeaderBytes:    64 << 10,
 		},
-		Store: Store{Schema: "triggerd", MaxConns: 16},
+		Store:     Store{Schema: "triggerd", MaxConns: 16},
+		Retention: DefaultRetention,
 	}
 	if err := root.Decode(cfg); err != nil {
 		// The walker has checked every value: what is left for yaml.v3 to
@@ -88,6 +89,9 @@ func Parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 		// request and writing the answer.
 		cfg.HTTP.WriteTimeout = max(Duration(30*time.Second), cfg.SyncTimeout+Duration(20*time.Second))
 	}
+	for i := range cfg.Projects {
+		w.inheritRetention(fmt.Sprintf("projects[%d].retention", i), &cfg.Projects[i].Retention, cfg.Retention)
+	}
 	if cfg.NodeID == "" {
 		host, err := os.Hostname()
 		if err != nil {
@@ -99,6 +103,19 @@ func Parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// inheritRetention sets the keys of a project's retention r (at path)
+// that the file does not give to the top level's.
+func (w *walker) inheritRetention(path string, r *Retention, top Retention) {
+	for _, k := range []struct {
+		key       string
+		own, from *Duration
+	}{{"processed", &r.Processed, &top.Processed}, {"failed", &r.Failed, &top.Failed}, {"cancelled", &r.Cancelled, &top.Cancelled}} {
+		if !w.given(path + "." + k.key) {
+			*k.own = *k.from
+		}
+	}
 }
 
 // syntaxHint is what to check when the YAML does not parse.
@@ -272,6 +289,9 @@ func parseDuration(s string) (time.Duration, error) {
 	if err != nil {
 		if _, numErr := time.ParseDuration(s + "s"); numErr == nil {
 			return 0, valueError("has no unit: write it like 10s or 500ms")
+		}
+		if _, dayErr := strconv.ParseFloat(strings.TrimSuffix(s, "d"), 64); strings.HasSuffix(s, "d") && dayErr == nil {
+			return 0, valueError("has days (d), which are no unit here: write hours, like 168h for 7 days")
 		}
 		return 0, valueError("is not a duration: write one like 10s, 500ms or 2m")
 	}

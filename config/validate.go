@@ -51,6 +51,9 @@ func (w *walker) validate(c *Config) error {
 	if c.Store.MaxConns < 2 {
 		return w.fail("store.max_conns", "must be 2 or more")
 	}
+	if err := w.validateRetention("retention", c.Retention); err != nil {
+		return err
+	}
 	if len(c.Projects) == 0 {
 		return w.fail("projects", "at least one project is required")
 	}
@@ -83,6 +86,9 @@ func (w *walker) validate(c *Config) error {
 			return err
 		}
 		if err := w.validateTriggers(p, path); err != nil {
+			return err
+		}
+		if err := w.validateRetention(path+".retention", p.Retention); err != nil {
 			return err
 		}
 	}
@@ -165,6 +171,16 @@ func (w *walker) positive(ds ...keyDuration) error {
 	for _, d := range ds {
 		if d.d <= 0 {
 			return w.fail(d.key, "must be more than 0")
+		}
+	}
+	return nil
+}
+
+// validateRetention checks the retention at path.
+func (w *walker) validateRetention(path string, r Retention) error {
+	for _, d := range []keyDuration{{path + ".processed", r.Processed}, {path + ".failed", r.Failed}, {path + ".cancelled", r.Cancelled}} {
+		if d.d < 0 {
+			return w.fail(d.key, "must be 0 (keep forever) or more, like 168h for 7 days")
 		}
 	}
 	return nil

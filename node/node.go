@@ -66,7 +66,8 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 // Run runs the node until ctx ends: it opens and migrates the store,
 // adds the triggers kept there to the config's, checks the event sources
 // (and warns, within 2 s, of forgotten slots: cdc.WarnForgotten), then starts the dispatcher, the sources, the following of trigger
-// changes (the store's, and Options.Reconfigure's) and the API. When ctx ends (or the API server fails) intake stops first: the
+// changes (the store's, and Options.Reconfigure's), the retention sweep
+// and the API. When ctx ends (or the API server fails) intake stops first: the
 // sources end and the API takes no new request; attempts in flight get the
 // config's shutdown grace; the dispatcher hands its rows back; the store
 // closes last. A failure before the API listens is returned as is.
@@ -143,6 +144,7 @@ func (n *Node) Run(ctx context.Context) error {
 	capturing.Go(func() { live.Run(srcCtx) })
 	capturing.Go(func() { apiServer.RunFeed(srcCtx) })
 	capturing.Go(func() { n.reconfigure(srcCtx, live) })
+	capturing.Go(func() { newSweeper(cfg, st, log).run(srcCtx) })
 	var beating sync.WaitGroup
 	beating.Go(func() { heartbeat(srcCtx, st, disp, held, n.opts.Version, log) })
 	srvDone := make(chan error, 1)
