@@ -37,6 +37,9 @@ type Config struct {
 	// Admin enables the admin API (/v1/admin/...); nil when the config has
 	// no admin section, and the admin API answers 404.
 	Admin *Admin `yaml:"admin"`
+	// MetricsListen, when set, is the address GET /metrics is served on,
+	// host:port, instead of Listen.
+	MetricsListen string `yaml:"metrics_listen"`
 }
 
 // Admin is who may use the admin API, and the secret its tokens are
