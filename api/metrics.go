@@ -1,0 +1,69 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// UseMetrics counts the API's requests on reg, in
+// triggerd_http_requests_total by route (the path template, such as
+// /v1/api/{project}/event-triggers/queue; "unmatched" for paths that are
+// no route) and status code.
+func (s *Server) UseMetrics(reg prometheus.Registerer) {
+	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "triggerd_http_requests_total",
+		Help: "API requests answered, by route template and status code.",
+	}, []string{"route", "code"})
+	reg.MustRegister(s.requests)
+	s.router.Use(func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if note, ok := r.Context().Value(routeKey{}).(*routeNote); ok {
+				if t, err := mux.CurrentRoute(r).GetPathTemplate(); err == nil {
+					note.route = t
+				}
+			}
+			next.ServeHTTP(w, r)
+		})
+	})
+}
+
+// routeKey keys the routeNote of a counted request in its context.
+type routeKey struct{}
+
+// routeNote is where the router's middleware leaves the route it matched.
+type routeNote struct{ route string }
+
+// serveCounted routes r and counts its answer in s.requests.
+func (s *Server) serveCounted(w http.ResponseWriter, r *http.Request) {
+	note := &routeNote{route: "unmatched"}
+	sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+	s.router.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), routeKey{}, note)))
+	s.requests.WithLabelValues(note.route, strconv.Itoa(sw.code)).Inc()
+}
+
+// statusWriter remembers the status code of an answer.
+type statusWriter struct {
+	http.ResponseWriter
+	code  int
+	wrote bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.code, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection (flushes of
+// the live feed, deadlines).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
