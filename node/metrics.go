@@ -50,7 +50,8 @@ type sourcesCollector struct {
 	log                         *slog.Logger
 	streaming, sinceChange, lag *prometheus.Desc
 	watching, indexed, watches  *prometheus.Desc
-	sinceRescan                 *prometheus.Desc
+	sinceRescan, rescans        *prometheus.Desc
+	overflows                   *prometheus.Desc
 }
 
 func newSourcesCollector(ns nodeSources, log *slog.Logger) *sourcesCollector {
@@ -65,12 +66,14 @@ func newSourcesCollector(ns nodeSources, log *slog.Logger) *sourcesCollector {
 		watching:    prometheus.NewDesc("triggerd_storage_watching", "1 while this node watches the directory, else 0.", dir, nil),
 		indexed:     prometheus.NewDesc("triggerd_storage_files_indexed", "Files in the directory's index, for the directories this node watches.", dir, nil),
 		watches:     prometheus.NewDesc("triggerd_storage_watches", "Folders of the directory with a kernel watch, for the directories this node watches.", dir, nil),
+		rescans:     prometheus.NewDesc("triggerd_storage_rescans_total", "Comparisons of the directory with its index by this node (at the start of each session, after an overflow, and for folders the watch lost).", dir, nil),
+		overflows:   prometheus.NewDesc("triggerd_storage_overflows_total", "Times an event queue of the directory's watch overflowed on this node, each followed by a rescan.", dir, nil),
 		sinceRescan: prometheus.NewDesc("triggerd_storage_last_rescan_age_seconds", "Seconds since this node last compared the directory with its index; absent until it has.", dir, nil),
 	}
 }
 
 func (c *sourcesCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.streaming, c.sinceChange, c.lag, c.watching, c.indexed, c.watches, c.sinceRescan} {
+	for _, d := range []*prometheus.Desc{c.streaming, c.sinceChange, c.lag, c.watching, c.indexed, c.watches, c.sinceRescan, c.rescans, c.overflows} {
 		ch <- d
 	}
 }
@@ -99,6 +102,8 @@ func (c *sourcesCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, s := range c.ns.dirs {
 		st := s.State()
 		ch <- prometheus.MustNewConstMetric(c.watching, prometheus.GaugeValue, flag(st.Watching), s.Project(), s.Alias())
+		ch <- prometheus.MustNewConstMetric(c.rescans, prometheus.CounterValue, float64(st.Rescans), s.Project(), s.Alias())
+		ch <- prometheus.MustNewConstMetric(c.overflows, prometheus.CounterValue, float64(st.Overflows), s.Project(), s.Alias())
 		if !st.Watching {
 			continue
 		}
