@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -85,11 +86,11 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// TestMetricsCountKnownTraffic runs a node with a separate metrics_listen,
-// sends it known events (three delivered, one that fails for good after a
-// retry, one synchronous, one delayed by an hour and one no trigger takes)
-// and checks each series on /metrics; /metrics is then not on the API's
-// address.
+// TestMetricsCountKnownTraffic runs a node with a separate metrics_listen
+// and a watched directory holding one file, sends it known events (three
+// delivered, one that fails for good after a retry, one synchronous, one
+// delayed by an hour and one no trigger takes) and checks each series on
+// /metrics; /metrics is then not on the API's address.
 func TestMetricsCountKnownTraffic(t *testing.T) {
 	var bad atomic.Int32
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -102,11 +103,17 @@ func TestMetricsCountKnownTraffic(t *testing.T) {
 	}))
 	defer hook.Close()
 	url, schema := pgtest.Schema(t)
-	path := nodetest.WriteConfig(t, "metrics", url, schema, fmt.Sprintf(
-		"      - {name: ok, type: order.created, url: %[1]s/ok}\n"+
-			"      - {name: later, type: order.later, url: %[1]s/ok}\n"+
-			"      - {name: bad, type: order.bad, url: %[1]s/bad, retries: 1, retry_backoff: {initial: 100ms, max: 100ms}}\n"+
-			"      - {name: sync, type: order.sync, url: %[1]s/ok}\n", hook.URL))
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "a.txt"), []byte("a"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := nodetest.WriteProjectConfig(t, "metrics", url, schema,
+		fmt.Sprintf("    storage:\n      uploads: {path: %q, settle: 100ms}\n", dir), fmt.Sprintf(
+			"      - {name: ok, type: order.created, url: %[1]s/ok}\n"+
+				"      - {name: later, type: order.later, url: %[1]s/ok}\n"+
+				"      - {name: bad, type: order.bad, url: %[1]s/bad, retries: 1, retry_backoff: {initial: 100ms, max: 100ms}}\n"+
+				"      - {name: sync, type: order.sync, url: %[1]s/ok}\n"+
+				"      - {name: files, type: FILE_CREATE, url: %[1]s/ok}\n", hook.URL))
 	metricsAddr := freeAddr(t)
 	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
@@ -142,8 +149,9 @@ func TestMetricsCountKnownTraffic(t *testing.T) {
 		fams = scrape(t, metricsURL)
 		ok, _ := value(fams, "triggerd_deliveries_total", "trigger", "ok", "outcome", "success")
 		failed, _ := value(fams, "triggerd_deliveries_total", "trigger", "bad", "outcome", "failed")
-		if ok != 3 || failed != 1 {
-			return fmt.Errorf("deliveries counted: %v successes of ok, want 3; %v failures for good of bad, want 1", ok, failed)
+		files, _ := value(fams, "triggerd_deliveries_total", "trigger", "files", "outcome", "success")
+		if ok != 3 || failed != 1 || files != 1 {
+			return fmt.Errorf("deliveries counted: %v successes of ok, want 3; %v failures for good of bad, want 1; %v successes of files, want 1", ok, failed, files)
 		}
 		// The gauge is read at most every 5 s: an earlier reading may
 		// count the rows still in flight then.
@@ -162,6 +170,8 @@ func TestMetricsCountKnownTraffic(t *testing.T) {
 		{"triggerd_events_staged_total", []string{"project", "demo", "type", "order.sync", "source", "custom"}, 1},
 		{"triggerd_events_staged_total", []string{"project", "demo", "type", "order.later", "source", "custom"}, 1},
 		{"triggerd_events_staged_total", []string{"type", "nobody.handles.this"}, 0},
+		{"triggerd_events_staged_total", []string{"project", "demo", "type", "FILE_CREATE", "source", "file"}, 1},
+		{"triggerd_events_staged_total", []string{"source", "db"}, 0},
 		{"triggerd_deliveries_total", []string{"project", "demo", "trigger", "ok", "outcome", "success"}, 3},
 		{"triggerd_deliveries_total", []string{"trigger", "bad", "outcome", "failed_attempt"}, 1},
 		{"triggerd_deliveries_total", []string{"trigger", "bad", "outcome", "failed"}, 1},
@@ -175,6 +185,11 @@ func TestMetricsCountKnownTraffic(t *testing.T) {
 		{"triggerd_http_requests_total", []string{"route", "/v1/api/{project}/event-triggers/queue", "code", "200"}, 7},
 		{"triggerd_events_staged", nil, 1}, // the delayed event
 		{"triggerd_events_due", nil, 0},
+		{"triggerd_storage_watching", []string{"project", "demo", "storage", "uploads"}, 1},
+		{"triggerd_storage_files_indexed", []string{"project", "demo", "storage", "uploads"}, 1},
+		{"triggerd_storage_watches", []string{"project", "demo", "storage", "uploads"}, 1},
+		{"triggerd_storage_rescans_total", []string{"project", "demo", "storage", "uploads"}, 1}, // at start-up
+		{"triggerd_storage_overflows_total", []string{"project", "demo", "storage", "uploads"}, 0},
 	}
 	for _, c := range checks {
 		if got, _ := value(fams, c.name, c.labels...); got != c.want {
@@ -185,10 +200,11 @@ func TestMetricsCountKnownTraffic(t *testing.T) {
 		t.Errorf("the failing webhook got %d attempts, want 2", n)
 	}
 	// The rows and outcomes went through the group-committed writer: 6
-	// rows staged (none for the type no trigger takes) and 6 outcomes, in
-	// some number of commits.
-	if rows := sum(fams, "triggerd_store_batch_rows"); rows != 12 {
-		t.Errorf("triggerd_store_batch_rows sums to %v, want 12 rows", rows)
+	// custom rows staged (none for the type no trigger takes), 7 outcomes
+	// and the file's index entry and row, in some number of commits; the
+	// watcher may write more of its index.
+	if rows := sum(fams, "triggerd_store_batch_rows"); rows < 15 {
+		t.Errorf("triggerd_store_batch_rows sums to %v, want at least 15 rows", rows)
 	}
 	if n, _ := value(fams, "triggerd_store_write_seconds"); n == 0 {
 		t.Error("triggerd_store_write_seconds counts no commit")
