@@ -11,8 +11,8 @@ import (
 
 // UseMetrics counts the API's requests on reg, in
 // triggerd_http_requests_total by route (the path template, such as
-// /v1/api/{project}/event-triggers/queue; "unmatched" for paths that are
-// no route) and status code.
+// /v1/api/{project}/event-triggers/queue; "unmatched" for requests no
+// route takes) and status code.
 func (s *Server) UseMetrics(reg prometheus.Registerer) {
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "triggerd_http_requests_total",
