@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"net/http"
 	"strconv"
 
@@ -21,9 +20,9 @@ func (s *Server) UseMetrics(reg prometheus.Registerer) {
 	reg.MustRegister(s.requests)
 	s.router.Use(func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if note, ok := r.Context().Value(routeKey{}).(*routeNote); ok {
+			if sw, ok := w.(*statusWriter); ok {
 				if t, err := mux.CurrentRoute(r).GetPathTemplate(); err == nil {
-					note.route = t
+					sw.route = t
 				}
 			}
 			next.ServeHTTP(w, r)
@@ -31,25 +30,20 @@ func (s *Server) UseMetrics(reg prometheus.Registerer) {
 	})
 }
 
-// routeKey keys the routeNote of a counted request in its context.
-type routeKey struct{}
-
-// routeNote is where the router's middleware leaves the route it matched.
-type routeNote struct{ route string }
-
 // serveCounted routes r and counts its answer in s.requests.
 func (s *Server) serveCounted(w http.ResponseWriter, r *http.Request) {
-	note := &routeNote{route: "unmatched"}
-	sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
-	s.router.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), routeKey{}, note)))
-	s.requests.WithLabelValues(note.route, strconv.Itoa(sw.code)).Inc()
+	sw := &statusWriter{ResponseWriter: w, code: http.StatusOK, route: "unmatched"}
+	s.router.ServeHTTP(sw, r)
+	s.requests.WithLabelValues(sw.route, strconv.Itoa(sw.code)).Inc()
 }
 
-// statusWriter remembers the status code of an answer.
+// statusWriter remembers the status code of an answer, and the route
+// that the router's middleware (see UseMetrics) says took the request.
 type statusWriter struct {
 	http.ResponseWriter
 	code  int
 	wrote bool
+	route string
 }
 
 func (w *statusWriter) WriteHeader(code int) {
