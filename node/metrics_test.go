@@ -260,3 +260,45 @@ func TestMetricsOnTheAPIAddress(t *testing.T) {
 		t.Error("/metrics counts itself among the API's requests")
 	}
 }
+
+// TestMetricsOfADatabase checks the series of a database source: the node
+// streams it, its row changes are counted as staged from source db and
+// delivered, and the time since the last change and the slot's lag are
+// shown.
+func TestMetricsOfADatabase(t *testing.T) {
+	c := newCapture(t)
+	node := nodetest.Start(t, c.config("metrics-db"))
+	url := "http://" + node.Addr + "/metrics"
+	db := []string{"project", "demo", "database", "app"}
+	waittest.For(t, 20*time.Second, func() error {
+		if v, _ := value(scrape(t, url), "triggerd_database_streaming", db...); v != 1 {
+			return fmt.Errorf("triggerd_database_streaming = %v, want 1", v)
+		}
+		return nil
+	})
+	fams := scrape(t, url)
+	if _, found := value(fams, "triggerd_database_last_change_age_seconds", db...); found {
+		t.Error("triggerd_database_last_change_age_seconds is shown before any change")
+	}
+	if _, err := c.db.Exec(t.Context(), `INSERT INTO items VALUES (1, 'a'), (2, 'b')`); err != nil {
+		t.Fatal(err)
+	}
+	waittest.For(t, 20*time.Second, func() error {
+		fams = scrape(t, url)
+		if v, _ := value(fams, "triggerd_deliveries_total", "trigger", "items", "outcome", "success"); v != 2 {
+			return fmt.Errorf("deliveries of items: %v, want 2", v)
+		}
+		return nil
+	})
+	if v, _ := value(fams, "triggerd_events_staged_total", "project", "demo", "type", "DB_INSERT", "source", "db"); v != 2 {
+		t.Errorf("rows staged from the database: %v, want 2", v)
+	}
+	if age, found := value(fams, "triggerd_database_last_change_age_seconds", db...); !found || age < 0 || age > 20 {
+		t.Errorf("triggerd_database_last_change_age_seconds = %v (shown: %v), want between 0 and 20", age, found)
+	}
+	// The slot is confirmed as the rows are logged; the server's WAL moves
+	// on with other tests' writes, so the lag is small, not 0.
+	if lag, found := value(fams, "triggerd_database_replication_lag_bytes", db...); !found || lag < 0 || lag > 64<<20 {
+		t.Errorf("triggerd_database_replication_lag_bytes = %v (shown: %v), want between 0 and 64 MiB", lag, found)
+	}
+}
