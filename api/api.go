@@ -18,6 +18,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/triggerd/triggerd/auth"
 	"github.com/triggerd/triggerd/config"
@@ -43,6 +44,8 @@ type Server struct {
 	slots SlotReader
 	// feed hands changed rows to the streams of the live feed (RunFeed).
 	feed *feed
+	// requests counts the answers (see UseMetrics); nil counts none.
+	requests *prometheus.CounterVec
 }
 
 // New builds the API over a dispatcher and its store. keys holds each
@@ -86,6 +89,10 @@ func methodNotAllowed(w http.ResponseWriter, r *http.Request) {
 
 // ServeHTTP routes a request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.requests != nil {
+		s.serveCounted(w, r)
+		return
+	}
 	s.router.ServeHTTP(w, r)
 }
 

@@ -40,6 +40,9 @@ type Config struct {
 	// Retention is how long delivered, failed and cancelled rows are kept
 	// (default DefaultRetention); a project's own retention overrides it.
 	Retention Retention `yaml:"retention"`
+	// MetricsListen, when set, is the address GET /metrics is served on,
+	// host:port, instead of Listen.
+	MetricsListen string `yaml:"metrics_listen"`
 }
 
 // Retention is how long the rows of each outcome, and their attempts, are

@@ -167,6 +167,8 @@ func TestErrors(t *testing.T) {
 		{"bad duration", head + proj + "sync_timeout: soon\n", `sync_timeout: "soon" is not a duration`},
 		{"missing store url", proj, "store.url: is required"},
 		{"bad listen", head + proj + "listen: 4122\n", "listen: \"4122\" is not host:port"},
+		{"bad metrics_listen", head + proj + "metrics_listen: 9122\n", "metrics_listen: \"9122\" is not host:port"},
+		{"metrics_listen on listen", head + proj + "listen: 127.0.0.1:4122\nmetrics_listen: 127.0.0.1:4122\n", "metrics_listen: \"127.0.0.1:4122\" is listen's address too"},
 		{"node id with a NUL", head + proj + "node_id: \"a\\0b\"\n", `node_id: "a\x00b" is not a valid node id`},
 		{"node id with a space", head + proj + "node_id: node 1\n", `node_id: "node 1" is not a valid node id`},
 		{"type with a NUL", head + proj + "    triggers:\n      - {name: t, type: \"a\\0b\", url: http://h/}\n", `projects[0].triggers[0].type: "a\x00b" has a control character`},

@@ -33,6 +33,14 @@ func (w *walker) validate(c *Config) error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return w.fail("listen", "%s is not host:port (for example 127.0.0.1:4122)", w.quote("listen", c.Listen))
 	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			return w.fail("metrics_listen", "%s is not host:port (for example 127.0.0.1:9122); leave it out to serve /metrics on listen's address", w.quote("metrics_listen", c.MetricsListen))
+		}
+		if c.MetricsListen == c.Listen {
+			return w.fail("metrics_listen", "%s is listen's address too; give it another port, or leave it out to serve /metrics on listen's address", w.quote("metrics_listen", c.MetricsListen))
+		}
+	}
 	if err := w.positive(keyDuration{"sync_timeout", c.SyncTimeout}, keyDuration{"shutdown_grace", c.ShutdownGrace}, keyDuration{"lease", c.Lease}); err != nil {
 		return err
 	}

@@ -44,6 +44,9 @@ type Options struct {
 	Logger *slog.Logger
 	// UserAgent is sent with every webhook request.
 	UserAgent string
+	// Metrics, when set, counts staged rows, deliveries and synchronous
+	// calls (see NewMetrics).
+	Metrics *Metrics
 }
 
 // Event is what a source hands to the dispatcher.
@@ -357,6 +360,13 @@ func (d *Dispatcher) Enqueue(ctx context.Context, ev Event) (id uuid.UUID, rows 
 // handles the type; and ctx's error when ctx ends first, while delivery
 // goes on in the background. The id is valid whenever the event was stored.
 func (d *Dispatcher) Call(ctx context.Context, ev Event) (Result, error) {
+	res, err := d.call(ctx, ev)
+	d.opts.Metrics.call(callOutcome(ctx, err))
+	return res, err
+}
+
+// call is Call, uncounted.
+func (d *Dispatcher) call(ctx context.Context, ev Event) (Result, error) {
 	w := newWaiter()
 	id, rows, err := d.submit(ctx, ev, w)
 	if err != nil {
@@ -370,6 +380,23 @@ func (d *Dispatcher) Call(ctx context.Context, ev Event) (Result, error) {
 		return w.result(id)
 	case <-ctx.Done():
 		return Result{ID: id}, ctx.Err()
+	}
+}
+
+// callOutcome is the outcome label of Call's answer.
+func callOutcome(ctx context.Context, err error) string {
+	var failed *FailedError
+	switch {
+	case err == nil:
+		return "success"
+	case errors.As(err, &failed):
+		return "failed"
+	case errors.Is(err, ErrNoTrigger):
+		return "no_trigger"
+	case ctx.Err() != nil:
+		return "timeout"
+	default:
+		return "error"
 	}
 }
 
@@ -422,6 +449,7 @@ func (d *Dispatcher) submit(ctx context.Context, ev Event, w *waiter) (uuid.UUID
 		}
 		return id, 0, fmt.Errorf("stage event: %w", err)
 	}
+	d.opts.Metrics.stagedRows(rows, nil, sourceCustom)
 	if w != nil {
 		w.expect(len(lanes))
 	}

@@ -39,12 +39,12 @@ type Change struct {
 // already logged by an earlier run are skipped. Rows due now are handed to
 // their lanes in-process.
 func (d *Dispatcher) Ingest(ctx context.Context, changes []Change) error {
-	return d.IngestWith(ctx, changes, func(ctx context.Context, rows []store.EventLog) (map[uuid.UUID]bool, error) {
+	return d.ingest(ctx, changes, func(ctx context.Context, rows []store.EventLog) (map[uuid.UUID]bool, error) {
 		if len(rows) == 0 {
 			return nil, nil
 		}
 		return d.store.InsertOnce(ctx, rows)
-	})
+	}, sourceDB)
 }
 
 // Durable returns once every change Ingest committed is on disk.
@@ -63,6 +63,11 @@ type Write func(ctx context.Context, rows []store.EventLog) (inserted map[uuid.U
 // one row per trigger of each change, in the order of changes and of their
 // Triggers. write is called even when there are no rows.
 func (d *Dispatcher) IngestWith(ctx context.Context, changes []Change, write Write) error {
+	return d.ingest(ctx, changes, write, sourceFile)
+}
+
+// ingest is IngestWith, counting the rows written as source's.
+func (d *Dispatcher) ingest(ctx context.Context, changes []Change, write Write, source string) error {
 	live, done := d.intake.enter()
 	defer done()
 	rows, claimed, err := d.changeRows(changes, live)
@@ -77,6 +82,7 @@ func (d *Dispatcher) IngestWith(ctx context.Context, changes []Change, write Wri
 	if written == nil {
 		written = map[uuid.UUID]bool{} // for launch, nil would mean every row
 	}
+	d.opts.Metrics.stagedRows(rows, written, source)
 	d.launch(rows, claimed, written)
 	return nil
 }

@@ -107,6 +107,7 @@ func (d *Dispatcher) work(soft, hard context.Context, j *job) bool {
 			d.log.Warn("this node no longer holds the row: another node took this row over, or it was cancelled; its outcome here was not recorded", l.rowRef(&j.row)...)
 			return true
 		}
+		d.opts.Metrics.outcome(&j.row, &out, res.duration)
 		// A synchronous caller hears of an outcome once it is recorded.
 		if j.wait != nil && out.Status != store.StatusStaged {
 			j.wait.finish(j.index, out)
@@ -134,6 +135,7 @@ func (d *Dispatcher) dropRemoved(j *job) {
 	if err := d.store.Release(ctx, d.opts.NodeID, []uuid.UUID{j.row.ID}, []time.Time{j.next}); err != nil {
 		d.log.Warn("handing back a row of a removed trigger failed; its lease will lapse", append(j.lane.rowRef(&j.row), "err", err)...)
 	}
+	d.opts.Metrics.delivery(&j.row, "cancelled")
 	if j.wait != nil {
 		j.wait.finish(j.index, store.Outcome{EventID: j.row.ID, Status: store.StatusCancelled, Attempts: j.row.Attempts,
 			Remark: "the trigger was removed before the row was delivered"})

@@ -54,6 +54,9 @@ type Source struct {
 	// indexed, watches and lastRescan (Unix nanoseconds, 0: none yet)
 	// are what State reports of the session watching.
 	indexed, watches, lastRescan atomic.Int64
+	// rescans and overflows count, since the source was built, the
+	// comparisons with the index and the event queues that overflowed.
+	rescans, overflows atomic.Int64
 }
 
 // New builds the source of the storage alias of project p. The index and
@@ -210,12 +213,17 @@ type State struct {
 	// index (zero when no session of this node has yet).
 	Indexed, Watches int
 	LastRescan       time.Time
+	// Rescans counts the comparisons of the directory with its index
+	// since the source was built, and Overflows the times an event queue
+	// (the kernel's or fsnotify's) overflowed, each followed by a rescan.
+	Rescans, Overflows int64
 }
 
 // State reports whether the source watches the directory now, and the
 // figures of its session.
 func (s *Source) State() State {
-	st := State{Watching: s.watching.Load(), Indexed: int(s.indexed.Load()), Watches: int(s.watches.Load())}
+	st := State{Watching: s.watching.Load(), Indexed: int(s.indexed.Load()), Watches: int(s.watches.Load()),
+		Rescans: s.rescans.Load(), Overflows: s.overflows.Load()}
 	if ns := s.lastRescan.Load(); ns != 0 {
 		st.LastRescan = time.Unix(0, ns)
 	}

@@ -146,6 +146,7 @@ func (w *watcher) receive(ctx context.Context, in *inbox) error {
 	if lost == "" {
 		return nil
 	}
+	w.s.overflows.Add(1)
 	w.s.log.Warn("the event queue overflowed; comparing the directory with the index",
 		"queue", lost, "hint", "raise fs.inotify.max_queued_events")
 	return w.rescan(ctx, "queue overflow")
@@ -483,6 +484,7 @@ func (w *watcher) rescan(ctx context.Context, why string) error {
 		return err
 	}
 	w.s.lastRescan.Store(time.Now().UnixNano())
+	w.s.rescans.Add(1)
 	w.report()
 	return nil
 }

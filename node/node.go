@@ -73,7 +73,8 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 // closes last. A failure before the API listens is returned as is.
 func (n *Node) Run(ctx context.Context) error {
 	cfg, log := n.cfg, n.log
-	st, err := store.Open(ctx, store.Options{URL: cfg.Store.URL, Schema: cfg.Store.Schema, MaxConns: cfg.Store.MaxConns})
+	reg := newRegistry()
+	st, err := store.Open(ctx, store.Options{URL: cfg.Store.URL, Schema: cfg.Store.Schema, MaxConns: cfg.Store.MaxConns, Metrics: reg})
 	if err != nil {
 		return err
 	}
@@ -85,6 +86,7 @@ func (n *Node) Run(ctx context.Context) error {
 		NodeID:    cfg.NodeID,
 		Logger:    log,
 		UserAgent: "triggerd/" + n.opts.Version,
+		Metrics:   dispatch.NewMetrics(reg),
 	})
 	if err != nil {
 		return err
@@ -124,10 +126,23 @@ func (n *Node) Run(ctx context.Context) error {
 		return fmt.Errorf("listen on %s: %w (is another process using it? change listen in the config)", cfg.Listen, err)
 	}
 	held := nodeSources{dbs: live.dbs, dirs: live.dirs}
+	reg.MustRegister(newSourcesCollector(held, log))
 	apiServer := api.New(cfg, disp, n.keys, st, log)
 	apiServer.UseTriggers(live)
 	apiServer.UseSources(held)
-	srv := httpServer(cfg, apiServer, log)
+	apiServer.UseMetrics(reg)
+	var srv, metricsSrv *http.Server
+	var metricsLn net.Listener
+	if cfg.MetricsListen == "" {
+		srv = httpServer(cfg, withMetrics(apiServer, metricsHandler(reg)), log)
+	} else {
+		srv = httpServer(cfg, apiServer, log)
+		if metricsLn, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on %s: %w (is another process using it? change metrics_listen in the config)", cfg.MetricsListen, err)
+		}
+		metricsSrv = httpServer(cfg, withMetrics(http.NotFoundHandler(), metricsHandler(reg)), log)
+	}
 
 	// The dispatcher and the sources outlive ctx: each is stopped in turn
 	// below, in the order that hands every row back.
@@ -147,8 +162,12 @@ func (n *Node) Run(ctx context.Context) error {
 	capturing.Go(func() { newSweeper(cfg, st, log).run(srcCtx) })
 	var beating sync.WaitGroup
 	beating.Go(func() { heartbeat(srcCtx, st, disp, held, n.opts.Version, log) })
-	srvDone := make(chan error, 1)
+	srvDone := make(chan error, 2)
 	go func() { srvDone <- srv.Serve(ln) }()
+	if metricsSrv != nil {
+		go func() { srvDone <- metricsSrv.Serve(metricsLn) }()
+		log.Info("serving /metrics", "metrics_listen", metricsLn.Addr().String())
+	}
 	log.Info("triggerd is serving", "listen", ln.Addr().String(), "node", cfg.NodeID,
 		"store_schema", cfg.Store.Schema, "projects", len(cfg.Projects), "version", n.opts.Version)
 	if n.opts.Started != nil {
@@ -171,6 +190,9 @@ func (n *Node) Run(ctx context.Context) error {
 	defer cancel()
 	if err := srv.Shutdown(shutCtx); err != nil {
 		srv.Close()
+	}
+	if metricsSrv != nil {
+		metricsSrv.Close() // a scrape in flight needs no grace
 	}
 	if err := <-dispDone; err != nil {
 		log.Error("releasing held rows failed; their leases will lapse", "err", err)

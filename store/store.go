@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Options configures a Store.
@@ -31,6 +32,9 @@ type Options struct {
 	// ListScan caps the rows of event_logs a page of ListEvents reads
 	// when no index serves its filter (default 20,000).
 	ListScan int
+	// Metrics, when set, gets the store's series: the writer's batch
+	// sizes and commit latency, and the rows staged and due.
+	Metrics prometheus.Registerer
 }
 
 // Store is a connection to the eventing database. It is safe for concurrent use.
@@ -44,7 +48,8 @@ type Store struct {
 	closed   bool
 	ops      chan *writeOp
 	maxBatch int
-	listScan int // see Options.ListScan
+	listScan int            // see Options.ListScan
+	metrics  *writerMetrics // nil: not measured
 	stop     context.CancelFunc
 	writers  sync.WaitGroup
 
@@ -102,6 +107,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		listScan: opts.ListScan,
 		stop:     stop,
 		changed:  make(chan []uuid.UUID, 1024),
+	}
+	if opts.Metrics != nil {
+		s.registerMetrics(opts.Metrics)
 	}
 	nctx, stopNotify := context.WithCancel(context.Background())
 	s.stopNotify = stopNotify

@@ -157,7 +157,11 @@ func (op *writeOp) size() int {
 // flush commits a batch and answers its callers. When the server rejects the
 // batch, each op is retried alone so one bad op cannot fail the others.
 func (s *Store) flush(batch []*writeOp) {
+	began := time.Now()
 	changed, err := s.commit(batch)
+	if err == nil {
+		s.metrics.observe(batch, time.Since(began))
+	}
 	var pgErr *pgconn.PgError
 	if err != nil && len(batch) > 1 && errors.As(err, &pgErr) {
 		for _, op := range batch {
