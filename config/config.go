@@ -38,7 +38,7 @@ type Config struct {
 	// no admin section, and the admin API answers 404.
 	Admin *Admin `yaml:"admin"`
 	// Retention is how long delivered, failed and cancelled rows are kept
-	// (default DefaultRetention); a project's own retention overrides it.
+	// (default DefaultRetention()); a project's own retention overrides it.
 	Retention Retention `yaml:"retention"`
 	// MetricsListen, when set, is the address GET /metrics is served on,
 	// host:port, instead of Listen.
@@ -56,11 +56,14 @@ type Retention struct {
 
 // DefaultRetention is the retention of a config that sets none: a week
 // for delivered and cancelled rows, 30 days for failed ones, which are
-// the ones looked at and redelivered later.
-var DefaultRetention = Retention{
-	Processed: Duration(7 * 24 * time.Hour),
-	Failed:    Duration(30 * 24 * time.Hour),
-	Cancelled: Duration(7 * 24 * time.Hour),
+// the ones looked at and redelivered later. (A function, so that no
+// caller can change the default of every other.)
+func DefaultRetention() Retention {
+	return Retention{
+		Processed: Duration(7 * 24 * time.Hour),
+		Failed:    Duration(30 * 24 * time.Hour),
+		Cancelled: Duration(7 * 24 * time.Hour),
+	}
 }
 
 // Admin is who may use the admin API, and the secret its tokens are

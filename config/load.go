@@ -69,7 +69,7 @@ func Parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 			MaxHeaderBytes:    64 << 10,
 		},
 		Store:     Store{Schema: "triggerd", MaxConns: 16},
-		Retention: DefaultRetention,
+		Retention: DefaultRetention(),
 	}
 	if err := root.Decode(cfg); err != nil {
 		// The walker has checked every value: what is left for yaml.v3 to
