@@ -259,7 +259,7 @@ func TestContainerEntryPoint(t *testing.T) {
 	}
 	// The containers' environment, with what differs outside them: the
 	// database, the folder, the addresses, and the receiver's name.
-	recvAddr := freeAddr(t)
+	recvAddr := nodetest.FreeAddr(t)
 	outside := map[string]string{"TRIGGERD_STORE_URL": db, "APP_DATABASE_URL": db, "TRIGGERD_STORAGE": storage,
 		"TRIGGERD_LISTEN": "127.0.0.1:0", "DEMO_RECEIVER": "http://" + recvAddr, "TRIGGERD_CONFIG": configPath}
 	environ := func(s composeService) []string {
@@ -337,15 +337,4 @@ func TestContainerEntryPoint(t *testing.T) {
 // yamlList reads a Dockerfile's JSON-form list (JSON is YAML).
 func yamlList(s string, out *[]string) error {
 	return yaml.Unmarshal([]byte(s), out)
-}
-
-// freeAddr is a local address no one listens on now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -75,17 +74,6 @@ series:
 	return v, found
 }
 
-// freeAddr is a local address no one listens on, as far as can be known.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // TestMetricsCountKnownTraffic runs a node with a separate metrics_listen
 // and a watched directory holding one file, sends it known events (three
 // delivered, one that fails for good after a retry, one synchronous, one
@@ -114,7 +102,7 @@ func TestMetricsCountKnownTraffic(t *testing.T) {
 				"      - {name: bad, type: order.bad, url: %[1]s/bad, retries: 1, retry_backoff: {initial: 100ms, max: 100ms}}\n"+
 				"      - {name: sync, type: order.sync, url: %[1]s/ok}\n"+
 				"      - {name: files, type: FILE_CREATE, url: %[1]s/ok}\n", hook.URL))
-	metricsAddr := freeAddr(t)
+	metricsAddr := nodetest.FreeAddr(t)
 	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)

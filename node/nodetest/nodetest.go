@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -342,4 +343,16 @@ func WaitRows(t testing.TB, st *store.Store, within time.Duration, want int, con
 		return fmt.Errorf("%d rows (want %d), by status %v, err %v", len(rows), want, summary, err)
 	})
 	return rows
+}
+
+// FreeAddr is a local address no one listens on, as far as can be known:
+// the port of a listener just closed.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
