@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -25,6 +24,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/triggerd/triggerd/config"
+	"github.com/triggerd/triggerd/internal/browsertest"
 	"github.com/triggerd/triggerd/node"
 	"github.com/triggerd/triggerd/store/pgtest"
 )
@@ -175,22 +175,6 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// chromium finds Debian's Chromium (or Chrome). Without one the test
-// skips, except in CI (the variable CI is set), where it fails.
-func chromium(t testing.TB) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("Chromium is not installed: the browser tests need it in CI (apt-get install chromium; .ci/run installs it)")
-	}
-	t.Skip("Chromium is not installed: install the package chromium (apt-get install chromium) to run the browser tests")
-	return ""
-}
-
 // page is one browser tab on Mission Control.
 type page struct {
 	t    testing.TB
@@ -206,19 +190,7 @@ type page struct {
 // test's end.
 func openBrowser(t testing.TB, base string) *page {
 	t.Helper()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium(t)), chromedp.WindowSize(1280, 900))
-	if os.Geteuid() == 0 {
-		opts = append(opts, chromedp.NoSandbox) // Chromium refuses to run as root with its sandbox
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelTab := chromedp.NewContext(actx)
-	t.Cleanup(func() {
-		cancelTab()
-		cancelAlloc()
-	})
-	if err := chromedp.Do(ctx); err != nil { // starts the browser, with no timeout
-		t.Fatalf("starting Chromium: %v", err)
-	}
+	ctx := browsertest.Open(t, 1280, 900)
 	p := &page{t: t, ctx: ctx, base: base}
 	messages := chromedp.Console(ctx)
 	go func() {
