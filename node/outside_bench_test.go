@@ -9,6 +9,8 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -28,7 +30,10 @@ import (
 // in "delivered" they are due at once, and the node also delivers each to
 // a receiver in this process that answers at once. It reports events/s
 // stored (first post to last answer) and, for "delivered", delivered/s
-// (first post to last delivery).
+// (first post to last delivery). It also reports the CPU each event cost:
+// the node process's own (node-µs/event) and the whole machine's, the
+// node, Postgres and the load generator together (cpu-µs/event), both
+// read from /proc, which vary far less from run to run than the rates.
 //
 // The store is a private cluster reached over its Unix socket, unless
 // TRIGGERD_BENCH_STORE names another (a URL, such as one over TCP); a
@@ -83,6 +88,7 @@ func BenchmarkQueueFromOutside(b *testing.B) {
 			var failed sync.Once
 			var wg sync.WaitGroup
 			b.ResetTimer()
+			cpu := startCPU(b, node.Cmd.Process.Pid)
 			start := time.Now()
 			for range 32 {
 				wg.Go(func() {
@@ -97,6 +103,7 @@ func BenchmarkQueueFromOutside(b *testing.B) {
 			wg.Wait()
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
 			if !c.deliver {
+				cpu.report(b)
 				return
 			}
 			deadline := time.Now().Add(5 * time.Minute)
@@ -107,6 +114,7 @@ func BenchmarkQueueFromOutside(b *testing.B) {
 				time.Sleep(time.Millisecond)
 			}
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "delivered/s")
+			cpu.report(b)
 		})
 	}
 }
@@ -147,4 +155,72 @@ projects:
 		b.Fatal(err)
 	}
 	return path
+}
+
+// cpuSince is the CPU time a benchmark's node process and its whole
+// machine had used when its timer started.
+type cpuSince struct {
+	pid           int
+	node, machine time.Duration
+}
+
+func startCPU(b *testing.B, pid int) cpuSince {
+	b.Helper()
+	return cpuSince{pid: pid, node: processCPU(b, pid), machine: machineCPU(b)}
+}
+
+// report adds node-µs/event and cpu-µs/event to b's results.
+func (c cpuSince) report(b *testing.B) {
+	b.Helper()
+	perEvent := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(b.N) }
+	b.ReportMetric(perEvent(processCPU(b, c.pid)-c.node), "node-µs/event")
+	b.ReportMetric(perEvent(machineCPU(b)-c.machine), "cpu-µs/event")
+}
+
+// clockTick is the unit of /proc's CPU times (USER_HZ, 100 on Linux).
+const clockTick = 10 * time.Millisecond
+
+// processCPU is the user and system time pid has used, from /proc/PID/stat.
+func processCPU(b *testing.B, pid int) time.Duration {
+	b.Helper()
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatalf("read the node's CPU time: %v", err)
+	}
+	// The fields after the command's name, which ends at the last ')':
+	// state is the first, utime the 12th and stime the 13th.
+	f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+1:]))
+	return ticks(b, f[11]) + ticks(b, f[12])
+}
+
+// machineCPU is the time every CPU of the machine has spent busy (not
+// idle or waiting for I/O), from the first line of /proc/stat.
+func machineCPU(b *testing.B) time.Duration {
+	b.Helper()
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		b.Fatalf("read the machine's CPU time: %v", err)
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal …
+	var busy time.Duration
+	for i, v := range f[1:] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		if i == 8 { // guest time is already in user
+			break
+		}
+		busy += ticks(b, v)
+	}
+	return busy
+}
+
+func ticks(b *testing.B, s string) time.Duration {
+	b.Helper()
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		b.Fatalf("read a CPU time %q: %v", s, err)
+	}
+	return time.Duration(n) * clockTick
 }
