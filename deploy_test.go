@@ -38,6 +38,7 @@ type composeService struct {
 	Volumes     []string          `yaml:"volumes"`
 	Ports       []string          `yaml:"ports"`
 	DependsOn   map[string]any    `yaml:"depends_on"`
+	Profiles    []string          `yaml:"profiles"`
 }
 
 // env looks a variable up in the service's environment only, as the
@@ -105,14 +106,8 @@ func readDockerfile(t *testing.T) dockerfile {
 
 func readCompose(t *testing.T) composeFile {
 	t.Helper()
-	raw, err := os.ReadFile("docker-compose.yml")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var c composeFile
-	if err := yaml.Unmarshal(raw, &c); err != nil {
-		t.Fatalf("docker-compose.yml does not parse: %v", err)
-	}
+	readYAML(t, "docker-compose.yml", &c)
 	return c
 }
 
@@ -226,6 +221,109 @@ func TestContainerSetup(t *testing.T) {
 	}
 	if nodes != 2 {
 		t.Errorf("docker-compose.yml runs %d triggerd nodes, want 2 sharing the store", nodes)
+	}
+}
+
+// TestMonitoringProfile checks docker-compose.yml's monitoring profile
+// against the files it mounts: Prometheus scrapes every triggerd node at
+// the port its config serves /metrics on, Grafana's data source is that
+// Prometheus, and Grafana's dashboard provider reads the folder where
+// deploy/grafana/triggerd.json is mounted. Neither starts without
+// --profile monitoring.
+func TestMonitoringProfile(t *testing.T) {
+	t.Parallel()
+	c := readCompose(t)
+	prom, graf := c.Services["prometheus"], c.Services["grafana"]
+	for name, s := range map[string]composeService{"prometheus": prom, "grafana": graf} {
+		if !slices.Equal(s.Profiles, []string{"monitoring"}) {
+			t.Errorf("%s has profiles %v, want [monitoring]: a plain docker compose up starts without it", name, s.Profiles)
+		}
+	}
+
+	var promConfig struct {
+		ScrapeConfigs []struct {
+			JobName       string `yaml:"job_name"`
+			MetricsPath   string `yaml:"metrics_path"`
+			StaticConfigs []struct {
+				Targets []string `yaml:"targets"`
+			} `yaml:"static_configs"`
+		} `yaml:"scrape_configs"`
+	}
+	readYAML(t, "deploy/prometheus.yml", &promConfig)
+	if prom.mount("./deploy/prometheus.yml") != "/etc/prometheus/prometheus.yml" {
+		t.Errorf("prometheus mounts deploy/prometheus.yml at %q, not where Prometheus reads its config", prom.mount("./deploy/prometheus.yml"))
+	}
+	var targets []string
+	for _, sc := range promConfig.ScrapeConfigs {
+		if sc.JobName == "triggerd" && (sc.MetricsPath == "" || sc.MetricsPath == "/metrics") {
+			for _, st := range sc.StaticConfigs {
+				targets = append(targets, st.Targets...)
+			}
+		}
+	}
+	raw, err := os.ReadFile("deploy/triggerd.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for name, s := range c.Services {
+		if !strings.HasPrefix(name, "triggerd-") {
+			continue
+		}
+		cfg, err := config.Parse("deploy/triggerd.yaml", raw, s.env)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		addr := cfg.Listen
+		if cfg.MetricsListen != "" {
+			addr = cfg.MetricsListen
+		}
+		_, port, _ := net.SplitHostPort(addr)
+		want = append(want, net.JoinHostPort(name, port))
+	}
+	slices.Sort(targets)
+	slices.Sort(want)
+	if !slices.Equal(targets, want) {
+		t.Errorf("deploy/prometheus.yml's job triggerd scrapes %v; the nodes serve /metrics at %v", targets, want)
+	}
+
+	var sources struct {
+		Datasources []struct {
+			Type, URL string
+			UID       string `yaml:"uid"`
+		} `yaml:"datasources"`
+	}
+	readYAML(t, "deploy/grafana/provisioning/datasources/prometheus.yaml", &sources)
+	promPort := prom.Ports[0][strings.LastIndex(prom.Ports[0], ":")+1:]
+	if len(sources.Datasources) != 1 || sources.Datasources[0].Type != "prometheus" || sources.Datasources[0].URL != "http://prometheus:"+promPort {
+		t.Errorf("Grafana's data sources are %+v; want one of type prometheus at http://prometheus:%s", sources.Datasources, promPort)
+	}
+	var providers struct {
+		Providers []struct {
+			Options struct {
+				Path string `yaml:"path"`
+			} `yaml:"options"`
+		} `yaml:"providers"`
+	}
+	readYAML(t, "deploy/grafana/provisioning/dashboards/triggerd.yaml", &providers)
+	if graf.mount("./deploy/grafana/provisioning") != "/etc/grafana/provisioning" {
+		t.Errorf("grafana mounts deploy/grafana/provisioning at %q, not where Grafana reads provisioning", graf.mount("./deploy/grafana/provisioning"))
+	}
+	dash := graf.mount("./deploy/grafana/triggerd.json")
+	if len(providers.Providers) != 1 || filepath.Dir(dash) != providers.Providers[0].Options.Path {
+		t.Errorf("Grafana's dashboard provider reads %+v; the dashboard is mounted at %q", providers.Providers, dash)
+	}
+}
+
+// readYAML reads the YAML file path into v.
+func readYAML(t *testing.T, path string, v any) {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(raw, v); err != nil {
+		t.Fatalf("%s: %v", path, err)
 	}
 }
 
