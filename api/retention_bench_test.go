@@ -19,13 +19,14 @@ const historyRows = 2_000_000
 
 // BenchmarkDeliveryWhileSweeping measures delivery, as
 // BenchmarkQueueAsync/delivered does (32 clients, events due at once, a
-// local receiver), over a store holding 2,000,000 rows of history, in four
-// phases of b.N/4 events: without a sweep, while the retention sweep
-// deletes the expired rows (store.DeleteExpired with the node's batches
-// and pauses), and both again. It reports the end-to-end delivered/s of
-// each kind of phase (the mean of its two), and the sweep's rows/s. Run
-// it with -benchtime 40000x or more: a run of b.N 1 (Go's first probe)
-// fills nothing and measures nothing.
+// local receiver), over a store holding 2,000,000 rows of history, in
+// alternating phases of b.N/(2*cycles) events: without a sweep, then while
+// the retention sweep deletes the expired rows (store.DeleteExpired with
+// the node's batches and pauses), cycles times. It reports the end-to-end
+// delivered/s of each kind of phase (the mean of its cycles), and the
+// sweep's rows/s, and logs each cycle's pair. Run it with -benchtime
+// 320000x (8 pairs of 20,000-event phases): a run of b.N 1 (Go's first
+// probe) fills nothing and measures nothing.
 func BenchmarkDeliveryWhileSweeping(b *testing.B) {
 	if b.N == 1 {
 		return
@@ -60,7 +61,8 @@ projects:
 	for range 200 { // warm connections and statement caches
 		post(b, hc, url, body)
 	}
-	perPhase := b.N / 4
+	const cycles = 8
+	perPhase := b.N / (2 * cycles)
 	clients := max(32, runtime.GOMAXPROCS(0))
 	// phase posts perPhase events from 32 clients and returns the
 	// delivered/s from its first post to its last delivery.
@@ -89,8 +91,9 @@ projects:
 	var idle, sweeping, deleted float64
 	var swept time.Duration
 	b.ResetTimer()
-	for range 2 {
-		idle += phase() / 2
+	for i := range cycles {
+		without := phase()
+		idle += without / cycles
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan int)
 		start := time.Now()
@@ -98,8 +101,10 @@ projects:
 			n, _ := st.DeleteExpired(ctx, retention, time.Now(), store.Deleting{})
 			done <- n
 		}()
-		sweeping += phase() / 2
+		with := phase()
+		sweeping += with / cycles
 		cancel()
+		b.Logf("cycle %d: %.0f delivered/s without the sweep, %.0f with it (%+.1f%%)", i+1, without, with, 100*(with/without-1))
 		deleted += float64(<-done)
 		swept += time.Since(start)
 	}
