@@ -16,6 +16,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -42,6 +43,12 @@ const (
 // child, the test binary started by Command, it calls child with the
 // child's arguments and exits 0 when it returns; otherwise it runs the
 // tests with a throwaway Postgres (see pgtest.Main).
+//
+// Children start with SIGHUP's default action, as from a terminal, even
+// when the tests run under nohup: a child inherits an ignored SIGHUP, and
+// triggerd then leaves it ignored (as it should under nohup), so the
+// tests that send it one would fail. Handling SIGHUP in the test process
+// (and dropping it) gives the children the default action instead.
 func Main(m *testing.M, child func(args []string)) {
 	if os.Getenv(childEnv) == "1" {
 		var args []string
@@ -51,6 +58,9 @@ func Main(m *testing.M, child func(args []string)) {
 		}
 		child(args)
 		os.Exit(0)
+	}
+	if signal.Ignored(syscall.SIGHUP) {
+		signal.Notify(make(chan os.Signal, 1), syscall.SIGHUP)
 	}
 	pgtest.Main(m)
 }
