@@ -3,6 +3,7 @@ package cdc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -125,6 +126,40 @@ func insert(id string) *pglogrepl.InsertMessage {
 func del(id string) *pglogrepl.DeleteMessage {
 	return &pglogrepl.DeleteMessage{RelationID: 1, OldTupleType: pglogrepl.DeleteMessageTupleTypeKey,
 		OldTuple: &pglogrepl.TupleData{Columns: []*pglogrepl.TupleDataColumn{{DataType: pglogrepl.TupleDataTypeText, Data: []byte(id)}}}}
+}
+
+// TestConsumerStartsSmallAfterIdle feeds the consumer two large
+// transactions: after a time with nothing to log, its first write takes
+// firstBatch changes and each next write twice as many, up to the batch,
+// so that a large transaction's first rows are logged (and delivered)
+// without waiting for a whole batch of them.
+func TestConsumerStartsSmallAfterIdle(t *testing.T) {
+	t.Parallel()
+	r := newConsumerRig(t, 200)
+	sizes := func() []int {
+		var out []int
+		for _, b := range r.rec.batches {
+			out = append(out, len(b))
+		}
+		r.rec.batches = nil
+		return out
+	}
+	txn := func(lsn pglogrepl.LSN, rows int) {
+		t.Helper()
+		r.mustFeed(false, lsn, &pglogrepl.BeginMessage{FinalLSN: lsn + 0x100, Xid: uint32(lsn)})
+		for i := range rows {
+			r.mustFeed(false, lsn, insert(fmt.Sprint(i)))
+		}
+		r.mustFeed(true, lsn, &pglogrepl.CommitMessage{CommitLSN: lsn + 0x100, TransactionEndLSN: lsn + 0x108})
+	}
+	txn(0x1000, 700)
+	if got, want := sizes(), []int{firstBatch, 2 * firstBatch, 200, 200, 108}; !slices.Equal(got, want) {
+		t.Errorf("a 700-row transaction from idle was logged in writes of %v rows, want %v", got, want)
+	}
+	txn(0x2000, 100) // after the idle commit: small again
+	if got, want := sizes(), []int{firstBatch, 100 - firstBatch}; !slices.Equal(got, want) {
+		t.Errorf("the next transaction, after an idle time, was logged in writes of %v rows, want %v", got, want)
+	}
 }
 
 // TestConsumerBatchesAndConfirmsWhatIsLogged feeds the consumer a stream's

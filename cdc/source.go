@@ -28,7 +28,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Batch is the most changes logged in one write (default 2000). A
 	// transaction larger than this is logged in several writes, and
-	// confirmed to the server after the last.
+	// confirmed to the server after the last. After a time with nothing
+	// to log, the first write takes firstBatch changes and each next one
+	// twice as many, up to Batch: so the first rows of a large
+	// transaction are delivered without waiting for Batch of them.
 	Batch int
 	// Status is how often the logged position is confirmed to the server
 	// (default 1s).

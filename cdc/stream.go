@@ -407,12 +407,19 @@ type consumer struct {
 	pos     int  // the next change's position in tx
 	pending []dispatch.Change
 	ended   pglogrepl.LSN // every change before it has been received
+	// limit is how many pending changes make a write (see Options.Batch).
+	limit int
 }
+
+// firstBatch is how many changes the first write after an idle time
+// logs, at most (see Options.Batch).
+const firstBatch = 64
 
 // newConsumer makes the consumer of a session of s: it looks up relations
 // on shared and notes what it has logged in prog.
 func newConsumer(s *Source, pl *plan, shared *sharedConn, prog *progress) *consumer {
-	return &consumer{s: s, plan: pl, shared: shared, enc: newValueEncoder(), rels: make(map[uint32]*relation), prog: prog}
+	return &consumer{s: s, plan: pl, shared: shared, enc: newValueEncoder(), rels: make(map[uint32]*relation), prog: prog,
+		limit: min(firstBatch, s.opts.Batch)}
 }
 
 // run consumes items until ctx ends or a write fails.
@@ -487,8 +494,12 @@ func (c *consumer) handle(ctx context.Context, it item, idle bool) error {
 // backlog of small transactions and keepalives is logged in few writes.
 func (c *consumer) reached(ctx context.Context, lsn pglogrepl.LSN, idle bool) error {
 	c.ended = max(c.ended, lsn)
-	if idle || len(c.pending) >= c.s.opts.Batch {
+	switch {
+	case idle:
+		c.limit = min(firstBatch, c.s.opts.Batch)
 		return c.flush(ctx, c.ended)
+	case len(c.pending) >= c.limit:
+		return c.flushFull(ctx)
 	}
 	return nil
 }
@@ -521,10 +532,17 @@ func (c *consumer) add(ctx context.Context, relID uint32, ch *change) error {
 		Sub:      uint64(pos),
 		Triggers: fire,
 	})
-	if len(c.pending) >= c.s.opts.Batch {
-		return c.flush(ctx, c.ended)
+	if len(c.pending) >= c.limit {
+		return c.flushFull(ctx)
 	}
 	return nil
+}
+
+// flushFull logs the pending changes, which reached the limit, and
+// doubles the limit for the next write, up to Options.Batch.
+func (c *consumer) flushFull(ctx context.Context) error {
+	c.limit = min(2*c.limit, c.s.opts.Batch)
+	return c.flush(ctx, c.ended)
 }
 
 // flush logs the pending changes, then notes the position upto as logged:
