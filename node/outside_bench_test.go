@@ -166,32 +166,25 @@ type cpuSince struct {
 
 func startCPU(b *testing.B, pid int) cpuSince {
 	b.Helper()
-	return cpuSince{pid: pid, node: processCPU(b, pid), machine: machineCPU(b)}
+	return cpuSince{pid: pid, node: nodeCPU(b, pid), machine: machineCPU(b)}
 }
 
 // report adds node-µs/event and cpu-µs/event to b's results.
 func (c cpuSince) report(b *testing.B) {
 	b.Helper()
 	perEvent := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(b.N) }
-	b.ReportMetric(perEvent(processCPU(b, c.pid)-c.node), "node-µs/event")
+	b.ReportMetric(perEvent(nodeCPU(b, c.pid)-c.node), "node-µs/event")
 	b.ReportMetric(perEvent(machineCPU(b)-c.machine), "cpu-µs/event")
+}
+
+// nodeCPU is the user and system time the process pid has used (see
+// rssCPU, which reads it).
+func nodeCPU(b *testing.B, pid int) time.Duration {
+	return time.Duration(rssCPU(b, pid) * float64(time.Second))
 }
 
 // clockTick is the unit of /proc's CPU times (USER_HZ, 100 on Linux).
 const clockTick = 10 * time.Millisecond
-
-// processCPU is the user and system time pid has used, from /proc/PID/stat.
-func processCPU(b *testing.B, pid int) time.Duration {
-	b.Helper()
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		b.Fatalf("read the node's CPU time: %v", err)
-	}
-	// The fields after the command's name, which ends at the last ')':
-	// state is the first, utime the 12th and stime the 13th.
-	f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+1:]))
-	return ticks(b, f[11]) + ticks(b, f[12])
-}
 
 // machineCPU is the time every CPU of the machine has spent busy (not
 // idle or waiting for I/O), from the first line of /proc/stat.
