@@ -418,9 +418,13 @@ const firstBatch = 64
 // newConsumer makes the consumer of a session of s: it looks up relations
 // on shared and notes what it has logged in prog.
 func newConsumer(s *Source, pl *plan, shared *sharedConn, prog *progress) *consumer {
-	return &consumer{s: s, plan: pl, shared: shared, enc: newValueEncoder(), rels: make(map[uint32]*relation), prog: prog,
-		limit: min(firstBatch, s.opts.Batch)}
+	c := &consumer{s: s, plan: pl, shared: shared, enc: newValueEncoder(), rels: make(map[uint32]*relation), prog: prog}
+	c.startSmall()
+	return c
 }
+
+// startSmall makes the next write small again, after an idle time.
+func (c *consumer) startSmall() { c.limit = min(firstBatch, c.s.opts.Batch) }
 
 // run consumes items until ctx ends or a write fails.
 func (c *consumer) run(ctx context.Context, items <-chan item) error {
@@ -496,7 +500,7 @@ func (c *consumer) reached(ctx context.Context, lsn pglogrepl.LSN, idle bool) er
 	c.ended = max(c.ended, lsn)
 	switch {
 	case idle:
-		c.limit = min(firstBatch, c.s.opts.Batch)
+		c.startSmall()
 		return c.flush(ctx, c.ended)
 	case len(c.pending) >= c.limit:
 		return c.flushFull(ctx)
