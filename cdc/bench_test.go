@@ -274,12 +274,15 @@ func BenchmarkCapture(b *testing.B) {
 		ctx := context.Background()
 		var total, inserting, firstWait time.Duration
 		var cpu *benchCPU
+		var sourceWAL uint64
+		walFrom, sizeFrom := r.walLSN(), benchStoreSize(b, r)
 		b.ResetTimer()
 		for i := range b.N {
 			b.StopTimer()
 			base := hook.n.Load()
 			first, last := hook.mark(base+1), hook.mark(base+rows)
 			began := time.Now()
+			insertFrom := r.walLSN()
 			_, err := conn.Exec(ctx, `INSERT INTO orders (id, customer, amount)
 				SELECT g, 'customer-' || g, (g % 100000) / 100.0 FROM generate_series($1::bigint, $2::bigint) g`,
 				int64(i)*rows+1, int64(i+1)*rows)
@@ -287,6 +290,7 @@ func BenchmarkCapture(b *testing.B) {
 				b.Fatal(err)
 			}
 			committed := time.Now()
+			sourceWAL += r.walLSN() - insertFrom
 			if cpu == nil {
 				cpu = startBenchCPU()
 			}
@@ -303,8 +307,26 @@ func BenchmarkCapture(b *testing.B) {
 		b.ReportMetric(float64(firstWait.Milliseconds())/float64(b.N), "first-ms")
 		b.ReportMetric(inserting.Seconds()/float64(b.N), "insert-s")
 		benchSettled(b, r, int64(rows*b.N)+20)
+		// Between the inserts, the WAL is the store's: its rows, attempts and
+		// outcomes (and what autovacuum does to them).
+		events := float64(rows * b.N)
+		b.ReportMetric(float64(r.walLSN()-walFrom-sourceWAL)/events, "store-WAL-B/event")
+		b.ReportMetric(float64(benchStoreSize(b, r)-sizeFrom)/events, "store-B/event")
 		benchStages(b, r)
 	})
+}
+
+// benchStoreSize returns the bytes event_logs and invocation_logs take on
+// disk, with their indexes and TOAST.
+func benchStoreSize(b *testing.B, r *rig) int64 {
+	b.Helper()
+	var size int64
+	err := r.connect(r.storeURL).QueryRow(context.Background(), `SELECT pg_total_relation_size($1::regclass) + pg_total_relation_size($2::regclass)`,
+		pgx.Identifier{r.storeSchema, "event_logs"}.Sanitize(), pgx.Identifier{r.storeSchema, "invocation_logs"}.Sanitize()).Scan(&size)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return size
 }
 
 // BenchmarkLatency measures commit-to-delivery latency at 1,000 events a
