@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/gorilla/mux"
 
+	"github.com/triggerd/triggerd/dispatch"
 	"github.com/triggerd/triggerd/store"
 )
 
@@ -529,7 +530,9 @@ func eventJSON(e store.EventWithAttempts, bodies bool) map[string]any {
 			a["error"] = in.Error
 		}
 		if bodies {
-			a["request_body"], a["response_body"] = string(in.RequestBody), in.ResponseBody
+			// Its only error is json.Marshal's of a string, which has none.
+			request, _ := dispatch.AttemptBody(&e.EventLog, &in)
+			a["request_body"], a["response_body"] = string(request), in.ResponseBody
 		}
 		attempts[i] = a
 	}

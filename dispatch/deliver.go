@@ -52,6 +52,17 @@ func encodeBody(r *store.EventLog, source string, f config.Format) ([]byte, erro
 	return r.Payload, nil
 }
 
+// AttemptBody returns the request body of attempt in of row r: the copy
+// the attempt logged or, for an attempt that logged its format instead,
+// the row rendered again in that format with the attempt's node as the
+// source, as the attempt sent it.
+func AttemptBody(r *store.EventLog, in *store.Invocation) ([]byte, error) {
+	if in.RequestFormat == "" {
+		return in.RequestBody, nil
+	}
+	return encodeBody(r, in.NodeID, config.Format(in.RequestFormat))
+}
+
 // setFormatHeaders sets the headers of a delivery's format: its
 // Content-Type and, in binary mode, the CloudEvent's other attributes as
 // ce- headers.

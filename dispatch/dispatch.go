@@ -467,7 +467,7 @@ func (d *Dispatcher) submit(ctx context.Context, ev Event, w *waiter) (uuid.UUID
 func (d *Dispatcher) newRow(l *lane, id, batch uuid.UUID, ev *Event, now time.Time, live bool, w *waiter, index int) (store.EventLog, *job) {
 	row := store.EventLog{
 		ID: id, BatchID: batch, Project: ev.Project, Trigger: l.name, Type: ev.Type,
-		Payload: ev.Data, EventTime: ev.Time, FireAt: ev.FireAt, Synchronous: w != nil,
+		Payload: ev.Data, EventTime: storedTime(ev.Time), FireAt: ev.FireAt, Synchronous: w != nil,
 		Status: store.StatusStaged, DueAt: ev.FireAt,
 	}
 	claim := false
@@ -524,6 +524,11 @@ func unreserve(jobs []*job) {
 		j.lane.unreserve(1)
 	}
 }
+
+// storedTime is t as the store keeps it, to the microsecond: a row
+// delivered from memory then says what the log of its attempts renders
+// again (AttemptBody), and what a row read back from the store says.
+func storedTime(t time.Time) time.Time { return time.UnixMicro(t.UnixMicro()) }
 
 // later returns the later of two times.
 func later(a, b time.Time) time.Time {

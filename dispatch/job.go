@@ -200,11 +200,15 @@ func (d *Dispatcher) decide(j *job, res attemptResult) store.Outcome {
 			NodeID:         d.opts.NodeID,
 			StartedAt:      res.started,
 			Duration:       res.duration,
-			RequestBody:    j.body,
 			ResponseStatus: res.status,
 			ResponseBody:   res.body,
 			Error:          res.err,
 		},
+	}
+	if j.body != nil {
+		// The body is the row in j.format: the store keeps the format,
+		// not a copy (see AttemptBody).
+		out.Invocation.RequestFormat = string(j.format)
 	}
 	switch {
 	case res.err == "":

@@ -222,9 +222,9 @@ func (s *Store) attemptsOf(ctx context.Context, ids []uuid.UUID, bodies bool) (m
 	if len(ids) == 0 {
 		return out, nil
 	}
-	bodyColumns := `'', ''`
+	bodyColumns := `'', '', ''`
 	if bodies {
-		bodyColumns = `request_body, coalesce(response_body, '')`
+		bodyColumns = `request_body, coalesce(request_format, ''), coalesce(response_body, '')`
 	}
 	rows, err := s.pool.Query(ctx, `
 		SELECT id, event_id, attempt, node_id, started_at, duration_ms, coalesce(response_status, 0), coalesce(error, ''), `+bodyColumns+`
@@ -236,7 +236,7 @@ func (s *Store) attemptsOf(ctx context.Context, ids []uuid.UUID, bodies bool) (m
 	var ms float64
 	var request string
 	_, err = pgx.ForEachRow(rows, []any{&in.ID, &in.EventID, &in.Attempt, &in.NodeID, &in.StartedAt, &ms,
-		&in.ResponseStatus, &in.Error, &request, &in.ResponseBody}, func() error {
+		&in.ResponseStatus, &in.Error, &request, &in.RequestFormat, &in.ResponseBody}, func() error {
 		in.Duration = msDuration(ms)
 		in.RequestBody = nil
 		if bodies {

@@ -70,7 +70,7 @@ func (s *Store) Events(ctx context.Context, ids []uuid.UUID, f Filter) ([]EventL
 // Invocations returns the attempts logged for one event_logs row, in order.
 func (s *Store) Invocations(ctx context.Context, eventID uuid.UUID) ([]Invocation, error) {
 	rows, err := s.pool.Query(ctx, `
-		SELECT id, event_id, attempt, node_id, started_at, duration_ms, request_body,
+		SELECT id, event_id, attempt, node_id, started_at, duration_ms, request_body, coalesce(request_format, ''),
 		       coalesce(response_status, 0), coalesce(response_body, ''), coalesce(error, '')
 		FROM invocation_logs WHERE event_id = $1 ORDER BY attempt, started_at`, eventID)
 	if err != nil {
@@ -80,7 +80,7 @@ func (s *Store) Invocations(ctx context.Context, eventID uuid.UUID) ([]Invocatio
 	var in Invocation
 	var ms float64
 	_, err = pgx.ForEachRow(rows, []any{&in.ID, &in.EventID, &in.Attempt, &in.NodeID, &in.StartedAt, &ms,
-		&in.RequestBody, &in.ResponseStatus, &in.ResponseBody, &in.Error}, func() error {
+		&in.RequestBody, &in.RequestFormat, &in.ResponseStatus, &in.ResponseBody, &in.Error}, func() error {
 		in.Duration = msDuration(ms)
 		in.RequestBody = append([]byte(nil), in.RequestBody...)
 		out = append(out, in)

@@ -73,13 +73,18 @@ type Outcome struct {
 
 // Invocation is one invocation_logs row: one attempt to deliver an event.
 type Invocation struct {
-	ID             uuid.UUID
-	EventID        uuid.UUID
-	Attempt        int
-	NodeID         string
-	StartedAt      time.Time
-	Duration       time.Duration
-	RequestBody    []byte
+	ID        uuid.UUID
+	EventID   uuid.UUID
+	Attempt   int
+	NodeID    string
+	StartedAt time.Time
+	Duration  time.Duration
+	// RequestBody is the body sent, when the attempt logged a copy of it.
+	RequestBody []byte
+	// RequestFormat, when set, is the trigger format the body was sent in,
+	// and RequestBody is not logged: the body is the event's row rendered
+	// in that format with NodeID as its source (dispatch.AttemptBody).
+	RequestFormat  string
 	ResponseStatus int // 0 when no HTTP answer came
 	ResponseBody   string
 	Error          string

@@ -233,9 +233,9 @@ const customPlanSQL = `SELECT set_config('plan_cache_mode', 'force_custom_plan',
 
 const insertInvocationsSQL = `
 INSERT INTO invocation_logs (id, event_id, attempt, node_id, started_at, duration_ms, request_body,
-                             response_status, response_body, error)
+                             request_format, response_status, response_body, error)
 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::timestamptz[],
-                     $6::float8[], $7::text[], $8::int[], $9::text[], $10::text[])`
+                     $6::float8[], $7::text[], $8::text[], $9::int[], $10::text[], $11::text[])`
 
 // commit writes a batch in one transaction: pipelined statements between
 // two Syncs run as one implicit transaction, so the whole batch costs one
@@ -294,7 +294,7 @@ func (s *Store) commit(batch []*writeOp) (map[uuid.UUID]bool, error) {
 	}
 	if len(inv.id) > 0 {
 		b.Queue(insertInvocationsSQL, inv.id, inv.eventID, inv.attempt, inv.node, inv.startedAt,
-			inv.durationMS, inv.request, inv.status, inv.response, inv.err)
+			inv.durationMS, inv.request, inv.format, inv.status, inv.response, inv.err)
 	}
 	// The statements that read go last, after customPlanSQL: the setting
 	// lasts until the commit.
@@ -395,6 +395,7 @@ type invocationColumns struct {
 	startedAt     []time.Time
 	durationMS    []float64
 	request       []string
+	format        []pgtype.Text
 	status        []pgtype.Int4
 	response, err []pgtype.Text
 }
@@ -407,6 +408,7 @@ func (c *invocationColumns) add(in *Invocation) {
 	c.startedAt = append(c.startedAt, in.StartedAt)
 	c.durationMS = append(c.durationMS, float64(in.Duration)/float64(time.Millisecond))
 	c.request = append(c.request, string(in.RequestBody))
+	c.format = append(c.format, textOrNull(in.RequestFormat))
 	c.status = append(c.status, pgtype.Int4{Int32: int32(in.ResponseStatus), Valid: in.ResponseStatus != 0})
 	c.response = append(c.response, textOrNull(Text(in.ResponseBody)))
 	c.err = append(c.err, textOrNull(Text(in.Error)))
