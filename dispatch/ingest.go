@@ -33,7 +33,8 @@ type Change struct {
 	Triggers []string
 }
 
-// Ingest stages changes in one write and returns once it is committed.
+// Ingest stages changes and returns once they are committed: in one
+// write, or in several while their lanes are full (see roomWait).
 // The commit does not wait for the store's disk (see store.InsertOnce):
 // the source confirms the changes to its origin after Durable. Rows
 // already logged by an earlier run are skipped. Rows due now are handed to
@@ -66,10 +67,73 @@ func (d *Dispatcher) IngestWith(ctx context.Context, changes []Change, write Wri
 	return d.ingest(ctx, changes, write, sourceFile)
 }
 
-// ingest is IngestWith, counting the rows written as source's.
+// ingest is IngestWith, counting the rows written as source's. Changes
+// from a database are staged in parts that fit in their lanes, each once
+// they have room (see roomWait).
 func (d *Dispatcher) ingest(ctx context.Context, changes []Change, write Write, source string) error {
 	live, done := d.intake.enter()
 	defer done()
+	if !live || source != sourceDB {
+		return d.stage(ctx, changes, write, source, live)
+	}
+	for len(changes) > 0 {
+		n := d.waitRoom(ctx, changes)
+		if err := d.stage(ctx, changes[:n], write, source, live); err != nil {
+			return err
+		}
+		changes = changes[n:]
+	}
+	return nil
+}
+
+// Rows staged while their lane has room are claimed as they are inserted;
+// rows staged while it is full are claimed later by a poll, which writes
+// each row once more. So changes from a database, which wait in the
+// replication stream at no cost, wait for their lanes to free places: for
+// at most roomWait in all, and not past a roomIdle in which a lane freed
+// none (its webhook is slow or failing), so that the changes of other
+// triggers wait little behind a lane that cannot keep up.
+const (
+	roomWait = 500 * time.Millisecond
+	roomIdle = 100 * time.Millisecond
+)
+
+// waitRoom returns how many of changes, from the first (at least one),
+// fit in the places of the lanes they go to, after waiting for those
+// lanes to have room for them (see roomWait).
+func (d *Dispatcher) waitRoom(ctx context.Context, changes []Change) int {
+	need := make(map[*lane]int)
+	n := 0
+	for ; n < len(changes); n++ {
+		c := &changes[n]
+		p := (*d.routes.Load())[c.Project]
+		if p == nil || c.FireAt.After(time.Now()) {
+			break // changeRows refuses it, or it is not due: no lane holds it now
+		}
+		over := false
+		for _, name := range c.Triggers {
+			if l := p.byName[name]; l != nil && need[l]+1 > l.places.size() {
+				over = true
+			}
+		}
+		if over && n > 0 {
+			break
+		}
+		for _, name := range c.Triggers {
+			if l := p.byName[name]; l != nil {
+				need[l]++
+			}
+		}
+	}
+	deadline := time.Now().Add(roomWait)
+	for l, k := range need {
+		l.places.awaitRoom(ctx, d.crew.soft, k, roomIdle, deadline)
+	}
+	return max(n, 1)
+}
+
+// stage builds the rows of changes, writes them and starts those claimed.
+func (d *Dispatcher) stage(ctx context.Context, changes []Change, write Write, source string, live bool) error {
 	rows, claimed, err := d.changeRows(changes, live)
 	if err != nil {
 		return err

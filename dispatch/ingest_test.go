@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -12,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/triggerd/triggerd/dispatch"
+	"github.com/triggerd/triggerd/internal/waittest"
 	"github.com/triggerd/triggerd/store"
 )
 
@@ -118,4 +121,90 @@ func TestIngestWithDeliversWhatTheWriteInserted(t *testing.T) {
 	if recent, err := n.st.Recent(ctx, store.Filter{}, 100); err != nil || len(recent) != 2 {
 		t.Errorf("event_logs holds %d rows (%v), want the 2 the write inserted", len(recent), err)
 	}
+}
+
+// TestIngestClaimsAsItInserts: changes from a database are staged as
+// their lane frees places, so that every row is claimed as it is
+// inserted, and written once more only for its outcome, never for a
+// claim.
+func TestIngestClaimsAsItInserts(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	h := newHook(t, nil)
+	// Concurrency 1: the lane holds 16 rows.
+	n := e.start("n1", trigger("t", "row-change", h.URL, "concurrency: 1"), dispatch.Options{})
+	const rows = 200
+	if err := n.d.Ingest(context.Background(), rowChanges("p/app/a", rows, "t")); err != nil {
+		t.Fatal(err)
+	}
+	waitDeliveries(t, h, rows)
+	// Every update of event_logs is an outcome's (one per row) or a
+	// claim's. The server counts them in pg_stat_user_tables once the
+	// backends report, which they do at the latest as they exit.
+	if err := n.shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	n.st.Close()
+	db := e.db()
+	var updates int64
+	waittest.For(t, 20*time.Second, func() error {
+		var now int64
+		if err := db.QueryRow(context.Background(), `SELECT n_tup_upd FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = 'event_logs'`, e.schema).Scan(&now); err != nil {
+			return err
+		}
+		settled := now == updates && now >= rows
+		updates = now
+		if !settled {
+			time.Sleep(300 * time.Millisecond)
+			return fmt.Errorf("%d updates counted so far, still changing", now)
+		}
+		return nil
+	})
+	if updates > rows+16 {
+		t.Errorf("event_logs had %d updates for %d rows delivered: rows were claimed after their insert", updates, rows)
+	}
+}
+
+// TestIngestDoesNotWaitBehindAHungLane: a lane that frees no place,
+// because its webhook hangs, holds the changes of other triggers up for a
+// moment only.
+func TestIngestDoesNotWaitBehindAHungLane(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	fast := newHook(t, nil)
+	release := make(chan struct{})
+	hung := newHook(t, func(_ int, w http.ResponseWriter, _ *http.Request) { <-release })
+	t.Cleanup(func() { close(release) })
+	n := e.start("n1", trigger("fast", "row-change", fast.URL, "concurrency: 1")+
+		trigger("hung", "row-change", hung.URL, "concurrency: 1, timeout: 60000"), dispatch.Options{})
+	began := time.Now()
+	if err := n.d.Ingest(context.Background(), rowChanges("p/app/b", 100, "hung", "fast")); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(began); took > 5*time.Second {
+		t.Errorf("staging 100 changes took %s behind a lane whose webhook hangs", took)
+	}
+	waitDeliveries(t, fast, 100)
+}
+
+// rowChanges returns count changes of one transaction, for triggers.
+func rowChanges(key string, count int, triggers ...string) []dispatch.Change {
+	out := make([]dispatch.Change, count)
+	for i := range out {
+		out[i] = dispatch.Change{
+			Event: dispatch.Event{Project: "p", Type: "row-change", Data: json.RawMessage(`{}`)},
+			Key:   key, Seq: 1, Sub: uint64(i), Triggers: triggers,
+		}
+	}
+	return out
+}
+
+// waitDeliveries waits until h has received want deliveries.
+func waitDeliveries(t *testing.T, h *hook, want int) {
+	waittest.For(t, 20*time.Second, func() error {
+		if got := len(h.deliveries()); got != want {
+			return fmt.Errorf("%d deliveries of %d", got, want)
+		}
+		return nil
+	})
 }

@@ -172,7 +172,45 @@ type places struct {
 	mu       sync.Mutex
 	capacity int // rows held at most; follows the trigger's concurrency
 	held     int
-	backlog  bool // rows were left due when the lane was full: poll when one leaves
+	backlog  bool          // rows were left due when the lane was full: poll when one leaves
+	freed    chan struct{} // closed when a place is given back; nil while nobody waits for one
+}
+
+// size is how many rows the lane may hold.
+func (p *places) size() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.capacity
+}
+
+// awaitRoom waits until n places are free, for as long as a place is
+// given back every idle, until deadline, and until ctx or stop ends. It
+// takes none.
+func (p *places) awaitRoom(ctx, stop context.Context, n int, idle time.Duration, deadline time.Time) {
+	timer := time.NewTimer(min(idle, time.Until(deadline)))
+	defer timer.Stop()
+	for time.Now().Before(deadline) {
+		p.mu.Lock()
+		if p.capacity-p.held >= n {
+			p.mu.Unlock()
+			return
+		}
+		if p.freed == nil {
+			p.freed = make(chan struct{})
+		}
+		freed := p.freed
+		p.mu.Unlock()
+		select {
+		case <-freed:
+			timer.Reset(min(idle, time.Until(deadline)))
+		case <-timer.C:
+			return
+		case <-ctx.Done():
+			return
+		case <-stop.Done():
+			return
+		}
+	}
 }
 
 // reserve takes up to n places, and returns how many it took. When it
@@ -239,6 +277,10 @@ func (p *places) give(n int) (poll bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.held -= n
+	if p.freed != nil {
+		close(p.freed)
+		p.freed = nil
+	}
 	poll = p.backlog && p.held < p.capacity
 	if poll {
 		p.backlog = false
