@@ -331,3 +331,49 @@ func TestASlowCommitDoesNotDeliverTwice(t *testing.T) {
 		t.Fatalf("%d deliveries of %d rows (%d events queued), %d more than once", len(h.deliveries()), len(seen), events, twice)
 	}
 }
+
+// TestRetriesWithinALeaseAreKept: an async row whose retry is due within a
+// lease stays claimed by its node through the wait, so that each retry is
+// written once, for its outcome, and never for a claim; and a row
+// cancelled while it waits is not attempted again.
+func TestRetriesWithinALeaseAreKept(t *testing.T) {
+	t.Parallel()
+	t.Run("no claim", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t)
+		h := newHook(t, func(n int, w http.ResponseWriter, _ *http.Request) {
+			if n < 3 {
+				w.WriteHeader(http.StatusInternalServerError)
+			}
+		})
+		n := e.start("a", trigger("t", "x", h.URL, "retries: 3, retry_backoff: {initial: 50ms}"), dispatch.Options{Poll: 20 * time.Millisecond})
+		id, _, err := n.d.Enqueue(context.Background(), dispatch.Event{Project: "p", Type: "x"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		row := n.waitStatus(t, id, store.StatusProcessed, 5*time.Second)[0]
+		if updates := settledUpdates(t, e, n); row.Attempts != 3 || updates != 3 {
+			t.Errorf("%d attempts, %d updates of the row; want 3 of each, one per outcome", row.Attempts, updates)
+		}
+	})
+	t.Run("cancelled meanwhile", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t)
+		h := newHook(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusInternalServerError) })
+		n := e.start("a", trigger("t", "x", h.URL, "retries: 3, retry_backoff: {initial: 500ms}"), dispatch.Options{})
+		ctx := context.Background()
+		id, _, err := n.d.Enqueue(ctx, dispatch.Event{Project: "p", Type: "x"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.next(t, 5*time.Second)
+		row := n.waitFor(t, id, "attempted once", func(r store.EventLog) bool { return r.Attempts == 1 }, 5*time.Second)[0]
+		if got, err := n.st.Cancel(ctx, store.EventQuery{ID: row.ID}, "cancelled by a test"); err != nil || got.Rows != 1 {
+			t.Fatalf("cancel: %+v %v", got, err)
+		}
+		time.Sleep(1500 * time.Millisecond) // the retry was due after 400 to 600 ms
+		if got := len(h.deliveries()); got != 1 {
+			t.Errorf("%d deliveries, want 1: a row cancelled while it waited for its retry was attempted again", got)
+		}
+	})
+}

@@ -139,27 +139,8 @@ func TestIngestClaimsAsItInserts(t *testing.T) {
 	}
 	waitDeliveries(t, h, rows)
 	// Every update of event_logs is an outcome's (one per row) or a
-	// claim's. The server counts them in pg_stat_user_tables once the
-	// backends report, which they do at the latest as they exit.
-	if err := n.shutdown(); err != nil {
-		t.Fatal(err)
-	}
-	n.st.Close()
-	db := e.db()
-	var updates int64
-	waittest.For(t, 20*time.Second, func() error {
-		var now int64
-		if err := db.QueryRow(context.Background(), `SELECT n_tup_upd FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = 'event_logs'`, e.schema).Scan(&now); err != nil {
-			return err
-		}
-		settled := now == updates && now >= rows
-		updates = now
-		if !settled {
-			time.Sleep(300 * time.Millisecond)
-			return fmt.Errorf("%d updates counted so far, still changing", now)
-		}
-		return nil
-	})
+	// claim's.
+	updates := settledUpdates(t, e, n)
 	if updates > rows+16 {
 		t.Errorf("event_logs had %d updates for %d rows delivered: rows were claimed after their insert", updates, rows)
 	}
@@ -185,6 +166,34 @@ func TestIngestDoesNotWaitBehindAHungLane(t *testing.T) {
 		t.Errorf("staging 100 changes took %s behind a lane whose webhook hangs", took)
 	}
 	waitDeliveries(t, fast, 100)
+}
+
+// settledUpdates stops n and returns how many times the rows of e's
+// event_logs were updated (pg_stat_user_tables' n_tup_upd), once the
+// server has counted them all: backends report their counts at the latest
+// as they exit.
+func settledUpdates(t *testing.T, e *env, n *node) int64 {
+	t.Helper()
+	if err := n.shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	n.st.Close()
+	db := e.db()
+	var updates int64
+	waittest.For(t, 20*time.Second, func() error {
+		var now int64
+		if err := db.QueryRow(context.Background(), `SELECT n_tup_upd FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = 'event_logs'`, e.schema).Scan(&now); err != nil {
+			return err
+		}
+		settled := now == updates && now > 0
+		updates = now
+		if !settled {
+			time.Sleep(300 * time.Millisecond)
+			return fmt.Errorf("%d updates counted so far, still changing", now)
+		}
+		return nil
+	})
+	return updates
 }
 
 // rowChanges returns count changes of one transaction, for triggers.

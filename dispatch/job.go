@@ -25,7 +25,10 @@ type job struct {
 	wait  *waiter   // the synchronous caller, if it is waiting on this node
 	index int       // the row's trigger position, for the waiter
 	next  time.Time // when to attempt; zero or past means now
-	body  []byte    // the request body in format, the same on every attempt while the trigger's format stays
+	// kept is set while the row waits here for a retry, claimed all along:
+	// the store may have cancelled it meanwhile (see Dispatcher.stillHeld).
+	kept bool
+	body []byte // the request body in format, the same on every attempt while the trigger's format stays
 	// format is the format body is in.
 	format config.Format
 }
@@ -64,6 +67,9 @@ func (d *Dispatcher) work(soft, hard context.Context, j *job) bool {
 		}
 		if soft.Err() != nil { // stopping: start no new attempt
 			return false
+		}
+		if j.kept && !d.stillHeld(hard, j) {
+			return true
 		}
 		if !l.slots.take(soft) {
 			return false
@@ -121,8 +127,32 @@ func (d *Dispatcher) work(soft, hard context.Context, j *job) bool {
 			return true
 		}
 		j.next = out.DueAt.Add(-l.settings().lease) // the retry (see decide)
+		j.kept = true
 		d.held.setLease(j, out.DueAt)
 	}
+}
+
+// stillHeld reports whether the store still has j's row staged and
+// claimed by this node, after j kept it through a retry's wait: an admin
+// may have cancelled it. When the store cannot tell, the attempt goes
+// ahead: the store refuses its outcome if the row was cancelled.
+func (d *Dispatcher) stillHeld(hard context.Context, j *job) bool {
+	j.kept = false
+	ctx, cancel := context.WithTimeout(hard, claimTimeout)
+	defer cancel()
+	held, err := d.store.Holds(ctx, d.opts.NodeID, j.row.ID)
+	if err != nil {
+		d.log.Debug("cannot read a kept row's claim before its retry; attempting it", append(j.lane.rowRef(&j.row), "err", err)...)
+		return true
+	}
+	if !held {
+		d.log.Info("a row waiting here for a retry was cancelled or taken over meanwhile; it is not attempted again", j.lane.rowRef(&j.row)...)
+		if j.wait != nil {
+			j.wait.finish(j.index, store.Outcome{EventID: j.row.ID, Status: store.StatusCancelled, Attempts: j.row.Attempts,
+				Remark: "the row was cancelled, or taken over by another node, while it waited for a retry"})
+		}
+	}
+	return held
 }
 
 // dropRemoved ends the work on j, whose trigger was removed: its row is
@@ -219,12 +249,17 @@ func (d *Dispatcher) decide(j *job, res attemptResult) store.Outcome {
 		out.Remark = fmt.Sprintf("failed after %d attempt(s): %s", attempts, res.err)
 	default:
 		out.Status = store.StatusStaged
-		out.DueAt = time.Now().Add(retryDelay(t.RetryBackoff, tries, res.retryAfter))
+		wait := retryDelay(t.RetryBackoff, tries, res.retryAfter)
+		out.DueAt = time.Now().Add(wait)
 		out.Remark = fmt.Sprintf("attempt %d failed: %s", attempts, res.err)
-		if j.wait != nil {
-			// Retried here, for the waiting caller: the row stays this
-			// node's until a lease after the retry, so that no poll (this
-			// node's included) claims it in between.
+		if j.wait != nil || wait <= d.opts.Lease {
+			// Retried here: the row stays this node's until a lease after
+			// the retry, so that no poll (this node's included) claims it
+			// in between, and the retry costs no claim, which would write
+			// the row once more. Always for a waiting caller; otherwise
+			// only for a retry due within a lease, so that a row does not
+			// hold a place long, and a dead node's row comes back to the
+			// others at most a lease after its retry was due.
 			out.Keep, out.DueAt = true, out.DueAt.Add(set.lease)
 		}
 	}

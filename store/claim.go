@@ -136,6 +136,19 @@ func (s *Store) Renew(ctx context.Context, node string, ids []uuid.UUID, leases 
 	return out, nil
 }
 
+// Holds reports whether node still holds row id: the row is staged and
+// claimed by node. It reads and writes nothing else, for a node that kept
+// a row through a retry's wait to learn whether the row was cancelled
+// meanwhile.
+func (s *Store) Holds(ctx context.Context, node string, id uuid.UUID) (bool, error) {
+	var held bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM event_logs WHERE id = $1 AND claimed_by = $2 AND status || '' = 'staged')`, id, node).Scan(&held)
+	if err != nil {
+		return false, fmt.Errorf("store %s: read the claim of %s: %w", s.where, id, err)
+	}
+	return held, nil
+}
+
 // Release hands node's staged rows back for any node to claim, each at its
 // due time (the same index in due), or at once where that is zero.
 func (s *Store) Release(ctx context.Context, node string, ids []uuid.UUID, due []time.Time) error {
