@@ -212,15 +212,24 @@ FROM unnest(` + eventArrays + `)
 const insertEventsOnceSQL = insertEventsSQL + `ON CONFLICT (id) DO NOTHING
 RETURNING id`
 
-const applyOutcomesSQL = `
-UPDATE event_logs e
-SET status = u.status, attempts = u.attempts, due_at = u.due_at, claimed_by = u.claimed_by,
-    remark = u.remark, response = u.response::json, updated_at = now()
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::timestamptz[], $6::text[],
-            $7::text[], $8::text[])
-     AS u(id, node, status, attempts, due_at, claimed_by, remark, response)
-WHERE e.id = u.id AND e.claimed_by = u.node AND e.status || '' = 'staged' -- see renewSQL
-RETURNING e.id`
+// applyOutcomeSQL applies one outcome. It runs after indexPlanSQL, once
+// per outcome of a batch, so that Postgres plans it once per connection:
+// a join with unnest, like the other updates, was planned anew for each
+// batch (see customPlanSQL), which cost more than the update itself in
+// small batches.
+const applyOutcomeSQL = `
+UPDATE event_logs
+SET status = $3, attempts = $4, due_at = $5, claimed_by = $6, remark = $7, response = $8::text::json,
+    updated_at = now()
+WHERE id = $1 AND claimed_by = $2 AND status || '' = 'staged' -- see renewSQL
+RETURNING id`
+
+// indexPlanSQL keeps the rest of the transaction from planning sequential
+// scans. A statement that looks one row up by its primary key, planned
+// while event_logs was small, would otherwise cache a plan that reads
+// the whole table (see customPlanSQL), and the lookup by primary key is
+// then the only plan left for it, at any size.
+const indexPlanSQL = `SELECT set_config('enable_seqscan', 'off', true)`
 
 // customPlanSQL makes the rest of the transaction plan each statement for
 // its parameters (file index writes too: with a plan cached while the index
@@ -296,23 +305,26 @@ func (s *Store) commit(batch []*writeOp) (map[uuid.UUID]bool, error) {
 		b.Queue(insertInvocationsSQL, inv.id, inv.eventID, inv.attempt, inv.node, inv.startedAt,
 			inv.durationMS, inv.request, inv.format, inv.status, inv.response, inv.err)
 	}
-	// The statements that read go last, after customPlanSQL: the setting
-	// lasts until the commit.
+	// The statements that read go last, after indexPlanSQL and
+	// customPlanSQL: the settings last until the commit.
+	if len(oc.id) > 0 {
+		b.Queue(indexPlanSQL)
+		for i := range oc.id {
+			b.Queue(applyOutcomeSQL, oc.id[i], oc.node[i], oc.status[i], oc.attempts[i], oc.dueAt[i], oc.claimedBy[i],
+				oc.remark[i], oc.response[i]).Query(collect)
+		}
+	}
 	index := false
 	for _, op := range batch {
 		index = index || op.index != nil
 	}
-	if index || len(oc.id) > 0 {
+	if index {
 		b.Queue(customPlanSQL)
 	}
 	for _, op := range batch {
 		if op.index != nil {
 			op.index.queue(b, collect)
 		}
-	}
-	if len(oc.id) > 0 {
-		b.Queue(applyOutcomesSQL, oc.id, oc.node, oc.status, oc.attempts, oc.dueAt, oc.claimedBy,
-			oc.remark, oc.response).Query(collect)
 	}
 	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
 		return nil, fmt.Errorf("store %s: write %d events and %d outcomes: %w", s.where, len(ev.id)+len(evOnce.id), len(oc.id), err)
