@@ -89,20 +89,29 @@ func (d *Dispatcher) ingest(ctx context.Context, changes []Change, write Write, 
 // Rows staged while their lane has room are claimed as they are inserted;
 // rows staged while it is full are claimed later by a poll, which writes
 // each row once more. So changes from a database, which wait in the
-// replication stream at no cost, wait for their lanes to free places: for
-// at most roomWait in all, and not past a roomIdle in which a lane freed
-// none (its webhook is slow or failing), so that the changes of other
-// triggers wait little behind a lane that cannot keep up.
+// replication stream at no cost, are staged in parts of at most half a
+// lane's places, each once its lanes have room: for at most roomWait in
+// all, and not past a roomIdle in which a lane freed no place. A lane that
+// had no room in time is behind (its webhook is slower than the changes
+// come): it is not waited for again until it has drained to half its
+// places, so that a slow webhook never sets the pace of capture for the
+// other triggers; its rows are staged free meanwhile, for polls.
 const (
-	roomWait = 500 * time.Millisecond
+	roomWait = 250 * time.Millisecond
 	roomIdle = 100 * time.Millisecond
 )
 
 // waitRoom returns how many of changes, from the first (at least one),
-// fit in the places of the lanes they go to, after waiting for those
-// lanes to have room for them (see roomWait).
+// fit in the places of the lanes they go to that are not behind, after
+// waiting for those lanes to have room for them (see roomWait).
 func (d *Dispatcher) waitRoom(ctx context.Context, changes []Change) int {
 	need := make(map[*lane]int)
+	waited := func(l *lane) bool {
+		if l.behind.Load() && l.places.drained() {
+			l.behind.Store(false)
+		}
+		return !l.behind.Load()
+	}
 	n := 0
 	for ; n < len(changes); n++ {
 		c := &changes[n]
@@ -112,7 +121,7 @@ func (d *Dispatcher) waitRoom(ctx context.Context, changes []Change) int {
 		}
 		over := false
 		for _, name := range c.Triggers {
-			if l := p.byName[name]; l != nil && need[l]+1 > l.places.size() {
+			if l := p.byName[name]; l != nil && waited(l) && need[l]+1 > max(l.places.size()/2, 1) {
 				over = true
 			}
 		}
@@ -120,14 +129,16 @@ func (d *Dispatcher) waitRoom(ctx context.Context, changes []Change) int {
 			break
 		}
 		for _, name := range c.Triggers {
-			if l := p.byName[name]; l != nil {
+			if l := p.byName[name]; l != nil && waited(l) {
 				need[l]++
 			}
 		}
 	}
 	deadline := time.Now().Add(roomWait)
 	for l, k := range need {
-		l.places.awaitRoom(ctx, d.crew.soft, k, roomIdle, deadline)
+		if !l.places.awaitRoom(ctx, d.crew.soft, k, roomIdle, deadline) {
+			l.behind.Store(true)
+		}
 	}
 	return max(n, 1)
 }

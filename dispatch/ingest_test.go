@@ -204,6 +204,30 @@ func claimLog(t *testing.T, e *env) func(after int) int {
 	}
 }
 
+// TestIngestDoesNotWaitBehindASlowLane: a lane whose webhook is slower
+// than the changes come, though it frees a place now and then, sets the
+// pace of capture for a moment only: staging does not wait for it again
+// until it has drained.
+func TestIngestDoesNotWaitBehindASlowLane(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	fast := newHook(t, nil)
+	slow := newHook(t, func(_ int, w http.ResponseWriter, _ *http.Request) { time.Sleep(30 * time.Millisecond) })
+	// The slow lane holds 16 rows, and frees one every 30 ms: waiting
+	// for room for each part of its rows would take 30 s for 1,000.
+	n := e.start("n1", trigger("fast", "row-change", fast.URL, "")+
+		trigger("slow", "row-change", slow.URL, "concurrency: 1"), dispatch.Options{})
+	const count = 1000
+	began := time.Now()
+	if err := n.d.Ingest(context.Background(), rowChanges("p/app/c", count, "slow", "fast")); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(began); took > 5*time.Second {
+		t.Errorf("staging %d changes took %s behind a slow lane", count, took)
+	}
+	waitDeliveries(t, fast, count)
+}
+
 // rowChanges returns count changes of one transaction, for triggers.
 func rowChanges(key string, count int, triggers ...string) []dispatch.Change {
 	out := make([]dispatch.Change, count)

@@ -53,6 +53,10 @@ type lane struct {
 	// alarm is when the lane polls next; any goroutine may bring it
 	// forward, the lane's Run goroutine alone takes it.
 	alarm alarm
+	// behind is set while the lane's deliveries are slower than the
+	// database changes it takes arrive (see roomWait); any goroutine
+	// reads it, Dispatcher.waitRoom alone writes it.
+	behind atomic.Bool
 }
 
 // laneSettings are a lane's trigger and what follows from it. A value is
@@ -183,17 +187,28 @@ func (p *places) size() int {
 	return p.capacity
 }
 
+// drained reports whether the lane holds at most half its places.
+func (p *places) drained() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.held <= p.capacity/2
+}
+
 // awaitRoom waits until n places are free, for as long as a place is
 // given back every idle, until deadline, and until ctx or stop ends. It
-// takes none.
-func (p *places) awaitRoom(ctx, stop context.Context, n int, idle time.Duration, deadline time.Time) {
+// takes none, and reports whether the places were free.
+func (p *places) awaitRoom(ctx, stop context.Context, n int, idle time.Duration, deadline time.Time) bool {
 	timer := time.NewTimer(min(idle, time.Until(deadline)))
 	defer timer.Stop()
-	for time.Now().Before(deadline) {
+	for {
 		p.mu.Lock()
 		if p.capacity-p.held >= n {
 			p.mu.Unlock()
-			return
+			return true
+		}
+		if !time.Now().Before(deadline) {
+			p.mu.Unlock()
+			return false
 		}
 		if p.freed == nil {
 			p.freed = make(chan struct{})
@@ -204,11 +219,11 @@ func (p *places) awaitRoom(ctx, stop context.Context, n int, idle time.Duration,
 		case <-freed:
 			timer.Reset(min(idle, time.Until(deadline)))
 		case <-timer.C:
-			return
+			return false
 		case <-ctx.Done():
-			return
+			return false
 		case <-stop.Done():
-			return
+			return false
 		}
 	}
 }
