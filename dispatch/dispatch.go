@@ -35,6 +35,10 @@ type Options struct {
 	// Poll is how often each trigger looks for rows staged or released by
 	// other nodes (default 1s). Rows this node stages wake it on time.
 	Poll time.Duration
+	// RoomWait is how long staging a database's changes waits for their
+	// lanes to have room before it stops waiting for a lane that cannot
+	// keep up (default 250ms; see roomWait).
+	RoomWait time.Duration
 	// Grace is how long attempts in flight may finish after Run's context
 	// ends (default 10s).
 	Grace time.Duration
@@ -147,6 +151,9 @@ func New(cfg *config.Config, st *store.Store, keys map[string]*auth.Keyring, opt
 	}
 	if opts.Poll <= 0 {
 		opts.Poll = time.Second
+	}
+	if opts.RoomWait <= 0 {
+		opts.RoomWait = roomWait
 	}
 	if opts.Grace <= 0 {
 		opts.Grace = cfg.ShutdownGrace.Std()

@@ -91,15 +91,13 @@ func (d *Dispatcher) ingest(ctx context.Context, changes []Change, write Write, 
 // each row once more. So changes from a database, which wait in the
 // replication stream at no cost, are staged in parts of at most half a
 // lane's places, each once its lanes have room: for at most roomWait in
-// all, and not past a roomIdle in which a lane freed no place. A lane that
+// all (Options.RoomWait), and not past two fifths of it in which a lane
+// freed no place. A lane that
 // had no room in time is behind (its webhook is slower than the changes
 // come): it is not waited for again until it has drained to half its
 // places, so that a slow webhook never sets the pace of capture for the
 // other triggers; its rows are staged free meanwhile, for polls.
-const (
-	roomWait = 250 * time.Millisecond
-	roomIdle = 100 * time.Millisecond
-)
+const roomWait = 250 * time.Millisecond
 
 // waitRoom returns how many of changes, from the first (at least one),
 // fit in the places of the lanes they go to that are not behind, after
@@ -134,9 +132,10 @@ func (d *Dispatcher) waitRoom(ctx context.Context, changes []Change) int {
 			}
 		}
 	}
-	deadline := time.Now().Add(roomWait)
+	wait := d.opts.RoomWait
+	deadline := time.Now().Add(wait)
 	for l, k := range need {
-		if !l.places.awaitRoom(ctx, d.crew.soft, k, roomIdle, deadline) {
+		if !l.places.awaitRoom(ctx, d.crew.soft, k, wait*2/5, deadline) {
 			l.behind.Store(true)
 		}
 	}
