@@ -92,11 +92,11 @@ func (d *Dispatcher) ingest(ctx context.Context, changes []Change, write Write, 
 // replication stream at no cost, are staged in parts of at most half a
 // lane's places, each once its lanes have room: for at most roomWait in
 // all (Options.RoomWait), and not past two fifths of it in which a lane
-// freed no place. A lane that
-// had no room in time is behind (its webhook is slower than the changes
-// come): it is not waited for again until it has drained to half its
-// places, so that a slow webhook never sets the pace of capture for the
-// other triggers; its rows are staged free meanwhile, for polls.
+// freed no place. A lane that had no room in time is behind (its webhook
+// is slower than the changes come): it is not waited for again until it
+// has drained to half its places, so that a slow webhook never sets the
+// pace of capture for the other triggers; its rows are staged free
+// meanwhile, for polls.
 const roomWait = 250 * time.Millisecond
 
 // waitRoom returns how many of changes, from the first (at least one),

@@ -140,10 +140,15 @@ func (s *Store) Renew(ctx context.Context, node string, ids []uuid.UUID, leases 
 // claimed by node. It reads and writes nothing else, for a node that kept
 // a row through a retry's wait to learn whether the row was cancelled
 // meanwhile.
+// Like an outcome, it runs after indexPlanSQL, so that its cached plan is
+// the lookup by primary key whatever the table's size when it was made.
 func (s *Store) Holds(ctx context.Context, node string, id uuid.UUID) (bool, error) {
 	var held bool
-	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM event_logs WHERE id = $1 AND claimed_by = $2 AND status || '' = 'staged')`, id, node).Scan(&held)
-	if err != nil {
+	b := &pgx.Batch{}
+	b.Queue(indexPlanSQL)
+	b.Queue(`SELECT EXISTS (SELECT FROM event_logs WHERE id = $1 AND claimed_by = $2 AND status || '' = 'staged')`, id, node).
+		QueryRow(func(row pgx.Row) error { return row.Scan(&held) })
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
 		return false, fmt.Errorf("store %s: read the claim of %s: %w", s.where, id, err)
 	}
 	return held, nil
