@@ -256,7 +256,7 @@ func (s *Store) commit(batch []*writeOp) (map[uuid.UUID]bool, error) {
 	defer cancel()
 
 	var ev, evOnce eventColumns
-	var oc outcomeColumns
+	var outcomes [][]any
 	var inv invocationColumns
 	for _, op := range batch {
 		cols := &ev
@@ -268,7 +268,7 @@ func (s *Store) commit(batch []*writeOp) (map[uuid.UUID]bool, error) {
 		}
 		for i := range op.outcomes {
 			o := &op.outcomes[i]
-			oc.add(op.node, o)
+			outcomes = append(outcomes, outcomeArgs(op.node, o))
 			if o.Invocation != nil {
 				inv.add(o.Invocation)
 			}
@@ -307,11 +307,10 @@ func (s *Store) commit(batch []*writeOp) (map[uuid.UUID]bool, error) {
 	}
 	// The statements that read go last, after indexPlanSQL and
 	// customPlanSQL: the settings last until the commit.
-	if len(oc.id) > 0 {
+	if len(outcomes) > 0 {
 		b.Queue(indexPlanSQL)
-		for i := range oc.id {
-			b.Queue(applyOutcomeSQL, oc.id[i], oc.node[i], oc.status[i], oc.attempts[i], oc.dueAt[i], oc.claimedBy[i],
-				oc.remark[i], oc.response[i]).Query(collect)
+		for _, args := range outcomes {
+			b.Queue(applyOutcomeSQL, args...).Query(collect)
 		}
 	}
 	index := false
@@ -327,7 +326,7 @@ func (s *Store) commit(batch []*writeOp) (map[uuid.UUID]bool, error) {
 		}
 	}
 	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
-		return nil, fmt.Errorf("store %s: write %d events and %d outcomes: %w", s.where, len(ev.id)+len(evOnce.id), len(oc.id), err)
+		return nil, fmt.Errorf("store %s: write %d events and %d outcomes: %w", s.where, len(ev.id)+len(evOnce.id), len(outcomes), err)
 	}
 	s.announce(changed)
 	return changed, nil
@@ -371,20 +370,10 @@ func (c *eventColumns) add(e *EventLog) {
 	c.claimedBy = append(c.claimedBy, textOrNull(e.ClaimedBy))
 }
 
-// outcomeColumns holds outcomes column by column, for unnest.
-type outcomeColumns struct {
-	id                          [][16]byte
-	node, status                []string
-	attempts                    []int32
-	dueAt                       []pgtype.Timestamptz
-	claimedBy, remark, response []pgtype.Text
-}
-
-func (c *outcomeColumns) add(node string, o *Outcome) {
-	c.id = append(c.id, o.EventID)
-	c.node = append(c.node, node)
-	c.status = append(c.status, string(o.Status))
-	c.attempts = append(c.attempts, int32(o.Attempts))
+// outcomeArgs are the parameters of applyOutcomeSQL for o, an outcome
+// of node's: a row left staged keeps its due time, and stays node's only
+// when o keeps it.
+func outcomeArgs(node string, o *Outcome) []any {
 	claimedBy := ""
 	var dueAt time.Time
 	if o.Status == StatusStaged {
@@ -393,10 +382,8 @@ func (c *outcomeColumns) add(node string, o *Outcome) {
 			claimedBy = node
 		}
 	}
-	c.dueAt = append(c.dueAt, timeOrNull(dueAt))
-	c.claimedBy = append(c.claimedBy, textOrNull(claimedBy))
-	c.remark = append(c.remark, textOrNull(Text(o.Remark)))
-	c.response = append(c.response, rawText(o.Response))
+	return []any{[16]byte(o.EventID), node, string(o.Status), int32(o.Attempts), timeOrNull(dueAt),
+		textOrNull(claimedBy), textOrNull(Text(o.Remark)), rawText(o.Response)}
 }
 
 // invocationColumns holds invocation rows column by column, for unnest.
