@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -191,4 +192,39 @@ func maxOf(plan, field string) int {
 		most = max(most, n)
 	}
 	return most
+}
+
+// The batch inserts make their rows with one unnest per column in the
+// select list (a ProjectSet), never with unnest in FROM (a Function Scan),
+// which keeps each array in a store of its own: see eventUnnest.
+func TestBatchInsertsUnnestInTheSelectList(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := openMigrated(t)
+	var events eventColumns
+	var invocations invocationColumns
+	statements := map[string]struct {
+		sql  string
+		args []any
+	}{
+		"events":      {insertEventsSQL, events.args()},
+		"events once": {insertEventsOnceSQL, events.args()},
+		"invocations": {insertInvocationsSQL, invocations.args()},
+		"files": {applyFilesSQL, append(events.args(), "p", "s", []int32{}, []string{}, []string{},
+			[]int64{}, []time.Time{}, []bool{}, []int32{}, []string{})},
+	}
+	for name, c := range statements {
+		rows, err := st.pool.Query(ctx, "EXPLAIN "+c.sql, c.args...)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		text := strings.Join(plan, "\n")
+		if strings.Contains(text, "Function Scan") || !strings.Contains(text, "ProjectSet") {
+			t.Errorf("%s: want the rows made by a ProjectSet, not a Function Scan:\n%s", name, text)
+		}
+	}
 }

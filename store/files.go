@@ -92,8 +92,8 @@ func (w *indexWrite) size() int {
 // the directory.
 const applyFilesSQL = `
 WITH c AS (
-    SELECT * FROM unnest($14::int[], $15::text[], $16::text[], $17::int8[], $18::timestamptz[], $19::bool[])
-                  AS c(ord, path, type, size, modified, removed)),
+    SELECT unnest($14::int[]) AS ord, unnest($15::text[]) AS path, unnest($16::text[]) AS type,
+           unnest($17::int8[]) AS size, unnest($18::timestamptz[]) AS modified, unnest($19::bool[]) AS removed),
 gone AS (
     DELETE FROM file_index
     WHERE project = $12 AND store = $13 AND path = ANY($21::text[])
@@ -120,8 +120,7 @@ news AS (
     JOIN (SELECT path FROM gone UNION ALL SELECT path FROM added UNION ALL SELECT path FROM retyped) n USING (path))
 INSERT INTO event_logs (` + eventColumnList + `)
 ` + eventSelect + `
-FROM unnest(` + eventArrays + `, $20::int[])
-     AS t(` + eventColumnList + `, ord)
+FROM (SELECT ` + eventUnnest + `, unnest($20::int[]) AS ord) AS t
 WHERE t.ord IN (SELECT ord FROM news)
 RETURNING id`
 
@@ -141,9 +140,7 @@ func (w *indexWrite) queue(b *pgx.Batch, collect func(pgx.Rows) error) {
 		if len(ord) == 0 {
 			return
 		}
-		b.Queue(applyFilesSQL, ev.id, ev.batchID, ev.project, ev.trigger, ev.typ, ev.payload,
-			ev.eventTime, ev.fireAt, ev.sync, ev.dueAt, ev.claimedBy,
-			w.project, w.alias, ord, path, typ, size, modified, removed, evOrd, gone).Query(collect)
+		b.Queue(applyFilesSQL, append(ev.args(), w.project, w.alias, ord, path, typ, size, modified, removed, evOrd, gone)...).Query(collect)
 		ev, evOrd, ord, path, typ, size, modified, removed, gone = eventColumns{}, nil, nil, nil, nil, nil, nil, nil, nil
 		clear(seen)
 	}
