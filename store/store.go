@@ -24,10 +24,8 @@ type Options struct {
 	Schema string
 	// MaxConns caps the connection pool (default 16).
 	MaxConns int32
-	// Writers is how many batches that wait for the WAL flush may commit
-	// at once (default 1: with one writer, batches are larger, and
-	// Postgres's cost is mostly per commit). InsertOnce's writes, which do
-	// not wait for it, have one more writer of their own.
+	// Writers is how many batches may commit at once (default 1: with one
+	// writer, batches are larger, and Postgres's cost is mostly per commit).
 	Writers int
 	// MaxBatch caps the rows written by one commit (default 1000).
 	MaxBatch int
@@ -48,8 +46,7 @@ type Store struct {
 
 	mu       sync.RWMutex // guards closed against writes racing Close
 	closed   bool
-	ops      chan *writeOp // writes that wait for the WAL flush
-	lazyOps  chan *writeOp // writes that do not (InsertOnce), with a writer of their own
+	ops      chan *writeOp
 	maxBatch int
 	listScan int            // see Options.ListScan
 	metrics  *writerMetrics // nil: not measured
@@ -106,7 +103,6 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		channel:  "triggerd_" + opts.Schema,
 		where:    where,
 		ops:      make(chan *writeOp, 4*opts.MaxBatch),
-		lazyOps:  make(chan *writeOp, 4*opts.MaxBatch),
 		maxBatch: opts.MaxBatch,
 		listScan: opts.ListScan,
 		stop:     stop,
@@ -119,9 +115,12 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	s.stopNotify = stopNotify
 	s.notifier.Go(func() { s.notifyLoop(nctx) })
 	for range opts.Writers {
-		s.writers.Go(func() { s.writeLoop(wctx, s.ops) })
+		s.writers.Add(1)
+		go func() {
+			defer s.writers.Done()
+			s.writeLoop(wctx)
+		}()
 	}
-	s.writers.Go(func() { s.writeLoop(wctx, s.lazyOps) })
 	return s, nil
 }
 

@@ -3,7 +3,6 @@ package store_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"io/fs"
 	"slices"
 	"strings"
@@ -14,7 +13,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/triggerd/triggerd/internal/waittest"
 	"github.com/triggerd/triggerd/sql"
 	"github.com/triggerd/triggerd/store"
 	"github.com/triggerd/triggerd/store/pgtest"
@@ -389,68 +387,6 @@ func TestRecordRetryReleasesOrKeeps(t *testing.T) {
 		if e.ID == kept.ID && e.ClaimedBy != "a" {
 			t.Fatalf("kept row not claimed by a: %+v", e)
 		}
-	}
-}
-
-// A source's inserts, which commit without waiting for the disk, have a
-// writer of their own: they are not held up by a commit that waits, here
-// an outcome blocked on a row lock.
-func TestInsertOnceDoesNotWaitBehindAnOutcome(t *testing.T) {
-	t.Parallel()
-	url, schema := pgtest.Schema(t)
-	st, err := store.Open(context.Background(), store.Options{URL: url, Schema: schema})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
-	ctx := context.Background()
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	held := staged(time.Now().Add(time.Minute), "a")
-	if err := st.Insert(ctx, []store.EventLog{held}); err != nil {
-		t.Fatal(err)
-	}
-	pool := pgtest.Pool(t, url, schema)
-	locker, err := pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer locker.Rollback(ctx) //nolint:errcheck // ends the lock; already rolled back on the path that matters
-	if _, err := locker.Exec(ctx, `SELECT 1 FROM event_logs WHERE id = $1 FOR UPDATE`, held.ID); err != nil {
-		t.Fatal(err)
-	}
-	recorded := make(chan error, 1)
-	go func() {
-		_, err := st.Record(ctx, "a", []store.Outcome{{EventID: held.ID, Status: store.StatusProcessed, Attempts: 1}})
-		recorded <- err
-	}()
-	waittest.For(t, 10*time.Second, func() error {
-		var waiting bool
-		err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%UPDATE event_logs%')`).Scan(&waiting)
-		if err == nil && !waiting {
-			err = errors.New("the outcome does not wait for the row's lock yet")
-		}
-		return err
-	})
-	ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	fresh := staged(time.Now(), "")
-	inserted, err := st.InsertOnce(ictx, []store.EventLog{fresh})
-	if err != nil || !inserted[fresh.ID] {
-		t.Fatalf("InsertOnce while an outcome waits for a lock: inserted %v, %v", inserted, err)
-	}
-	select {
-	case err := <-recorded:
-		t.Fatalf("the outcome was recorded while its row was locked: %v", err)
-	default:
-	}
-	if err := locker.Rollback(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-recorded; err != nil {
-		t.Fatal(err)
 	}
 }
 

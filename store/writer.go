@@ -47,11 +47,10 @@ func (s *Store) Insert(ctx context.Context, events []EventLog) error {
 // event is skipped rather than written twice.
 //
 // Because such a source replays what it has not confirmed, the commit does
-// not wait for the store's WAL to reach the disk (synchronous_commit off):
-// a crash of the store may lose it, and the source replays it. The source
-// must call Durable before it confirms the events to its origin. These
-// writes have a writer of their own, so they never wait behind a commit
-// that waits for the disk, such as an attempt's outcome.
+// not wait for the store's WAL to reach the disk (synchronous_commit off,
+// unless the batch shares its commit with other writes): a crash of the
+// store may lose it, and the source replays it. The source must call
+// Durable before it confirms the events to its origin.
 func (s *Store) InsertOnce(ctx context.Context, events []EventLog) (inserted map[uuid.UUID]bool, err error) {
 	return s.write(ctx, &writeOp{events: events, once: true, lazy: true})
 }
@@ -91,17 +90,13 @@ func (s *Store) Record(ctx context.Context, node string, outcomes []Outcome) (ap
 // write queues op for the next group commit and waits for its result.
 func (s *Store) write(ctx context.Context, op *writeOp) (map[uuid.UUID]bool, error) {
 	op.done = make(chan writeResult, 1)
-	queue := s.ops
-	if op.lazy {
-		queue = s.lazyOps
-	}
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
 		return nil, errClosed
 	}
 	select {
-	case queue <- op:
+	case s.ops <- op:
 		s.mu.RUnlock()
 	case <-ctx.Done():
 		s.mu.RUnlock()
@@ -115,18 +110,17 @@ func (s *Store) write(ctx context.Context, op *writeOp) (map[uuid.UUID]bool, err
 	}
 }
 
-// writeLoop commits the ops of queue in batches until ctx ends, then
-// drains the queue.
-func (s *Store) writeLoop(ctx context.Context, queue chan *writeOp) {
+// writeLoop commits queued ops in batches until ctx ends, then drains the queue.
+func (s *Store) writeLoop(ctx context.Context) {
 	for {
 		select {
-		case op := <-queue:
-			s.flush(s.gather(op, queue))
+		case op := <-s.ops:
+			s.flush(s.gather(op))
 		case <-ctx.Done():
 			for {
 				select {
-				case op := <-queue:
-					s.flush(s.gather(op, queue))
+				case op := <-s.ops:
+					s.flush(s.gather(op))
 				default:
 					return
 				}
@@ -135,13 +129,13 @@ func (s *Store) writeLoop(ctx context.Context, queue chan *writeOp) {
 	}
 }
 
-// gather takes first and whatever else is in queue, up to maxBatch rows.
-func (s *Store) gather(first *writeOp, queue chan *writeOp) []*writeOp {
+// gather takes first and whatever else is queued, up to maxBatch rows.
+func (s *Store) gather(first *writeOp) []*writeOp {
 	batch := []*writeOp{first}
 	rows := first.size()
 	for rows < s.maxBatch {
 		select {
-		case op := <-queue:
+		case op := <-s.ops:
 			batch = append(batch, op)
 			rows += op.size()
 		default:
@@ -293,7 +287,7 @@ func (s *Store) commit(batch []*writeOp) (map[uuid.UUID]bool, error) {
 	}
 
 	b := &pgx.Batch{}
-	if batch[0].lazy { // the lazy queue's batches hold only lazy ops
+	if lazyBatch(batch) {
 		b.Queue(`SELECT set_config('synchronous_commit', 'off', true)`)
 	}
 	changed := make(map[uuid.UUID]bool)
@@ -344,6 +338,17 @@ func (s *Store) commit(batch []*writeOp) (map[uuid.UUID]bool, error) {
 	}
 	s.announce(changed)
 	return changed, nil
+}
+
+// lazyBatch reports whether every op of batch may commit without waiting
+// for the WAL flush.
+func lazyBatch(batch []*writeOp) bool {
+	for _, op := range batch {
+		if !op.lazy {
+			return false
+		}
+	}
+	return true
 }
 
 // The column types below are the ones pgx encodes without reflection:
