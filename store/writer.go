@@ -14,8 +14,10 @@ import (
 
 // writeOp is one caller's share of a group commit.
 type writeOp struct {
-	events   []EventLog
-	once     bool // events whose id exists are skipped, not refused
+	events []EventLog
+	once   bool // events whose id exists are skipped, not refused
+	// first: events carry their first outcome (see RecordFirst); once too.
+	first    bool
 	lazy     bool // committed without waiting for the WAL flush (see InsertOnce)
 	node     string
 	outcomes []Outcome
@@ -53,6 +55,41 @@ func (s *Store) Insert(ctx context.Context, events []EventLog) error {
 // Durable before it confirms the events to its origin.
 func (s *Store) InsertOnce(ctx context.Context, events []EventLog) (inserted map[uuid.UUID]bool, err error) {
 	return s.write(ctx, &writeOp{events: events, once: true, lazy: true})
+}
+
+// RecordFirst logs rows that were attempted before they were logged, each
+// with the outcome of that first attempt applied (outcomes[i] is rows[i]'s,
+// an outcome of node's) and its invocation, and returns the ids of the rows
+// it inserted, once committed. A row whose id exists is skipped, its
+// invocation logged all the same: the attempt happened.
+//
+// Only a source that replays what it has not confirmed may deliver before
+// it logs (a database's changes, see dispatch.Change): like InsertOnce, the
+// commit does not wait for the WAL flush, and the source confirms the
+// rows to its origin only after Durable.
+func (s *Store) RecordFirst(ctx context.Context, node string, rows []EventLog, outcomes []Outcome) (inserted map[uuid.UUID]bool, err error) {
+	if len(rows) != len(outcomes) {
+		return nil, fmt.Errorf("store: %d rows and %d outcomes to log", len(rows), len(outcomes))
+	}
+	done := make([]EventLog, len(rows))
+	for i, o := range outcomes {
+		done[i] = rows[i]
+		done[i].applyOutcome(node, &o)
+	}
+	return s.write(ctx, &writeOp{events: done, once: true, first: true, lazy: true, outcomes: outcomes, node: node})
+}
+
+// applyOutcome makes e what an outcome of node's leaves it: a row left
+// staged keeps its due time, and stays node's only when o keeps it.
+func (e *EventLog) applyOutcome(node string, o *Outcome) {
+	e.Status, e.Attempts, e.Remark, e.Response = o.Status, o.Attempts, o.Remark, o.Response
+	e.DueAt, e.ClaimedBy = time.Time{}, ""
+	if o.Status == StatusStaged {
+		e.DueAt = o.DueAt
+		if o.Keep {
+			e.ClaimedBy = node
+		}
+	}
 }
 
 // durablePoll is how often Durable looks at how far the log is flushed.
@@ -147,7 +184,10 @@ func (s *Store) gather(first *writeOp) []*writeOp {
 
 // size is how many rows op writes, about.
 func (op *writeOp) size() int {
-	n := len(op.events) + len(op.outcomes)
+	n := len(op.events)
+	if !op.first { // a first outcome is its row's
+		n += len(op.outcomes)
+	}
 	if op.index != nil {
 		n += op.index.size()
 	}
@@ -213,6 +253,16 @@ const (
        is_synchronous, due_at, claimed_by`
 )
 
+// insertFirstSQL inserts rows with their first outcome (RecordFirst):
+// the columns of insertEventsSQL and the outcome's, $12 to $15.
+const insertFirstSQL = `
+INSERT INTO event_logs (` + eventColumnList + `, status, attempts, remark, response)
+` + eventSelect + `, status, attempts, remark, response::json
+FROM (SELECT ` + eventUnnest + `, unnest($12::text[]) AS status, unnest($13::int[]) AS attempts,
+       unnest($14::text[]) AS remark, unnest($15::text[]) AS response) AS t
+ON CONFLICT (id) DO NOTHING
+RETURNING id`
+
 const insertEventsSQL = `
 INSERT INTO event_logs (` + eventColumnList + `)
 ` + eventSelect + `
@@ -266,12 +316,15 @@ func (s *Store) commit(batch []*writeOp) (map[uuid.UUID]bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
 
-	var ev, evOnce eventColumns
+	var ev, evOnce, evFirst eventColumns
 	var outcomes [][]any
 	var inv invocationColumns
 	for _, op := range batch {
 		cols := &ev
-		if op.once {
+		switch {
+		case op.first:
+			cols = &evFirst
+		case op.once:
 			cols = &evOnce
 		}
 		for i := range op.events {
@@ -279,7 +332,9 @@ func (s *Store) commit(batch []*writeOp) (map[uuid.UUID]bool, error) {
 		}
 		for i := range op.outcomes {
 			o := &op.outcomes[i]
-			outcomes = append(outcomes, outcomeArgs(op.node, o))
+			if !op.first { // the row's insert carries it
+				outcomes = append(outcomes, outcomeArgs(op.node, o))
+			}
 			if o.Invocation != nil {
 				inv.add(o.Invocation)
 			}
@@ -310,6 +365,9 @@ func (s *Store) commit(batch []*writeOp) (map[uuid.UUID]bool, error) {
 	if len(evOnce.id) > 0 {
 		b.Queue(insertEventsOnceSQL, evOnce.args()...).Query(collect)
 	}
+	if len(evFirst.id) > 0 {
+		b.Queue(insertFirstSQL, append(evFirst.args(), evFirst.status, evFirst.attempts, evFirst.remark, evFirst.response)...).Query(collect)
+	}
 	if len(inv.id) > 0 {
 		b.Queue(insertInvocationsSQL, inv.args()...)
 	}
@@ -334,7 +392,7 @@ func (s *Store) commit(batch []*writeOp) (map[uuid.UUID]bool, error) {
 		}
 	}
 	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
-		return nil, fmt.Errorf("store %s: write %d events and %d outcomes: %w", s.where, len(ev.id)+len(evOnce.id), len(outcomes), err)
+		return nil, fmt.Errorf("store %s: write %d events and %d outcomes: %w", s.where, len(ev.id)+len(evOnce.id)+len(evFirst.id), len(outcomes), err)
 	}
 	s.announce(changed)
 	return changed, nil
@@ -362,6 +420,10 @@ type eventColumns struct {
 	eventTime, fireAt     []time.Time
 	dueAt                 []pgtype.Timestamptz
 	sync                  []bool
+	// The outcome's columns, for insertFirstSQL only.
+	status           []string
+	attempts         []int32
+	remark, response []pgtype.Text
 }
 
 // args are the columns, as the parameters $1 to $11 of eventUnnest.
@@ -381,22 +443,19 @@ func (c *eventColumns) add(e *EventLog) {
 	c.sync = append(c.sync, e.Synchronous)
 	c.dueAt = append(c.dueAt, timeOrNull(e.DueAt))
 	c.claimedBy = append(c.claimedBy, textOrNull(e.ClaimedBy))
+	c.status = append(c.status, string(e.Status))
+	c.attempts = append(c.attempts, int32(e.Attempts))
+	c.remark = append(c.remark, textOrNull(Text(e.Remark)))
+	c.response = append(c.response, rawText(e.Response))
 }
 
 // outcomeArgs are the parameters of applyOutcomeSQL for o, an outcome
-// of node's: a row left staged keeps its due time, and stays node's only
-// when o keeps it.
+// of node's (see EventLog.applyOutcome).
 func outcomeArgs(node string, o *Outcome) []any {
-	claimedBy := ""
-	var dueAt time.Time
-	if o.Status == StatusStaged {
-		dueAt = o.DueAt
-		if o.Keep {
-			claimedBy = node
-		}
-	}
-	return []any{[16]byte(o.EventID), node, string(o.Status), int32(o.Attempts), timeOrNull(dueAt),
-		textOrNull(claimedBy), textOrNull(Text(o.Remark)), rawText(o.Response)}
+	var e EventLog
+	e.applyOutcome(node, o)
+	return []any{[16]byte(o.EventID), node, string(e.Status), int32(e.Attempts), timeOrNull(e.DueAt),
+		textOrNull(e.ClaimedBy), textOrNull(Text(e.Remark)), rawText(e.Response)}
 }
 
 // invocationColumns holds invocation rows column by column, for unnest.
