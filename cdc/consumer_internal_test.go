@@ -32,12 +32,12 @@ func (r *recorder) Durable(context.Context) error {
 	return nil
 }
 
-func (r *recorder) Ingest(_ context.Context, changes []dispatch.Change) error {
+func (r *recorder) Ingest(_ context.Context, changes []dispatch.Change, _ func() bool) (*dispatch.Logged, error) {
 	if r.err != nil {
-		return r.err
+		return nil, r.err
 	}
 	r.batches = append(r.batches, slices.Clone(changes)) // the consumer reuses its slice
-	return nil
+	return nil, nil
 }
 
 // consumerRig is a consumer of a source whose trigger "ins" takes the
@@ -239,5 +239,27 @@ func TestConfirmedOnlyOnceDurable(t *testing.T) {
 	r.check("a keepalive after it", 0x200, []uint64{0})
 	if r.rec.durables != 1 {
 		t.Errorf("Durable called %d times, want once: for the one write", r.rec.durables)
+	}
+}
+
+// TestOnlyChangesNeverStreamedAreFresh feeds the consumer a transaction
+// that commits before the session's start position and one after it: only
+// the second can have no row logged by an earlier session, and is fresh.
+func TestOnlyChangesNeverStreamedAreFresh(t *testing.T) {
+	t.Parallel()
+	r := newConsumerRig(t, 100)
+	r.c.fresh = 0x200
+	r.mustFeed(false, 0x10, &pglogrepl.BeginMessage{FinalLSN: 0x200, Xid: 7}, insert("1"))
+	r.mustFeed(true, 0x10, &pglogrepl.CommitMessage{CommitLSN: 0x200, TransactionEndLSN: 0x208})
+	r.mustFeed(false, 0x300, &pglogrepl.BeginMessage{FinalLSN: 0x300, Xid: 8}, insert("2"))
+	r.mustFeed(true, 0x300, &pglogrepl.CommitMessage{CommitLSN: 0x300, TransactionEndLSN: 0x308})
+	var fresh []bool
+	for _, b := range r.rec.batches {
+		for _, c := range b {
+			fresh = append(fresh, c.Fresh)
+		}
+	}
+	if want := []bool{false, true}; !slices.Equal(fresh, want) {
+		t.Errorf("changes committed at the session's start position and after it: fresh %v, want %v", fresh, want)
 	}
 }

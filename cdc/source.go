@@ -46,12 +46,14 @@ type Options struct {
 	Refresh func(ctx context.Context) error
 }
 
-// Ingester stages a batch of changes and returns once they are committed:
-// the dispatcher (*dispatch.Dispatcher), which skips the rows of changes
-// it logged before. Durable returns once what Ingest committed is on disk:
-// only then may the slot be confirmed past it.
+// Ingester stages a batch of changes: the dispatcher
+// (*dispatch.Dispatcher), which skips the rows of changes it logged
+// before, and delivers the rows of Fresh changes before it logs them
+// while stream reports true. The changes are logged once the Logged it
+// returns is complete, and Durable returns once what is logged is on
+// disk: only then may the slot be confirmed past them.
 type Ingester interface {
-	Ingest(ctx context.Context, changes []dispatch.Change) error
+	Ingest(ctx context.Context, changes []dispatch.Change, stream func() bool) (*dispatch.Logged, error)
 	Durable(ctx context.Context) error
 }
 

@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -31,6 +33,15 @@ type item struct {
 type sharedConn struct {
 	mu   sync.Mutex
 	conn *pgx.Conn
+	// renewed is when the heartbeat last renewed the lock (Unix ns).
+	renewed atomic.Int64
+}
+
+// holds reports whether the session still holds the slot's lock, with
+// time to spare: renewed within half of store.FenceAfter, after which a
+// standby may fence it.
+func (c *sharedConn) holds() bool {
+	return time.Since(time.Unix(0, c.renewed.Load())) < store.FenceAfter/2
 }
 
 // session takes the slot's lock, brings the publication and slot up to
@@ -68,6 +79,12 @@ func (s *Source) session(outer context.Context) (err error) {
 	if err := s.endStaleStream(ctx, conn); err != nil {
 		return err
 	}
+	// No earlier session can have streamed a transaction that commits
+	// after this point: its changes are fresh (see dispatch.Change).
+	var fresh pglogrepl.LSN
+	if err := conn.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()`).Scan(&fresh); err != nil {
+		return fmt.Errorf("%s: read the server's WAL position: %w", s.where(), err)
+	}
 
 	rconn, err := s.startStream(ctx)
 	if err != nil {
@@ -81,15 +98,22 @@ func (s *Source) session(outer context.Context) (err error) {
 	sctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	shared := &sharedConn{conn: conn}
+	shared.renewed.Store(time.Now().UnixNano())
 	items := make(chan item, 4096)
 	prog := &progress{}
 	var wg sync.WaitGroup
 	wg.Go(func() { cancel(s.read(sctx, rconn, items, prog)) })
 	wg.Go(func() { cancel(s.heartbeat(sctx, shared)) })
 	c := newConsumer(s, pl, shared, prog)
+	c.fresh = fresh
+	c.stream = func() bool { return sctx.Err() == nil && shared.holds() }
 	err = c.run(sctx, items)
 	cancel(err)
 	wg.Wait()
+	// Rows delivered before they were logged are given up or logged
+	// before the next session may stream them again (unless the node
+	// stops), and what is logged is confirmed.
+	prog.settle(outer)
 	// Tell the server what is logged before leaving, so a successor
 	// replays as little as possible.
 	dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
@@ -239,6 +263,7 @@ func (s *Source) heartbeat(ctx context.Context, shared *sharedConn) error {
 			return fmt.Errorf("%s: heartbeat: %w (%w)", s.where(), err, errLockLost)
 		}
 		renewed = time.Now()
+		shared.renewed.Store(renewed.UnixNano())
 	}
 }
 
@@ -409,6 +434,11 @@ type consumer struct {
 	ended   pglogrepl.LSN // every change before it has been received
 	// limit is how many pending changes make a write (see Options.Batch).
 	limit int
+	// fresh: transactions that commit after it were never streamed
+	// before; stream reports whether the session still streams (see
+	// Ingester). Without stream, nothing is delivered before it is logged.
+	fresh  pglogrepl.LSN
+	stream func() bool
 }
 
 // firstBatch is how many changes the first write after an idle time
@@ -535,6 +565,7 @@ func (c *consumer) add(ctx context.Context, relID uint32, ch *change) error {
 		Seq:      uint64(c.tx.lsn),
 		Sub:      uint64(pos),
 		Triggers: fire,
+		Fresh:    c.tx.lsn > c.fresh,
 	})
 	if len(c.pending) >= c.limit {
 		return c.flushFull(ctx)
@@ -554,38 +585,108 @@ func (c *consumer) flushFull(ctx context.Context) error {
 // point known to hold no change.
 func (c *consumer) flush(ctx context.Context, upto pglogrepl.LSN) error {
 	wrote := len(c.pending) > 0
+	var logged *dispatch.Logged
 	if wrote {
-		if err := c.s.disp.Ingest(ctx, c.pending); err != nil {
+		var err error
+		logged, err = c.s.disp.Ingest(ctx, c.pending, c.stream)
+		if err != nil {
+			c.prog.inflight(logged)
 			return fmt.Errorf("%s: log %d changes: %w", c.s.where(), len(c.pending), err)
 		}
 		clear(c.pending)
 		c.pending = c.pending[:0]
 	}
-	c.prog.logged(uint64(upto), wrote)
+	c.prog.logged(uint64(upto), wrote, logged)
 	return nil
 }
 
 // progress is how far a session has logged its stream, and how far it has
-// confirmed it. The consumer notes what it logs; the reader confirms, and
-// once the reader has ended, the session's end does.
+// confirmed it. The consumer notes what it hands the dispatcher; the
+// reader confirms, and once the reader has ended, the session's end does.
 type progress struct {
 	mu     sync.Mutex
 	upto   uint64 // every change before it is logged, maybe not yet on disk
 	writes uint64 // the writes that logged changes, so far
+	// ahead are the positions whose changes were handed over but are not
+	// all logged yet (rows delivered before they are logged), in order.
+	ahead []waypoint
 
 	// Written only by the one confirming.
 	durable   uint64 // writes known to be on disk
 	confirmed uint64 // the position last confirmable
 }
 
-// logged notes that every change before upto is logged, by a write when
-// wrote.
-func (p *progress) logged(upto uint64, wrote bool) {
+// waypoint is a position that is logged once logged is complete.
+type waypoint struct {
+	upto   uint64
+	wrote  bool
+	logged *dispatch.Logged
+}
+
+// logged notes that every change before upto is handed over, by a write
+// when wrote, and logged once logged is complete.
+func (p *progress) logged(upto uint64, wrote bool, logged *dispatch.Logged) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.upto = max(p.upto, upto)
-	if wrote {
-		p.writes++
+	if logged == nil && len(p.ahead) > 0 && p.ahead[len(p.ahead)-1].logged == nil {
+		last := &p.ahead[len(p.ahead)-1] // a keepalive's position after another's
+		last.upto, last.wrote = max(last.upto, upto), last.wrote || wrote
+		return
+	}
+	p.ahead = append(p.ahead, waypoint{upto: upto, wrote: wrote, logged: logged})
+	_ = p.advance() // confirmable reports a row given up
+}
+
+// inflight notes rows delivered first by a write that failed: they are
+// waited for at the session's end, and never confirmed.
+func (p *progress) inflight(logged *dispatch.Logged) {
+	if logged == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.ahead = append(p.ahead, waypoint{logged: logged, wrote: true})
+}
+
+// errGivenUp ends a session that gave up a row it delivered before
+// logging it: the next session streams the row's change again.
+var errGivenUp = errors.New("a row delivered before it was logged could not be logged; streaming its change again")
+
+// advance moves upto past the waypoints whose changes are all logged,
+// stopping at the first that is not; an error says that one never will
+// be. p.mu must be held.
+func (p *progress) advance() error {
+	n := 0
+	var err error
+	for _, w := range p.ahead {
+		if w.logged.GivenUp() {
+			err = errGivenUp
+		}
+		if !w.logged.Complete() {
+			break
+		}
+		p.upto = max(p.upto, w.upto)
+		if w.wrote {
+			p.writes++
+		}
+		n++
+	}
+	p.ahead = p.ahead[:copy(p.ahead, p.ahead[n:])]
+	return err
+}
+
+// settle waits until the rows of every waypoint are logged or given up,
+// or until ctx ends.
+func (p *progress) settle(ctx context.Context) {
+	p.mu.Lock()
+	ahead := slices.Clone(p.ahead)
+	p.mu.Unlock()
+	for _, w := range ahead {
+		select {
+		case <-w.logged.Settled():
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 
@@ -594,8 +695,12 @@ func (p *progress) logged(upto uint64, wrote bool) {
 // waiting for that: see store.InsertOnce). On an error confirmed stays.
 func (p *progress) confirmable(ctx context.Context, in Ingester) error {
 	p.mu.Lock()
+	err := p.advance()
 	upto, writes := p.upto, p.writes
 	p.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	if writes > p.durable {
 		if err := in.Durable(ctx); err != nil {
 			return fmt.Errorf("confirm position: %w", err)

@@ -517,7 +517,7 @@ func (d *Dispatcher) launch(rows []store.EventLog, claimed []*job, written map[u
 		l.alarm.set(t)
 	}
 	for _, j := range claimed {
-		if written == nil || written[j.row.ID] {
+		if written == nil || written[j.row.ID] || j.first != nil {
 			d.start(j, j.row.DueAt)
 		} else {
 			j.lane.unreserve(1)
@@ -525,10 +525,14 @@ func (d *Dispatcher) launch(rows []store.EventLog, claimed []*job, written map[u
 	}
 }
 
-// unreserve gives back the places of jobs whose rows were not written.
+// unreserve gives back the places of jobs whose rows were not written,
+// nor will be by the jobs.
 func unreserve(jobs []*job) {
 	for _, j := range jobs {
 		j.lane.unreserve(1)
+		if j.first != nil {
+			j.first.finish(false)
+		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/bits"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -31,21 +32,34 @@ type Change struct {
 	Seq, Sub uint64
 	// Triggers names the project's triggers that take the change.
 	Triggers []string
+	// Fresh says that no earlier run of the source handed the change out,
+	// so none of its rows can be logged yet: Ingest delivers those whose
+	// lanes have room first, and logs each with its first outcome.
+	Fresh bool
 }
 
-// Ingest stages changes and returns once they are committed: in one
-// write, or in several while their lanes are full (see roomWait).
-// The commit does not wait for the store's disk (see store.InsertOnce):
-// the source confirms the changes to its origin after Durable. Rows
-// already logged by an earlier run are skipped. Rows due now are handed to
-// their lanes in-process.
-func (d *Dispatcher) Ingest(ctx context.Context, changes []Change) error {
+// Ingest stages changes, in parts while their lanes are full (see
+// roomWait), and returns what tells when all their rows are logged. The
+// rows of Fresh changes that are due now and whose lanes have room are
+// attempted at once and logged with their first attempt
+// (store.RecordFirst): one write instead of an insert and an update.
+// The other rows are committed before Ingest returns, skipping those an
+// earlier run logged, and those due now are handed to their lanes. No
+// write waits for the store's disk: the source confirms the changes to its
+// origin once Logged is complete and after Durable, and replays them
+// otherwise.
+//
+// stream reports whether the source still streams the changes: a row is
+// attempted before it is logged only while it does, so that a node held up
+// past its source's lock does not deliver a row that the node streaming
+// the source now delivers too.
+func (d *Dispatcher) Ingest(ctx context.Context, changes []Change, stream func() bool) (*Logged, error) {
 	return d.ingest(ctx, changes, func(ctx context.Context, rows []store.EventLog) (map[uuid.UUID]bool, error) {
 		if len(rows) == 0 {
 			return nil, nil
 		}
 		return d.store.InsertOnce(ctx, rows)
-	}, sourceDB)
+	}, sourceDB, stream)
 }
 
 // Durable returns once every change Ingest committed is on disk.
@@ -63,27 +77,31 @@ type Write func(ctx context.Context, rows []store.EventLog) (inserted map[uuid.U
 // IngestWith stages changes like Ingest, but has write commit their rows:
 // one row per trigger of each change, in the order of changes and of their
 // Triggers. write is called even when there are no rows.
+// Changes are never delivered before they are logged here.
 func (d *Dispatcher) IngestWith(ctx context.Context, changes []Change, write Write) error {
-	return d.ingest(ctx, changes, write, sourceFile)
+	_, err := d.ingest(ctx, changes, write, sourceFile, nil)
+	return err
 }
 
 // ingest is IngestWith, counting the rows written as source's. Changes
 // from a database are staged in parts that fit in their lanes, each once
-// they have room (see roomWait).
-func (d *Dispatcher) ingest(ctx context.Context, changes []Change, write Write, source string) error {
+// they have room (see roomWait); with stream, their Fresh rows are
+// delivered first (see Ingest).
+func (d *Dispatcher) ingest(ctx context.Context, changes []Change, write Write, source string, stream func() bool) (*Logged, error) {
 	live, done := d.intake.enter()
 	defer done()
 	if !live || source != sourceDB {
-		return d.stage(ctx, changes, write, source, live)
+		return nil, d.stage(ctx, changes, write, source, live, nil)
 	}
+	logged := newLogged(stream)
 	for len(changes) > 0 {
 		n := d.waitRoom(ctx, changes)
-		if err := d.stage(ctx, changes[:n], write, source, live); err != nil {
-			return err
+		if err := d.stage(ctx, changes[:n], write, source, live, logged); err != nil {
+			return logged.started(), err // rows of earlier parts may be in flight
 		}
 		changes = changes[n:]
 	}
-	return nil
+	return logged.started(), nil
 }
 
 // Rows staged while their lane has room are claimed as they are inserted;
@@ -143,8 +161,10 @@ func (d *Dispatcher) waitRoom(ctx context.Context, changes []Change) int {
 }
 
 // stage builds the rows of changes, writes them and starts those claimed.
-func (d *Dispatcher) stage(ctx context.Context, changes []Change, write Write, source string, live bool) error {
-	rows, claimed, err := d.changeRows(changes, live)
+// With logged, the claimed rows of Fresh changes are not written: they
+// are delivered first, and logged counts them until they are logged.
+func (d *Dispatcher) stage(ctx context.Context, changes []Change, write Write, source string, live bool, logged *Logged) error {
+	rows, claimed, err := d.changeRows(changes, live, logged)
 	if err != nil {
 		return err
 	}
@@ -162,8 +182,9 @@ func (d *Dispatcher) stage(ctx context.Context, changes []Change, write Write, s
 }
 
 // changeRows builds the rows of changes, one per trigger in order, with ids
-// derived from their keys.
-func (d *Dispatcher) changeRows(changes []Change, live bool) ([]store.EventLog, []*job, error) {
+// derived from their keys. With logged, the claimed rows of Fresh changes
+// are left out of rows: their jobs log them (see Ingest).
+func (d *Dispatcher) changeRows(changes []Change, live bool, logged *Logged) ([]store.EventLog, []*job, error) {
 	now := time.Now()
 	n := 0
 	for i := range changes {
@@ -195,7 +216,11 @@ func (d *Dispatcher) changeRows(changes []Change, live bool) ([]store.EventLog, 
 				return nil, nil, fmt.Errorf("project %s has no trigger %q", c.Project, name)
 			}
 			row, j := d.newRow(l, stableID(c, c.Key+"\x00"+name), batch, &c.Event, now, live, nil, 0)
-			rows = append(rows, row)
+			if j != nil && c.Fresh && logged != nil {
+				j.first = logged.add()
+			} else {
+				rows = append(rows, row)
+			}
 			if j != nil {
 				claimed = append(claimed, j)
 			}
@@ -235,4 +260,102 @@ func stableID(c *Change, key string) uuid.UUID {
 	binary.BigEndian.PutUint64(id[:8], uint64(c.Time.UnixMilli())<<16|0x8000|hi<<2|lo>>62)
 	binary.BigEndian.PutUint64(id[8:], lo&(1<<62-1)|0x8000000000000000) // RFC 4122 variant
 	return id
+}
+
+// Logged tells when the rows that Ingest delivers before it logs them are
+// logged: each with its first outcome, or given up (its job ended
+// without an outcome, as at a shutdown), and then its change is never
+// confirmed by this run. A nil Logged had nothing to deliver first.
+type Logged struct {
+	stream  func() bool // whether the source still streams the changes
+	mu      sync.Mutex
+	left    int           // rows delivered first, neither logged nor given up
+	open    bool          // Ingest may add rows still
+	dropped bool          // a row was given up
+	settled chan struct{} // closed once Ingest has returned and left is 0
+}
+
+// newLogged returns the Logged of one Ingest, nil without stream.
+func newLogged(stream func() bool) *Logged {
+	if stream == nil {
+		return nil
+	}
+	return &Logged{stream: stream, open: true, settled: make(chan struct{})}
+}
+
+// add counts one more row delivered first, and returns l for its job.
+func (l *Logged) add() *Logged {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.left++
+	return l
+}
+
+// started ends the rows' adding, and returns l, or nil when it has none.
+func (l *Logged) started() *Logged {
+	if l == nil {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.open = false
+	if l.left == 0 {
+		close(l.settled)
+		if !l.dropped {
+			return nil
+		}
+	}
+	return l
+}
+
+// finish notes that a row is logged, or given up when !logged.
+func (l *Logged) finish(logged bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.left--
+	l.dropped = l.dropped || !logged
+	if l.left == 0 && !l.open {
+		close(l.settled)
+	}
+}
+
+// Settled is closed once every row is logged or given up.
+func (l *Logged) Settled() <-chan struct{} {
+	if l == nil {
+		done := make(chan struct{})
+		close(done)
+		return done
+	}
+	return l.settled
+}
+
+// GivenUp reports whether a row was given up, and every other is logged
+// or given up: the changes will not be logged by this run.
+func (l *Logged) GivenUp() bool {
+	if l == nil {
+		return false
+	}
+	select {
+	case <-l.settled:
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.dropped
+	default:
+		return false
+	}
+}
+
+// Complete reports whether every row is logged: settled, none given up.
+func (l *Logged) Complete() bool {
+	if l == nil {
+		return true
+	}
+	select {
+	case <-l.settled:
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return !l.dropped
+	default:
+		return false
+	}
 }

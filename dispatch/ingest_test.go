@@ -31,17 +31,17 @@ func TestIngestLogsAReplayedChangeOnce(t *testing.T) {
 		Key:      "p/app/0/16B3748/0",
 		Triggers: []string{"a"}, // b handles DB_INSERT too, but not this change
 	}
-	if err := n.d.Ingest(ctx, []dispatch.Change{change}); err != nil {
+	if _, err := n.d.Ingest(ctx, []dispatch.Change{change}, nil); err != nil {
 		t.Fatal(err)
 	}
 	first := a.next(t, 5*time.Second)
 	// A replay after a crash: same key, same rows, so nothing new.
-	if err := n.d.Ingest(ctx, []dispatch.Change{change}); err != nil {
+	if _, err := n.d.Ingest(ctx, []dispatch.Change{change}, nil); err != nil {
 		t.Fatal(err)
 	}
 	other := change
 	other.Key = "p/app/0/16B3748/1"
-	if err := n.d.Ingest(ctx, []dispatch.Change{other}); err != nil {
+	if _, err := n.d.Ingest(ctx, []dispatch.Change{other}, nil); err != nil {
 		t.Fatal(err)
 	}
 	second := a.next(t, 5*time.Second)
@@ -65,7 +65,7 @@ func TestIngestLogsAReplayedChangeOnce(t *testing.T) {
 
 	bad := change
 	bad.Key, bad.Triggers = "p/app/0/16B3748/2", []string{"a", "nope"}
-	if err := n.d.Ingest(ctx, []dispatch.Change{bad}); err == nil || !strings.Contains(err.Error(), `no trigger "nope"`) {
+	if _, err := n.d.Ingest(ctx, []dispatch.Change{bad}, nil); err == nil || !strings.Contains(err.Error(), `no trigger "nope"`) {
 		t.Fatalf("unknown trigger: %v", err)
 	}
 	if recent, _ := n.st.Recent(ctx, store.Filter{}, 100); len(recent) != 2 {
@@ -138,7 +138,7 @@ func TestIngestClaimsAsItInserts(t *testing.T) {
 	n := e.start("n1", trigger("t", "row-change", h.URL, "concurrency: 1"), dispatch.Options{RoomWait: 5 * time.Second})
 	claims := claimLog(t, e)
 	const rows = 200
-	if err := n.d.Ingest(context.Background(), rowChanges("p/app/a", rows, "t")); err != nil {
+	if _, err := n.d.Ingest(context.Background(), rowChanges("p/app/a", rows, "t"), nil); err != nil {
 		t.Fatal(err)
 	}
 	waitDeliveries(t, h, rows)
@@ -162,7 +162,7 @@ func TestIngestDoesNotWaitBehindAHungLane(t *testing.T) {
 	n := e.start("n1", trigger("fast", "row-change", fast.URL, "concurrency: 1")+
 		trigger("hung", "row-change", hung.URL, "concurrency: 1, timeout: 60000"), dispatch.Options{})
 	began := time.Now()
-	if err := n.d.Ingest(context.Background(), rowChanges("p/app/b", 100, "hung", "fast")); err != nil {
+	if _, err := n.d.Ingest(context.Background(), rowChanges("p/app/b", 100, "hung", "fast"), nil); err != nil {
 		t.Fatal(err)
 	}
 	if took := time.Since(began); took > 5*time.Second {
@@ -221,7 +221,7 @@ func TestIngestDoesNotWaitBehindASlowLane(t *testing.T) {
 		trigger("slow", "row-change", slow.URL, "concurrency: 1"), dispatch.Options{})
 	const count = 1000
 	began := time.Now()
-	if err := n.d.Ingest(context.Background(), rowChanges("p/app/c", count, "slow", "fast")); err != nil {
+	if _, err := n.d.Ingest(context.Background(), rowChanges("p/app/c", count, "slow", "fast"), nil); err != nil {
 		t.Fatal(err)
 	}
 	if took := time.Since(began); took > 5*time.Second {
@@ -250,4 +250,85 @@ func waitDeliveries(t *testing.T, h *hook, want int) {
 		}
 		return nil
 	})
+}
+
+// TestFreshChangesAreDeliveredFirst: a fresh change's row is attempted
+// before it is logged, and logged with its first outcome (here a failed
+// attempt, so the row is logged staged, kept by its node, and retried);
+// Logged completes then. While the source no longer streams, such a row is
+// not attempted, and Logged says it was given up.
+func TestFreshChangesAreDeliveredFirst(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	release := make(chan struct{})
+	h := newHook(t, func(n int, w http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			<-release
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte(`{}`))
+	})
+	n := e.start("n1", trigger("t", "row-change", h.URL, "retries: 3, retry_backoff: {initial: 100ms}"), dispatch.Options{})
+	ctx := context.Background()
+	change := dispatch.Change{
+		Event: dispatch.Event{Project: "p", Type: "row-change", Data: json.RawMessage(`{"n":1}`)},
+		Key:   "p/app/fresh", Seq: 0x16B3748, Triggers: []string{"t"}, Fresh: true,
+	}
+	logged, err := n.d.Ingest(ctx, []dispatch.Change{change}, func() bool { return true })
+	if err != nil || logged == nil {
+		t.Fatalf("Ingest: %v, %v; want a Logged to wait for", logged, err)
+	}
+	first := h.next(t, 5*time.Second)
+	if recent, err := n.st.Recent(ctx, store.Filter{}, 10); err != nil || len(recent) != 0 || logged.Complete() {
+		t.Errorf("during the first attempt: %d rows logged (%v), complete %v; want none, and not complete", len(recent), err, logged.Complete())
+	}
+	close(release)
+	select {
+	case <-logged.Settled():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the row was not logged after its first attempt")
+	}
+	if !logged.Complete() {
+		t.Fatal("the row was given up after its first attempt, not logged")
+	}
+	if second := h.next(t, 5*time.Second); second.event.ID != first.event.ID {
+		t.Errorf("the retry's id %s, want the first attempt's %s", second.event.ID, first.event.ID)
+	}
+	id, err := uuid.Parse(first.event.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waittest.For(t, 5*time.Second, func() error {
+		ev, err := n.st.Event(ctx, id)
+		if err != nil {
+			return err
+		}
+		if ev.Status != store.StatusProcessed || ev.Attempts != 2 || len(ev.Invocations) != 2 {
+			return fmt.Errorf("row %s, %d attempts, %d logged; want processed after 2, both logged", ev.Status, ev.Attempts, len(ev.Invocations))
+		}
+		return nil
+	})
+
+	gone := change
+	gone.Key = "p/app/gone"
+	logged, err = n.d.Ingest(ctx, []dispatch.Change{gone}, func() bool { return false })
+	if err != nil || logged == nil {
+		t.Fatalf("Ingest: %v, %v; want a Logged to wait for", logged, err)
+	}
+	select {
+	case <-logged.Settled():
+	case <-time.After(5 * time.Second):
+		t.Fatal("a row whose source no longer streams was neither given up nor logged")
+	}
+	if !logged.GivenUp() {
+		t.Error("a row whose source no longer streams was not given up")
+	}
+	time.Sleep(200 * time.Millisecond)
+	if got := len(h.deliveries()); got != 2 {
+		t.Errorf("the hook got %d deliveries, want the 2 of the first change", got)
+	}
+	if recent, err := n.st.Recent(ctx, store.Filter{}, 10); err != nil || len(recent) != 1 {
+		t.Errorf("event_logs holds %d rows (%v), want the first change's alone", len(recent), err)
+	}
 }

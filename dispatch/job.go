@@ -31,6 +31,9 @@ type job struct {
 	body []byte // the request body in format, the same on every attempt while the trigger's format stays
 	// format is the format body is in.
 	format config.Format
+	// first is set while the row is not in the store: it is delivered
+	// before it is logged, and logged with its first outcome (see Ingest).
+	first *Logged
 }
 
 // start holds j, whose lease ends at leaseUntil by this node's clock, and
@@ -39,13 +42,13 @@ type job struct {
 func (d *Dispatcher) start(j *job, leaseUntil time.Time) {
 	if !d.held.add(j, leaseUntil) {
 		d.log.Warn("a row this node holds was claimed again; it stays with the work already on it", j.lane.rowRef(&j.row)...)
-		j.lane.unreserve(1)
+		unreserve([]*job{j})
 		return
 	}
 	d.crew.run(func(soft, hard context.Context) {
 		if d.work(soft, hard, j) {
 			d.held.remove(j)
-			j.lane.unreserve(1)
+			unreserve([]*job{j}) // and a row not logged is given up
 		} else if j.wait != nil {
 			j.wait.abandon()
 		}
@@ -190,9 +193,15 @@ func sleepUntil(soft context.Context, t time.Time) bool {
 
 // fence reports whether this node may attempt j's row now: only while its
 // lease, by this node's clock, outlasts the attempt (the trigger's timeout)
-// with room to spare. A lease that ran short (the node stalled, a commit
+// with room to spare, or, for a row not logged yet, while its source
+// still streams. A lease that ran short (the node stalled, a commit
 // was slow) is renewed first; false means another node holds the row.
 func (d *Dispatcher) fence(hard context.Context, j *job) (bool, error) {
+	if j.first != nil {
+		// No node can claim a row that is not logged, but another may
+		// stream its source now, and deliver it again.
+		return j.first.stream(), nil
+	}
 	set := j.lane.settings()
 	need := set.trig.Timeout() + d.opts.Lease/8
 	now := time.Now()
@@ -280,7 +289,7 @@ func (d *Dispatcher) record(hard context.Context, j *job, res attemptResult) (st
 	out := d.decide(j, res)
 	stripped := false
 	for {
-		applied, err := d.store.Record(context.WithoutCancel(hard), d.opts.NodeID, []store.Outcome{out})
+		applied, err := d.writeOutcome(context.WithoutCancel(hard), j, out)
 		switch {
 		case err == nil:
 			return out, applied[out.EventID]
@@ -289,6 +298,10 @@ func (d *Dispatcher) record(hard context.Context, j *job, res attemptResult) (st
 				append(j.lane.rowRef(&j.row), "err", err)...)
 			out, stripped = d.decide(j, res.withoutAnswer()), true
 			continue
+		case store.IsPermanent(err) && j.first != nil:
+			d.log.Error("the store refused a row with its first outcome, even without the webhook's answer; it is given up here, and delivered again when its source is streamed again",
+				append(j.lane.rowRef(&j.row), "err", err)...)
+			return out, false
 		case store.IsPermanent(err):
 			d.log.Error("the store refused an attempt's outcome, even without the webhook's answer; the row will be attempted again once its lease lapses",
 				append(j.lane.rowRef(&j.row), "err", err)...)
@@ -301,6 +314,25 @@ func (d *Dispatcher) record(hard context.Context, j *job, res attemptResult) (st
 			return out, true // the lease lapses and the row is attempted again
 		}
 	}
+}
+
+// writeOutcome writes out, the outcome of an attempt of j's row: with
+// the row itself when it is not logged yet (store.RecordFirst), which it
+// is from then on.
+func (d *Dispatcher) writeOutcome(ctx context.Context, j *job, out store.Outcome) (map[uuid.UUID]bool, error) {
+	if j.first == nil {
+		return d.store.Record(ctx, d.opts.NodeID, []store.Outcome{out})
+	}
+	rows := []store.EventLog{j.row}
+	inserted, err := d.store.RecordFirst(ctx, d.opts.NodeID, rows, []store.Outcome{out})
+	if err != nil {
+		return nil, err
+	}
+	j.first.finish(true) // inserted, or logged before by another run
+	j.first = nil
+	d.held.setLogged(j)
+	d.opts.Metrics.stagedRows(rows, inserted, sourceDB)
+	return inserted, nil
 }
 
 // newID returns a UUIDv7, falling back to a random UUID if the clock-based

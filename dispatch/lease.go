@@ -23,6 +23,7 @@ type holding struct {
 	until     time.Time // when the lease ends, by this node's clock
 	recording bool      // an outcome is being written: the renewer leaves it be
 	lost      bool      // the lease went to another node: attempt no more
+	unlogged  bool      // the row is not in the store yet: there is no lease to renew
 }
 
 // add holds j's row until leaseUntil, and reports false, holding nothing,
@@ -33,7 +34,7 @@ func (h *heldRows) add(j *job, leaseUntil time.Time) bool {
 	if _, held := h.rows[j.row.ID]; held {
 		return false
 	}
-	h.rows[j.row.ID] = &holding{job: j, until: leaseUntil}
+	h.rows[j.row.ID] = &holding{job: j, until: leaseUntil, unlogged: j.first != nil}
 	return true
 }
 
@@ -57,6 +58,13 @@ func (h *heldRows) setRecording(j *job, on bool) {
 	h.rows[j.row.ID].recording = on
 }
 
+// setLogged notes that j's row, delivered before it was logged, is logged.
+func (h *heldRows) setLogged(j *job) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.rows[j.row.ID].unlogged = false
+}
+
 func (h *heldRows) isLost(j *job) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -76,14 +84,14 @@ func (h *heldRows) leaseLeft(j *job, now time.Time) time.Duration {
 	return h.rows[j.row.ID].until.Sub(now)
 }
 
-// expiring returns the rows that are not being recorded and whose lease,
-// after now, is shorter than their trigger's timeout plus margin.
+// expiring returns the logged rows that are not being recorded and whose
+// lease, after now, is shorter than their trigger's timeout plus margin.
 func (h *heldRows) expiring(now time.Time, margin time.Duration) []*job {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var out []*job
 	for _, r := range h.rows {
-		if !r.recording && r.until.Sub(now) < r.job.lane.settings().trig.Timeout()+margin {
+		if !r.recording && !r.unlogged && r.until.Sub(now) < r.job.lane.settings().trig.Timeout()+margin {
 			out = append(out, r.job)
 		}
 	}
@@ -132,20 +140,26 @@ func (h *heldRows) all() []*job {
 }
 
 // releaseAll hands every row still held back to the store, each due when
-// its next attempt was (now, for rows that were about to be attempted).
+// its next attempt was (now, for rows that were about to be attempted),
+// and gives up those not logged yet: their source streams them again.
 // Run calls it once every job's goroutine has ended.
 func (d *Dispatcher) releaseAll() error {
-	jobs := d.held.all()
-	if len(jobs) == 0 {
-		return nil
-	}
-	ids := make([]uuid.UUID, len(jobs))
-	due := make([]time.Time, len(jobs))
-	for i, j := range jobs {
-		ids[i] = j.row.ID
-		if j.next.After(time.Now()) {
-			due[i] = j.next
+	var ids []uuid.UUID
+	var due []time.Time
+	for _, j := range d.held.all() {
+		if j.first != nil {
+			j.first.finish(false)
+			continue
 		}
+		ids = append(ids, j.row.ID)
+		if j.next.After(time.Now()) {
+			due = append(due, j.next)
+		} else {
+			due = append(due, time.Time{})
+		}
+	}
+	if len(ids) == 0 {
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
