@@ -113,7 +113,7 @@ func (r *consumerRig) check(when string, confirmed pglogrepl.LSN, batches ...[]u
 	if err := r.c.prog.confirmable(context.Background(), r.rec); err != nil {
 		r.t.Fatal(err)
 	}
-	if c := pglogrepl.LSN(r.c.prog.confirmed); c != confirmed {
+	if c := pglogrepl.LSN(r.c.prog.confirmed.Load()); c != confirmed {
 		r.t.Errorf("%s: confirmed %s, want %s", when, c, confirmed)
 	}
 }
@@ -230,8 +230,8 @@ func TestConfirmedOnlyOnceDurable(t *testing.T) {
 	r.mustFeed(true, 0x10, &pglogrepl.BeginMessage{FinalLSN: 0x100, Xid: 7}, insert("1"),
 		&pglogrepl.CommitMessage{CommitLSN: 0x100, TransactionEndLSN: 0x108})
 	r.rec.durableErr = errors.New("store unreachable")
-	if err := r.c.prog.confirmable(ctx, r.rec); err == nil || r.c.prog.confirmed != 0 {
-		t.Errorf("with the store unreachable: confirmed %X (%v), want 0 and the error", r.c.prog.confirmed, err)
+	if err := r.c.prog.confirmable(ctx, r.rec); err == nil || r.c.prog.confirmed.Load() != 0 {
+		t.Errorf("with the store unreachable: confirmed %X (%v), want 0 and the error", r.c.prog.confirmed.Load(), err)
 	}
 	r.rec.durableErr = nil
 	r.check("once durable", 0x108, []uint64{0})
@@ -261,5 +261,67 @@ func TestOnlyChangesNeverStreamedAreFresh(t *testing.T) {
 	}
 	if want := []bool{false, true}; !slices.Equal(fresh, want) {
 		t.Errorf("changes committed at the session's start position and after it: fresh %v, want %v", fresh, want)
+	}
+}
+
+// slowStore is an Ingester whose Durable waits until gate is closed,
+// then fails with err, if set.
+type slowStore struct {
+	recorder
+	gate chan struct{}
+	err  error
+}
+
+func (s *slowStore) Durable(ctx context.Context) error {
+	select {
+	case <-s.gate:
+		return s.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// TestConfirmingDoesNotHoldUpTheStream: the reader confirms in the
+// background. While the store's disk is slow, confirmBehind returns at
+// once, leaving the position confirmed before; once the store has the
+// changes on disk, the new position is confirmed, and an error of a
+// confirmation in the background comes back at the next call.
+func TestConfirmingDoesNotHoldUpTheStream(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := &slowStore{gate: make(chan struct{})}
+	p := &progress{}
+	p.logged(0x100, true, nil)
+	returned := make(chan error, 1)
+	go func() { returned <- p.confirmBehind(ctx, s) }()
+	select {
+	case err := <-returned:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("confirmBehind waited for the store's disk")
+	}
+	if got := p.confirmed.Load(); got != 0 {
+		t.Errorf("confirmed %X before the store had the changes on disk, want 0", got)
+	}
+	close(s.gate)
+	p.background.Wait()
+	if got := p.confirmed.Load(); got != 0x100 {
+		t.Errorf("confirmed %X once the store had the changes on disk, want 100", got)
+	}
+
+	s.err = errors.New("the store is unreachable")
+	p.logged(0x200, true, nil)
+	if err := p.confirmBehind(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	p.background.Wait()
+	if err := p.confirmBehind(ctx, s); err == nil || !strings.Contains(err.Error(), "the store is unreachable") {
+		t.Errorf("the call after a failed confirmation: %v, want its error", err)
+	}
+	p.background.Wait()
+	if got := p.confirmed.Load(); got != 0x100 {
+		t.Errorf("confirmed %X after a failed confirmation, want 100 still", got)
 	}
 }

@@ -110,6 +110,7 @@ func (s *Source) session(outer context.Context) (err error) {
 	err = c.run(sctx, items)
 	cancel(err)
 	wg.Wait()
+	prog.background.Wait()
 	// Rows delivered before they were logged are given up or logged
 	// before the next session may stream them again (unless the node
 	// stops), and what is logged is confirmed.
@@ -119,7 +120,7 @@ func (s *Source) session(outer context.Context) (err error) {
 	dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	_ = prog.confirmable(dctx, s.disp) // else the position confirmed before
 	dcancel()
-	_ = pglogrepl.SendStandbyStatusUpdate(ctx, rconn, pglogrepl.StandbyStatusUpdate{WALWritePosition: pglogrepl.LSN(prog.confirmed)})
+	_ = pglogrepl.SendStandbyStatusUpdate(ctx, rconn, pglogrepl.StandbyStatusUpdate{WALWritePosition: pglogrepl.LSN(prog.confirmed.Load())})
 	if cause := context.Cause(sctx); ctx.Err() == nil && cause != nil {
 		return cause
 	}
@@ -377,15 +378,15 @@ func (r *reader) send(ctx context.Context, it item) error {
 	}
 }
 
-// confirm tells the server the position the consumer has logged, once
-// the store has it on disk, and makes the next confirmation due a Status
-// period from now.
+// confirm tells the server the position the consumer has logged and the
+// store has on disk, as last found (see progress.confirmBehind), and makes
+// the next confirmation due a Status period from now.
 func (r *reader) confirm(ctx context.Context) error {
 	r.next = time.Now().Add(r.s.opts.Status)
-	if err := r.prog.confirmable(ctx, r.s.disp); err != nil {
+	if err := r.prog.confirmBehind(ctx, r.s.disp); err != nil {
 		return fmt.Errorf("%s: %w", r.s.where(), err)
 	}
-	err := pglogrepl.SendStandbyStatusUpdate(ctx, r.conn, pglogrepl.StandbyStatusUpdate{WALWritePosition: pglogrepl.LSN(r.prog.confirmed)})
+	err := pglogrepl.SendStandbyStatusUpdate(ctx, r.conn, pglogrepl.StandbyStatusUpdate{WALWritePosition: pglogrepl.LSN(r.prog.confirmed.Load())})
 	if err != nil {
 		return fmt.Errorf("%s: confirm position: %w", r.s.where(), err)
 	}
@@ -611,9 +612,15 @@ type progress struct {
 	// all logged yet (rows delivered before they are logged), in order.
 	ahead []waypoint
 
-	// Written only by the one confirming.
-	durable   uint64 // writes known to be on disk
-	confirmed uint64 // the position last confirmable
+	failed error // the error a confirmation in the background ended with
+
+	confirming sync.Mutex    // held by the one confirming
+	durable    uint64        // writes known to be on disk; the confirming one's
+	confirmed  atomic.Uint64 // the position last confirmable
+	// background runs confirmations away from the stream's reader;
+	// backgroundBusy says one runs.
+	background     sync.WaitGroup
+	backgroundBusy atomic.Bool
 }
 
 // waypoint is a position that is logged once logged is complete.
@@ -694,6 +701,8 @@ func (p *progress) settle(ctx context.Context) {
 // before it is on disk in the store (the store commits them without
 // waiting for that: see store.InsertOnce). On an error confirmed stays.
 func (p *progress) confirmable(ctx context.Context, in Ingester) error {
+	p.confirming.Lock()
+	defer p.confirming.Unlock()
 	p.mu.Lock()
 	err := p.advance()
 	upto, writes := p.upto, p.writes
@@ -707,7 +716,33 @@ func (p *progress) confirmable(ctx context.Context, in Ingester) error {
 		}
 		p.durable = writes
 	}
-	p.confirmed = upto
+	p.confirmed.Store(upto)
+	return nil
+}
+
+// confirmBehind starts confirmable in the background unless one runs
+// already, so that waiting for the store's disk (up to the store's
+// wal_writer_delay) never holds up the stream; the reader confirms the
+// position found so far. It returns the error the last confirmation in
+// the background ended with, once. The session waits for background.
+func (p *progress) confirmBehind(ctx context.Context, in Ingester) error {
+	p.mu.Lock()
+	err := p.failed
+	p.failed = nil
+	p.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if p.backgroundBusy.CompareAndSwap(false, true) {
+		p.background.Go(func() {
+			defer p.backgroundBusy.Store(false)
+			if err := p.confirmable(ctx, in); err != nil && ctx.Err() == nil {
+				p.mu.Lock()
+				p.failed = err
+				p.mu.Unlock()
+			}
+		})
+	}
 	return nil
 }
 
