@@ -335,14 +335,8 @@ func (l *Logged) GivenUp() bool {
 	if l == nil {
 		return false
 	}
-	select {
-	case <-l.settled:
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		return l.dropped
-	default:
-		return false
-	}
+	settled, dropped := l.state()
+	return settled && dropped
 }
 
 // Complete reports whether every row is logged: settled, none given up.
@@ -350,12 +344,19 @@ func (l *Logged) Complete() bool {
 	if l == nil {
 		return true
 	}
+	settled, dropped := l.state()
+	return settled && !dropped
+}
+
+// state reports whether every row is logged or given up, and whether one
+// was given up.
+func (l *Logged) state() (settled, dropped bool) {
 	select {
 	case <-l.settled:
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		return !l.dropped
 	default:
-		return false
+		return false, false
 	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return true, l.dropped
 }

@@ -284,11 +284,7 @@ func TestFreshChangesAreDeliveredFirst(t *testing.T) {
 		t.Errorf("during the first attempt: %d rows logged (%v), complete %v; want none, and not complete", len(recent), err, logged.Complete())
 	}
 	close(release)
-	select {
-	case <-logged.Settled():
-	case <-time.After(5 * time.Second):
-		t.Fatal("the row was not logged after its first attempt")
-	}
+	waitSettled(t, logged, "the row was not logged after its first attempt")
 	if !logged.Complete() {
 		t.Fatal("the row was given up after its first attempt, not logged")
 	}
@@ -316,11 +312,7 @@ func TestFreshChangesAreDeliveredFirst(t *testing.T) {
 	if err != nil || logged == nil {
 		t.Fatalf("Ingest: %v, %v; want a Logged to wait for", logged, err)
 	}
-	select {
-	case <-logged.Settled():
-	case <-time.After(5 * time.Second):
-		t.Fatal("a row whose source no longer streams was neither given up nor logged")
-	}
+	waitSettled(t, logged, "a row whose source no longer streams was neither given up nor logged")
 	if !logged.GivenUp() {
 		t.Error("a row whose source no longer streams was not given up")
 	}
@@ -330,5 +322,15 @@ func TestFreshChangesAreDeliveredFirst(t *testing.T) {
 	}
 	if recent, err := n.st.Recent(ctx, store.Filter{}, 10); err != nil || len(recent) != 1 {
 		t.Errorf("event_logs holds %d rows (%v), want the first change's alone", len(recent), err)
+	}
+}
+
+// waitSettled fails the test with why unless logged settles within 5 s.
+func waitSettled(t *testing.T, logged *dispatch.Logged, why string) {
+	t.Helper()
+	select {
+	case <-logged.Settled():
+	case <-time.After(5 * time.Second):
+		t.Fatal(why)
 	}
 }
