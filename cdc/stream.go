@@ -699,17 +699,15 @@ func (p *progress) settle(ctx context.Context) {
 
 // confirmable advances confirmed to the position logged, once every write
 // before it is on disk in the store (the store commits them without
-// waiting for that: see store.InsertOnce). On an error confirmed stays.
+// waiting for that: see store.InsertOnce). When the store cannot tell,
+// confirmed stays; a row given up (errGivenUp) stops it there.
 func (p *progress) confirmable(ctx context.Context, in Ingester) error {
 	p.confirming.Lock()
 	defer p.confirming.Unlock()
 	p.mu.Lock()
-	err := p.advance()
+	givenUp := p.advance()
 	upto, writes := p.upto, p.writes
 	p.mu.Unlock()
-	if err != nil {
-		return err
-	}
 	if writes > p.durable {
 		if err := in.Durable(ctx); err != nil {
 			return fmt.Errorf("confirm position: %w", err)
@@ -717,7 +715,7 @@ func (p *progress) confirmable(ctx context.Context, in Ingester) error {
 		p.durable = writes
 	}
 	p.confirmed.Store(upto)
-	return nil
+	return givenUp
 }
 
 // confirmBehind starts confirmable in the background unless one runs
