@@ -31,6 +31,8 @@ type rig struct {
 	storeSchema string
 	hook        *dispatchtest.Receiver
 	conns       map[string]*pgx.Conn
+	// poll is the dispatcher's Options.Poll: 200 ms unless a test sets it.
+	poll time.Duration
 }
 
 // newRig creates a source database set up with setupSQL.
@@ -93,7 +95,11 @@ type node struct {
 // start checks and runs a node; its error from Check, if any, is returned
 // and no source runs.
 func (r *rig) start(cfg *config.Config, opts cdc.Options) (*node, error) {
-	run := dispatchtest.Start(r.t, cfg, dispatch.Options{Poll: 200 * time.Millisecond})
+	poll := r.poll
+	if poll == 0 {
+		poll = 200 * time.Millisecond
+	}
+	run := dispatchtest.Start(r.t, cfg, dispatch.Options{Poll: poll})
 	opts.StoreSchema = cfg.Store.Schema
 	sources, err := cdc.Sources(cfg, run.Dispatcher, opts)
 	if err != nil {
