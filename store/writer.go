@@ -329,6 +329,9 @@ func (s *Store) commit(batch []*writeOp) (map[uuid.UUID]bool, error) {
 		}
 		for i := range op.events {
 			cols.add(&op.events[i])
+			if op.first {
+				cols.addOutcome(&op.events[i])
+			}
 		}
 		for i := range op.outcomes {
 			o := &op.outcomes[i]
@@ -443,6 +446,10 @@ func (c *eventColumns) add(e *EventLog) {
 	c.sync = append(c.sync, e.Synchronous)
 	c.dueAt = append(c.dueAt, timeOrNull(e.DueAt))
 	c.claimedBy = append(c.claimedBy, textOrNull(e.ClaimedBy))
+}
+
+// addOutcome adds the outcome's columns of e, for insertFirstSQL.
+func (c *eventColumns) addOutcome(e *EventLog) {
 	c.status = append(c.status, string(e.Status))
 	c.attempts = append(c.attempts, int32(e.Attempts))
 	c.remark = append(c.remark, textOrNull(Text(e.Remark)))
