@@ -33,6 +33,7 @@ type job struct {
 	format config.Format
 	// first is set while the row is not in the store: it is delivered
 	// before it is logged, and logged with its first outcome (see Ingest).
+	// Only the job's goroutine sets it to nil, under heldRows' lock.
 	first *Logged
 }
 
@@ -329,7 +330,6 @@ func (d *Dispatcher) writeOutcome(ctx context.Context, j *job, out store.Outcome
 		return nil, err
 	}
 	j.first.finish(true) // inserted, or logged before by another run
-	j.first = nil
 	d.held.setLogged(j)
 	d.opts.Metrics.stagedRows(rows, inserted, sourceDB)
 	return inserted, nil

@@ -23,7 +23,6 @@ type holding struct {
 	until     time.Time // when the lease ends, by this node's clock
 	recording bool      // an outcome is being written: the renewer leaves it be
 	lost      bool      // the lease went to another node: attempt no more
-	unlogged  bool      // the row is not in the store yet: there is no lease to renew
 }
 
 // add holds j's row until leaseUntil, and reports false, holding nothing,
@@ -34,7 +33,7 @@ func (h *heldRows) add(j *job, leaseUntil time.Time) bool {
 	if _, held := h.rows[j.row.ID]; held {
 		return false
 	}
-	h.rows[j.row.ID] = &holding{job: j, until: leaseUntil, unlogged: j.first != nil}
+	h.rows[j.row.ID] = &holding{job: j, until: leaseUntil}
 	return true
 }
 
@@ -58,11 +57,13 @@ func (h *heldRows) setRecording(j *job, on bool) {
 	h.rows[j.row.ID].recording = on
 }
 
-// setLogged notes that j's row, delivered before it was logged, is logged.
+// setLogged notes that j's row, delivered before it was logged, is logged
+// (j.first is nil from then on), so that the renewer renews its lease.
+// Only j's own goroutine writes j.first; the renewer reads it under h.mu.
 func (h *heldRows) setLogged(j *job) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.rows[j.row.ID].unlogged = false
+	j.first = nil
 }
 
 func (h *heldRows) isLost(j *job) bool {
@@ -84,14 +85,15 @@ func (h *heldRows) leaseLeft(j *job, now time.Time) time.Duration {
 	return h.rows[j.row.ID].until.Sub(now)
 }
 
-// expiring returns the logged rows that are not being recorded and whose
-// lease, after now, is shorter than their trigger's timeout plus margin.
+// expiring returns the logged rows (a row not logged has no lease) that are
+// not being recorded and whose lease, after now, is shorter than their
+// trigger's timeout plus margin.
 func (h *heldRows) expiring(now time.Time, margin time.Duration) []*job {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var out []*job
 	for _, r := range h.rows {
-		if !r.recording && !r.unlogged && r.until.Sub(now) < r.job.lane.settings().trig.Timeout()+margin {
+		if !r.recording && r.job.first == nil && r.until.Sub(now) < r.job.lane.settings().trig.Timeout()+margin {
 			out = append(out, r.job)
 		}
 	}
