@@ -82,7 +82,23 @@ func TestAFrozenNodeDeliversNoRowTakenOver(t *testing.T) {
 		if len(as) == 0 {
 			t.Errorf("row %s is processed but was never delivered", r.ID)
 		}
-		extra += max(len(as)-1, 0)
+		if len(as) <= 1 {
+			continue
+		}
+		// A row is sent again as the retry of an attempt that failed (on
+		// a loaded machine, one answered after the timeout): such
+		// deliveries are not counted below.
+		logged, err := st.Invocations(context.Background(), r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var failed []string
+		for _, in := range logged {
+			if in.Error != "" {
+				failed = append(failed, fmt.Sprintf("attempt %d by %s %+.3fs: %s", in.Attempt, in.NodeID, in.StartedAt.Sub(stopped).Seconds(), in.Error))
+			}
+		}
+		extra += max(len(as)-1-len(failed), 0)
 		after := 0
 		for _, a := range as {
 			if a.at.After(r.UpdatedAt) {
@@ -98,12 +114,12 @@ func TestAFrozenNodeDeliversNoRowTakenOver(t *testing.T) {
 		// A row in flight on node A at the freeze is delivered again by
 		// the node that takes it over; no row is sent twice after (node
 		// A's arrivals before the thaw are the ones in flight).
-		if after > 1 {
+		if after > 1+len(failed) {
 			var by []string
 			for _, a := range as {
 				by = append(by, fmt.Sprintf("%s %+.3fs", a.node, a.at.Sub(stopped).Seconds()))
 			}
-			twice = append(twice, fmt.Sprintf("%s by %v after the freeze began", r.ID, by))
+			twice = append(twice, fmt.Sprintf("%s by %v after the freeze began (failed attempts: %q)", r.ID, by, failed))
 		}
 	}
 	if len(late) > 0 {
@@ -115,5 +131,5 @@ func TestAFrozenNodeDeliversNoRowTakenOver(t *testing.T) {
 	if extra > concurrency {
 		t.Errorf("%d rows delivered more than once: more than the %d attempts node A can have had in flight", extra, concurrency)
 	}
-	t.Logf("%d events; %d delivered twice (in flight at the freeze); deliveries by node %v", events, extra, hook.Nodes())
+	t.Logf("%d events; %d delivered twice, not as a retry (in flight at the freeze); deliveries by node %v", events, extra, hook.Nodes())
 }
