@@ -5,11 +5,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/bmatcuk/doublestar/v4"
@@ -126,13 +128,29 @@ func parent(rel string) string {
 	return rel[:i]
 }
 
-// hashFile returns the hex SHA-256 of a file's first size bytes.
+// errReplaced says that a path is no longer the regular file that settled:
+// something else took its place, and the events of that change follow.
+var errReplaced = errors.New("no longer a regular file")
+
+// hashFile returns the hex SHA-256 of a file's first size bytes, or
+// errReplaced when the path is no longer a regular file. It follows no
+// symlink and does not block on a FIFO put in the file's place.
 func hashFile(name string, size int64) (string, error) {
-	f, err := os.Open(name)
+	f, err := os.OpenFile(name, hashOpenFlags, 0)
+	if errors.Is(err, syscall.ELOOP) || errors.Is(err, syscall.ENOTDIR) {
+		return "", errReplaced // a symlink, or a folder above that became a file
+	}
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	if !fi.Mode().IsRegular() {
+		return "", errReplaced
+	}
 	h := sha256.New()
 	if _, err := io.Copy(h, io.LimitReader(f, size)); err != nil {
 		return "", err

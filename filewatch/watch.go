@@ -598,7 +598,7 @@ func (w *watcher) meta(e store.FileEntry, fi fs.FileInfo) meta {
 		switch {
 		case err == nil:
 			m.SHA256 = sum
-		case !errors.Is(err, fs.ErrNotExist): // removed since it settled: its FILE_DELETE follows
+		case !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, errReplaced): // removed or replaced since it settled: its FILE_DELETE follows
 			w.s.log.Warn("cannot hash a file; its event has no sha256", "file", e.Path, "err", err)
 		}
 	}
