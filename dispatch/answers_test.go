@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/triggerd/triggerd/dispatch"
 	"github.com/triggerd/triggerd/dispatch/dispatchtest"
 	"github.com/triggerd/triggerd/internal/waittest"
@@ -358,6 +360,67 @@ func TestASlowCommitDoesNotDeliverTwice(t *testing.T) {
 	if len(delivered) != events || twice > 0 || unlogged > 0 {
 		t.Fatalf("%d deliveries of %d rows (%d events queued); %d attempts made by two nodes, %d deliveries not logged as attempts",
 			len(h.deliveries()), len(delivered), events, twice, unlogged)
+	}
+}
+
+// TestASlowRenewalIsRenewedAgain makes an event's row commit with its
+// claim run out, and the renewal before its attempt take almost a whole
+// claim: a trigger on event_logs sleeps in the first insert, and in the
+// first update that keeps a row's claim. The renewal's lease counts from
+// when it began, so the node renews again rather than attempt with too
+// little left: the attempt arrives with its lease, by the database's
+// clock, outlasting the trigger's timeout.
+func TestASlowRenewalIsRenewedAgain(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	db := e.db()
+	ctx := context.Background()
+	left := make(chan time.Duration, 10)
+	var h *hook
+	h = newHook(t, func(n int, _ http.ResponseWriter, _ *http.Request) {
+		var secs float64
+		id := h.deliveries()[n-1].event.ID
+		if err := db.QueryRow(ctx, `SELECT extract(epoch FROM due_at - clock_timestamp()) FROM event_logs WHERE id = $1`, id).Scan(&secs); err != nil {
+			t.Errorf("reading the lease of a delivered row: %v", err)
+		}
+		left <- time.Duration(secs * float64(time.Second))
+	})
+	// A claim lasts the lease plus the timeout: 2.9s. No poll claims the
+	// row: the node claims it at insert.
+	a := e.start("a", trigger("t", "x", h.URL, "timeout: 500ms"), dispatch.Options{Lease: 2400 * time.Millisecond, Poll: time.Minute})
+	time.Sleep(time.Second) // for the lane's first poll, which holds its free places while it claims
+	schema := pgx.Identifier{e.schema}.Sanitize()
+	if _, err := db.Exec(ctx, fmt.Sprintf(`
+CREATE TABLE %[1]s.slow_once (op text, ms int);
+INSERT INTO %[1]s.slow_once VALUES ('INSERT', 3000), ('UPDATE', 2800);
+CREATE FUNCTION %[1]s.slow_once() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE ms int;
+BEGIN
+	IF TG_OP = 'INSERT' OR (NEW.claimed_by IS NOT DISTINCT FROM OLD.claimed_by AND NEW.status = OLD.status AND NEW.attempts = OLD.attempts) THEN
+		DELETE FROM %[1]s.slow_once s WHERE s.op = TG_OP RETURNING s.ms INTO ms;
+		IF ms IS NOT NULL THEN
+			PERFORM pg_sleep(ms / 1000.0);
+		END IF;
+	END IF;
+	RETURN NEW;
+END $$;
+CREATE TRIGGER slow_once BEFORE INSERT OR UPDATE ON %[1]s.event_logs FOR EACH ROW EXECUTE FUNCTION %[1]s.slow_once();`, schema)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := a.d.Enqueue(ctx, dispatch.Event{Project: "p", Type: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case d := <-left:
+		if d < 500*time.Millisecond {
+			t.Errorf("the attempt arrived with %s of its lease left; want at least the trigger's timeout (500ms)", d.Round(time.Millisecond))
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no delivery within 15s")
+	}
+	var slept int
+	if err := db.QueryRow(ctx, `SELECT count(*) FROM slow_once`).Scan(&slept); err != nil || slept != 0 {
+		t.Errorf("the slow insert or renewal did not happen (%d left, %v): the test tested nothing", slept, err)
 	}
 }
 

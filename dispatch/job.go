@@ -205,22 +205,33 @@ func (d *Dispatcher) fence(hard context.Context, j *job) (bool, error) {
 	}
 	set := j.lane.settings()
 	need := set.trig.Timeout() + d.opts.Lease/8
-	now := time.Now()
-	if d.held.leaseLeft(j, now) >= need {
-		return true, nil
+	for {
+		now := time.Now()
+		if d.held.leaseLeft(j, now) >= need {
+			return true, nil
+		}
+		// A renewal that took most of a lease leaves too little: renew again.
+		kept, err := d.renewOne(hard, j, set.lease)
+		if err != nil || !kept {
+			return false, err
+		}
+		d.held.setLease(j, now.Add(set.lease))
 	}
+}
+
+// renewOne extends j's lease by lease, and marks it lost when another node
+// holds the row.
+func (d *Dispatcher) renewOne(hard context.Context, j *job, lease time.Duration) (bool, error) {
 	ctx, cancel := context.WithTimeout(hard, claimTimeout)
 	defer cancel()
-	kept, err := d.store.Renew(ctx, d.opts.NodeID, []uuid.UUID{j.row.ID}, []time.Duration{set.lease})
+	kept, err := d.store.Renew(ctx, d.opts.NodeID, []uuid.UUID{j.row.ID}, []time.Duration{lease})
 	if err != nil {
 		return false, err
 	}
 	if !kept[j.row.ID] {
 		d.held.setLost(j)
-		return false, nil
 	}
-	d.held.setLease(j, now.Add(set.lease))
-	return true, nil
+	return kept[j.row.ID], nil
 }
 
 // decide turns an attempt's result into the row's outcome.
