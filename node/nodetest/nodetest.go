@@ -203,12 +203,48 @@ func (c *Child) WaitLog(t testing.TB, msg string, within time.Duration) {
 	}
 }
 
-// Signal sends the child a signal, such as SIGSTOP to freeze it.
+// Signal sends the child a signal, such as SIGSTOP to freeze it. After
+// SIGSTOP it returns once every thread of the child is stopped, where
+// /proc tells: a test times the freeze from then.
 func (c *Child) Signal(t testing.TB, sig os.Signal) {
 	t.Helper()
 	if err := c.Cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
+	if sig != syscall.SIGSTOP {
+		return
+	}
+	tasks := fmt.Sprintf("/proc/%d/task", c.Cmd.Process.Pid)
+	if _, err := os.Stat(tasks); err != nil {
+		return // no /proc here
+	}
+	if err := waittest.Until(5*time.Second, func() error { return allStopped(tasks) }); err != nil {
+		t.Fatalf("after SIGSTOP: %v", err)
+	}
+}
+
+// allStopped reports which thread under tasks (/proc/PID/task) is not
+// stopped yet, if one is.
+func allStopped(tasks string) error {
+	stats, err := filepath.Glob(filepath.Join(tasks, "*", "stat"))
+	if err != nil || len(stats) == 0 {
+		return fmt.Errorf("no threads under %s (%v)", tasks, err)
+	}
+	for _, name := range stats {
+		stat, err := os.ReadFile(name)
+		if err != nil {
+			return err
+		}
+		// The state follows the command, which is in parentheses and may hold any character.
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 || i+2 >= len(stat) {
+			return fmt.Errorf("%s: cannot read %q", name, stat)
+		}
+		if state := stat[i+2]; state != 'T' && state != 't' {
+			return fmt.Errorf("thread %s is in state %c, not stopped", filepath.Base(filepath.Dir(name)), state)
+		}
+	}
+	return nil
 }
 
 // Kill crashes the child with SIGKILL.
